@@ -1,0 +1,48 @@
+#pragma once
+// Our own single-precision exp: identical bits on every backend (libm versions differ in the last
+// ulp). Range reduction by ln2 in two parts, degree-6 polynomial with explicit fma.
+
+#include <cmath>
+#include <cstdint>
+
+#include "fp16.hpp"
+#include "platform.hpp"
+
+namespace patternkv::core {
+
+PKV_HD float fma_exact(float a, float b, float c) {
+#if defined(__CUDA_ARCH__) || defined(__HIP_DEVICE_COMPILE__)
+    return __fmaf_rn(a, b, c);
+#else
+    return std::fma(a, b, c);  // correctly rounded by IEEE 754 definition, hardware or software
+#endif
+}
+
+/// 2^n as a float for n in [-126, 127].
+PKV_HD float exp2_int(int n) { return bits_float(static_cast<std::uint32_t>(n + 127) << 23); }
+
+/// e^x, within 2 ulp of the exact value for every float x (subnormal results included).
+PKV_HD float exp_fixed(float x) {
+    if (x != x) return x;
+    if (x > 88.72283935546875f) return bits_float(0x7f800000u);
+    if (x < -103.97283172607422f) return 0.0f;
+    // n = round(x / ln2); r = x - n ln2 with ln2 split so n * ln2_hi is exact.
+    const float t = x * 1.44269502162933349609375f;
+    const float n = static_cast<float>(static_cast<int>(t + (t >= 0.0f ? 0.5f : -0.5f)));
+    float r = fma_exact(n, -0.693145751953125f, x);
+    r = fma_exact(n, -1.428606765330187045e-06f, r);
+    // exp(r) on |r| <= ln2/2: Taylor-like minimax coefficients.
+    float p = 1.9875691500e-4f;
+    p = fma_exact(p, r, 1.3981999507e-3f);
+    p = fma_exact(p, r, 8.3334519073e-3f);
+    p = fma_exact(p, r, 4.1665795894e-2f);
+    p = fma_exact(p, r, 1.6666665459e-1f);
+    p = fma_exact(p, r, 5.0000001201e-1f);
+    p = fma_exact(p * r, r, r);
+    p = p + 1.0f;
+    const int ni = static_cast<int>(n);
+    if (ni >= -126) return ni > 127 ? p * exp2_int(127) * exp2_int(ni - 127) : p * exp2_int(ni);
+    return (p * exp2_int(ni + 64)) * exp2_int(-64);  // subnormal result: one rounding, at the end
+}
+
+} // namespace patternkv::core

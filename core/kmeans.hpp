@@ -1,0 +1,106 @@
+#pragma once
+// k-means steps for mining the initial pattern bank of one head (method.md section 4).
+// Init: the k tokens whose counter hash is smallest; assignment by squared L2 (canonical order);
+// centroid = member sum in token order / count; an empty cluster takes a hashed token.
+
+#include <cstdint>
+
+#include "hash.hpp"
+#include "patterns.hpp"
+#include "platform.hpp"
+
+namespace patternkv::core {
+
+struct kmeans_params {
+    int k;               ///< clusters (>= 1, <= tokens)
+    int max_iterations;  ///< >= 1
+    float tolerance;     ///< stop when the largest coordinate change is <= this (from iteration 2)
+    std::uint64_t seed;
+    std::uint64_t init_stream, empty_stream;  ///< hash streams (K and V differ)
+    std::uint64_t head;  ///< KV head index: part of every hash key
+};
+
+/// Writes to `chosen` the k token indices with the smallest counter_hash(seed, stream, head, t),
+/// in increasing hash order (ties: lower token first). Insertion into a sorted list of k entries.
+PKV_HD void kmeans_init_tokens(const kmeans_params& p, int tokens, int* chosen, std::uint64_t* keys) {
+    int filled = 0;
+    for (int t = 0; t < tokens; ++t) {
+        const std::uint64_t h = counter_hash(p.seed, p.init_stream, p.head, static_cast<std::uint64_t>(t));
+        if (filled == p.k && h >= keys[filled - 1]) continue;
+        int pos = filled < p.k ? filled++ : p.k - 1;
+        while (pos > 0 && keys[pos - 1] > h) {
+            keys[pos] = keys[pos - 1];
+            chosen[pos] = chosen[pos - 1];
+            --pos;
+        }
+        keys[pos] = h;
+        chosen[pos] = t;
+    }
+}
+
+/// Token that refills empty cluster c at iteration `iter`.
+PKV_HD int kmeans_empty_cluster_token(const kmeans_params& p, int tokens, int iter, int c) {
+    const std::uint64_t h = counter_hash(p.seed, p.empty_stream, p.head,
+                                         (static_cast<std::uint64_t>(iter) << 32) | static_cast<std::uint32_t>(c));
+    return static_cast<int>(h % static_cast<std::uint64_t>(tokens));
+}
+
+/// New centroid c from the current assignment: member sum in token order divided by the count;
+/// writes the largest |change| of a coordinate to *shift. Returns the member count.
+PKV_HD int kmeans_update_centroid(const float* x, int tokens, int d, const int* assign, int c, float* centroid,
+                                  float* sum, float* shift) {
+    int count = 0;
+    for (int j = 0; j < d; ++j) sum[j] = 0.0f;
+    for (int t = 0; t < tokens; ++t) {
+        if (assign[t] != c) continue;
+        ++count;
+        for (int j = 0; j < d; ++j) sum[j] = sum[j] + x[t * d + j];
+    }
+    float s = 0.0f;
+    if (count > 0) {
+        const float n = static_cast<float>(count);
+        for (int j = 0; j < d; ++j) {
+            const float v = sum[j] / n;
+            const float delta = v > centroid[j] ? v - centroid[j] : centroid[j] - v;
+            s = delta > s ? delta : s;
+            centroid[j] = v;
+        }
+    }
+    *shift = s;
+    return count;
+}
+
+/// Replaces centroid c by token t (empty-cluster repair); returns the largest coordinate change.
+PKV_HD float kmeans_reseed_centroid(const float* x, int d, int t, float* centroid) {
+    float s = 0.0f;
+    for (int j = 0; j < d; ++j) {
+        const float v = x[t * d + j];
+        const float delta = v > centroid[j] ? v - centroid[j] : centroid[j] - v;
+        s = delta > s ? delta : s;
+        centroid[j] = v;
+    }
+    return s;
+}
+
+/// Whole k-means on one head: x [tokens][d] (tokens >= k), centroids [k][d] out.
+/// Scratch: assign [tokens], chosen [k] ints, keys [k], sum [d]. Sequential reference driver; a GPU
+/// backend runs the same steps with the assignment and centroid loops spread over threads.
+PKV_HD void kmeans_run(const kmeans_params& p, const float* x, int tokens, int d, float* centroids, int* assign,
+                       int* chosen, std::uint64_t* keys, float* sum) {
+    kmeans_init_tokens(p, tokens, chosen, keys);
+    for (int c = 0; c < p.k; ++c)
+        for (int j = 0; j < d; ++j) centroids[c * d + j] = x[chosen[c] * d + j];
+    for (int iter = 0; iter < p.max_iterations; ++iter) {
+        for (int t = 0; t < tokens; ++t) assign[t] = nearest_pattern_l2(x + t * d, centroids, p.k, d);
+        float shift = 0.0f;
+        for (int c = 0; c < p.k; ++c) {
+            float s;
+            if (kmeans_update_centroid(x, tokens, d, assign, c, centroids + c * d, sum, &s) == 0)
+                s = kmeans_reseed_centroid(x, d, kmeans_empty_cluster_token(p, tokens, iter, c), centroids + c * d);
+            shift = s > shift ? s : shift;
+        }
+        if (iter >= 1 && shift <= p.tolerance) break;
+    }
+}
+
+} // namespace patternkv::core

@@ -1,0 +1,91 @@
+#pragma once
+// The storage definition of one history page: residual_length tokens of one (sequence, KV head),
+// quantized at one flush. Every backend and the file format use these sizes; nothing redefines them.
+//
+// Per page, in separate arrays of the (sequence, head):
+//   K codes  per-channel: [d][words_for_codes(R, kb)]  (codes packed along tokens)
+//            per-token:   [R][words_for_codes(d, kb)]  (codes packed along channels)
+//   K scale/min per-channel: [R / k_group][d];  per-token: [R][d / k_token_group]
+//   V codes  [R][words_for_codes(d, vb)];  V scale/min [R][d / v_group]
+//   K and V pattern index: [R] bytes each; V gate bits: [ceil(R / 32)] words (only with patterns)
+
+#include <cstdint>
+
+#include "packing.hpp"
+#include "platform.hpp"
+#include "quantize.hpp"
+
+namespace patternkv::core {
+
+struct page_geometry {
+    int d;              ///< head_dim
+    int tokens;         ///< R, tokens per page
+    int k_bits, v_bits;
+    bool k_per_channel;
+    int k_group;        ///< per-channel: tokens per group; per-token: channels per group
+    int v_group;        ///< channels per V group
+    bool patterns;      ///< pattern indices and gate bits are stored
+
+    PKV_HD int k_row_words() const { return k_per_channel ? words_for_codes(tokens, k_bits) : words_for_codes(d, k_bits); }
+    PKV_HD int k_code_words() const { return (k_per_channel ? d : tokens) * k_row_words(); }
+    PKV_HD int k_groups() const { return k_per_channel ? (tokens / k_group) * d : tokens * (d / k_group); }
+    PKV_HD int v_row_words() const { return words_for_codes(d, v_bits); }
+    PKV_HD int v_code_words() const { return tokens * v_row_words(); }
+    PKV_HD int v_groups() const { return tokens * (d / v_group); }
+    PKV_HD int index_bytes() const { return patterns ? tokens : 0; }
+    PKV_HD int gate_words() const { return patterns ? (tokens + 31) / 32 : 0; }
+    /// Bytes one page stores (K and V, everything).
+    PKV_HD std::uint64_t page_bytes() const {
+        return 4ull * (k_code_words() + v_code_words() + gate_words()) +
+               sizeof(scale_min) * static_cast<std::uint64_t>(k_groups() + v_groups()) + 2ull * index_bytes();
+    }
+};
+
+/// Read-only pointers to one page.
+struct page_view {
+    const std::uint32_t* k_codes;
+    const scale_min* k_sm;
+    const std::uint8_t* k_index;
+    const std::uint32_t* v_codes;
+    const scale_min* v_sm;
+    const std::uint8_t* v_index;
+    const std::uint32_t* v_gate;
+};
+
+/// Writable pointers to one page.
+struct page_ref {
+    std::uint32_t* k_codes;
+    scale_min* k_sm;
+    std::uint8_t* k_index;
+    std::uint32_t* v_codes;
+    scale_min* v_sm;
+    std::uint8_t* v_index;
+    std::uint32_t* v_gate;
+};
+
+PKV_HD bool gate_bit(const std::uint32_t* gate, int t) { return (gate[t >> 5] >> (t & 31)) & 1u; }
+
+} // namespace patternkv::core
+
+namespace patternkv::core {
+
+/// All pages of one (sequence, KV head), stored as contiguous arrays indexed by page.
+struct head_pages {
+    page_geometry g;
+    const std::uint32_t* k_codes;
+    const scale_min* k_sm;
+    const std::uint8_t* k_index;
+    const std::uint32_t* v_codes;
+    const scale_min* v_sm;
+    const std::uint8_t* v_index;
+    const std::uint32_t* v_gate;
+
+    PKV_HD page_view page(int i) const {
+        return {k_codes + static_cast<std::int64_t>(i) * g.k_code_words(), k_sm + static_cast<std::int64_t>(i) * g.k_groups(),
+                k_index + static_cast<std::int64_t>(i) * g.index_bytes(), v_codes + static_cast<std::int64_t>(i) * g.v_code_words(),
+                v_sm + static_cast<std::int64_t>(i) * g.v_groups(), v_index + static_cast<std::int64_t>(i) * g.index_bytes(),
+                v_gate + static_cast<std::int64_t>(i) * g.gate_words()};
+    }
+};
+
+} // namespace patternkv::core

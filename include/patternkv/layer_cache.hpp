@@ -1,0 +1,86 @@
+#pragma once
+/// @file layer_cache.hpp
+/// The PatternKV cache of one attention layer for a batch of sequences (CPU reference backend).
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "config.hpp"
+#include "memory_report.hpp"
+#include "tensor_view.hpp"
+
+namespace patternkv {
+
+struct layer_cache_state;  // implementation detail
+
+/// KV cache of one layer holding `batch` independent sequences of different lengths, each with its
+/// own pattern banks. Storage for `max_tokens` tokens per sequence is reserved at construction, so
+/// `append` and `attend` never allocate.
+///
+/// Every operation validates its arguments first and throws patternkv::error on bad input,
+/// non-finite values or exhausted capacity; a throwing call leaves the cache unchanged.
+///
+/// Example (one layer, one sequence):
+/// @code
+///   patternkv::config cfg = patternkv::patternkv_config(2);
+///   cfg.head_dim = 64; cfg.num_kv_heads = 4; cfg.num_q_heads = 8;
+///   patternkv::layer_cache cache(cfg, /*batch=*/1, /*max_tokens=*/4096);
+///   cache.prefill(0, patternkv::view_f32(k, T, 4, 64), patternkv::view_f32(v, T, 4, 64));
+///   cache.append(patternkv::view_f32(k1, 1, 4, 64), patternkv::view_f32(v1, 1, 4, 64));
+///   cache.attend(patternkv::view_f32(q, 1, 8, 64), patternkv::view_f32(out, 1, 8, 64));
+/// @endcode
+class layer_cache {
+public:
+    /// @param cfg        validated with config::validate()
+    /// @param batch      number of sequence slots (>= 1)
+    /// @param max_tokens capacity per sequence in tokens (>= 1)
+    layer_cache(const config& cfg, int batch, std::int64_t max_tokens);
+    ~layer_cache();
+    layer_cache(layer_cache&&) noexcept;
+    layer_cache& operator=(layer_cache&&) noexcept;
+    layer_cache(const layer_cache&) = delete;
+    layer_cache& operator=(const layer_cache&) = delete;
+
+    /// Stores the prompt of sequence `seq`, which must be empty: mines its pattern banks (k-means),
+    /// quantizes whole pages of residual_length tokens and keeps the rest in the window.
+    /// k, v: [tokens, num_kv_heads, head_dim], f32/f16/bf16, any strides; tokens may be 0.
+    void prefill(int seq, const_tensor_view k, const_tensor_view v);
+
+    /// Appends one decode token to each sequence listed in `seqs` (distinct, in any order).
+    /// k, v: [seqs.size(), num_kv_heads, head_dim]. A sequence whose window becomes full is flushed.
+    void append(std::span<const int> seqs, const_tensor_view k, const_tensor_view v);
+    /// Appends one token to every sequence: k, v [batch, num_kv_heads, head_dim].
+    void append(const_tensor_view k, const_tensor_view v);
+
+    /// Decode attention for one query token per listed sequence over its whole cache
+    /// (quantized history and window). q: [seqs.size(), num_q_heads, head_dim] (any dtype);
+    /// out: [seqs.size(), num_q_heads, head_dim], f32. Every listed sequence must hold >= 1 token.
+    void attend(std::span<const int> seqs, const_tensor_view q, tensor_view out) const;
+    /// attend() for every sequence: q, out [batch, num_q_heads, head_dim].
+    void attend(const_tensor_view q, tensor_view out) const;
+
+    /// Forgets sequence `seq` (tokens and banks) so its slot can take a new prompt.
+    void reset(int seq);
+
+    /// Tokens cached for sequence `seq` (history + window).
+    std::int64_t size(int seq) const;
+    /// Tokens of sequence `seq` in quantized history.
+    std::int64_t quantized_size(int seq) const;
+    /// Patterns currently in the K (v = false) or V (v = true) bank of (seq, kv head).
+    int bank_size(int seq, int kv_head, bool v) const;
+
+    int batch() const;
+    std::int64_t max_tokens() const;
+    const config& cfg() const;
+    /// What is stored, byte by byte (see memory_report).
+    memory_report memory() const;
+
+    /// Internal state, for tests, backends and persistence (not a stable API).
+    const layer_cache_state& state() const { return *state_; }
+
+private:
+    std::unique_ptr<layer_cache_state> state_;
+};
+
+} // namespace patternkv

@@ -1,0 +1,34 @@
+#pragma once
+/// @file memory_report.hpp
+/// What a cache stores, byte by byte.
+
+#include <cstdint>
+#include <string>
+
+namespace patternkv {
+
+/// Bytes actually held by a cache (summed over sequences and KV heads), split by kind.
+/// Counts live data (tokens cached so far), not reserved capacity.
+struct memory_report {
+    std::uint64_t code_bytes = 0;           ///< packed K and V codes
+    std::uint64_t scale_min_bytes = 0;      ///< fp16 scale/min pairs of every group
+    std::uint64_t pattern_index_bytes = 0;  ///< K and V pattern index per quantized token
+    std::uint64_t gate_bytes = 0;           ///< V gate bits (packed, 1 bit per quantized token)
+    std::uint64_t bank_bytes = 0;           ///< fp16 pattern banks (K and V)
+    std::uint64_t window_bytes = 0;         ///< fp16 full-precision window (K and V)
+    std::uint64_t quantized_tokens = 0;     ///< tokens in quantized history, summed over sequences
+    std::uint64_t window_tokens = 0;        ///< tokens in windows, summed over sequences
+    std::uint64_t elements = 0;             ///< cached scalars: (quantized + window tokens) * kv_heads * head_dim * 2
+
+    std::uint64_t total_bytes() const {
+        return code_bytes + scale_min_bytes + pattern_index_bytes + gate_bytes + bank_bytes + window_bytes;
+    }
+    /// Stored bits per cached K/V scalar, everything included; 0 for an empty cache.
+    double bits_per_element() const {
+        return elements == 0 ? 0.0 : 8.0 * static_cast<double>(total_bytes()) / static_cast<double>(elements);
+    }
+    /// Multi-line human-readable breakdown.
+    std::string describe() const;
+};
+
+} // namespace patternkv

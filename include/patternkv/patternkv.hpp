@@ -1,0 +1,12 @@
+#pragma once
+/// @file patternkv.hpp
+/// Umbrella header of libpatternkv: PatternKV low-bit KV-cache quantization.
+
+#include "concepts.hpp"
+#include "config.hpp"
+#include "error.hpp"
+#include "layer_cache.hpp"
+#include "memory_report.hpp"
+#include "policies.hpp"
+#include "tensor_view.hpp"
+#include "version.hpp"

@@ -1,0 +1,56 @@
+#pragma once
+/// @file tensor_view.hpp
+/// Non-owning strided views over fp32, fp16 and bf16 tensors of rank up to 3.
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+namespace patternkv {
+
+/// Element type of a tensor view. fp16 is IEEE binary16, bf16 is bfloat16, both as raw uint16_t bits.
+enum class dtype : std::uint8_t { f32, f16, bf16 };
+
+/// Name of a dtype ("f32", "f16", "bf16").
+const char* dtype_name(dtype t);
+
+/// A rank-3 strided view. Strides are in elements. Unused leading dimensions have extent 1.
+/// The library reads inputs through `const_tensor_view` and writes outputs through `tensor_view`.
+template <class Ptr>
+struct basic_tensor_view {
+    Ptr data = nullptr;
+    dtype type = dtype::f32;
+    std::array<std::int64_t, 3> shape{0, 0, 0};
+    std::array<std::int64_t, 3> strides{0, 0, 0};
+
+    /// A contiguous (row-major) view of shape {a, b, c}.
+    static basic_tensor_view contiguous(Ptr p, dtype t, std::int64_t a, std::int64_t b, std::int64_t c) {
+        return {p, t, {a, b, c}, {b * c, c, 1}};
+    }
+    /// Offset in elements of element (i, j, k).
+    std::int64_t offset(std::int64_t i, std::int64_t j, std::int64_t k) const {
+        return i * strides[0] + j * strides[1] + k * strides[2];
+    }
+};
+
+using const_tensor_view = basic_tensor_view<const void*>;
+using tensor_view = basic_tensor_view<void*>;
+
+/// Contiguous fp32 input view [a, b, c].
+inline const_tensor_view view_f32(const float* p, std::int64_t a, std::int64_t b, std::int64_t c) {
+    return const_tensor_view::contiguous(p, dtype::f32, a, b, c);
+}
+/// Contiguous fp32 output view [a, b, c].
+inline tensor_view view_f32(float* p, std::int64_t a, std::int64_t b, std::int64_t c) {
+    return tensor_view::contiguous(p, dtype::f32, a, b, c);
+}
+/// Contiguous fp16 input view [a, b, c] over raw binary16 bits.
+inline const_tensor_view view_f16(const std::uint16_t* p, std::int64_t a, std::int64_t b, std::int64_t c) {
+    return const_tensor_view::contiguous(p, dtype::f16, a, b, c);
+}
+/// Contiguous bf16 input view [a, b, c] over raw bfloat16 bits.
+inline const_tensor_view view_bf16(const std::uint16_t* p, std::int64_t a, std::int64_t b, std::int64_t c) {
+    return const_tensor_view::contiguous(p, dtype::bf16, a, b, c);
+}
+
+} // namespace patternkv

@@ -1,0 +1,71 @@
+#include "input_reader.hpp"
+
+#include <cmath>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include <patternkv/error.hpp>
+
+#include "core/fp16.hpp"
+#include "core/platform.hpp"
+
+namespace patternkv::detail {
+namespace {
+
+template <class View>
+void check_shape_impl(const char* name, const View& v, std::int64_t a, std::int64_t b, std::int64_t c) {
+    if (v.shape[0] != a || v.shape[1] != b || v.shape[2] != c)
+        throw error(fmt::format("{}: shape [{}, {}, {}] does not match the expected [{}, {}, {}]", name, v.shape[0],
+                                v.shape[1], v.shape[2], a, b, c));
+    if (v.type != dtype::f32 && v.type != dtype::f16 && v.type != dtype::bf16)
+        throw error(fmt::format("{}: unsupported dtype code {}", name, static_cast<int>(v.type)));
+    if (a * b * c > 0 && v.data == nullptr) throw error(fmt::format("{}: null data pointer", name));
+}
+
+} // namespace
+
+void check_shape(const char* name, const const_tensor_view& v, std::int64_t a, std::int64_t b, std::int64_t c) {
+    check_shape_impl(name, v, a, b, c);
+}
+void check_shape(const char* name, const tensor_view& v, std::int64_t a, std::int64_t b, std::int64_t c) {
+    check_shape_impl(name, v, a, b, c);
+}
+
+float read_element(const const_tensor_view& v, std::int64_t i, std::int64_t j, std::int64_t k) {
+    const std::int64_t off = v.offset(i, j, k);
+    switch (v.type) {
+    case dtype::f32: return static_cast<const float*>(v.data)[off];
+    case dtype::f16: return core::half_to_float(static_cast<const std::uint16_t*>(v.data)[off]);
+    case dtype::bf16: return core::bf16_to_float(static_cast<const std::uint16_t*>(v.data)[off]);
+    }
+    return 0.0f;
+}
+
+void to_cache_half(const char* name, const const_tensor_view& v, std::vector<std::uint16_t>& out) {
+    const auto [a, b, c] = v.shape;
+    out.resize(static_cast<std::size_t>(a * b * c));
+    for (std::int64_t j = 0; j < b; ++j)
+        for (std::int64_t i = 0; i < a; ++i)
+            for (std::int64_t k = 0; k < c; ++k) {
+                const float x = read_element(v, i, j, k);
+                if (!std::isfinite(x) || std::fabs(x) > core::max_abs_input)
+                    throw error(fmt::format("{}[{}, {}, {}] = {}: values must be finite with |x| <= {}", name, i, j, k, x,
+                                            core::max_abs_input));
+                out[static_cast<std::size_t>((j * a + i) * c + k)] = core::float_to_half(x);
+            }
+}
+
+void to_finite_floats(const char* name, const const_tensor_view& v, std::vector<float>& out) {
+    const auto [a, b, c] = v.shape;
+    out.resize(static_cast<std::size_t>(a * b * c));
+    for (std::int64_t i = 0; i < a; ++i)
+        for (std::int64_t j = 0; j < b; ++j)
+            for (std::int64_t k = 0; k < c; ++k) {
+                const float x = read_element(v, i, j, k);
+                if (!std::isfinite(x)) throw error(fmt::format("{}[{}, {}, {}] = {}: values must be finite", name, i, j, k, x));
+                out[static_cast<std::size_t>((i * b + j) * c + k)] = x;
+            }
+}
+
+} // namespace patternkv::detail
