@@ -60,6 +60,11 @@ public:
     /// attend() for every sequence: q, out [batch, num_q_heads, head_dim].
     void attend(const_tensor_view q, tensor_view out) const;
 
+    /// Reconstructed K and V of sequence `seq` as attention sees them (history dequantized plus its
+    /// patterns, window as stored). k, v: [size(seq), num_kv_heads, head_dim], f32. For tests and
+    /// debugging; attend() never materializes this.
+    void dequantize(int seq, tensor_view k, tensor_view v) const;
+
     /// Forgets sequence `seq` (tokens and banks) so its slot can take a new prompt.
     void reset(int seq);
 

@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 namespace patternkv {
 
@@ -26,6 +27,12 @@ struct basic_tensor_view {
     /// A contiguous (row-major) view of shape {a, b, c}.
     static basic_tensor_view contiguous(Ptr p, dtype t, std::int64_t a, std::int64_t b, std::int64_t c) {
         return {p, t, {a, b, c}, {b * c, c, 1}};
+    }
+    /// A writable view converts to a read-only one.
+    operator basic_tensor_view<const void*>() const
+        requires std::is_same_v<Ptr, void*>
+    {
+        return {data, type, shape, strides};
     }
     /// Offset in elements of element (i, j, k).
     std::int64_t offset(std::int64_t i, std::int64_t j, std::int64_t k) const {

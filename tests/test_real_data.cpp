@@ -1,0 +1,121 @@
+// PatternKV versus KIVI on a real KV cache: layer 0 of Qwen2.5-14B (protocol of shared/data/README.md).
+#include <fstream>
+
+#include "core/fp16.hpp"
+#include "support.hpp"
+
+namespace {
+
+constexpr int heads = 8, tokens = 220, dim = 128, quantized = 128;
+
+// [head][token][dim] fp16 file -> floats [token][head][dim] (the cache's input layout).
+std::vector<float> load_dump(const std::string& name) {
+    const std::string path = pkv_test::data_file(name);
+    std::ifstream f(path, std::ios::binary);
+    std::vector<std::uint16_t> raw(static_cast<std::size_t>(heads) * tokens * dim);
+    f.read(reinterpret_cast<char*>(raw.data()), static_cast<std::streamsize>(raw.size() * 2));
+    REQUIRE_MESSAGE(f.gcount() == static_cast<std::streamsize>(raw.size() * 2), path << " is truncated");
+    std::vector<float> out(raw.size());
+    for (int h = 0; h < heads; ++h)
+        for (int t = 0; t < tokens; ++t)
+            for (int j = 0; j < dim; ++j)
+                out[(static_cast<std::size_t>(t) * heads + h) * dim + j] =
+                    patternkv::core::half_to_float(raw[(static_cast<std::size_t>(h) * tokens + t) * dim + j]);
+    return out;
+}
+
+struct errors {
+    double k, v, attn;
+};
+
+double sq(double x) { return x * x; }
+
+// Exact-vs-reconstructed attention of the 92 held-out keys (as queries, / sqrt(128)) over the
+// first 128 tokens, per head; relative squared errors summed over heads.
+errors measure(const patternkv::config& c, const std::vector<float>& k, const std::vector<float>& v) {
+    patternkv::layer_cache cache(c, 1, tokens);
+    cache.prefill(0, patternkv::view_f32(k.data(), tokens, heads, dim), patternkv::view_f32(v.data(), tokens, heads, dim));
+    REQUIRE(cache.quantized_size(0) == quantized);
+    std::vector<float> kh(k.size()), vh(v.size());
+    cache.dequantize(0, patternkv::view_f32(kh.data(), tokens, heads, dim), patternkv::view_f32(vh.data(), tokens, heads, dim));
+    const auto at = [](int t, int h, int j) { return (static_cast<std::size_t>(t) * heads + h) * dim + j; };
+    double kn = 0, kd = 0, vn = 0, vd = 0, an = 0, ad = 0;
+    for (int h = 0; h < heads; ++h) {
+        for (int t = 0; t < quantized; ++t)
+            for (int j = 0; j < dim; ++j) {
+                kn += sq(kh[at(t, h, j)] - k[at(t, h, j)]);
+                kd += sq(k[at(t, h, j)]);
+                vn += sq(vh[at(t, h, j)] - v[at(t, h, j)]);
+                vd += sq(v[at(t, h, j)]);
+            }
+        for (int qi = quantized; qi < tokens; ++qi) {
+            std::vector<double> se(quantized), sq_(quantized);
+            double me = -1e300, mq = -1e300;
+            for (int t = 0; t < quantized; ++t) {
+                double a = 0, b = 0;
+                for (int j = 0; j < dim; ++j) {
+                    const double q = k[at(qi, h, j)] / std::sqrt(128.0);
+                    a += q * k[at(t, h, j)];
+                    b += q * kh[at(t, h, j)];
+                }
+                se[t] = a;
+                sq_[t] = b;
+                me = std::max(me, a);
+                mq = std::max(mq, b);
+            }
+            double le = 0, lq = 0;
+            for (int t = 0; t < quantized; ++t) {
+                le += se[t] = std::exp(se[t] - me);
+                lq += sq_[t] = std::exp(sq_[t] - mq);
+            }
+            for (int j = 0; j < dim; ++j) {
+                double oe = 0, oq = 0;
+                for (int t = 0; t < quantized; ++t) {
+                    oe += se[t] / le * v[at(t, h, j)];
+                    oq += sq_[t] / lq * vh[at(t, h, j)];
+                }
+                an += sq(oq - oe);
+                ad += sq(oe);
+            }
+        }
+    }
+    return {kn / kd, vn / vd, an / ad};
+}
+
+patternkv::config with_shape(patternkv::config c) {
+    c.head_dim = dim;
+    c.num_kv_heads = c.num_q_heads = heads;
+    return c;
+}
+
+} // namespace
+
+TEST_CASE("Qwen2.5-14B layer 0: PatternKV beats KIVI at 2 bits by the margins of method.md") {
+    const auto k = load_dump("qwen2.5-14b_L0_keys_8x220x128.f16");
+    const auto v = load_dump("qwen2.5-14b_L0_values_8x220x128.f16");
+    struct row {
+        const char* name;
+        patternkv::config cfg;
+    };
+    const row rows[] = {{"KIVI-2", with_shape(patternkv::kivi_config(2))},
+                        {"PatternKV-2", with_shape(patternkv::patternkv_config(2))},
+                        {"KIVI-4", with_shape(patternkv::kivi_config(4))},
+                        {"PatternKV-4", with_shape(patternkv::patternkv_config(4))},
+                        {"per-token-2", with_shape(patternkv::per_token_config(2))}};
+    std::vector<errors> e;
+    fmt::print("\n{:<12} {:>10} {:>10} {:>12}\n", "method", "K relMSE", "V relMSE", "attn relMSE");
+    for (const auto& r : rows) {
+        e.push_back(measure(r.cfg, k, v));
+        fmt::print("{:<12} {:>10.4f} {:>10.4f} {:>12.4f}\n", r.name, e.back().k, e.back().v, e.back().attn);
+    }
+    const errors kivi2 = e[0], pkv2 = e[1], kivi4 = e[2], pkv4 = e[3], pertoken2 = e[4];
+    CHECK(pkv2.attn <= 0.5 * kivi2.attn);
+    CHECK(pkv2.v <= 0.35 * kivi2.v);
+    CHECK(pkv2.k < kivi2.k);
+    CHECK(pkv4.attn < kivi4.attn);
+    CHECK(pkv4.v < kivi4.v);
+    CHECK(kivi2.attn < pertoken2.attn);  // per-channel K beats per-token K on outlier channels
+    // The reference prototype's KIVI figures depend on no random choice: ours must agree closely.
+    CHECK(kivi2.k == doctest::Approx(0.0148).epsilon(0.15));
+    CHECK(kivi2.v == doctest::Approx(0.6315).epsilon(0.15));
+}
