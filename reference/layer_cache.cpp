@@ -1,4 +1,5 @@
-// layer_cache on the CPU: construction, prefill (k-means + page quantization), append and flush.
+// layer_cache: construction, validation and conversion of every input, then dispatch to the
+// backend (cache_backend.hpp); the sequence counters are kept here, identically for every backend.
 #include <algorithm>
 #include <cstring>
 
@@ -9,7 +10,7 @@
 #include <patternkv/layer_cache.hpp>
 
 #include "core/attention.hpp"
-#include "core/fp16.hpp"
+#include "cache_backend.hpp"
 #include "input_reader.hpp"
 #include "layer_cache_state.hpp"
 
@@ -44,15 +45,6 @@ void check_seq(const layer_cache_state& s, const char* what, int seq) {
         throw error(fmt::format("{}: sequence index {} out of range [0, {})", what, seq, s.batch));
 }
 
-void set_gate_bit(std::uint32_t* gate, int t, bool on) {
-    const std::uint32_t bit = 1u << (t & 31);
-    gate[t >> 5] = on ? (gate[t >> 5] | bit) : (gate[t >> 5] & ~bit);
-}
-
-void half_rows_to_float(const std::uint16_t* x, std::size_t n, float* out) {
-    for (std::size_t i = 0; i < n; ++i) out[i] = core::half_to_float(x[i]);
-}
-
 } // namespace
 
 core::head_pages layer_cache_state::head(int seq, int h) const {
@@ -75,92 +67,8 @@ core::page_ref layer_cache_state::page_mut(int seq, int h, int page) {
             v_gate.data() + p * geom.gate_words()};
 }
 
-void encode_pages(layer_cache_state& s, bool v, int seq, int h, const std::uint16_t* x, int first, int count, bool flush) {
-    const int d = s.d(), R = s.geom.tokens;
-    const int nb = v ? s.v_bank_size[s.sh(seq, h)] : s.k_bank_size[s.sh(seq, h)];
-    std::vector<float>& buf = s.scratch(static_cast<std::size_t>(2 * R * d + s.bank_capacity * d));
-    float* rows = buf.data();
-    float* resid = rows + R * d;
-    float* bank = resid + R * d;
-    half_rows_to_float(s.bank(v, seq, h), static_cast<std::size_t>(nb) * d, bank);
-    const std::span<const float> bank_span(bank, static_cast<std::size_t>(nb) * d);
-    for (int p = 0; p < count; ++p) {
-        half_rows_to_float(x + static_cast<std::size_t>(p) * R * d, static_cast<std::size_t>(R) * d, rows);
-        const core::page_ref page = s.page_mut(seq, h, first + p);
-        for (int t = 0; t < R; ++t) {
-            const float* row = rows + t * d;
-            float* out = resid + t * d;
-            std::copy(row, row + d, out);
-            if (!s.has_patterns()) continue;
-            const std::span<const float> xs(row, d);
-            int a = 0;
-            bool residual = false;
-            if (nb > 0) {
-                const auto align = [&](const auto& q) {
-                    return flush ? q.align_flush(xs, bank_span, nb) : q.align_prefill(xs, bank_span, nb);
-                };
-                a = v ? align(s.v_quantizer) : std::visit(align, s.k_quantizer);
-                const std::span<const float> m(bank + a * d, d);
-                residual = !v || std::visit([&](const auto& g) { return g.residualize(xs, m); }, s.gate);
-                if (residual)
-                    for (int j = 0; j < d; ++j) out[j] = row[j] - m[j];
-            }
-            (v ? page.v_index : page.k_index)[t] = static_cast<std::uint8_t>(a);
-            if (v) set_gate_bit(page.v_gate, t, residual);
-        }
-        const std::span<const float> rs(resid, static_cast<std::size_t>(R) * d);
-        auto* sm = reinterpret_cast<std::uint16_t*>(v ? page.v_sm : page.k_sm);
-        if (v) {
-            s.v_quantizer.quantize(rs, {page.v_codes, static_cast<std::size_t>(s.geom.v_code_words())},
-                                   {sm, 2 * static_cast<std::size_t>(s.geom.v_groups())});
-        } else {
-            std::visit([&](const auto& q) {
-                q.quantize(rs, {page.k_codes, static_cast<std::size_t>(s.geom.k_code_words())},
-                           {sm, 2 * static_cast<std::size_t>(s.geom.k_groups())});
-            }, s.k_quantizer);
-        }
-    }
-}
-
-namespace {
-
-// Mines the bank of (seq, h) for K or V from T fp16 rows.
-void mine_bank(layer_cache_state& s, bool v, int seq, int h, const std::uint16_t* x, int T) {
-    const int d = s.d();
-    std::vector<float> rows(static_cast<std::size_t>(T) * d), bank(static_cast<std::size_t>(s.bank_capacity) * d);
-    half_rows_to_float(x, rows.size(), rows.data());
-    const int n = std::visit([&](const auto& m) { return m.mine(rows, d, h, v, bank); }, s.miner);
-    std::uint16_t* dst = s.bank(v, seq, h);
-    for (std::size_t i = 0; i < static_cast<std::size_t>(n) * d; ++i) dst[i] = core::float_to_half(bank[i]);
-    (v ? s.v_bank_size : s.k_bank_size)[s.sh(seq, h)] = n;
-}
-
-// Flush of one (seq, head) for K or V: Chebyshev centre into the bank, then the window becomes a page.
-void flush_head(layer_cache_state& s, bool v, int seq, int h) {
-    const int d = s.d(), R = s.geom.tokens;
-    const std::uint16_t* w = s.window(v, seq, h);
-    if (s.has_patterns()) {
-        int& nb = (v ? s.v_bank_size : s.k_bank_size)[s.sh(seq, h)];
-        if (nb < s.bank_capacity) {
-            std::vector<float>& buf = s.scratch(static_cast<std::size_t>(R * d + d));
-            half_rows_to_float(w, static_cast<std::size_t>(R) * d, buf.data());
-            float* centre = buf.data() + R * d;
-            const bool add = std::visit(
-                [&](const auto& m) { return m.propose({buf.data(), static_cast<std::size_t>(R) * d}, d, {centre, static_cast<std::size_t>(d)}); },
-                s.miner);
-            if (add) {
-                std::uint16_t* dst = s.bank(v, seq, h) + static_cast<std::size_t>(nb) * d;
-                for (int j = 0; j < d; ++j) dst[j] = core::float_to_half(centre[j]);
-                ++nb;
-            }
-        }
-    }
-    encode_pages(s, v, seq, h, w, s.pages[seq], 1, true);
-}
-
-} // namespace
-
-layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens) : state_(std::make_unique<layer_cache_state>()) {
+layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens, backend where)
+    : state_(std::make_unique<layer_cache_state>()) {
     cfg.validate();
     if (batch < 1) throw error(fmt::format("layer_cache: batch = {} must be >= 1", batch));
     if (max_tokens < 1 || max_tokens > (std::int64_t{1} << 31) - 1)
@@ -202,6 +110,8 @@ layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens) 
     s.partials.resize(q_elems * s.max_splits() * core::partial_stride(s.d(), s.bank_capacity));
     s.in_k.reserve(static_cast<std::size_t>(batch) * s.heads() * s.d());
     s.in_v.reserve(static_cast<std::size_t>(batch) * s.heads() * s.d());
+    s.out.resize(q_elems * s.d());
+    s.impl = make_backend(where, s);
 }
 
 layer_cache::~layer_cache() = default;
@@ -222,18 +132,9 @@ void layer_cache::prefill(int seq, const_tensor_view k, const_tensor_view v) {
     std::vector<std::uint16_t> xk, xv;  // prefill is not the allocation-free path
     detail::to_cache_half("prefill k", k, xk);
     detail::to_cache_half("prefill v", v, xv);
-
-    const int R = s.geom.tokens, full = static_cast<int>(T / R), rest = static_cast<int>(T % R), t = static_cast<int>(T);
-    tbb::parallel_for(0, 2 * s.heads(), [&](int task) {
-        const bool isv = task % 2 == 1;
-        const int h = task / 2;
-        const std::uint16_t* x = (isv ? xv : xk).data() + static_cast<std::size_t>(h) * t * s.d();
-        if (s.has_patterns()) mine_bank(s, isv, seq, h, x, t);
-        encode_pages(s, isv, seq, h, x, 0, full, false);
-        std::copy(x + static_cast<std::size_t>(full) * R * s.d(), x + static_cast<std::size_t>(t) * s.d(), s.window(isv, seq, h));
-    });
-    s.pages[seq] = full;
-    s.window_count[seq] = rest;
+    s.impl->prefill(s, seq, xk.data(), xv.data(), static_cast<int>(T));
+    s.pages[seq] = static_cast<int>(T / s.geom.tokens);
+    s.window_count[seq] = static_cast<int>(T % s.geom.tokens);
 }
 
 void layer_cache::append(std::span<const int> seqs, const_tensor_view k, const_tensor_view v) {
@@ -251,32 +152,42 @@ void layer_cache::append(std::span<const int> seqs, const_tensor_view k, const_t
     detail::to_cache_half("append k", k, s.in_k);
     detail::to_cache_half("append v", v, s.in_v);
 
-    const int d = s.d(), R = s.geom.tokens;
-    bool any_full = false;
-    for (std::int64_t i = 0; i < n; ++i) {
-        const int seq = seqs[i], w = s.window_count[seq];
-        for (int h = 0; h < s.heads(); ++h) {
-            const std::size_t src = (static_cast<std::size_t>(h) * n + i) * d;
-            std::copy_n(s.in_k.data() + src, d, s.window(false, seq, h) + static_cast<std::size_t>(w) * d);
-            std::copy_n(s.in_v.data() + src, d, s.window(true, seq, h) + static_cast<std::size_t>(w) * d);
-        }
-        any_full |= ++s.window_count[seq] == R;
-    }
-    if (!any_full) return;
-    tbb::parallel_for(std::int64_t{0}, n * s.heads() * 2, [&](std::int64_t task) {
-        const int seq = seqs[task / (2 * s.heads())];
-        if (s.window_count[seq] == R) flush_head(s, task % 2 == 1, seq, static_cast<int>(task / 2 % s.heads()));
-    });
-    for (std::int64_t i = 0; i < n; ++i) {
-        if (s.window_count[seqs[i]] != R) continue;
-        ++s.pages[seqs[i]];
-        s.window_count[seqs[i]] = 0;
+    s.impl->append(s, seqs, s.in_k.data(), s.in_v.data());
+    for (const int seq : seqs) {
+        if (++s.window_count[seq] < s.geom.tokens) continue;
+        ++s.pages[seq];
+        s.window_count[seq] = 0;
     }
 }
 
 void layer_cache::append(const_tensor_view k, const_tensor_view v) {
     append(state_->all_seqs, k, v);
 }
+
+void layer_cache::attend(std::span<const int> seqs, const_tensor_view q, tensor_view out) const {
+    const layer_cache_state& s = *state_;
+    const auto n = static_cast<std::int64_t>(seqs.size());
+    detail::check_shape("attend q", q, n, s.cfg.num_q_heads, s.d());
+    detail::check_shape("attend out", out, n, s.cfg.num_q_heads, s.d());
+    if (out.type != dtype::f32) throw error(fmt::format("attend out: dtype {} unsupported, out must be f32", dtype_name(out.type)));
+    for (std::int64_t i = 0; i < n; ++i) {
+        check_seq(s, "attend", seqs[i]);
+        for (std::int64_t j = 0; j < i; ++j)
+            if (seqs[j] == seqs[i]) throw error(fmt::format("attend: sequence {} listed twice", seqs[i]));
+        if (s.tokens(seqs[i]) == 0)
+            throw error(fmt::format("attend: sequence {} holds no tokens (query for an empty cache)", seqs[i]));
+    }
+    detail::to_finite_floats("attend q", q, s.q_in);
+    s.impl->attend(s, seqs, s.q_in.data(), s.out.data());
+    float* dst = static_cast<float*>(out.data);
+    for (std::int64_t i = 0; i < n; ++i)
+        for (int h = 0; h < s.cfg.num_q_heads; ++h)
+            for (int j = 0; j < s.d(); ++j) dst[out.offset(i, h, j)] = s.out[(static_cast<std::size_t>(i) * s.cfg.num_q_heads + h) * s.d() + j];
+}
+
+void layer_cache::attend(const_tensor_view q, tensor_view out) const { attend(state_->all_seqs, q, out); }
+
+backend layer_cache::where() const { return state_->impl->kind(); }
 
 void layer_cache::reset(int seq) {
     layer_cache_state& s = *state_;

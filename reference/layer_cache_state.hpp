@@ -2,6 +2,7 @@
 // Internal state of layer_cache (CPU reference backend). Arrays are indexed by sh = seq * H + head
 // and preallocated for max_tokens per sequence at construction.
 #include <cstdint>
+#include <memory>
 #include <variant>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include <patternkv/layer_cache.hpp>
 #include <patternkv/policies.hpp>
 
+#include "cache_backend.hpp"
 #include "core/page_layout.hpp"
 
 namespace patternkv {
@@ -48,7 +50,10 @@ struct layer_cache_state {
     mutable std::vector<float> q_tau;       ///< scaled queries [n][Hq][d]
     mutable std::vector<float> qm;          ///< q . K patterns [n][Hq][bank_capacity]
     mutable std::vector<float> partials;    ///< split records [n][Hq][max_splits][stride]
+    mutable std::vector<float> out;         ///< attention output [n][Hq][d] before the copy into the user's view
     mutable tbb::enumerable_thread_specific<std::vector<float>> thread_scratch;
+
+    std::unique_ptr<cache_backend> impl;  ///< where the data lives and the kernels run
 
     int heads() const { return cfg.num_kv_heads; }
     int d() const { return cfg.head_dim; }
@@ -80,9 +85,5 @@ struct layer_cache_state {
         return s;
     }
 };
-
-/// Quantizes `count` whole pages of fp16 rows x [count * R][d] of (seq, h) into pages
-/// [first, first + count): K (v = false) or V (v = true). Aligns by L2 (prefill) or d_mm (flush).
-void encode_pages(layer_cache_state& s, bool v, int seq, int h, const std::uint16_t* x, int first, int count, bool flush);
 
 } // namespace patternkv

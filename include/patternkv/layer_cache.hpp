@@ -6,6 +6,7 @@
 #include <memory>
 #include <span>
 
+#include "backend.hpp"
 #include "config.hpp"
 #include "memory_report.hpp"
 #include "tensor_view.hpp"
@@ -35,7 +36,8 @@ public:
     /// @param cfg        validated with config::validate()
     /// @param batch      number of sequence slots (>= 1)
     /// @param max_tokens capacity per sequence in tokens (>= 1)
-    layer_cache(const config& cfg, int batch, std::int64_t max_tokens);
+    /// @param where      compute backend (throws if unavailable; see backend_unavailable_reason)
+    layer_cache(const config& cfg, int batch, std::int64_t max_tokens, backend where = backend::cpu);
     ~layer_cache();
     layer_cache(layer_cache&&) noexcept;
     layer_cache& operator=(layer_cache&&) noexcept;
@@ -75,6 +77,8 @@ public:
     /// Patterns currently in the K (v = false) or V (v = true) bank of (seq, kv head).
     int bank_size(int seq, int kv_head, bool v) const;
 
+    /// The backend this cache runs on.
+    backend where() const;
     int batch() const;
     std::int64_t max_tokens() const;
     const config& cfg() const;

@@ -2,6 +2,7 @@
 /// @file patternkv.hpp
 /// Umbrella header of libpatternkv: PatternKV low-bit KV-cache quantization.
 
+#include "backend.hpp"
 #include "concepts.hpp"
 #include "config.hpp"
 #include "error.hpp"

@@ -1,0 +1,212 @@
+// The CPU reference backend: oneTBB over (sequence, KV head[, split]) running core/ templates.
+// Prefill mines banks (k-means) and quantizes whole pages; a flush adds the Chebyshev centre and
+// quantizes the window; attention runs on codes, one task per (sequence, KV head, split), its
+// query heads sharing the KV head's codes, splits combined in core order.
+#include <algorithm>
+
+#include <tbb/parallel_for.h>
+
+#include "cache_backend.hpp"
+#include "core/attention.hpp"
+#include "core/fp16.hpp"
+#include "layer_cache_state.hpp"
+
+namespace patternkv {
+namespace {
+
+void set_gate_bit(std::uint32_t* gate, int t, bool on) {
+    const std::uint32_t bit = 1u << (t & 31);
+    gate[t >> 5] = on ? (gate[t >> 5] | bit) : (gate[t >> 5] & ~bit);
+}
+
+void half_rows_to_float(const std::uint16_t* x, std::size_t n, float* out) {
+    for (std::size_t i = 0; i < n; ++i) out[i] = core::half_to_float(x[i]);
+}
+
+// Quantizes `count` whole pages of fp16 rows x [count * R][d] of (seq, h) into pages
+// [first, first + count): K (v = false) or V (v = true). Aligns by L2 (prefill) or d_mm (flush).
+void encode_pages(layer_cache_state& s, bool v, int seq, int h, const std::uint16_t* x, int first, int count, bool flush) {
+    const int d = s.d(), R = s.geom.tokens;
+    const int nb = v ? s.v_bank_size[s.sh(seq, h)] : s.k_bank_size[s.sh(seq, h)];
+    std::vector<float>& buf = s.scratch(static_cast<std::size_t>(2 * R * d + s.bank_capacity * d));
+    float* rows = buf.data();
+    float* resid = rows + R * d;
+    float* bank = resid + R * d;
+    half_rows_to_float(s.bank(v, seq, h), static_cast<std::size_t>(nb) * d, bank);
+    const std::span<const float> bank_span(bank, static_cast<std::size_t>(nb) * d);
+    for (int p = 0; p < count; ++p) {
+        half_rows_to_float(x + static_cast<std::size_t>(p) * R * d, static_cast<std::size_t>(R) * d, rows);
+        const core::page_ref page = s.page_mut(seq, h, first + p);
+        for (int t = 0; t < R; ++t) {
+            const float* row = rows + t * d;
+            float* out = resid + t * d;
+            std::copy(row, row + d, out);
+            if (!s.has_patterns()) continue;
+            const std::span<const float> xs(row, d);
+            int a = 0;
+            bool residual = false;
+            if (nb > 0) {
+                const auto align = [&](const auto& q) {
+                    return flush ? q.align_flush(xs, bank_span, nb) : q.align_prefill(xs, bank_span, nb);
+                };
+                a = v ? align(s.v_quantizer) : std::visit(align, s.k_quantizer);
+                const std::span<const float> m(bank + a * d, d);
+                residual = !v || std::visit([&](const auto& g) { return g.residualize(xs, m); }, s.gate);
+                if (residual)
+                    for (int j = 0; j < d; ++j) out[j] = row[j] - m[j];
+            }
+            (v ? page.v_index : page.k_index)[t] = static_cast<std::uint8_t>(a);
+            if (v) set_gate_bit(page.v_gate, t, residual);
+        }
+        const std::span<const float> rs(resid, static_cast<std::size_t>(R) * d);
+        auto* sm = reinterpret_cast<std::uint16_t*>(v ? page.v_sm : page.k_sm);
+        if (v) {
+            s.v_quantizer.quantize(rs, {page.v_codes, static_cast<std::size_t>(s.geom.v_code_words())},
+                                   {sm, 2 * static_cast<std::size_t>(s.geom.v_groups())});
+        } else {
+            std::visit([&](const auto& q) {
+                q.quantize(rs, {page.k_codes, static_cast<std::size_t>(s.geom.k_code_words())},
+                           {sm, 2 * static_cast<std::size_t>(s.geom.k_groups())});
+            }, s.k_quantizer);
+        }
+    }
+}
+
+// Mines the bank of (seq, h) for K or V from T fp16 rows.
+void mine_bank(layer_cache_state& s, bool v, int seq, int h, const std::uint16_t* x, int T) {
+    const int d = s.d();
+    std::vector<float> rows(static_cast<std::size_t>(T) * d), bank(static_cast<std::size_t>(s.bank_capacity) * d);
+    half_rows_to_float(x, rows.size(), rows.data());
+    const int n = std::visit([&](const auto& m) { return m.mine(rows, d, h, v, bank); }, s.miner);
+    std::uint16_t* dst = s.bank(v, seq, h);
+    for (std::size_t i = 0; i < static_cast<std::size_t>(n) * d; ++i) dst[i] = core::float_to_half(bank[i]);
+    (v ? s.v_bank_size : s.k_bank_size)[s.sh(seq, h)] = n;
+}
+
+// Flush of one (seq, head) for K or V: Chebyshev centre into the bank, then the window becomes a page.
+void flush_head(layer_cache_state& s, bool v, int seq, int h) {
+    const int d = s.d(), R = s.geom.tokens;
+    const std::uint16_t* w = s.window(v, seq, h);
+    if (s.has_patterns()) {
+        int& nb = (v ? s.v_bank_size : s.k_bank_size)[s.sh(seq, h)];
+        if (nb < s.bank_capacity) {
+            std::vector<float>& buf = s.scratch(static_cast<std::size_t>(R * d + d));
+            half_rows_to_float(w, static_cast<std::size_t>(R) * d, buf.data());
+            float* centre = buf.data() + R * d;
+            const bool add = std::visit(
+                [&](const auto& m) { return m.propose({buf.data(), static_cast<std::size_t>(R) * d}, d, {centre, static_cast<std::size_t>(d)}); },
+                s.miner);
+            if (add) {
+                std::uint16_t* dst = s.bank(v, seq, h) + static_cast<std::size_t>(nb) * d;
+                for (int j = 0; j < d; ++j) dst[j] = core::float_to_half(centre[j]);
+                ++nb;
+            }
+        }
+    }
+    encode_pages(s, v, seq, h, w, s.pages[seq], 1, true);
+}
+
+int history_splits(const layer_cache_state& s, int seq) {
+    const int pps = core::pages_per_split(s.geom.tokens);
+    return (s.pages[seq] + pps - 1) / pps;
+}
+
+int total_splits(const layer_cache_state& s, int seq) { return history_splits(s, seq) + (s.window_count[seq] > 0 ? 1 : 0); }
+
+class cpu_backend final : public cache_backend {
+public:
+    backend kind() const override { return backend::cpu; }
+
+    void prefill(layer_cache_state& s, int seq, const std::uint16_t* xk, const std::uint16_t* xv, int T) override {
+        const int R = s.geom.tokens, full = T / R;
+        tbb::parallel_for(0, 2 * s.heads(), [&](int task) {
+            const bool isv = task % 2 == 1;
+            const int h = task / 2;
+            const std::uint16_t* x = (isv ? xv : xk) + static_cast<std::size_t>(h) * T * s.d();
+            if (s.has_patterns()) mine_bank(s, isv, seq, h, x, T);
+            encode_pages(s, isv, seq, h, x, 0, full, false);
+            std::copy(x + static_cast<std::size_t>(full) * R * s.d(), x + static_cast<std::size_t>(T) * s.d(), s.window(isv, seq, h));
+        });
+    }
+
+    void append(layer_cache_state& s, std::span<const int> seqs, const std::uint16_t* xk, const std::uint16_t* xv) override {
+        const int d = s.d(), R = s.geom.tokens;
+        const auto n = static_cast<std::int64_t>(seqs.size());
+        bool any_full = false;
+        for (std::int64_t i = 0; i < n; ++i) {
+            const int seq = seqs[i], w = s.window_count[seq];
+            for (int h = 0; h < s.heads(); ++h) {
+                const std::size_t src = (static_cast<std::size_t>(h) * n + i) * d;
+                std::copy_n(xk + src, d, s.window(false, seq, h) + static_cast<std::size_t>(w) * d);
+                std::copy_n(xv + src, d, s.window(true, seq, h) + static_cast<std::size_t>(w) * d);
+            }
+            any_full |= w + 1 == R;
+        }
+        if (!any_full) return;
+        tbb::parallel_for(std::int64_t{0}, n * s.heads() * 2, [&](std::int64_t task) {
+            const int seq = seqs[task / (2 * s.heads())];
+            if (s.window_count[seq] + 1 == R) flush_head(s, task % 2 == 1, seq, static_cast<int>(task / 2 % s.heads()));
+        });
+    }
+
+    void attend(const layer_cache_state& s, std::span<const int> seqs, const float* q, float* out) const override {
+    const int n = static_cast<int>(seqs.size()), d = s.d(), H = s.heads(), G = s.gqa(), Hq = s.cfg.num_q_heads;
+    const int cap = s.bank_capacity, stride = core::partial_stride(d, cap), ms = s.max_splits();
+    const int pps = core::pages_per_split(s.geom.tokens);
+    const float tau = s.cfg.scale();
+    const auto qh_index = [&](int i, int hq) { return static_cast<std::size_t>(i) * Hq + hq; };
+
+    // 1. scaled queries and the q . K-pattern tables (unused table entries are 0: pages encoded
+    //    before any pattern existed carry index 0 and add nothing).
+    tbb::parallel_for(0, n * Hq, [&](int task) {
+        const int i = task / Hq, hq = task % Hq, seq = seqs[i];
+        const float* qi = q + qh_index(i, hq) * d;
+        float* qt = s.q_tau.data() + qh_index(i, hq) * d;
+        for (int j = 0; j < d; ++j) qt[j] = qi[j] * tau;
+        if (!s.has_patterns()) return;
+        float* qm = s.qm.data() + qh_index(i, hq) * cap;
+        const int nb = s.k_bank_size[s.sh(seq, hq / G)];
+        core::pattern_scores(qt, s.bank(false, seq, hq / G), nb, d, qm);
+        for (int c = nb; c < cap; ++c) qm[c] = 0.0f;
+    });
+
+    // 2. one task per (sequence, KV head, split); the KV head's query heads share its codes.
+    tbb::parallel_for(0, n * H * ms, [&](int task) {
+        const int i = task / (H * ms), h = task / ms % H, split = task % ms, seq = seqs[i];
+        if (split >= total_splits(s, seq)) return;
+        const bool window = split == history_splits(s, seq);
+        const int scratch_tokens = pps * s.geom.tokens;
+        std::vector<float>& buf = s.scratch(static_cast<std::size_t>(scratch_tokens + d));
+        const core::head_pages hp = s.head(seq, h);
+        for (int hq = h * G; hq < (h + 1) * G; ++hq) {
+            const float* qt = s.q_tau.data() + qh_index(i, hq) * d;
+            float* rec = s.partials.data() + (qh_index(i, hq) * ms + split) * stride;
+            if (window) {
+                core::attend_window_split(s.window(false, seq, h), s.window(true, seq, h), s.window_count[seq], d, qt, cap,
+                                          buf.data(), rec);
+            } else {
+                const int first = split * pps, count = std::min(pps, s.pages[seq] - first);
+                const float* qm = s.has_patterns() ? s.qm.data() + qh_index(i, hq) * cap : nullptr;
+                core::attend_history_split(hp, first, count, qt, qm, cap, buf.data(), buf.data() + scratch_tokens, rec);
+            }
+        }
+    });
+
+    // 3. combine the splits of each (sequence, query head) in order.
+    tbb::parallel_for(0, n * Hq, [&](int task) {
+        const int i = task / Hq, hq = task % Hq, seq = seqs[i];
+        std::vector<float>& buf = s.scratch(static_cast<std::size_t>(cap + d));
+        const int nb = s.has_patterns() ? s.v_bank_size[s.sh(seq, hq / G)] : 0;
+        float* o = buf.data() + cap;
+        core::combine_splits(s.partials.data() + qh_index(i, hq) * ms * stride, total_splits(s, seq), d, cap,
+                             s.bank(true, seq, hq / G), nb, buf.data(), o);
+        std::copy(o, o + d, out + qh_index(i, hq) * d);
+    });
+    }
+};
+
+} // namespace
+
+std::unique_ptr<cache_backend> make_cpu_backend() { return std::make_unique<cpu_backend>(); }
+
+} // namespace patternkv
