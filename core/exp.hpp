@@ -18,6 +18,18 @@ PKV_HD float fma_exact(float a, float b, float c) {
 #endif
 }
 
+/// IEEE sqrt, correctly rounded on every backend: host std::sqrt; CUDA __fsqrt_rn (also with
+/// -prec-sqrt=true); HIP's sqrtf is __ocml_sqrt_f32, correctly rounded when hipcc links
+/// oclc_correctly_rounded_sqrt_on (-fhip-fp32-correctly-rounded-divide-sqrt, the default, passed
+/// explicitly by backends/meson.build).
+PKV_HD float sqrt_rn(float x) {
+#if defined(__CUDA_ARCH__)
+    return __fsqrt_rn(x);
+#else
+    return std::sqrt(x);
+#endif
+}
+
 /// 2^n as a float for n in [-126, 127].
 PKV_HD float exp2_int(int n) { return bits_float(static_cast<std::uint32_t>(n + 127) << 23); }
 

@@ -2,30 +2,24 @@
 // IEEE binary16 and bfloat16 conversions, written out so every backend rounds identically
 // (round to nearest even unless a directed mode is asked for). No hardware conversion is used.
 
+#include <bit>
 #include <cstdint>
-#include <cstring>
 
 #include "platform.hpp"
 
 namespace patternkv::core {
 
-PKV_HD std::uint32_t float_bits(float f) {
-    std::uint32_t u;
-    std::memcpy(&u, &f, sizeof u);
-    return u;
-}
-PKV_HD float bits_float(std::uint32_t u) {
-    float f;
-    std::memcpy(&f, &u, sizeof f);
-    return f;
-}
+// std::bit_cast, not std::memcpy: memcpy is a host function under hipcc; bit_cast is constexpr,
+// hence callable from device code on both GPU compilers, and the same bits on the CPU.
+PKV_HD std::uint32_t float_bits(float f) { return std::bit_cast<std::uint32_t>(f); }
+PKV_HD float bits_float(std::uint32_t u) { return std::bit_cast<float>(u); }
 
-/// binary16 bits -> float (exact).
+/// binary16 bits -> float (exact; a signaling NaN comes back quiet, as F16C and GPUs do).
 PKV_HD float half_to_float(std::uint16_t h) {
     const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
     const std::uint32_t exp = (h >> 10) & 0x1fu;
     std::uint32_t mant = h & 0x3ffu;
-    if (exp == 0x1f) return bits_float(sign | 0x7f800000u | (mant << 13));  // inf / nan
+    if (exp == 0x1f) return bits_float(sign | 0x7f800000u | (mant != 0 ? 0x400000u : 0u) | (mant << 13));  // inf; NaN quieted as by hardware
     if (exp != 0) return bits_float(sign | ((exp + 112u) << 23) | (mant << 13));
     if (mant == 0) return bits_float(sign);
     // subnormal half: value = mant * 2^-24, exactly representable as a normal float

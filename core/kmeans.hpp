@@ -45,6 +45,22 @@ PKV_HD int kmeans_empty_cluster_token(const kmeans_params& p, int tokens, int it
     return static_cast<int>(h % static_cast<std::uint64_t>(tokens));
 }
 
+/// Sets one centroid coordinate to sum / count (count > 0); returns the |change|.
+PKV_HD float kmeans_set_coordinate(float sum, int count, float* centroid_j) {
+    const float v = sum / static_cast<float>(count);
+    const float delta = v > *centroid_j ? v - *centroid_j : *centroid_j - v;
+    *centroid_j = v;
+    return delta;
+}
+
+/// Sets coordinate j of a centroid to token t's (empty-cluster repair); returns the |change|.
+PKV_HD float kmeans_reseed_coordinate(const float* x, int d, int t, int j, float* centroid_j) {
+    const float v = x[t * d + j];
+    const float delta = v > *centroid_j ? v - *centroid_j : *centroid_j - v;
+    *centroid_j = v;
+    return delta;
+}
+
 /// New centroid c from the current assignment: member sum in token order divided by the count;
 /// writes the largest |change| of a coordinate to *shift. Returns the member count.
 PKV_HD int kmeans_update_centroid(const float* x, int tokens, int d, const int* assign, int c, float* centroid,
@@ -58,15 +74,28 @@ PKV_HD int kmeans_update_centroid(const float* x, int tokens, int d, const int* 
     }
     float s = 0.0f;
     if (count > 0) {
-        const float n = static_cast<float>(count);
         for (int j = 0; j < d; ++j) {
-            const float v = sum[j] / n;
-            const float delta = v > centroid[j] ? v - centroid[j] : centroid[j] - v;
+            const float delta = kmeans_set_coordinate(sum[j], count, centroid + j);
             s = delta > s ? delta : s;
-            centroid[j] = v;
         }
     }
     *shift = s;
+    return count;
+}
+
+/// Coordinate j of kmeans_update_centroid, for backends that give each (centroid, coordinate) its
+/// own thread: the member sum of coordinate j is the same chain in token order, then the same
+/// kmeans_set_coordinate. Returns the member count; *delta is the |change| (0 when empty).
+PKV_HD int kmeans_update_coordinate(const float* x, int tokens, int d, const int* assign, int c, int j,
+                                    float* centroid_j, float* delta) {
+    int count = 0;
+    float sum = 0.0f;
+    for (int t = 0; t < tokens; ++t) {
+        if (assign[t] != c) continue;
+        ++count;
+        sum = sum + x[t * d + j];
+    }
+    *delta = count > 0 ? kmeans_set_coordinate(sum, count, centroid_j) : 0.0f;
     return count;
 }
 
@@ -74,10 +103,8 @@ PKV_HD int kmeans_update_centroid(const float* x, int tokens, int d, const int* 
 PKV_HD float kmeans_reseed_centroid(const float* x, int d, int t, float* centroid) {
     float s = 0.0f;
     for (int j = 0; j < d; ++j) {
-        const float v = x[t * d + j];
-        const float delta = v > centroid[j] ? v - centroid[j] : centroid[j] - v;
+        const float delta = kmeans_reseed_coordinate(x, d, t, j, centroid + j);
         s = delta > s ? delta : s;
-        centroid[j] = v;
     }
     return s;
 }

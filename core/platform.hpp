@@ -5,7 +5,9 @@
 #include <cstdint>
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
-#define PKV_HD __host__ __device__ __forceinline__
+// Spelled without __forceinline__: that macro comes from the CUDA/HIP runtime headers, which hipcc
+// does not include before a core header.
+#define PKV_HD __host__ __device__ inline __attribute__((always_inline))
 #else
 #define PKV_HD inline
 #endif

@@ -4,8 +4,7 @@
 //     1 - rho^2 >= c * sqrt(1 + rho^4),   rho = R_flat / R_raw,   c = 2 z / sqrt(5 d).
 // c is computed once on the host (gate_constant) and passed to every backend as the same float.
 
-#include <cmath>
-
+#include "exp.hpp"
 #include "patterns.hpp"
 #include "platform.hpp"
 
@@ -22,7 +21,7 @@ struct gate_params {
 /// Decision of the z-test for a ratio rho.
 PKV_HD bool gate_accepts(float rho, float c) {
     const float rho2 = rho * rho;
-    return 1.0f - rho2 >= c * std::sqrt(1.0f + rho2 * rho2);
+    return 1.0f - rho2 >= c * sqrt_rn(1.0f + rho2 * rho2);
 }
 
 /// Whether V token v (d channels) is stored as the residual v - m.

@@ -45,7 +45,7 @@ std::string backend_unavailable_reason(backend b) {
     return fmt::format("unknown backend code {}", static_cast<int>(b));
 }
 
-std::unique_ptr<cache_backend> make_backend(backend kind, const layer_cache_state& s) {
+std::unique_ptr<cache_backend> make_backend(backend kind, [[maybe_unused]] const layer_cache_state& s) {
     if (const std::string why = backend_unavailable_reason(kind); !why.empty())
         throw error(fmt::format("layer_cache: backend {} unavailable: {}", backend_name(kind), why));
     switch (kind) {

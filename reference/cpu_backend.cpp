@@ -10,6 +10,8 @@
 #include "core/attention.hpp"
 #include "core/fp16.hpp"
 #include "layer_cache_state.hpp"
+#include "simd/attention_ops_avx2.hpp"
+#include "simd/cpu_features.hpp"
 
 namespace patternkv {
 namespace {
@@ -113,6 +115,22 @@ int history_splits(const layer_cache_state& s, int seq) {
 
 int total_splits(const layer_cache_state& s, int seq) { return history_splits(s, seq) + (s.window_count[seq] > 0 ? 1 : 0); }
 
+// The split kernels with the fastest primitives this CPU has (identical bits either way).
+void run_history_split(const core::head_pages& hp, int first, int count, const core::head_group& hg, int cap, float* work) {
+#if defined(__x86_64__)
+    if (simd::have_avx2()) return core::attend_history_split<simd::avx2_ops>(hp, first, count, hg, cap, work);
+#endif
+    core::attend_history_split<core::scalar_ops>(hp, first, count, hg, cap, work);
+}
+
+void run_window_split(const std::uint16_t* wk, const std::uint16_t* wv, int n, int d, const core::head_group& hg, int cap,
+                      float* work) {
+#if defined(__x86_64__)
+    if (simd::have_avx2()) return core::attend_window_split<simd::avx2_ops>(wk, wv, n, d, hg, cap, work);
+#endif
+    core::attend_window_split<core::scalar_ops>(wk, wv, n, d, hg, cap, work);
+}
+
 class cpu_backend final : public cache_backend {
 public:
     backend kind() const override { return backend::cpu; }
@@ -175,20 +193,17 @@ public:
         const int i = task / (H * ms), h = task / ms % H, split = task % ms, seq = seqs[i];
         if (split >= total_splits(s, seq)) return;
         const bool window = split == history_splits(s, seq);
-        const int scratch_tokens = pps * s.geom.tokens;
-        std::vector<float>& buf = s.scratch(static_cast<std::size_t>(scratch_tokens + d));
-        const core::head_pages hp = s.head(seq, h);
-        for (int hq = h * G; hq < (h + 1) * G; ++hq) {
-            const float* qt = s.q_tau.data() + qh_index(i, hq) * d;
-            float* rec = s.partials.data() + (qh_index(i, hq) * ms + split) * stride;
-            if (window) {
-                core::attend_window_split(s.window(false, seq, h), s.window(true, seq, h), s.window_count[seq], d, qt, cap,
-                                          buf.data(), rec);
-            } else {
-                const int first = split * pps, count = std::min(pps, s.pages[seq] - first);
-                const float* qm = s.has_patterns() ? s.qm.data() + qh_index(i, hq) * cap : nullptr;
-                core::attend_history_split(hp, first, count, qt, qm, cap, buf.data(), buf.data() + scratch_tokens, rec);
-            }
+        const int split_tokens = pps * s.geom.tokens;
+        std::vector<float>& buf =
+            s.scratch(static_cast<std::size_t>(core::split_scratch_floats(G, split_tokens, d, s.geom.tokens)));
+        const std::size_t q0 = qh_index(i, h * G);
+        const core::head_group hg{G, s.q_tau.data() + q0 * d, s.has_patterns() ? s.qm.data() + q0 * cap : nullptr, cap,
+                                  s.partials.data() + (q0 * ms + split) * stride, ms * stride};
+        if (window) {
+            run_window_split(s.window(false, seq, h), s.window(true, seq, h), s.window_count[seq], d, hg, cap, buf.data());
+        } else {
+            const int first = split * pps;
+            run_history_split(s.head(seq, h), first, std::min(pps, s.pages[seq] - first), hg, cap, buf.data());
         }
     });
 

@@ -1,0 +1,315 @@
+#include "dense_baselines.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include <tbb/parallel_for.h>
+
+#include "core/fp16.hpp"
+#include "core/hash.hpp"
+#include "reference/simd/cpu_features.hpp"
+#include "reference/simd/exp_avx2.hpp"
+
+namespace pkv_bench {
+namespace {
+
+constexpr int split_tokens = 1024;
+
+// Scores and softmax partials of one (sequence, KV head, split) for its G query heads, then the
+// V accumulation: K and V rows are read once for the whole group. Generic C++ path.
+template <class RowK, class RowV>
+void split_generic(const RowK& row_k, const RowV& row_v, std::int64_t t0, std::int64_t n, int d, int G, const float* q,
+                   float* scores, float* m, float* l, float* o) {
+    std::vector<float> kr(d);
+    for (std::int64_t t = 0; t < n; ++t) {
+        row_k(t0 + t, kr.data());
+        for (int g = 0; g < G; ++g) {
+            float acc = 0.0f;
+            for (int j = 0; j < d; ++j) acc += q[g * d + j] * kr[j];
+            scores[g * n + t] = acc;
+        }
+    }
+    for (int g = 0; g < G; ++g) {
+        m[g] = *std::max_element(scores + g * n, scores + (g + 1) * n);
+        l[g] = 0.0f;
+        for (std::int64_t t = 0; t < n; ++t) l[g] += scores[g * n + t] = std::exp(scores[g * n + t] - m[g]);
+        std::fill(o + g * d, o + (g + 1) * d, 0.0f);
+    }
+    for (std::int64_t t = 0; t < n; ++t) {
+        row_v(t0 + t, kr.data());
+        for (int g = 0; g < G; ++g)
+            for (int j = 0; j < d; ++j) o[g * d + j] += scores[g * n + t] * kr[j];
+    }
+}
+
+#if defined(__x86_64__)
+PKV_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+PKV_AVX2 inline __m256 load8(const std::uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+PKV_AVX2 inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// AVX2 path for head_dim % 8 == 0 and G <= 8: row pointers K/V [tokens][d] of one (seq, head).
+template <class T>
+PKV_AVX2 void split_avx2(const T* k, const T* v, std::int64_t t0, std::int64_t n, int d, int G, const float* q, float* scores,
+                         float* m, float* l, float* o) {
+    for (std::int64_t t = 0; t < n; ++t) {
+        const T* kr = k + (t0 + t) * d;
+        __m256 acc[8];
+        for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_ps();
+        for (int j = 0; j < d; j += 8) {
+            const __m256 kv = load8(kr + j);
+            for (int g = 0; g < G; ++g) acc[g] = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * d + j), kv, acc[g]);
+        }
+        for (int g = 0; g < G; ++g) scores[g * n + t] = hsum(acc[g]);
+    }
+    for (int g = 0; g < G; ++g) {
+        float* s = scores + g * n;
+        m[g] = *std::max_element(s, s + n);
+        const __m256 vm = _mm256_set1_ps(m[g]);
+        __m256 lsum = _mm256_setzero_ps();
+        std::int64_t t = 0;
+        for (; t + 8 <= n; t += 8) {
+            const __m256 e = patternkv::simd::exp_fixed_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + t), vm));
+            _mm256_storeu_ps(s + t, e);
+            lsum = _mm256_add_ps(lsum, e);
+        }
+        l[g] = hsum(lsum);
+        for (; t < n; ++t) l[g] += s[t] = std::exp(s[t] - m[g]);
+    }
+    for (int j0 = 0; j0 < d; j0 += 32) {  // 4 vectors x G heads of output in registers
+        const int w = std::min(32, d - j0) / 8;
+        __m256 acc[8][4];
+        for (int g = 0; g < G; ++g)
+            for (int x = 0; x < w; ++x) acc[g][x] = _mm256_setzero_ps();
+        for (std::int64_t t = 0; t < n; ++t) {
+            const T* vr = v + (t0 + t) * d + j0;
+            for (int x = 0; x < w; ++x) {
+                const __m256 vv = load8(vr + 8 * x);
+                for (int g = 0; g < G; ++g) acc[g][x] = _mm256_fmadd_ps(_mm256_set1_ps(scores[g * n + t]), vv, acc[g][x]);
+            }
+        }
+        for (int g = 0; g < G; ++g)
+            for (int x = 0; x < w; ++x) _mm256_storeu_ps(o + g * d + j0 + 8 * x, acc[g][x]);
+    }
+}
+#endif
+
+} // namespace
+
+std::uint64_t dense_cache::bytes() const {
+    return half ? 2ull * (k16.size() + v16.size()) : 4ull * (k32.size() + v32.size());
+}
+
+dense_cache make_dense_cache(const dense_shape& s, bool half, std::uint64_t seed) {
+    dense_cache c{s, half, {}, {}, {}, {}};
+    const std::size_t n = static_cast<std::size_t>(s.batch) * s.kv_heads * s.tokens * s.head_dim;
+    const auto value = [seed](std::size_t i, std::uint64_t which) {
+        return static_cast<float>(patternkv::core::counter_hash(seed, which, i, 0) >> 40) * (4.0f / 16777216.0f) - 2.0f;
+    };
+    if (half) {
+        c.k16.resize(n);
+        c.v16.resize(n);
+        tbb::parallel_for(std::size_t{0}, n, [&](std::size_t i) {
+            c.k16[i] = patternkv::core::float_to_half(value(i, 1));
+            c.v16[i] = patternkv::core::float_to_half(value(i, 2));
+        });
+    } else {
+        c.k32.resize(n);
+        c.v32.resize(n);
+        tbb::parallel_for(std::size_t{0}, n, [&](std::size_t i) {
+            c.k32[i] = value(i, 1);
+            c.v32[i] = value(i, 2);
+        });
+    }
+    return c;
+}
+
+void dense_decode_attention(const dense_cache& c, const float* q, float* out) {
+    const dense_shape& s = c.shape;
+    const int d = s.head_dim, G = s.q_heads / s.kv_heads;
+    const std::int64_t splits = (s.tokens + split_tokens - 1) / split_tokens;
+    const float tau = 1.0f / std::sqrt(static_cast<float>(d));
+    std::vector<float> qs(static_cast<std::size_t>(s.batch) * s.q_heads * d);
+    for (std::size_t i = 0; i < qs.size(); ++i) qs[i] = q[i] * tau;
+    // partials [batch][q_heads][splits] x (m, l, o[d])
+    const std::size_t rec = 2 + static_cast<std::size_t>(d);
+    std::vector<float> part(static_cast<std::size_t>(s.batch) * s.q_heads * splits * rec);
+    tbb::parallel_for(std::int64_t{0}, s.batch * s.kv_heads * splits, [&](std::int64_t task) {
+        const std::int64_t b = task / (s.kv_heads * splits), h = task / splits % s.kv_heads, sp = task % splits;
+        const std::int64_t t0 = sp * split_tokens, n = std::min<std::int64_t>(split_tokens, s.tokens - t0);
+        const std::size_t base = (static_cast<std::size_t>(b) * s.kv_heads + h) * s.tokens * d;
+        thread_local std::vector<float> scores;
+        scores.resize(static_cast<std::size_t>(G) * split_tokens);
+        float m[64], l[64];
+        std::vector<float> o(static_cast<std::size_t>(G) * d);
+        const float* qg = qs.data() + (static_cast<std::size_t>(b) * s.q_heads + h * G) * d;
+#if defined(__x86_64__)
+        if (patternkv::simd::have_avx2() && d % 8 == 0 && G <= 8) {
+            if (c.half) split_avx2(c.k16.data() + base, c.v16.data() + base, t0, n, d, G, qg, scores.data(), m, l, o.data());
+            else split_avx2(c.k32.data() + base, c.v32.data() + base, t0, n, d, G, qg, scores.data(), m, l, o.data());
+        } else
+#endif
+        {
+            const auto rk = [&](std::int64_t t, float* r) {
+                for (int j = 0; j < d; ++j)
+                    r[j] = c.half ? patternkv::core::half_to_float(c.k16[base + t * d + j]) : c.k32[base + t * d + j];
+            };
+            const auto rv = [&](std::int64_t t, float* r) {
+                for (int j = 0; j < d; ++j)
+                    r[j] = c.half ? patternkv::core::half_to_float(c.v16[base + t * d + j]) : c.v32[base + t * d + j];
+            };
+            split_generic(rk, rv, t0, n, d, G, qg, scores.data(), m, l, o.data());
+        }
+        for (int g = 0; g < G; ++g) {
+            float* r = part.data() + ((static_cast<std::size_t>(b) * s.q_heads + h * G + g) * splits + sp) * rec;
+            r[0] = m[g];
+            r[1] = l[g];
+            std::copy(o.begin() + g * d, o.begin() + (g + 1) * d, r + 2);
+        }
+    });
+    tbb::parallel_for(0, s.batch * s.q_heads, [&](int bh) {
+        const float* r = part.data() + static_cast<std::size_t>(bh) * splits * rec;
+        float big_m = r[0];
+        for (std::int64_t sp = 1; sp < splits; ++sp) big_m = std::max(big_m, r[sp * rec]);
+        float L = 0.0f;
+        float* o = out + static_cast<std::size_t>(bh) * d;
+        std::fill(o, o + d, 0.0f);
+        for (std::int64_t sp = 0; sp < splits; ++sp) {
+            const float a = std::exp(r[sp * rec] - big_m);
+            L += a * r[sp * rec + 1];
+            for (int j = 0; j < d; ++j) o[j] += a * r[sp * rec + 2 + j];
+        }
+        for (int j = 0; j < d; ++j) o[j] /= L;
+    });
+}
+
+namespace {
+
+float dot_generic(const float* a, const float* b, int d) {
+    float acc[8] = {};
+    int j = 0;
+    for (; j + 8 <= d; j += 8)
+        for (int l = 0; l < 8; ++l) acc[l] += a[j + l] * b[j + l];
+    float s = 0.0f;
+    for (float x : acc) s += x;
+    for (; j < d; ++j) s += a[j] * b[j];
+    return s;
+}
+
+#if defined(__x86_64__)
+PKV_AVX2 float dot_avx2(const float* a, const float* b, int d) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int j = 0; j < d; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc);
+    return hsum(acc);
+}
+PKV_AVX2 void axpy_avx2(float a, const float* x, float* y, int d) {
+    const __m256 va = _mm256_set1_ps(a);
+    for (int j = 0; j < d; j += 8) _mm256_storeu_ps(y + j, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j)));
+}
+PKV_AVX2 float exp_sum_avx2(float* s, int n, float m) {
+    const __m256 vm = _mm256_set1_ps(m);
+    __m256 acc = _mm256_setzero_ps();
+    int t = 0;
+    for (; t + 8 <= n; t += 8) {
+        const __m256 e = patternkv::simd::exp_fixed_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + t), vm));
+        _mm256_storeu_ps(s + t, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    float L = hsum(acc);
+    for (; t < n; ++t) L += s[t] = std::exp(s[t] - m);
+    return L;
+}
+#endif
+
+float exp_sum(float* s, int n, float m, [[maybe_unused]] bool simd) {
+#if defined(__x86_64__)
+    if (simd) return exp_sum_avx2(s, n, m);
+#endif
+    float L = 0.0f;
+    for (int t = 0; t < n; ++t) L += s[t] = std::exp(s[t] - m);
+    return L;
+}
+
+} // namespace
+
+void dense_prefill_attention(int tokens, int q_heads, int kv_heads, int d, const float* q, const float* k, const float* v,
+                             float* out) {
+    const int G = q_heads / kv_heads;
+    const float tau = 1.0f / std::sqrt(static_cast<float>(d));
+#if defined(__x86_64__)
+    const bool simd = patternkv::simd::have_avx2() && d % 8 == 0;
+#else
+    const bool simd = false;
+#endif
+    // one task per (query head, block of 16 queries): the block's K/V rows stay in cache
+    const int block = 16, blocks = (tokens + block - 1) / block;
+    tbb::parallel_for(0, q_heads * blocks, [&](int task) {
+        const int hq = task / blocks, b0 = task % blocks * block, h = hq / G;
+        const int nq = std::min(block, tokens - b0);
+        const std::size_t kv_stride = static_cast<std::size_t>(kv_heads) * d;
+        thread_local std::vector<float> s;
+        s.resize(static_cast<std::size_t>(tokens));
+        for (int i = 0; i < nq; ++i) {
+            const int qi = b0 + i;
+            const float* qr = q + (static_cast<std::size_t>(qi) * q_heads + hq) * d;
+            float mx = -INFINITY;
+            for (int t = 0; t <= qi; ++t) {
+                const float* kr = k + t * kv_stride + h * d;
+#if defined(__x86_64__)
+                const float dot = simd ? dot_avx2(qr, kr, d) : dot_generic(qr, kr, d);
+#else
+                const float dot = dot_generic(qr, kr, d);
+#endif
+                s[t] = dot * tau;
+                mx = std::max(mx, s[t]);
+            }
+            const float L = exp_sum(s.data(), qi + 1, mx, simd);
+            float* o = out + (static_cast<std::size_t>(qi) * q_heads + hq) * d;
+            std::fill(o, o + d, 0.0f);
+            for (int t = 0; t <= qi; ++t) {
+                const float p = s[t] / L;
+                const float* vr = v + t * kv_stride + h * d;
+#if defined(__x86_64__)
+                if (simd) {
+                    axpy_avx2(p, vr, o, d);
+                    continue;
+                }
+#endif
+                for (int j = 0; j < d; ++j) o[j] += p * vr[j];
+            }
+        }
+    });
+}
+
+double stream_read_bandwidth(std::size_t bytes, int reps) {
+    const std::size_t n = bytes / sizeof(float);
+    std::vector<float> a(n);
+    tbb::parallel_for(std::size_t{0}, n, [&](std::size_t i) { a[i] = static_cast<float>(i & 1023); });
+    double best = 0.0;
+    for (int r = 0; r < reps; ++r) {
+        const std::size_t chunks = 64, per = n / chunks;
+        std::vector<double> sums(chunks);
+        const auto t0 = std::chrono::steady_clock::now();
+        tbb::parallel_for(std::size_t{0}, chunks, [&](std::size_t c) {
+            float acc[16] = {};
+            const float* p = a.data() + c * per;
+            for (std::size_t i = 0; i + 16 <= per; i += 16)
+                for (int l = 0; l < 16; ++l) acc[l] += p[i + l];
+            double s = 0;
+            for (float x : acc) s += x;
+            sums[c] = s;
+        });
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        volatile double sink = sums[0];
+        (void)sink;
+        best = std::max(best, static_cast<double>(per * chunks * sizeof(float)) / dt);
+    }
+    return best;
+}
+
+} // namespace pkv_bench

@@ -1,0 +1,132 @@
+// checkasm-style: every optimized primitive against core's scalar definition, bit for bit, on
+// identical inputs; and whole split kernels with each primitive set.
+#include <cstring>
+#include <random>
+
+#include "core/attention.hpp"
+#include "reference/simd/attention_ops_avx2.hpp"
+#include "reference/simd/cpu_features.hpp"
+#include "state_snapshot.hpp"
+#include "support.hpp"
+
+#if defined(__x86_64__)
+
+namespace {
+
+bool skip_without_avx2() {
+    if (patternkv::simd::have_avx2()) return false;
+    MESSAGE("*** this CPU has no AVX2/FMA/F16C (or PATTERNKV_NO_SIMD is set): AVX2 kernels not compared ***");
+    return true;
+}
+
+template <class T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+using patternkv::core::scalar_ops;
+using patternkv::simd::avx2_ops;
+
+} // namespace
+
+TEST_CASE("unpack: AVX2 equals scalar for bits 2, 3, 4, 8, any offset and length") {
+    if (skip_without_avx2()) return;
+    std::mt19937 gen(1);
+    std::vector<std::uint32_t> row(64);
+    for (auto& w : row) w = gen();
+    for (int bits : {2, 3, 4, 8})
+        for (int first : {0, 1, 4, 8, 16, 24, 33})
+            for (int n : {0, 1, 7, 8, 9, 31, 64, 100}) {
+                if (first + n > 64 * (32 / bits)) continue;
+                std::vector<float> a(n + 1, -1.0f), b(n + 1, -1.0f);
+                scalar_ops::unpack(row.data(), first, n, bits, a.data());
+                avx2_ops::unpack(row.data(), first, n, bits, b.data());
+                INFO("bits " << bits << " first " << first << " n " << n);
+                CHECK(same_bits(a, b));
+            }
+}
+
+TEST_CASE("halves: AVX2 (F16C) equals scalar for all 65,536 halves") {
+    if (skip_without_avx2()) return;
+    std::vector<std::uint16_t> h(65536 + 3);
+    for (std::size_t i = 0; i < h.size(); ++i) h[i] = static_cast<std::uint16_t>(i);
+    std::vector<float> a(h.size()), b(h.size());
+    scalar_ops::halves(h.data(), static_cast<int>(h.size()), a.data());
+    avx2_ops::halves(h.data(), static_cast<int>(h.size()), b.data());
+    CHECK(same_bits(a, b));
+}
+
+TEST_CASE("fma_accumulate: AVX2 equals scalar") {
+    if (skip_without_avx2()) return;
+    for (int n : {1, 8, 13, 128, 131}) {
+        auto x = pkv_test::normal_floats(static_cast<std::uint64_t>(n), static_cast<std::size_t>(n), 3.0f);
+        auto y = pkv_test::normal_floats(static_cast<std::uint64_t>(n) + 100, static_cast<std::size_t>(n), 1e3f), y2 = y;
+        scalar_ops::fma_accumulate(0.3719f, x.data(), y.data(), n);
+        avx2_ops::fma_accumulate(0.3719f, x.data(), y2.data(), n);
+        CHECK(same_bits(y, y2));
+    }
+}
+
+TEST_CASE("exponentiate: AVX2 exp equals core::exp_fixed on a dense sweep of [-110, 95] and edge values") {
+    if (skip_without_avx2()) return;
+    std::vector<float> s;
+    for (float x = -110.0f; x < 95.0f; x += 0.0009765625f * 1.37f) s.push_back(x);
+    for (float x : {0.0f, -0.0f, -103.97283172607422f, -103.9728f, -87.33654f, -87.3366f, 88.72283935546875f, 88.7229f,
+                    -126.0f, 1e-30f, -1e-30f, 0.5f, -0.5f, 0.34657359f, -0.34657359f})
+        s.push_back(x);
+    // every float in two narrow ranges: around 0 and around the subnormal threshold
+    for (std::uint32_t u = 0x3f000000u; u < 0x3f000000u + 200000u; ++u) s.push_back(patternkv::core::bits_float(u) - 1.0f);
+    for (std::uint32_t u = 0xc2ae0000u; u < 0xc2ae0000u + 200000u; ++u) s.push_back(patternkv::core::bits_float(u));
+    for (float m : {0.0f, 1.5f, -3.25f}) {
+        std::vector<float> a = s, b = s;
+        const float la = scalar_ops::exponentiate(a.data(), static_cast<int>(a.size()), m);
+        const float lb = avx2_ops::exponentiate(b.data(), static_cast<int>(b.size()), m);
+        std::size_t bad = 0;
+        for (std::size_t i = 0; i < a.size(); ++i)
+            if (std::memcmp(&a[i], &b[i], 4) != 0 && ++bad < 5) MESSAGE("x=" << s[i] << " scalar " << a[i] << " avx2 " << b[i]);
+        CHECK(bad == 0);
+        CHECK(std::memcmp(&la, &lb, 4) == 0);
+    }
+}
+
+TEST_CASE("whole history and window splits: AVX2 primitives equal the scalar definition, every config") {
+    if (skip_without_avx2()) return;
+    for (const char* method : {"patternkv", "kivi", "pertoken"})
+        for (int bits : {2, 3, 4, 8})
+            for (int d : {8, 64, 128}) {
+                patternkv::config c = std::string(method) == "kivi"       ? patternkv::kivi_config(bits)
+                                      : std::string(method) == "pertoken" ? patternkv::per_token_config(bits)
+                                                                          : patternkv::patternkv_config(bits);
+                c.head_dim = d;
+                c.num_kv_heads = 2;
+                c.num_q_heads = 8;
+                c.residual_length = c.pattern_window = c.k_group = 64;
+                if (d == 128) c.v_group = 32;
+                const int T = 300, H = 2, G = 4;
+                patternkv::layer_cache cache(c, 1, T);
+                const auto k = pkv_test::synthetic_kv(static_cast<std::uint64_t>(bits * d), T, H, d, true);
+                const auto v = pkv_test::synthetic_kv(static_cast<std::uint64_t>(bits * d + 1), T, H, d, false);
+                cache.prefill(0, patternkv::view_f32(k.data(), T, H, d), patternkv::view_f32(v.data(), T, H, d));
+                const auto& s = cache.state();
+                const int cap = s.bank_capacity, stride = patternkv::core::partial_stride(d, cap);
+                const auto q = pkv_test::normal_floats(7, static_cast<std::size_t>(G) * d, 0.3f);
+                std::vector<float> qm(static_cast<std::size_t>(G) * (cap + 1), 0.0f);
+                for (int h = 0; h < G && cap > 0; ++h)
+                    patternkv::core::pattern_scores(q.data() + h * d, s.bank(false, 0, 1), s.k_bank_size[1], d, qm.data() + h * cap);
+                std::vector<float> ra(static_cast<std::size_t>(G) * stride), rb(ra.size());
+                std::vector<float> work(static_cast<std::size_t>(patternkv::core::split_scratch_floats(G, 4 * 64, d, 64)));
+                const patternkv::core::head_group ha{G, q.data(), cap > 0 ? qm.data() : nullptr, cap, ra.data(), stride};
+                const patternkv::core::head_group hb{G, q.data(), cap > 0 ? qm.data() : nullptr, cap, rb.data(), stride};
+                patternkv::core::attend_history_split<scalar_ops>(s.head(0, 1), 0, 4, ha, cap, work.data());
+                patternkv::core::attend_history_split<avx2_ops>(s.head(0, 1), 0, 4, hb, cap, work.data());
+                INFO(method << "-" << bits << " d=" << d);
+                CHECK(same_bits(ra, rb));
+                patternkv::core::attend_window_split<scalar_ops>(s.window(false, 0, 1), s.window(true, 0, 1), 44, d, ha, cap, work.data());
+                patternkv::core::attend_window_split<avx2_ops>(s.window(false, 0, 1), s.window(true, 0, 1), 44, d, hb, cap, work.data());
+                CHECK(same_bits(ra, rb));
+            }
+}
+
+#else
+TEST_CASE("no AVX2 kernels on this architecture") { MESSAGE("*** not x86-64: only the scalar kernels exist ***"); }
+#endif
