@@ -32,10 +32,6 @@ PKV_HD constexpr int partial_stride(int d, int bank_capacity) { return 2 + d + b
 
 /// The element-wise primitives of attention, as defined.
 struct scalar_ops {
-    /// out[i] = code first + i of a packed row, as a float.
-    PKV_HD static void unpack(const std::uint32_t* row, int first, int n, int bits, float* out) {
-        for (int i = 0; i < n; ++i) out[i] = static_cast<float>(unpack_code(row, first + i, bits));
-    }
     /// out[i] = half_to_float(x[i]).
     PKV_HD static void halves(const std::uint16_t* x, int n, float* out) {
         for (int i = 0; i < n; ++i) out[i] = half_to_float(x[i]);
@@ -43,6 +39,32 @@ struct scalar_ops {
     /// y[i] = fma(a, x[i], y[i]).
     PKV_HD static void fma_accumulate(float a, const float* x, float* y, int n) {
         for (int i = 0; i < n; ++i) y[i] = fma_exact(a, x[i], y[i]);
+    }
+    /// For each head h and token t < n, in channel order j = 0 .. d-1:
+    ///   scores[h * stride + t] = fma(qs[h * d + j], code(row j, first + t), scores[h * stride + t]).
+    /// Row j of the codes starts at codes + j * row_words (K per-channel, codes along tokens).
+    PKV_HD static void channel_scores(const std::uint32_t* codes, int row_words, int first, int n, int bits, int d,
+                                      const float* qs, int heads, float* scores, int stride) {
+        for (int h = 0; h < heads; ++h)
+            for (int j = 0; j < d; ++j) {
+                const std::uint32_t* row = codes + j * row_words;
+                const float a = qs[h * d + j];
+                float* sc = scores + h * stride;
+                for (int t = 0; t < n; ++t) sc[t] = fma_exact(a, static_cast<float>(unpack_code(row, first + t, bits)), sc[t]);
+            }
+    }
+    /// For each head h and channel j < n, in token order t = 0 .. tokens-1:
+    ///   o[h * o_stride + j] = fma(w[h * w_stride + t], code(row t, j0 + j), o[h * o_stride + j]).
+    /// Row t starts at codes + t * row_words (V, codes along channels).
+    PKV_HD static void accumulate_rows(const std::uint32_t* codes, int row_words, int tokens, int bits, int j0, int n,
+                                       const float* w, int w_stride, int heads, float* o, int o_stride) {
+        for (int h = 0; h < heads; ++h)
+            for (int t = 0; t < tokens; ++t) {
+                const std::uint32_t* row = codes + t * row_words;
+                const float a = w[h * w_stride + t];
+                float* oh = o + h * o_stride;
+                for (int j = 0; j < n; ++j) oh[j] = fma_exact(a, static_cast<float>(unpack_code(row, j0 + j, bits)), oh[j]);
+            }
     }
     /// s[i] = exp(s[i] - m); returns the sum in index order.
     PKV_HD static float exponentiate(float* s, int n, float m) {
@@ -56,10 +78,13 @@ struct scalar_ops {
 };
 
 /// Scratch floats attend_history_split needs for `heads` query heads: scores [heads][count * R],
-/// zero sums [heads][d], then page_scores' work (query scales [heads][d], minimums [heads][d],
-/// one unpacked row of max(R, d)).
-PKV_HD constexpr int split_scratch_floats(int heads, int split_tokens, int d, int page_tokens) {
-    return heads * split_tokens + 3 * heads * d + (page_tokens > d ? page_tokens : d);
+/// zero sums [heads][d], then the larger of page_scores' work (query scales [heads][d], a K group's
+/// scales and minimums [2 d]) and page_accumulate_v's (weights [heads][R], the page's V scales and
+/// minimums [R][groups][2]). v_groups: V groups per token (d / v_group; default: the bound d).
+PKV_HD constexpr int split_scratch_floats(int heads, int split_tokens, int d, int page_tokens, int v_groups = -1) {
+    const int groups = v_groups < 0 ? d : v_groups;
+    const int k_work = heads * d + 2 * d, v_work = heads * page_tokens + 2 * page_tokens * groups;
+    return heads * split_tokens + heads * d + (k_work > v_work ? k_work : v_work);
 }
 
 /// Where the per-head inputs and outputs of a head group live.
@@ -73,28 +98,24 @@ struct head_group {
 };
 
 /// Scores of the R tokens of one page for every head of a group: scores + h * score_stride.
-/// work: 2 * heads * d + max(R, d) floats.
+/// work: heads * d + 2 * d floats.
 template <class Ops>
 PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_group& hg, float* scores, int score_stride,
                         float* work) {
     const int d = g.d;
     if (g.k_per_channel) {
-        float* qs = work;                      // [heads][d]
-        float* mn = work + hg.heads * d;       // [d]
-        float* row = work + 2 * hg.heads * d;  // one channel's codes over the group's tokens
-        const int wpr = g.k_row_words();
+        float* qs = work;                    // [heads][d]
+        float* pairs = work + hg.heads * d;  // [d][2]: the group's (scale, min) per channel
         for (int t0 = 0; t0 < g.tokens; t0 += g.k_group) {
-            const scale_min* sm = p.k_sm + (t0 / g.k_group) * d;
-            for (int j = 0; j < d; ++j) mn[j] = half_to_float(sm[j].min);
+            Ops::halves(reinterpret_cast<const std::uint16_t*>(p.k_sm + (t0 / g.k_group) * d), 2 * d, pairs);
+            float mn[max_head_dim];
+            for (int j = 0; j < d; ++j) mn[j] = pairs[2 * j + 1];
             for (int h = 0; h < hg.heads; ++h) {
                 const float* q = hg.q_tau + h * d;
-                for (int j = 0; j < d; ++j) qs[h * d + j] = q[j] * half_to_float(sm[j].scale);
+                for (int j = 0; j < d; ++j) qs[h * d + j] = q[j] * pairs[2 * j];
                 for (int t = 0; t < g.k_group; ++t) scores[h * score_stride + t0 + t] = 0.0f;
             }
-            for (int j = 0; j < d; ++j) {
-                Ops::unpack(p.k_codes + j * wpr, t0, g.k_group, g.k_bits, row);
-                for (int h = 0; h < hg.heads; ++h) Ops::fma_accumulate(qs[h * d + j], row, scores + h * score_stride + t0, g.k_group);
-            }
+            Ops::channel_scores(p.k_codes, g.k_row_words(), t0, g.k_group, g.k_bits, d, qs, hg.heads, scores + t0, score_stride);
             for (int h = 0; h < hg.heads; ++h) {
                 const float zero_term = lane_dot(hg.q_tau + h * d, mn, d);
                 for (int t = 0; t < g.k_group; ++t) scores[h * score_stride + t0 + t] = scores[h * score_stride + t0 + t] + zero_term;
@@ -136,24 +157,27 @@ PKV_HD float max_score(const float* s, int n) {
 /// Adds one page's V contribution for every head of a group, with weights e + h * e_stride [R]:
 /// o[j] += (e_t s_t) code_tj (token order), zsum[group] += e_t mn_t, hist[a(t)] += e_t for gated
 /// tokens (when the group has patterns). o, zsum, hist of head h: rec + 2, zsum + h * groups,
-/// rec + 2 + d. row: d floats of scratch.
+/// rec + 2 + d. w: heads * R + 2 * R * groups floats of scratch.
 template <class Ops>
 PKV_HD void page_accumulate_v(const page_geometry& g, const page_view& p, const head_group& hg, const float* e, int e_stride,
-                              float* zsum, float* row) {
+                              float* zsum, float* w) {
     const int groups = g.d / g.v_group;
+    float* pairs = w + hg.heads * g.tokens;  // [R][groups][2]: (scale, min) of every V group of the page
+    Ops::halves(reinterpret_cast<const std::uint16_t*>(p.v_sm), 2 * g.tokens * groups, pairs);
     for (int t = 0; t < g.tokens; ++t) {
-        Ops::unpack(p.v_codes + t * g.v_row_words(), 0, g.d, g.v_bits, row);
-        const scale_min* sm = p.v_sm + t * groups;
         const bool gated = hg.qm != nullptr && gate_bit(p.v_gate, t);
         for (int h = 0; h < hg.heads; ++h) {
             const float et = e[h * e_stride + t];
-            float* rec = hg.recs + h * hg.rec_stride;
-            for (int gi = 0; gi < groups; ++gi) {
-                zsum[h * groups + gi] = zsum[h * groups + gi] + et * half_to_float(sm[gi].min);
-                Ops::fma_accumulate(et * half_to_float(sm[gi].scale), row + gi * g.v_group, rec + 2 + gi * g.v_group, g.v_group);
-            }
-            if (gated) rec[2 + g.d + p.v_index[t]] = rec[2 + g.d + p.v_index[t]] + et;
+            for (int gi = 0; gi < groups; ++gi) zsum[h * groups + gi] = zsum[h * groups + gi] + et * pairs[2 * (t * groups + gi) + 1];
+            float* hist = hg.recs + h * hg.rec_stride + 2 + g.d;
+            if (gated) hist[p.v_index[t]] = hist[p.v_index[t]] + et;
         }
+    }
+    for (int gi = 0; gi < groups; ++gi) {
+        for (int h = 0; h < hg.heads; ++h)
+            for (int t = 0; t < g.tokens; ++t) w[h * g.tokens + t] = e[h * e_stride + t] * pairs[2 * (t * groups + gi)];
+        Ops::accumulate_rows(p.v_codes, g.v_row_words(), g.tokens, g.v_bits, gi * g.v_group, g.v_group, w, g.tokens, hg.heads,
+                             hg.recs + 2 + gi * g.v_group, hg.rec_stride);
     }
 }
 
@@ -166,7 +190,7 @@ PKV_HD void attend_history_split(const head_pages& hp, int first, int count, con
     const int n = count * g.tokens, groups = g.d / g.v_group;
     float* scores = work;                        // [heads][n]
     float* zsum = work + hg.heads * n;           // [heads][groups]
-    float* page_work = zsum + hg.heads * g.d;    // page_scores' work; its first d floats are page_accumulate_v's row
+    float* page_work = zsum + hg.heads * g.d;    // page_scores' work, then page_accumulate_v's weights
     for (int h = 0; h < hg.heads; ++h) {
         float* rec = hg.recs + h * hg.rec_stride;
         for (int j = 0; j < g.d + bank_capacity; ++j) rec[2 + j] = 0.0f;
@@ -209,12 +233,15 @@ PKV_HD void attend_window_split(const std::uint16_t* wk, const std::uint16_t* wv
     }
 }
 
-/// q_tau . m_c for the first `bank` patterns of an fp16 bank [bank][d] (canonical order).
-PKV_HD void pattern_scores(const float* q_tau, const std::uint16_t* bank_k, int bank, int d, float* qm) {
+/// q_tau . m_c for the first `bank` patterns of an fp16 bank [bank][d] (canonical order), for
+/// `heads` queries q_tau + h * d into qm + h * qm_stride.
+template <class Ops = scalar_ops>
+PKV_HD void pattern_scores(const float* q_tau, const std::uint16_t* bank_k, int bank, int d, float* qm, int heads = 1,
+                           int qm_stride = 0) {
     for (int c = 0; c < bank; ++c) {
         float m[max_head_dim];
-        for (int j = 0; j < d; ++j) m[j] = half_to_float(bank_k[c * d + j]);
-        qm[c] = lane_dot(q_tau, m, d);
+        Ops::halves(bank_k + c * d, d, m);
+        for (int h = 0; h < heads; ++h) qm[h * qm_stride + c] = lane_dot(q_tau + h * d, m, d);
     }
 }
 

@@ -123,6 +123,13 @@ void run_history_split(const core::head_pages& hp, int first, int count, const c
     core::attend_history_split<core::scalar_ops>(hp, first, count, hg, cap, work);
 }
 
+void run_pattern_scores(const float* q_tau, const std::uint16_t* bank, int nb, int d, float* qm, int heads, int stride) {
+#if defined(__x86_64__)
+    if (simd::have_avx2()) return core::pattern_scores<simd::avx2_ops>(q_tau, bank, nb, d, qm, heads, stride);
+#endif
+    core::pattern_scores<core::scalar_ops>(q_tau, bank, nb, d, qm, heads, stride);
+}
+
 void run_window_split(const std::uint16_t* wk, const std::uint16_t* wv, int n, int d, const core::head_group& hg, int cap,
                       float* work) {
 #if defined(__x86_64__)
@@ -174,18 +181,18 @@ public:
     const float tau = s.cfg.scale();
     const auto qh_index = [&](int i, int hq) { return static_cast<std::size_t>(i) * Hq + hq; };
 
-    // 1. scaled queries and the q . K-pattern tables (unused table entries are 0: pages encoded
-    //    before any pattern existed carry index 0 and add nothing).
-    tbb::parallel_for(0, n * Hq, [&](int task) {
-        const int i = task / Hq, hq = task % Hq, seq = seqs[i];
-        const float* qi = q + qh_index(i, hq) * d;
-        float* qt = s.q_tau.data() + qh_index(i, hq) * d;
-        for (int j = 0; j < d; ++j) qt[j] = qi[j] * tau;
+    // 1. scaled queries and the q . K-pattern tables, per (sequence, KV head) so the bank is
+    //    decoded once for its query heads (unused table entries are 0: pages encoded before any
+    //    pattern existed carry index 0 and add nothing).
+    tbb::parallel_for(0, n * H, [&](int task) {
+        const int i = task / H, h = task % H, seq = seqs[i];
+        const std::size_t q0 = qh_index(i, h * G);
+        for (std::size_t e = q0 * d; e < (q0 + G) * d; ++e) s.q_tau[e] = q[e] * tau;
         if (!s.has_patterns()) return;
-        float* qm = s.qm.data() + qh_index(i, hq) * cap;
-        const int nb = s.k_bank_size[s.sh(seq, hq / G)];
-        core::pattern_scores(qt, s.bank(false, seq, hq / G), nb, d, qm);
-        for (int c = nb; c < cap; ++c) qm[c] = 0.0f;
+        const int nb = s.k_bank_size[s.sh(seq, h)];
+        run_pattern_scores(s.q_tau.data() + q0 * d, s.bank(false, seq, h), nb, d, s.qm.data() + q0 * cap, G, cap);
+        for (int g = 0; g < G; ++g)
+            for (int c = nb; c < cap; ++c) s.qm[(q0 + g) * cap + c] = 0.0f;
     });
 
     // 2. one task per (sequence, KV head, split); the KV head's query heads share its codes.
@@ -195,7 +202,7 @@ public:
         const bool window = split == history_splits(s, seq);
         const int split_tokens = pps * s.geom.tokens;
         std::vector<float>& buf =
-            s.scratch(static_cast<std::size_t>(core::split_scratch_floats(G, split_tokens, d, s.geom.tokens)));
+            s.scratch(static_cast<std::size_t>(core::split_scratch_floats(G, split_tokens, d, s.geom.tokens, d / s.geom.v_group)));
         const std::size_t q0 = qh_index(i, h * G);
         const core::head_group hg{G, s.q_tau.data() + q0 * d, s.has_patterns() ? s.qm.data() + q0 * cap : nullptr, cap,
                                   s.partials.data() + (q0 * ms + split) * stride, ms * stride};

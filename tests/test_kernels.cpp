@@ -29,21 +29,29 @@ using patternkv::simd::avx2_ops;
 
 } // namespace
 
-TEST_CASE("unpack: AVX2 equals scalar for bits 2, 3, 4, 8, any offset and length") {
+TEST_CASE("channel_scores and accumulate_rows: AVX2 equals scalar for bits 2, 3, 4, 8, offsets, head counts") {
     if (skip_without_avx2()) return;
     std::mt19937 gen(1);
-    std::vector<std::uint32_t> row(64);
-    for (auto& w : row) w = gen();
+    const int d = 24, tokens = 40, row_words = 16;  // rows of up to 16 * 16 codes
+    std::vector<std::uint32_t> codes(static_cast<std::size_t>(std::max(d, tokens)) * row_words);
+    for (auto& w : codes) w = gen();
+    const auto qs = pkv_test::normal_floats(3, 9 * 64, 0.7f);
     for (int bits : {2, 3, 4, 8})
-        for (int first : {0, 1, 4, 8, 16, 24, 33})
-            for (int n : {0, 1, 7, 8, 9, 31, 64, 100}) {
-                if (first + n > 64 * (32 / bits)) continue;
-                std::vector<float> a(n + 1, -1.0f), b(n + 1, -1.0f);
-                scalar_ops::unpack(row.data(), first, n, bits, a.data());
-                avx2_ops::unpack(row.data(), first, n, bits, b.data());
-                INFO("bits " << bits << " first " << first << " n " << n);
-                CHECK(same_bits(a, b));
-            }
+        for (int first : {0, 8, 16, 3})
+            for (int n : {8, 16, 24, 5})
+                for (int heads : {1, 3, 4, 5, 8, 9}) {
+                    if (first + n > row_words * (32 / bits)) continue;
+                    INFO("bits " << bits << " first " << first << " n " << n << " heads " << heads);
+                    const int stride = 40;
+                    auto a = pkv_test::normal_floats(4, static_cast<std::size_t>(heads) * stride), b = a;
+                    scalar_ops::channel_scores(codes.data(), row_words, first, n, bits, d, qs.data(), heads, a.data(), stride);
+                    avx2_ops::channel_scores(codes.data(), row_words, first, n, bits, d, qs.data(), heads, b.data(), stride);
+                    CHECK(same_bits(a, b));
+                    auto oa = pkv_test::normal_floats(5, static_cast<std::size_t>(heads) * stride), ob = oa;
+                    scalar_ops::accumulate_rows(codes.data(), row_words, tokens, bits, first, n, qs.data(), 64, heads, oa.data(), stride);
+                    avx2_ops::accumulate_rows(codes.data(), row_words, tokens, bits, first, n, qs.data(), 64, heads, ob.data(), stride);
+                    CHECK(same_bits(oa, ob));
+                }
 }
 
 TEST_CASE("halves: AVX2 (F16C) equals scalar for all 65,536 halves") {
