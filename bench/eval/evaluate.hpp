@@ -1,0 +1,65 @@
+#pragma once
+/// @file evaluate.hpp
+/// The accuracy protocol: one shared fp32 prefill, then teacher-forced decoding through each
+/// method's cache, all methods batched through the same weights each step.
+///
+/// With P prefill and N decode tokens (the text needs P + N + 1 tokens): positions 0..P-1 run as
+/// a full-precision causal prefill; their post-RoPE K/V go into every method's caches. Decode step
+/// j = 0..N-1 feeds token P+j at position P+j through every method, which appends its own k, v and
+/// attends over its cache; the step's logits predict token P+j+1. All metrics average these N
+/// predictions (tokens P+1..P+N). The prediction of token P made by the prefill is the same for
+/// every method and is left out.
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kv_method.hpp"
+#include "transformer.hpp"
+
+namespace pkveval {
+
+struct eval_options {
+    int prefill = 1024;
+    int tokens = 256;
+    std::vector<std::string> methods = default_methods();
+    std::vector<setting> sets;
+    bool progress = true;  ///< progress lines on stderr
+};
+
+/// One row of the result table.
+struct method_result {
+    std::string method;
+    std::string config;             ///< library config summary ("" for fp32)
+    double bits_per_element = 0.0;  ///< over all layers at the end (K and V, everything stored)
+    std::uint64_t cache_bytes = 0;  ///< summed over layers at the end
+    double mean_nll = 0.0;          ///< nats per predicted token
+    double ppl = 0.0;               ///< exp(mean_nll)
+    double kl = 0.0;                ///< mean KL(fp32 || method) of the next-token distributions, nats
+    double top1 = 0.0;              ///< fraction of steps whose argmax equals fp32's
+    double cache_seconds = 0.0;     ///< time in the method's append + attend calls
+    double tokens_per_s = 0.0;      ///< N / cache_seconds
+};
+
+struct eval_report {
+    std::string model, text;
+    int prefill = 0, tokens = 0;
+    double prefill_seconds = 0.0, decode_seconds = 0.0;
+    std::vector<method_result> results;  ///< results[0] is fp32, the reference
+};
+
+/// Runs the protocol on `ids` (already tokenized, BOS included when the model wants it). fp32 is
+/// added first when `opt.methods` lacks it, as the KL/top-1 reference. Throws eval_error when the
+/// text is too short, a method is unknown or the library rejects a config.
+eval_report evaluate(const transformer& tf, std::span<const int> ids, const eval_options& opt);
+
+/// Mean NLL (nats) of tokens 1..T-1 given their prefixes, from one full-precision prefill.
+double prefill_mean_nll(const transformer& tf, std::span<const int> ids);
+
+/// Greedy generation with an exact fp32 cache; `on_token` receives each new token's text.
+/// Stops after `max_new` tokens or at EOS/BOS. Returns the generated ids.
+std::vector<int> generate_greedy(const transformer& tf, std::span<const int> prompt, int max_new,
+                                 const std::function<void(const std::string&)>& on_token);
+
+} // namespace pkveval

@@ -1,0 +1,120 @@
+/// @file gguf_model.cpp
+/// Builds a fp32 `model` from a GGUF llama-architecture file: hyper-parameters from
+/// `llama.*` metadata, weights dequantized once at load, tokenizer from `tokenizer.ggml.*`.
+
+#include <filesystem>
+
+#include <fmt/format.h>
+#include <tbb/parallel_for.h>
+
+#include "eval_error.hpp"
+#include "gguf_reader.hpp"
+#include "model.hpp"
+
+namespace pkveval {
+namespace {
+
+/// Dequantizes tensor `name`, checking it has exactly the expected [rows][cols] shape
+/// (GGUF dims = {cols, rows}).
+std::vector<float> load_matrix(const gguf_file& g, const std::string& name, std::uint64_t rows, std::uint64_t cols) {
+    const gguf_tensor_info* t = g.find_tensor(name);
+    if (t == nullptr) throw eval_error(fmt::format("GGUF tensor '{}' is missing", name));
+    const bool ok = (rows == 1 && t->dims.size() == 1 && t->dims[0] == cols) ||
+                    (t->dims.size() == 2 && t->dims[0] == cols && t->dims[1] == rows);
+    if (!ok) {
+        std::string dims;
+        for (auto d : t->dims) dims += fmt::format("{} ", d);
+        throw eval_error(fmt::format("GGUF tensor '{}' has dims [{}], expected [{} {}]", name, dims, cols, rows));
+    }
+    const auto bytes = g.tensor_bytes(*t);
+    std::vector<float> out(rows * cols);
+    const std::uint64_t row_bytes = ggml_type_bytes(t->type, cols);
+    if (row_bytes == 0) throw eval_error(fmt::format("GGUF tensor '{}': rows of {} are not whole {} blocks", name, cols, ggml_type_name(t->type)));
+    tbb::parallel_for(std::uint64_t{0}, rows, [&](std::uint64_t r) {
+        dequantize(t->type, bytes.subspan(r * row_bytes, row_bytes), cols, out.data() + r * cols);
+    });
+    return out;
+}
+
+int meta_int(const gguf_file& g, const std::string& key, double lo, double hi) {
+    const double v = g.number(key);
+    if (!(v >= lo && v <= hi)) throw eval_error(fmt::format("GGUF metadata {} = {} is out of range", key, v));
+    return static_cast<int>(v);
+}
+
+bpe_vocab read_vocab(const gguf_file& g) {
+    const std::string kind = g.string("tokenizer.ggml.model");
+    if (kind != "gpt2")
+        throw eval_error(fmt::format("tokenizer.ggml.model '{}' is not supported (only byte-level BPE, 'gpt2')", kind));
+    bpe_vocab v;
+    v.tokens = g.get("tokenizer.ggml.tokens").strings;
+    v.merges = g.get("tokenizer.ggml.merges").strings;
+    if (g.has("tokenizer.ggml.token_type"))
+        for (double t : g.get("tokenizer.ggml.token_type").numbers) v.token_types.push_back(static_cast<int>(t));
+    v.pre = g.has("tokenizer.ggml.pre") ? g.string("tokenizer.ggml.pre") : "default";
+    v.bos = static_cast<int>(g.number_or("tokenizer.ggml.bos_token_id", -1));
+    v.eos = static_cast<int>(g.number_or("tokenizer.ggml.eos_token_id", -1));
+    v.unk = static_cast<int>(g.number_or("tokenizer.ggml.unknown_token_id", -1));
+    v.add_bos = g.number_or("tokenizer.ggml.add_bos_token", 1.0) != 0.0;
+    const int n = static_cast<int>(v.tokens.size());
+    if (n == 0) throw eval_error("GGUF tokenizer has no tokens");
+    for (int id : {v.bos, v.eos, v.unk})
+        if (id >= n) throw eval_error(fmt::format("GGUF tokenizer special id {} is outside the {}-token vocabulary", id, n));
+    return v;
+}
+
+} // namespace
+
+std::unique_ptr<tokenizer> load_gguf_tokenizer(const std::string& path) {
+    return make_bpe_tokenizer(read_vocab(gguf_file::load(path)));
+}
+
+model load_gguf(const std::string& path) {
+    const gguf_file g = gguf_file::load(path);
+    const std::string arch = g.string("general.architecture");
+    if (arch != "llama") throw eval_error(fmt::format("GGUF architecture '{}' is not supported (only 'llama')", arch));
+    model m;
+    model_config& c = m.cfg;
+    c.dim = meta_int(g, "llama.embedding_length", 1, 1 << 16);
+    c.hidden_dim = meta_int(g, "llama.feed_forward_length", 1, 1 << 18);
+    c.n_layers = meta_int(g, "llama.block_count", 1, 1024);
+    c.n_heads = meta_int(g, "llama.attention.head_count", 1, 1024);
+    c.n_kv_heads = g.has("llama.attention.head_count_kv") ? meta_int(g, "llama.attention.head_count_kv", 1, 1024) : c.n_heads;
+    c.max_seq_len = meta_int(g, "llama.context_length", 1, 1 << 24);
+    c.rope_base = static_cast<float>(g.number_or("llama.rope.freq_base", 10000.0));
+    c.rms_eps = static_cast<float>(g.number_or("llama.attention.layer_norm_rms_epsilon", 1e-5));
+    if (c.dim % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0)
+        throw eval_error(fmt::format("GGUF heads ({} q, {} kv) do not divide the width {}", c.n_heads, c.n_kv_heads, c.dim));
+    c.head_dim = c.dim / c.n_heads;
+    if (g.has("llama.attention.key_length") && g.number("llama.attention.key_length") != c.head_dim)
+        throw eval_error("GGUF llama.attention.key_length differs from embedding_length / head_count: not supported");
+    if (g.has("llama.rope.dimension_count") && g.number("llama.rope.dimension_count") != c.head_dim)
+        throw eval_error("GGUF partial RoPE (rope.dimension_count != head_dim) is not supported");
+    if (g.has("llama.rope.scaling.type") && g.string("llama.rope.scaling.type") != "none")
+        throw eval_error(fmt::format("GGUF RoPE scaling '{}' is not supported", g.string("llama.rope.scaling.type")));
+
+    m.tok = make_bpe_tokenizer(read_vocab(g));
+    c.vocab_size = m.tok->vocab_size();
+    const std::uint64_t D = c.dim, H = c.hidden_dim, Q = c.q_dim(), KV = c.kv_dim(), V = c.vocab_size;
+    m.token_embd = load_matrix(g, "token_embd.weight", V, D);
+    m.layers.resize(c.n_layers);
+    for (int i = 0; i < c.n_layers; ++i) {
+        const std::string p = fmt::format("blk.{}.", i);
+        layer_weights& l = m.layers[i];
+        l.attn_norm = load_matrix(g, p + "attn_norm.weight", 1, D);
+        l.wq = load_matrix(g, p + "attn_q.weight", Q, D);
+        l.wk = load_matrix(g, p + "attn_k.weight", KV, D);
+        l.wv = load_matrix(g, p + "attn_v.weight", KV, D);
+        l.wo = load_matrix(g, p + "attn_output.weight", D, Q);
+        l.ffn_norm = load_matrix(g, p + "ffn_norm.weight", 1, D);
+        l.w_gate = load_matrix(g, p + "ffn_gate.weight", H, D);
+        l.w_down = load_matrix(g, p + "ffn_down.weight", D, H);
+        l.w_up = load_matrix(g, p + "ffn_up.weight", H, D);
+    }
+    m.final_norm = load_matrix(g, "output_norm.weight", 1, D);
+    if (g.find_tensor("output.weight") != nullptr) m.output = load_matrix(g, "output.weight", V, D);  // else tied
+    m.name = g.has("general.name") ? g.string("general.name") : std::filesystem::path(path).filename().string();
+    return m;
+}
+
+} // namespace pkveval

@@ -1,0 +1,148 @@
+/// @file kv_method.cpp
+/// Method names map onto libpatternkv presets; "fp32" is an exact cache kept here so that the
+/// reference goes through the same decode path as every other method.
+
+#include "kv_method.hpp"
+
+#include <charconv>
+#include <cmath>
+
+#include <fmt/format.h>
+#include <tbb/parallel_for.h>
+
+#include "eval_error.hpp"
+#include "matvec.hpp"
+
+namespace pkveval {
+
+std::string method_names_help() {
+    return "fp32, kivi-B, pertoken-B, patternkv-B, patternkv-B-nogate (B = 2, 3, 4 or 8 bits for K and V)";
+}
+
+std::vector<std::string> default_methods() {
+    return {"fp32", "kivi-4", "pertoken-4", "patternkv-4", "kivi-2", "pertoken-2", "patternkv-2", "patternkv-2-nogate"};
+}
+
+method_spec parse_method(const std::string& name, const std::vector<setting>& sets, const model_config& mc) {
+    method_spec s;
+    s.name = name;
+    if (name == "fp32") {
+        s.exact = true;
+        return s;
+    }
+    auto parse_bits = [&](std::string_view rest, std::string_view suffix) -> int {
+        if (rest.size() <= suffix.size() || rest.substr(rest.size() - suffix.size()) != suffix) return -1;
+        rest.remove_suffix(suffix.size());
+        int b = 0;
+        auto [p, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), b);
+        return ec == std::errc() && p == rest.data() + rest.size() ? b : -1;
+    };
+    int bits = -1;
+    const std::string_view n(name);
+    if (n.starts_with("kivi-") && (bits = parse_bits(n.substr(5), "")) > 0) {
+        s.cfg = patternkv::kivi_config(bits);
+    } else if (n.starts_with("pertoken-") && (bits = parse_bits(n.substr(9), "")) > 0) {
+        s.cfg = patternkv::per_token_config(bits);
+    } else if (n.starts_with("patternkv-") && (bits = parse_bits(n.substr(10), "-nogate")) > 0) {
+        s.cfg = patternkv::patternkv_config(bits);
+        s.cfg.gate = patternkv::gate_mode::always;
+    } else if (n.starts_with("patternkv-") && (bits = parse_bits(n.substr(10), "")) > 0) {
+        s.cfg = patternkv::patternkv_config(bits);
+    } else {
+        throw eval_error(fmt::format("unknown method '{}' (known: {})", name, method_names_help()));
+    }
+    s.cfg.head_dim = mc.head_dim;
+    s.cfg.num_kv_heads = mc.n_kv_heads;
+    s.cfg.num_q_heads = mc.n_heads;
+    for (const auto& [key, value] : sets) {
+        try {
+            s.cfg.set(key, value);
+        } catch (const patternkv::error& e) {
+            throw eval_error(fmt::format("--set {}={} rejected for method {}: {}", key, value, name, e.what()));
+        }
+    }
+    return s;
+}
+
+method_cache::method_cache(method_spec spec, const model_config& mc, std::int64_t capacity)
+    : spec_(std::move(spec)), mc_(mc), capacity_(capacity) {
+    if (spec_.exact) {
+        k_.assign(mc.n_layers, std::vector<float>(static_cast<std::size_t>(capacity) * mc.kv_dim()));
+        v_.assign(mc.n_layers, std::vector<float>(static_cast<std::size_t>(capacity) * mc.kv_dim()));
+        size_.assign(mc.n_layers, 0);
+        scratch_.resize(static_cast<std::size_t>(capacity) * mc.n_heads);
+        return;
+    }
+    try {
+        for (int l = 0; l < mc.n_layers; ++l) caches_.emplace_back(spec_.cfg, 1, capacity);
+    } catch (const patternkv::error& e) {
+        throw eval_error(fmt::format("method {} cannot run on this model (head_dim {}, {} q / {} kv heads): {}\n  config: {}",
+                                     spec_.name, mc.head_dim, mc.n_heads, mc.n_kv_heads, e.what(), spec_.cfg.describe()));
+    }
+}
+
+void method_cache::prefill(int layer, const float* k, const float* v, int tokens) {
+    if (spec_.exact) {
+        if (tokens > capacity_) throw eval_error("fp32 cache: prompt exceeds capacity");
+        std::copy_n(k, static_cast<std::size_t>(tokens) * mc_.kv_dim(), k_[layer].data());
+        std::copy_n(v, static_cast<std::size_t>(tokens) * mc_.kv_dim(), v_[layer].data());
+        size_[layer] = tokens;
+        return;
+    }
+    try {
+        caches_[layer].prefill(0, patternkv::view_f32(k, tokens, mc_.n_kv_heads, mc_.head_dim),
+                               patternkv::view_f32(v, tokens, mc_.n_kv_heads, mc_.head_dim));
+    } catch (const patternkv::error& e) {
+        throw eval_error(fmt::format("method {}: layer {} prefill of {} tokens failed: {}", spec_.name, layer, tokens, e.what()));
+    }
+}
+
+void method_cache::step(int layer, const float* q, const float* k, const float* v, float* out) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const int hd = mc_.head_dim, kvd = mc_.kv_dim(), group = mc_.n_heads / mc_.n_kv_heads;
+    if (spec_.exact) {
+        int& n = size_[layer];
+        if (n >= capacity_) throw eval_error("fp32 cache: capacity exhausted");
+        std::copy_n(k, kvd, k_[layer].data() + static_cast<std::size_t>(n) * kvd);
+        std::copy_n(v, kvd, v_[layer].data() + static_cast<std::size_t>(n) * kvd);
+        ++n;
+        const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+        tbb::parallel_for(0, mc_.n_heads, [&](int h) {
+            const int kvh = h / group;
+            attend_exact(q + h * hd, k_[layer].data() + kvh * hd, v_[layer].data() + kvh * hd, n, kvd, hd, scale,
+                         scratch_.data() + static_cast<std::size_t>(h) * capacity_, out + h * hd);
+        });
+    } else {
+        try {
+            caches_[layer].append(patternkv::view_f32(k, 1, mc_.n_kv_heads, hd), patternkv::view_f32(v, 1, mc_.n_kv_heads, hd));
+            caches_[layer].attend(patternkv::view_f32(q, 1, mc_.n_heads, hd), patternkv::view_f32(out, 1, mc_.n_heads, hd));
+        } catch (const patternkv::error& e) {
+            throw eval_error(fmt::format("method {}: layer {} decode step failed: {}", spec_.name, layer, e.what()));
+        }
+    }
+    step_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::uint64_t method_cache::bytes() const {
+    if (spec_.exact) {
+        std::uint64_t n = 0;
+        for (int s : size_) n += static_cast<std::uint64_t>(s) * mc_.kv_dim() * 2 * 4;
+        return n;
+    }
+    std::uint64_t n = 0;
+    for (const auto& c : caches_) n += c.memory().total_bytes();
+    return n;
+}
+
+double method_cache::bits_per_element() const {
+    if (spec_.exact) return 32.0;
+    std::uint64_t bytes = 0, elements = 0;
+    for (const auto& c : caches_) {
+        const patternkv::memory_report m = c.memory();
+        bytes += m.total_bytes();
+        elements += m.elements;
+    }
+    return elements == 0 ? 0.0 : 8.0 * static_cast<double>(bytes) / static_cast<double>(elements);
+}
+
+} // namespace pkveval

@@ -1,0 +1,65 @@
+#pragma once
+/// @file kv_method.hpp
+/// The KV-cache methods under comparison: names, configs, and one method's caches for every layer.
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <patternkv/patternkv.hpp>
+
+#include "model.hpp"
+
+namespace pkveval {
+
+/// A method to evaluate: "fp32" (exact cache in this runner) or a libpatternkv config.
+struct method_spec {
+    std::string name;
+    bool exact = false;        ///< fp32: no library, exact attention
+    patternkv::config cfg;     ///< library config (shape filled from the model)
+};
+
+using setting = std::pair<std::string, std::string>;
+
+/// Names accepted by parse_method, for --help.
+std::string method_names_help();
+/// The default method list, in table order.
+std::vector<std::string> default_methods();
+/// "kivi-2" -> kivi_config(2) with the model's shape and every `sets` entry applied (not for fp32).
+/// Throws eval_error for unknown names and for settings the library rejects.
+method_spec parse_method(const std::string& name, const std::vector<setting>& sets, const model_config& mc);
+
+/// One method's caches for all layers of one sequence, and the time spent in them.
+class method_cache {
+public:
+    /// Throws eval_error naming the method when the library rejects its config for this model.
+    method_cache(method_spec spec, const model_config& mc, std::int64_t capacity);
+
+    /// Hands layer `layer` the prompt's post-RoPE k, v [tokens][n_kv_heads][head_dim].
+    void prefill(int layer, const float* k, const float* v, int tokens);
+    /// Appends one token's k, v [n_kv_heads][head_dim] and attends q [n_heads][head_dim] over the
+    /// whole cache into out [n_heads][head_dim].
+    void step(int layer, const float* q, const float* k, const float* v, float* out);
+
+    const method_spec& spec() const { return spec_; }
+    /// Stored bits per cached K/V scalar summed over layers (32 for fp32).
+    double bits_per_element() const;
+    /// Bytes held, summed over layers.
+    std::uint64_t bytes() const;
+    /// Seconds spent in step() (append + attend).
+    double step_seconds() const { return step_seconds_; }
+
+private:
+    method_spec spec_;
+    model_config mc_;
+    std::int64_t capacity_;
+    std::vector<patternkv::layer_cache> caches_;      // library methods
+    std::vector<std::vector<float>> k_, v_;           // fp32: [layer][token][kv_dim]
+    std::vector<int> size_;                           // fp32: tokens per layer
+    std::vector<float> scratch_;
+    double step_seconds_ = 0.0;
+};
+
+} // namespace pkveval

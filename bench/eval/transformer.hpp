@@ -1,0 +1,45 @@
+#pragma once
+/// @file transformer.hpp
+/// The Llama forward pass: a full-precision causal prefill and a batched decode step whose attention
+/// is delegated to the caller (one KV cache per sequence and layer).
+
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "model.hpp"
+
+namespace pkveval {
+
+class transformer {
+public:
+    explicit transformer(const model& m);
+
+    /// Result of prefill: post-RoPE keys and values of every layer, and logits.
+    struct prefill_result {
+        std::vector<std::vector<float>> k;  ///< per layer [tokens][n_kv_heads][head_dim]
+        std::vector<std::vector<float>> v;  ///< per layer [tokens][n_kv_heads][head_dim]
+        std::vector<float> logits;          ///< [tokens][vocab] with all_logits, else [1][vocab] (last token)
+    };
+    /// Runs `tokens` at positions 0..T-1 with exact causal attention in fp32.
+    prefill_result prefill(std::span<const int> tokens, bool all_logits) const;
+
+    /// Attention of one layer for a batch of B sequences, each one new token:
+    /// q [B][n_heads][head_dim], k and v [B][n_kv_heads][head_dim] (post-RoPE), out [B][n_heads][head_dim].
+    using attention_fn = std::function<void(int layer, const float* q, const float* k, const float* v, float* out)>;
+    /// One decode step: tokens[b] at position `pos` for every sequence b; logits [B][vocab].
+    void decode(std::span<const int> tokens, int pos, const attention_fn& attend, float* logits) const;
+
+    const model& net() const { return m_; }
+
+private:
+    /// The layer stack over rows x [B][dim]; `attend` gets each layer's q, k, v.
+    void layers(std::vector<float>& x, int batch, std::span<const int> positions, const attention_fn& attend) const;
+    void rope(float* x, int heads, int pos) const;
+    void logits(const std::vector<float>& x, int first_row, int rows, float* out) const;
+
+    const model& m_;
+    std::vector<double> inv_freq_;  ///< [head_dim / 2]
+};
+
+} // namespace pkveval

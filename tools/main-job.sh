@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The main evaluation job: installs what is missing, fetches SmolLM2-135M-Instruct, builds a release
+# build in build-main and compares every KV-cache method on SmolLM2 over the GPL-3 text (plus the
+# small stories260K model on TinyStories when the shared data is present).
+# Results (JSON, SVG, text tables) go to results/. About 10 minutes on 2 cores.
+#
+#   tools/main-job.sh            environment: PATTERNKV_CACHE_DIR (model cache), PATTERNKV_DATA_DIR
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+start=$(date +%s)
+
+# --- 1. packages (apt only when something is missing) ---
+missing=0
+for cmd in meson ninja g++ pkg-config cmake python3; do command -v "$cmd" >/dev/null || missing=1; done
+for pc in tbb fmt libpcre2-8; do pkg-config --exists "$pc" 2>/dev/null || missing=1; done
+[ -f /usr/include/doctest/doctest.h ] || missing=1
+python3 -m pip --version >/dev/null 2>&1 || command -v pip3 >/dev/null || missing=1
+if [ "$missing" = 1 ]; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "main-job: installing build dependencies with apt-get" >&2
+    $sudo apt-get update
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends \
+        meson ninja-build g++ pkg-config cmake libtbb-dev libfmt-dev doctest-dev libpcre2-dev python3 python3-pip
+fi
+
+# --- 2. model ---
+gguf="$("$root/tools/fetch-smollm2.sh")"
+
+# --- 3. build ---
+if [ ! -f build-main/build.ninja ]; then
+    # a CPU job: the GPU backends are not needed and would only lengthen the build
+    meson setup build-main --buildtype=release -Dtests=false -Dbench=true -Dcuda=disabled -Dhip=disabled
+fi
+meson compile -C build-main patternkv-eval
+eval_bin="build-main/bench/eval/patternkv-eval"
+
+# --- 4. evaluation: the program's defaults are this job (GPL-3 text, all methods) ---
+mkdir -p results
+echo "main-job: SmolLM2-135M on GPL-3" >&2
+t0=$(date +%s)
+"$eval_bin" --model "$gguf" --json results/smollm2-gpl3.json --plot results/smollm2-gpl3.svg | tee results/smollm2-gpl3.txt
+echo "wall time of the SmolLM2 command: $(( $(date +%s) - t0 )) s" | tee -a results/smollm2-gpl3.txt
+
+data="${PATTERNKV_DATA_DIR:-$root/../shared/data}"
+if [ -f "$data/stories260K.bin" ] && [ -f "$data/tok512.bin" ] && [ -f "$data/tinystories_val.txt" ]; then
+    echo "main-job: stories260K on TinyStories" >&2
+    "$eval_bin" --model "$data/stories260K.bin" --tokenizer "$data/tok512.bin" --text "$data/tinystories_val.txt" \
+        --prefill 256 --tokens 255 --json results/stories260k-tinystories.json --plot results/stories260k-tinystories.svg \
+        | tee results/stories260k-tinystories.txt
+else
+    echo "main-job: shared data not found at $data: stories260K run skipped" >&2
+fi
+echo "main-job: done in $(( $(date +%s) - start )) s; results in $root/results/" >&2
