@@ -190,27 +190,7 @@ void dense_decode_attention(const dense_cache& c, const float* q, float* out) {
 
 namespace {
 
-float dot_generic(const float* a, const float* b, int d) {
-    float acc[8] = {};
-    int j = 0;
-    for (; j + 8 <= d; j += 8)
-        for (int l = 0; l < 8; ++l) acc[l] += a[j + l] * b[j + l];
-    float s = 0.0f;
-    for (float x : acc) s += x;
-    for (; j < d; ++j) s += a[j] * b[j];
-    return s;
-}
-
 #if defined(__x86_64__)
-PKV_AVX2 float dot_avx2(const float* a, const float* b, int d) {
-    __m256 acc = _mm256_setzero_ps();
-    for (int j = 0; j < d; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc);
-    return hsum(acc);
-}
-PKV_AVX2 void axpy_avx2(float a, const float* x, float* y, int d) {
-    const __m256 va = _mm256_set1_ps(a);
-    for (int j = 0; j < d; j += 8) _mm256_storeu_ps(y + j, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j)));
-}
 PKV_AVX2 float exp_sum_avx2(float* s, int n, float m) {
     const __m256 vm = _mm256_set1_ps(m);
     __m256 acc = _mm256_setzero_ps();
@@ -237,51 +217,108 @@ float exp_sum(float* s, int n, float m, [[maybe_unused]] bool simd) {
 
 } // namespace
 
+#if defined(__x86_64__)
+// Scores of up to 8 queries (rows of q, already scaled) against keys [0, keys) of one head, with K
+// transposed [d][tokens]: 8 keys x 8 queries of accumulators in registers.
+PKV_AVX2 void score_tile_avx2(const float* const* qrows, int nq, const float* kt, int tokens, int d, int keys, float* s, int s_stride) {
+    for (int t0 = 0; t0 < keys; t0 += 8) {
+        __m256 acc[8];
+        for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_ps();
+        for (int j = 0; j < d; ++j) {
+            const __m256 kv = _mm256_loadu_ps(kt + static_cast<std::size_t>(j) * tokens + t0);
+            for (int i = 0; i < 8; ++i)
+                if (i < nq) acc[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(qrows[i] + j), kv, acc[i]);
+        }
+        for (int i = 0; i < nq; ++i) _mm256_storeu_ps(s + static_cast<std::size_t>(i) * s_stride + t0, acc[i]);
+    }
+}
+
+// o_i = sum_t p_it v_t for up to 4 rows at a time, 16 channels x 4 rows of accumulators.
+PKV_AVX2 void weighted_rows_avx2(const float* p, int p_stride, int nq, const float* v, std::size_t v_stride, int keys, int d, float* const* o) {
+    for (int i0 = 0; i0 < nq; i0 += 4) {
+        const int ni = std::min(4, nq - i0);
+        for (int j = 0; j < d; j += 16) {
+            __m256 acc[4][2];
+            for (int i = 0; i < 4; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+            for (int t = 0; t < keys; ++t) {
+                const float* vr = v + t * v_stride + j;
+                const __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8);
+                for (int i = 0; i < 4; ++i) {
+                    if (i >= ni) break;
+                    const __m256 w = _mm256_broadcast_ss(p + static_cast<std::size_t>(i0 + i) * p_stride + t);
+                    acc[i][0] = _mm256_fmadd_ps(w, v0, acc[i][0]);
+                    acc[i][1] = _mm256_fmadd_ps(w, v1, acc[i][1]);
+                }
+            }
+            for (int i = 0; i < ni; ++i) {
+                _mm256_storeu_ps(o[i0 + i] + j, acc[i][0]);
+                _mm256_storeu_ps(o[i0 + i] + j + 8, acc[i][1]);
+            }
+        }
+    }
+}
+#endif
+
 void dense_prefill_attention(int tokens, int q_heads, int kv_heads, int d, const float* q, const float* k, const float* v,
                              float* out) {
     const int G = q_heads / kv_heads;
     const float tau = 1.0f / std::sqrt(static_cast<float>(d));
+    const std::size_t kv_stride = static_cast<std::size_t>(kv_heads) * d;
 #if defined(__x86_64__)
-    const bool simd = patternkv::simd::have_avx2() && d % 8 == 0;
+    const bool simd = patternkv::simd::have_avx2() && d % 16 == 0;
 #else
     const bool simd = false;
 #endif
-    // one task per (query head, block of 16 queries): the block's K/V rows stay in cache
-    const int block = 16, blocks = (tokens + block - 1) / block;
+    // K transposed per KV head, [h][j][t] (padded to a multiple of 8 tokens), so score tiles load
+    // 8 consecutive keys of one channel.
+    const int padded = (tokens + 7) / 8 * 8;
+    std::vector<float> kt(static_cast<std::size_t>(kv_heads) * d * padded, 0.0f);
+    tbb::parallel_for(0, kv_heads * d, [&](int hj) {
+        const int h = hj / d, j = hj % d;
+        for (int t = 0; t < tokens; ++t) kt[static_cast<std::size_t>(hj) * padded + t] = k[t * kv_stride + h * d + j];
+    });
+    // one task per (query head, block of 8 queries)
+    const int block = 8, blocks = (tokens + block - 1) / block;
     tbb::parallel_for(0, q_heads * blocks, [&](int task) {
         const int hq = task / blocks, b0 = task % blocks * block, h = hq / G;
-        const int nq = std::min(block, tokens - b0);
-        const std::size_t kv_stride = static_cast<std::size_t>(kv_heads) * d;
-        thread_local std::vector<float> s;
-        s.resize(static_cast<std::size_t>(tokens));
+        const int nq = std::min(block, tokens - b0), keys = b0 + nq;
+        thread_local std::vector<float> s, qs;
+        s.resize(static_cast<std::size_t>(block) * padded);
+        qs.resize(static_cast<std::size_t>(block) * d);
+        const float* qrows[block];
+        float* orows[block];
         for (int i = 0; i < nq; ++i) {
-            const int qi = b0 + i;
-            const float* qr = q + (static_cast<std::size_t>(qi) * q_heads + hq) * d;
-            float mx = -INFINITY;
-            for (int t = 0; t <= qi; ++t) {
-                const float* kr = k + t * kv_stride + h * d;
+            const float* qr = q + (static_cast<std::size_t>(b0 + i) * q_heads + hq) * d;
+            for (int j = 0; j < d; ++j) qs[static_cast<std::size_t>(i) * d + j] = qr[j] * tau;
+            qrows[i] = qs.data() + static_cast<std::size_t>(i) * d;
+            orows[i] = out + (static_cast<std::size_t>(b0 + i) * q_heads + hq) * d;
+        }
+        const float* kth = kt.data() + static_cast<std::size_t>(h) * d * padded;
 #if defined(__x86_64__)
-                const float dot = simd ? dot_avx2(qr, kr, d) : dot_generic(qr, kr, d);
-#else
-                const float dot = dot_generic(qr, kr, d);
+        if (simd) score_tile_avx2(qrows, nq, kth, padded, d, keys, s.data(), padded);
+        else
 #endif
-                s[t] = dot * tau;
-                mx = std::max(mx, s[t]);
-            }
-            const float L = exp_sum(s.data(), qi + 1, mx, simd);
-            float* o = out + (static_cast<std::size_t>(qi) * q_heads + hq) * d;
-            std::fill(o, o + d, 0.0f);
-            for (int t = 0; t <= qi; ++t) {
-                const float p = s[t] / L;
-                const float* vr = v + t * kv_stride + h * d;
-#if defined(__x86_64__)
-                if (simd) {
-                    axpy_avx2(p, vr, o, d);
-                    continue;
+            for (int i = 0; i < nq; ++i)
+                for (int t = 0; t < keys; ++t) {
+                    float acc = 0.0f;
+                    for (int j = 0; j < d; ++j) acc += qrows[i][j] * kth[static_cast<std::size_t>(j) * padded + t];
+                    s[static_cast<std::size_t>(i) * padded + t] = acc;
                 }
+        for (int i = 0; i < nq; ++i) {  // causal softmax of row i over keys [0, b0 + i]
+            float* row = s.data() + static_cast<std::size_t>(i) * padded;
+            const int n = b0 + i + 1;
+            const float mx = *std::max_element(row, row + n);
+            const float inv = 1.0f / exp_sum(row, n, mx, simd);
+            for (int t = 0; t < n; ++t) row[t] *= inv;
+            std::fill(row + n, row + keys, 0.0f);
+        }
+#if defined(__x86_64__)
+        if (simd) return weighted_rows_avx2(s.data(), padded, nq, v + h * d, kv_stride, keys, d, orows);
 #endif
-                for (int j = 0; j < d; ++j) o[j] += p * vr[j];
-            }
+        for (int i = 0; i < nq; ++i) {
+            std::fill(orows[i], orows[i] + d, 0.0f);
+            for (int t = 0; t < keys; ++t)
+                for (int j = 0; j < d; ++j) orows[i][j] += s[static_cast<std::size_t>(i) * padded + t] * v[t * kv_stride + h * d + j];
         }
     });
 }
