@@ -11,6 +11,7 @@
 namespace patternkv {
 
 void layer_cache::dequantize(int seq, tensor_view k, tensor_view v) const {
+    state_->impl->sync_to_host(*state_);  // a GPU cache's data lives on the device
     const layer_cache_state& s = *state_;
     if (seq < 0 || seq >= s.batch) throw error(fmt::format("dequantize: sequence index {} out of range [0, {})", seq, s.batch));
     const std::int64_t T = s.tokens(seq);

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 build=${1:-build-test}
 shift || true
 tools/install-deps.sh
+# nvcc lives outside PATH on these machines; Meson's CUDA detection needs it on PATH.
+if [ -d /usr/local/cuda/bin ]; then export PATH=/usr/local/cuda/bin:$PATH; fi
 if [ -z "${PATTERNKV_DATA_DIR:-}" ] && [ -d ../shared/data ]; then
   export PATTERNKV_DATA_DIR=$(cd ../shared/data && pwd)
 fi

@@ -27,6 +27,8 @@ struct options {
     std::string json;
     std::vector<std::int64_t> contexts{1024, 4096, 16384, 65536};
     std::vector<int> batches{1, 8};
+    std::string only;  ///< comma-separated parts to run (decode, flush, prefill, threads); empty = all
+    bool runs(const char* part) const { return only.empty() || ("," + only + ",").find(std::string(",") + part + ",") != std::string::npos; }
 };
 
 constexpr int kv_heads = 8, q_heads = 32, head_dim = 128;
@@ -194,6 +196,7 @@ void bench_threads(json_writer& js) {
 void usage() {
     fmt::print(
         "usage: patternkv-bench [--quick] [--json FILE] [--contexts 1024,4096,...] [--batches 1,8]\n"
+        "                       [--only decode,flush,prefill,threads]\n"
         "  Measures, in one run: read bandwidth, decode attention of fp32/fp16 baselines, KIVI and PatternKV\n"
         "  at 2 and 4 bits, append/flush cost, prefill cost against prefill attention, thread scaling.\n"
         "  --quick: contexts 1K-64K at batch 1 and 1K-4K at batch 8, fewer repetitions (< 2 minutes).\n");
@@ -227,6 +230,7 @@ int main(int argc, char** argv) {
             else if (a == "--json") o.json = next();
             else if (a == "--contexts") o.contexts = parse_list<std::int64_t>(next());
             else if (a == "--batches") o.batches = parse_list<int>(next());
+            else if (a == "--only") o.only = next();
             else if (a == "--help" || a == "-h") return usage(), 0;
             else throw std::runtime_error("unknown argument " + a);
         }
@@ -242,10 +246,10 @@ int main(int argc, char** argv) {
     fmt::print("read bandwidth (STREAM-like sum over 1 GiB): {:.2f} GB/s\n", bw / 1e9);
     js.add(fmt::format(R"({{"kind":"stream","gb_per_s":{:.4g}}})", bw / 1e9));
     try {
-        bench_decode(o, bw, js);
-        bench_flush(js);
-        bench_prefill(o, js);
-        bench_threads(js);
+        if (o.runs("decode")) bench_decode(o, bw, js);
+        if (o.runs("flush")) bench_flush(js);
+        if (o.runs("prefill")) bench_prefill(o, js);
+        if (o.runs("threads")) bench_threads(js);
     } catch (const std::exception& e) {
         fmt::print(stderr, "patternkv-bench: {}\n", e.what());
         return 1;

@@ -1,0 +1,10 @@
+// The CUDA backend: the shared GPU backend (backends/gpu/) compiled by nvcc into patternkv::cuda.
+#include "backends/gpu/backend.hpp"
+
+namespace patternkv {
+
+std::string cuda_unavailable_reason() { return cuda::gpu::unavailable_reason(); }
+
+std::unique_ptr<cache_backend> make_cuda_backend(const layer_cache_state& s) { return cuda::make_gpu_backend(s, backend::cuda); }
+
+} // namespace patternkv

@@ -1,0 +1,314 @@
+#pragma once
+// The GPU cache_backend shared by CUDA and HIP (compiled once by nvcc, once by hipcc, into
+// patternkv::cuda / patternkv::hip). The device holds a mirror of every data array of
+// layer_cache_state, allocated for the full capacity at construction; the host keeps the counters
+// (pages, window_count, bank sizes), updates the bank sizes exactly as cpu_backend.cpp does, and
+// uploads them before every operation. Host data arrays are current only after sync_to_host.
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <variant>
+#include <vector>
+
+#include "attend_kernels.hpp"
+#include "cache_arrays.hpp"
+#include "encode_kernels.hpp"
+#include "reference/cache_backend.hpp"
+#include "reference/layer_cache_state.hpp"
+#include "runtime.hpp"
+
+namespace patternkv::PKV_GPU_NS {
+
+class gpu_backend final : public cache_backend {
+public:
+    gpu_backend(const layer_cache_state& s, backend kind);
+
+    backend kind() const override { return kind_; }
+    void prefill(layer_cache_state& s, int seq, const std::uint16_t* k, const std::uint16_t* v, int T) override;
+    void append(layer_cache_state& s, std::span<const int> seqs, const std::uint16_t* k, const std::uint16_t* v) override;
+    void attend(const layer_cache_state& s, std::span<const int> seqs, const float* q, float* out) const override;
+    void sync_to_host(layer_cache_state& s) const override;
+    void sync_from_host(const layer_cache_state& s) override;
+
+private:
+    // Offsets into the uploaded int block `meta` (layout fixed at construction).
+    struct meta_layout {
+        std::size_t pages, window_count, k_bank_size, v_bank_size, seqs, job_seq, job_page, centre_slot, total;
+    };
+
+    void upload_meta(const layer_cache_state& s) const;
+    cache_counters counters() const;
+    void encode(int jobs, int pages, const float* rows, std::int64_t job_stride, std::int64_t head_stride, bool flush,
+                gpu::device_buffer<float>& resid, gpu::device_buffer<std::uint8_t>& flags);
+
+    backend kind_;
+    int batch_, heads_, d_, R_, cap_, q_heads_, gqa_, max_splits_, pps_;
+    bool grow_ = false;
+    kmeans_miner kmeans_{};
+    core::gate_params gate_{core::gate_rule::always, 0.0f};
+    float tau_;
+
+    // mirrors of layer_cache_state's data arrays
+    gpu::device_buffer<std::uint32_t> k_codes_, v_codes_, v_gate_;
+    gpu::device_buffer<core::scale_min> k_sm_, v_sm_;
+    gpu::device_buffer<std::uint8_t> k_index_, v_index_;
+    gpu::device_buffer<std::uint16_t> k_bank_, v_bank_, window_k_, window_v_;
+    cache_arrays arrays_{};
+
+    // counters and per-call index lists
+    meta_layout meta_{};
+    mutable std::vector<int> meta_host_;
+    gpu::device_buffer<int> meta_dev_;
+
+    // append input and attention buffers (fixed size)
+    gpu::device_buffer<std::uint16_t> in_;
+    gpu::device_buffer<float> q_, q_tau_, qm_, partials_, work_, hist_, out_;
+    std::int64_t work_stride_ = 0;
+
+    // flush scratch (grows to the largest number of sequences flushing at once)
+    gpu::device_buffer<float> flush_rows_, flush_resid_, flush_bank_;
+    gpu::device_buffer<std::uint8_t> flush_flags_;
+    gpu::device_buffer<float> bank_f_;  // used by encode: [jobs][2][H][cap][d]
+};
+
+inline gpu_backend::gpu_backend(const layer_cache_state& s, backend kind)
+    : kind_(kind), batch_(s.batch), heads_(s.heads()), d_(s.d()), R_(s.geom.tokens), cap_(s.bank_capacity),
+      q_heads_(s.cfg.num_q_heads), gqa_(s.gqa()), max_splits_(s.max_splits()), pps_(core::pages_per_split(s.geom.tokens)),
+      tau_(s.cfg.scale()) {
+    if (const auto* m = std::get_if<kmeans_miner>(&s.miner)) {
+        kmeans_ = *m;
+        grow_ = m->grow;
+    }
+    if (const auto* g = std::get_if<z_test_gate>(&s.gate)) gate_ = {core::gate_rule::z_test, g->c};
+    else if (std::holds_alternative<never_gate>(s.gate)) gate_ = {core::gate_rule::never, 0.0f};
+    else gate_ = {core::gate_rule::always, 0.0f};
+
+    k_codes_ = gpu::malloc_device<std::uint32_t>(s.k_codes.size());
+    v_codes_ = gpu::malloc_device<std::uint32_t>(s.v_codes.size());
+    v_gate_ = gpu::malloc_device<std::uint32_t>(s.v_gate.size());
+    k_sm_ = gpu::malloc_device<core::scale_min>(s.k_sm.size());
+    v_sm_ = gpu::malloc_device<core::scale_min>(s.v_sm.size());
+    k_index_ = gpu::malloc_device<std::uint8_t>(s.k_index.size());
+    v_index_ = gpu::malloc_device<std::uint8_t>(s.v_index.size());
+    k_bank_ = gpu::malloc_device<std::uint16_t>(s.k_bank.size());
+    v_bank_ = gpu::malloc_device<std::uint16_t>(s.v_bank.size());
+    window_k_ = gpu::malloc_device<std::uint16_t>(s.window_k.size());
+    window_v_ = gpu::malloc_device<std::uint16_t>(s.window_v.size());
+    arrays_ = {s.geom,        heads_,        s.max_pages,    cap_,          k_codes_.get(), v_codes_.get(),
+               v_gate_.get(), k_sm_.get(),   v_sm_.get(),    k_index_.get(), v_index_.get(), k_bank_.get(),
+               v_bank_.get(), window_k_.get(), window_v_.get()};
+
+    const std::size_t B = static_cast<std::size_t>(batch_), BH = B * heads_;
+    meta_.pages = 0;
+    meta_.window_count = B;
+    meta_.k_bank_size = 2 * B;
+    meta_.v_bank_size = 2 * B + BH;
+    meta_.seqs = 2 * B + 2 * BH;
+    meta_.job_seq = 3 * B + 2 * BH;
+    meta_.job_page = 4 * B + 2 * BH;
+    meta_.centre_slot = 5 * B + 2 * BH;
+    meta_.total = 5 * B + 4 * BH;
+    meta_host_.assign(meta_.total, 0);
+    meta_dev_ = gpu::malloc_device<int>(meta_.total);
+
+    const std::size_t BQ = B * q_heads_, stride = static_cast<std::size_t>(core::partial_stride(d_, cap_));
+    work_stride_ = core::split_scratch_floats(1, pps_ * R_, d_, R_);
+    in_ = gpu::malloc_device<std::uint16_t>(2 * BH * d_);
+    q_ = gpu::malloc_device<float>(BQ * d_);
+    q_tau_ = gpu::malloc_device<float>(BQ * d_);
+    qm_ = gpu::malloc_device<float>(BQ * cap_);
+    partials_ = gpu::malloc_device<float>(BQ * max_splits_ * stride);
+    work_ = gpu::malloc_device<float>(BQ * max_splits_ * static_cast<std::size_t>(work_stride_));
+    hist_ = gpu::malloc_device<float>(BQ * cap_);
+    out_ = gpu::malloc_device<float>(BQ * d_);
+    sync_from_host(s);
+}
+
+inline cache_counters gpu_backend::counters() const {
+    const int* m = meta_dev_.get();
+    return {m + meta_.pages, m + meta_.window_count, m + meta_.k_bank_size, m + meta_.v_bank_size};
+}
+
+// Counters from the host state; the caller fills seqs / jobs (and may override bank sizes) first.
+inline void gpu_backend::upload_meta(const layer_cache_state& s) const {
+    std::copy(s.pages.begin(), s.pages.end(), meta_host_.begin() + meta_.pages);
+    std::copy(s.window_count.begin(), s.window_count.end(), meta_host_.begin() + meta_.window_count);
+    gpu::copy_to_device(meta_dev_.get(), meta_host_.data(), meta_.total);
+}
+
+inline void gpu_backend::encode(int jobs, int pages, const float* rows, std::int64_t job_stride, std::int64_t head_stride,
+                                bool flush, gpu::device_buffer<float>& resid, gpu::device_buffer<std::uint8_t>& flags) {
+    const std::int64_t tokens = static_cast<std::int64_t>(pages) * R_, H = heads_;
+    gpu::ensure_capacity(resid, static_cast<std::size_t>(jobs * 2 * H * tokens * d_));
+    gpu::ensure_capacity(flags, static_cast<std::size_t>(jobs * H * tokens));
+    gpu::ensure_capacity(bank_f_, static_cast<std::size_t>(jobs) * 2 * H * cap_ * d_);
+    const int* m = meta_dev_.get();
+    const encode_params p{arrays_,     counters(),  m + meta_.job_seq, m + meta_.job_page, jobs,  pages, rows,
+                          job_stride,  head_stride, resid.get(),       bank_f_.get(),      flags.get(), flush, gate_};
+    const int E = elementwise_threads, Hv = heavy_threads;
+    if (cap_ > 0) gpu::launch(bank_to_float_kernel, gpu::blocks_for(jobs * 2 * H * cap_ * d_, E), E, "bank_to_float", p);
+    gpu::launch(align_kernel, gpu::blocks_for(jobs * 2 * H * tokens, Hv), Hv, "align", p);
+    if (cap_ > 0)
+        gpu::launch(pack_gate_kernel, gpu::blocks_for(jobs * H * pages * arrays_.g.gate_words(), E), E, "pack_gate", p);
+    if (arrays_.g.k_per_channel)
+        gpu::launch(quantize_k_channel_kernel, gpu::blocks_for(jobs * H * pages * d_, Hv), Hv, "quantize_k_channel", p);
+    else
+        gpu::launch(quantize_token_rows_kernel, gpu::blocks_for(jobs * H * tokens, Hv), Hv, "quantize_k_rows", p, 0);
+    gpu::launch(quantize_token_rows_kernel, gpu::blocks_for(jobs * H * tokens, Hv), Hv, "quantize_v_rows", p, 1);
+}
+
+inline void gpu_backend::prefill(layer_cache_state& s, int seq, const std::uint16_t* xk, const std::uint16_t* xv, int T) {
+    const std::int64_t H = heads_, n = H * T * d_;
+    const int full = T / R_;
+    gpu::device_buffer<std::uint16_t> x = gpu::malloc_device<std::uint16_t>(static_cast<std::size_t>(2 * n));
+    gpu::copy_to_device(x.get(), xk, static_cast<std::size_t>(n));
+    gpu::copy_to_device(x.get() + n, xv, static_cast<std::size_t>(n));
+    gpu::device_buffer<float> rows = gpu::malloc_device<float>(static_cast<std::size_t>(2 * n));
+    gpu::launch(halves_to_floats_kernel, gpu::blocks_for(2 * n, elementwise_threads), elementwise_threads, "halves_to_floats",
+                x.get(), 2 * n, rows.get());
+
+    // Banks (kmeans_miner::mine): the tokens themselves when T <= num_patterns, else k-means.
+    int bank = 0;
+    if (cap_ > 0) {
+        const int k = kmeans_.num_patterns;
+        if (T <= k) {
+            bank = T;
+            gpu::launch(bank_from_tokens_kernel, gpu::blocks_for(2 * n, elementwise_threads), elementwise_threads, "bank_from_tokens",
+                        arrays_, seq, rows.get(), T);
+        } else {
+            bank = k;
+            auto centroids = gpu::malloc_device<float>(static_cast<std::size_t>(2 * H * k * d_));
+            auto assign = gpu::malloc_device<int>(static_cast<std::size_t>(2 * H * T));
+            auto chosen = gpu::malloc_device<int>(static_cast<std::size_t>(2 * H * k));
+            auto keys = gpu::malloc_device<std::uint64_t>(static_cast<std::size_t>(2 * H * k));
+            const kmeans_args a{arrays_, seq, T, rows.get(), k, kmeans_.iterations, kmeans_.tolerance, kmeans_.seed,
+                                centroids.get(), assign.get(), chosen.get(), keys.get()};
+            gpu::launch_with_barriers(kmeans_kernel, static_cast<unsigned>(2 * H), kmeans_threads, "kmeans", a);
+            gpu::check(gpu::synchronize(), "k-means");  // before the scratch is freed
+        }
+    }
+    // The new bank sizes go to the device now and to the host state only once everything succeeded.
+    std::copy(s.k_bank_size.begin(), s.k_bank_size.end(), meta_host_.begin() + meta_.k_bank_size);
+    std::copy(s.v_bank_size.begin(), s.v_bank_size.end(), meta_host_.begin() + meta_.v_bank_size);
+    if (cap_ > 0)
+        for (int h = 0; h < heads_; ++h)
+            meta_host_[meta_.k_bank_size + s.sh(seq, h)] = meta_host_[meta_.v_bank_size + s.sh(seq, h)] = bank;
+    meta_host_[meta_.job_seq] = seq;
+    meta_host_[meta_.job_page] = 0;
+    upload_meta(s);
+
+    gpu::device_buffer<float> resid;
+    gpu::device_buffer<std::uint8_t> flags;
+    if (full > 0) encode(1, full, rows.get(), 0, static_cast<std::int64_t>(T) * d_, false, resid, flags);
+    if (T % R_ != 0)
+        gpu::launch(window_tail_kernel, gpu::blocks_for(2 * H * (T % R_) * d_, elementwise_threads), elementwise_threads,
+                    "window_tail", arrays_, seq, x.get(), T, full * R_);
+    gpu::check(gpu::synchronize(), "prefill");
+    if (cap_ > 0)
+        for (int h = 0; h < heads_; ++h) s.k_bank_size[s.sh(seq, h)] = s.v_bank_size[s.sh(seq, h)] = bank;
+}
+
+inline void gpu_backend::append(layer_cache_state& s, std::span<const int> seqs, const std::uint16_t* xk, const std::uint16_t* xv) {
+    const int n = static_cast<int>(seqs.size()), H = heads_;
+    if (n == 0) return;
+    const std::size_t rows = static_cast<std::size_t>(H) * n * d_;
+    gpu::copy_to_device(in_.get(), xk, rows);
+    gpu::copy_to_device(in_.get() + rows, xv, rows);
+
+    // Sequences whose window becomes full flush (cpu_backend.cpp: flush_head); each may add its
+    // window's Chebyshev centre to each bank that has room.
+    std::copy(s.k_bank_size.begin(), s.k_bank_size.end(), meta_host_.begin() + meta_.k_bank_size);
+    std::copy(s.v_bank_size.begin(), s.v_bank_size.end(), meta_host_.begin() + meta_.v_bank_size);
+    int jobs = 0;
+    for (int i = 0; i < n; ++i) {
+        const int seq = seqs[i];
+        meta_host_[meta_.seqs + i] = seq;
+        if (s.window_count[seq] + 1 != R_) continue;
+        meta_host_[meta_.job_seq + jobs] = seq;
+        meta_host_[meta_.job_page + jobs] = s.pages[seq];
+        for (int kv = 0; kv < 2; ++kv)
+            for (int h = 0; h < H; ++h) {
+                int& nb = meta_host_[(kv == 1 ? meta_.v_bank_size : meta_.k_bank_size) + s.sh(seq, h)];
+                int& slot = meta_host_[meta_.centre_slot + (static_cast<std::size_t>(jobs) * 2 + kv) * H + h];
+                slot = -1;
+                if (cap_ > 0 && grow_ && nb < cap_) slot = nb++;
+            }
+        ++jobs;
+    }
+    upload_meta(s);
+    const int* m = meta_dev_.get();
+    const int E = elementwise_threads;
+    gpu::launch(window_write_kernel, gpu::blocks_for(static_cast<std::int64_t>(n) * 2 * H * d_, E), E, "window_write", arrays_,
+                counters(), m + meta_.seqs, n, in_.get());
+    if (jobs > 0) {
+        const std::int64_t per = static_cast<std::int64_t>(R_) * d_;
+        gpu::ensure_capacity(flush_rows_, static_cast<std::size_t>(jobs * 2 * H * per));
+        gpu::launch(window_to_float_kernel, gpu::blocks_for(jobs * 2 * H * per, E), E, "window_to_float", arrays_, m + meta_.job_seq,
+                    jobs, flush_rows_.get());
+        if (cap_ > 0)
+            gpu::launch(chebyshev_centre_kernel, gpu::blocks_for(static_cast<std::int64_t>(jobs) * 2 * H * d_, E), E,
+                        "chebyshev_centre", arrays_, m + meta_.job_seq, jobs, m + meta_.centre_slot, flush_rows_.get());
+        encode(jobs, 1, flush_rows_.get(), 2 * H * per, per, true, flush_resid_, flush_flags_);
+    }
+    gpu::check(gpu::synchronize(), "append");
+    for (std::size_t i = 0; i < s.k_bank_size.size(); ++i) {
+        s.k_bank_size[i] = meta_host_[meta_.k_bank_size + i];
+        s.v_bank_size[i] = meta_host_[meta_.v_bank_size + i];
+    }
+}
+
+inline void gpu_backend::attend(const layer_cache_state& s, std::span<const int> seqs, const float* q, float* out) const {
+    const int n = static_cast<int>(seqs.size());
+    if (n == 0) return;
+    const std::size_t elems = static_cast<std::size_t>(n) * q_heads_ * d_;
+    gpu::copy_to_device(q_.get(), q, elems);
+    std::copy(s.k_bank_size.begin(), s.k_bank_size.end(), meta_host_.begin() + meta_.k_bank_size);
+    std::copy(s.v_bank_size.begin(), s.v_bank_size.end(), meta_host_.begin() + meta_.v_bank_size);
+    std::copy(seqs.begin(), seqs.end(), meta_host_.begin() + meta_.seqs);
+    upload_meta(s);
+    const attend_params p{arrays_,      counters(),  meta_dev_.get() + meta_.seqs, n,           q_heads_,   gqa_,
+                          tau_,         max_splits_, pps_,                         q_.get(),    q_tau_.get(), qm_.get(),
+                          partials_.get(), work_.get(), work_stride_,              hist_.get(), out_.get()};
+    const std::int64_t nq = static_cast<std::int64_t>(n) * q_heads_;
+    gpu::launch(prepare_queries_kernel, gpu::blocks_for(nq, elementwise_threads), elementwise_threads, "prepare_queries", p);
+    gpu::launch(attend_splits_kernel, gpu::blocks_for(nq * max_splits_, heavy_threads), heavy_threads, "attend_splits", p);
+    gpu::launch(combine_splits_kernel, gpu::blocks_for(nq, elementwise_threads), elementwise_threads, "combine_splits", p);
+    gpu::copy_to_host(out, out_.get(), elems);  // synchronizes
+}
+
+inline void gpu_backend::sync_to_host(layer_cache_state& s) const {
+    gpu::check(gpu::synchronize(), "sync_to_host");
+    gpu::copy_to_host(s.k_codes.data(), k_codes_.get(), s.k_codes.size());
+    gpu::copy_to_host(s.v_codes.data(), v_codes_.get(), s.v_codes.size());
+    gpu::copy_to_host(s.v_gate.data(), v_gate_.get(), s.v_gate.size());
+    gpu::copy_to_host(s.k_sm.data(), k_sm_.get(), s.k_sm.size());
+    gpu::copy_to_host(s.v_sm.data(), v_sm_.get(), s.v_sm.size());
+    gpu::copy_to_host(s.k_index.data(), k_index_.get(), s.k_index.size());
+    gpu::copy_to_host(s.v_index.data(), v_index_.get(), s.v_index.size());
+    gpu::copy_to_host(s.k_bank.data(), k_bank_.get(), s.k_bank.size());
+    gpu::copy_to_host(s.v_bank.data(), v_bank_.get(), s.v_bank.size());
+    gpu::copy_to_host(s.window_k.data(), window_k_.get(), s.window_k.size());
+    gpu::copy_to_host(s.window_v.data(), window_v_.get(), s.window_v.size());
+}
+
+inline void gpu_backend::sync_from_host(const layer_cache_state& s) {
+    gpu::copy_to_device(k_codes_.get(), s.k_codes.data(), s.k_codes.size());
+    gpu::copy_to_device(v_codes_.get(), s.v_codes.data(), s.v_codes.size());
+    gpu::copy_to_device(v_gate_.get(), s.v_gate.data(), s.v_gate.size());
+    gpu::copy_to_device(k_sm_.get(), s.k_sm.data(), s.k_sm.size());
+    gpu::copy_to_device(v_sm_.get(), s.v_sm.data(), s.v_sm.size());
+    gpu::copy_to_device(k_index_.get(), s.k_index.data(), s.k_index.size());
+    gpu::copy_to_device(v_index_.get(), s.v_index.data(), s.v_index.size());
+    gpu::copy_to_device(k_bank_.get(), s.k_bank.data(), s.k_bank.size());
+    gpu::copy_to_device(v_bank_.get(), s.v_bank.data(), s.v_bank.size());
+    gpu::copy_to_device(window_k_.get(), s.window_k.data(), s.window_k.size());
+    gpu::copy_to_device(window_v_.get(), s.window_v.data(), s.window_v.size());
+}
+
+/// The backend for `s` on the current device of this runtime.
+inline std::unique_ptr<cache_backend> make_gpu_backend(const layer_cache_state& s, backend kind) {
+    return std::make_unique<gpu_backend>(s, kind);
+}
+
+} // namespace patternkv::PKV_GPU_NS

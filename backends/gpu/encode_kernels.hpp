@@ -1,0 +1,270 @@
+#pragma once
+// Kernels that write the cache: prefill (k-means banks, L2 alignment) and flush (Chebyshev centre,
+// d_mm alignment), V gate, residual quantization and packing. Each kernel maps core/ functions onto
+// threads without touching their arithmetic; reference/cpu_backend.cpp is the oracle.
+//
+// An encode "job" quantizes `pages` consecutive pages of one sequence for every (K/V, head): one job
+// for a prefill, one per flushing sequence for an append. Rows of job j, K/V kv, head h, token t:
+//   rows + j * job_stride + (kv * H + h) * head_stride + t * d        (floats, fp16 values)
+#include <cstdint>
+
+#include "cache_arrays.hpp"
+#include "core/fp16.hpp"
+#include "core/hash.hpp"
+#include "core/kmeans.hpp"
+#include "core/page_quantizer.hpp"
+#include "core/patterns.hpp"
+#include "core/v_gate.hpp"
+#include "runtime.hpp"
+
+namespace patternkv::PKV_GPU_NS {
+
+inline constexpr int elementwise_threads = 256;
+inline constexpr int heavy_threads = 128;  ///< kernels whose threads run a whole core function
+inline constexpr int kmeans_threads = 256;
+
+/// Flat index of this thread in a 1-D grid.
+__device__ inline std::int64_t thread_index() {
+    return static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+
+struct encode_params {
+    cache_arrays a;
+    cache_counters c;
+    const int* job_seq;   ///< [jobs] sequence of each job
+    const int* job_page;  ///< [jobs] first page each job writes
+    int jobs, pages;      ///< pages per job
+    const float* rows;
+    std::int64_t job_stride, head_stride;
+    float* resid;               ///< [jobs][2][H][pages * R][d]
+    float* bank_f;              ///< [jobs][2][H][bank_capacity][d]: the banks as floats
+    std::uint8_t* gate_flags;   ///< [jobs][H][pages * R]: V gate decisions before packing
+    bool flush;                 ///< align by d_mm (flush) or squared L2 (prefill)
+    core::gate_params gate;
+
+    __device__ int tokens() const { return pages * a.g.tokens; }
+    __device__ const float* row(int job, int kv, int h, int t) const {
+        return rows + job * job_stride + (kv * a.heads + h) * head_stride + static_cast<std::int64_t>(t) * a.g.d;
+    }
+    __device__ float* resid_row(int job, int kv, int h, int t) const {
+        return resid + ((static_cast<std::int64_t>(job) * 2 + kv) * a.heads + h) * tokens() * a.g.d +
+               static_cast<std::int64_t>(t) * a.g.d;
+    }
+    __device__ float* bank(int job, int kv, int h) const {
+        return bank_f + ((static_cast<std::int64_t>(job) * 2 + kv) * a.heads + h) * a.bank_capacity * a.g.d;
+    }
+};
+
+/// out[i] = half_to_float(x[i]).
+__global__ void halves_to_floats_kernel(const std::uint16_t* x, std::int64_t n, float* out) {
+    const std::int64_t i = thread_index();
+    if (i < n) out[i] = core::half_to_float(x[i]);
+}
+
+/// The banks in use, as floats (what the CPU's encode_pages decodes before aligning).
+__global__ void bank_to_float_kernel(encode_params p) {
+    const std::int64_t per = static_cast<std::int64_t>(p.a.bank_capacity) * p.a.g.d;
+    const std::int64_t idx = thread_index();
+    if (idx >= p.jobs * 2 * p.a.heads * per) return;
+    const int block = static_cast<int>(idx / per), job = block / (2 * p.a.heads), kv = block / p.a.heads % 2,
+              h = block % p.a.heads;
+    const std::int64_t i = idx % per;
+    const int seq = p.job_seq[job];
+    if (i < static_cast<std::int64_t>(p.c.bank_size(kv == 1, p.a.sh(seq, h))) * p.a.g.d)
+        p.bank(job, kv, h)[i] = core::half_to_float(p.a.bank(kv == 1, seq, h)[i]);
+}
+
+/// One token per thread: nearest pattern, V gate, residual row, pattern index (encode_pages).
+__global__ void align_kernel(encode_params p) {
+    const int d = p.a.g.d, R = p.a.g.tokens, H = p.a.heads, n = p.tokens();
+    const std::int64_t idx = thread_index();
+    if (idx >= static_cast<std::int64_t>(p.jobs) * 2 * H * n) return;
+    const int t = static_cast<int>(idx % n), block = static_cast<int>(idx / n);
+    const int job = block / (2 * H), kv = block / H % 2, h = block % H, seq = p.job_seq[job];
+    const float* row = p.row(job, kv, h, t);
+    float* out = p.resid_row(job, kv, h, t);
+    for (int j = 0; j < d; ++j) out[j] = row[j];
+    if (p.a.bank_capacity == 0) return;
+    const int nb = p.c.bank_size(kv == 1, p.a.sh(seq, h));
+    int a = 0;
+    bool residual = false;
+    if (nb > 0) {
+        const float* bank = p.bank(job, kv, h);
+        a = p.flush ? core::nearest_pattern_dmm(row, bank, nb, d) : core::nearest_pattern_l2(row, bank, nb, d);
+        const float* m = bank + a * d;
+        residual = kv == 0 || core::gate_residualize(row, m, d, p.gate);
+        if (residual)
+            for (int j = 0; j < d; ++j) out[j] = row[j] - m[j];
+    }
+    const core::page_ref page = p.a.page(seq, h, p.job_page[job] + t / R);
+    (kv == 1 ? page.v_index : page.k_index)[t % R] = static_cast<std::uint8_t>(a);
+    if (kv == 1) p.gate_flags[(static_cast<std::int64_t>(job) * H + h) * n + t] = residual ? 1 : 0;
+}
+
+/// One gate word per thread: the page's bits from the flags; bits past R keep their value (the CPU
+/// sets and clears bit by bit).
+__global__ void pack_gate_kernel(encode_params p) {
+    const int R = p.a.g.tokens, H = p.a.heads, words = p.a.g.gate_words();
+    const std::int64_t idx = thread_index();
+    if (idx >= static_cast<std::int64_t>(p.jobs) * H * p.pages * words) return;
+    const int w = static_cast<int>(idx % words), pg = static_cast<int>(idx / words % p.pages);
+    const int h = static_cast<int>(idx / (static_cast<std::int64_t>(words) * p.pages) % H);
+    const int job = static_cast<int>(idx / (static_cast<std::int64_t>(words) * p.pages * H));
+    const std::uint8_t* flags = p.gate_flags + (static_cast<std::int64_t>(job) * H + h) * p.tokens() + pg * R;
+    const int first = w * 32, count = R - first < 32 ? R - first : 32;
+    std::uint32_t bits = 0;
+    for (int b = 0; b < count; ++b) bits |= static_cast<std::uint32_t>(flags[first + b] != 0) << b;
+    const std::uint32_t mask = count == 32 ? 0xffffffffu : (1u << count) - 1u;
+    std::uint32_t* gate = p.a.page(p.job_seq[job], h, p.job_page[job] + pg).v_gate + w;
+    *gate = (*gate & ~mask) | bits;
+}
+
+/// K per-channel: one (page, channel) per thread.
+__global__ void quantize_k_channel_kernel(encode_params p) {
+    const int d = p.a.g.d, R = p.a.g.tokens, H = p.a.heads;
+    const std::int64_t idx = thread_index();
+    if (idx >= static_cast<std::int64_t>(p.jobs) * H * p.pages * d) return;
+    const int j = static_cast<int>(idx % d), pg = static_cast<int>(idx / d % p.pages);
+    const int h = static_cast<int>(idx / (static_cast<std::int64_t>(d) * p.pages) % H);
+    const int job = static_cast<int>(idx / (static_cast<std::int64_t>(d) * p.pages * H));
+    const core::page_ref page = p.a.page(p.job_seq[job], h, p.job_page[job] + pg);
+    core::quantize_k_channel(p.a.g, p.resid_row(job, 0, h, pg * R), j, page.k_codes, page.k_sm);
+}
+
+/// Per-token rows, one token per thread: V (kv = 1) always, K (kv = 0) in per-token mode.
+__global__ void quantize_token_rows_kernel(encode_params p, int kv) {
+    const int d = p.a.g.d, R = p.a.g.tokens, H = p.a.heads, n = p.tokens();
+    const std::int64_t idx = thread_index();
+    if (idx >= static_cast<std::int64_t>(p.jobs) * H * n) return;
+    const int t = static_cast<int>(idx % n), h = static_cast<int>(idx / n % H), job = static_cast<int>(idx / n / H);
+    const core::page_ref page = p.a.page(p.job_seq[job], h, p.job_page[job] + t / R);
+    const core::page_geometry& g = p.a.g;
+    const int r = t % R;
+    if (kv == 1)
+        core::quantize_token_row(p.resid_row(job, 1, h, t), d, g.v_group, g.v_bits, page.v_codes + r * g.v_row_words(),
+                                 page.v_sm + r * (d / g.v_group));
+    else
+        core::quantize_token_row(p.resid_row(job, 0, h, t), d, g.k_group, g.k_bits, page.k_codes + r * g.k_row_words(),
+                                 page.k_sm + r * (d / g.k_group));
+}
+
+// --- prefill only ---------------------------------------------------------------------------------
+
+/// Fewer tokens than patterns: the tokens are the bank (kmeans_miner::mine). x: fp16 rows as floats
+/// [2][H][T][d].
+__global__ void bank_from_tokens_kernel(cache_arrays a, int seq, const float* x, int T) {
+    const std::int64_t per = static_cast<std::int64_t>(T) * a.g.d;
+    const std::int64_t idx = thread_index();
+    if (idx >= 2 * a.heads * per) return;
+    const int block = static_cast<int>(idx / per), kv = block / a.heads, h = block % a.heads;
+    a.bank(kv == 1, seq, h)[idx % per] = core::float_to_half(core::round_to_half(x[idx]));
+}
+
+struct kmeans_args {
+    cache_arrays a;
+    int seq, T;
+    const float* x;  ///< [2][H][T][d]
+    int k, iterations;
+    float tolerance;
+    std::uint64_t seed;
+    float* centroids;      ///< [2][H][k][d]
+    int* assign;           ///< [2][H][T]
+    int* chosen;           ///< [2][H][k]
+    std::uint64_t* keys;   ///< [2][H][k]
+};
+
+/// k-means of one (K/V, head) per block: core::kmeans_run's steps, the assignment spread over
+/// tokens and the centroid update over (centroid, coordinate) pairs (each coordinate's member sum
+/// stays one chain in token order). T > k.
+__global__ void __launch_bounds__(kmeans_threads) kmeans_kernel(kmeans_args p) {
+    __shared__ float shift_part[kmeans_threads];
+    __shared__ int stop;
+    const int d = p.a.g.d, k = p.k, T = p.T, H = p.a.heads;
+    const int block = static_cast<int>(blockIdx.x), kv = block / H, h = block % H, tid = static_cast<int>(threadIdx.x);
+    const core::kmeans_params kp{k,
+                                 p.iterations,
+                                 p.tolerance,
+                                 p.seed,
+                                 kv == 1 ? core::stream_kmeans_init_v : core::stream_kmeans_init_k,
+                                 kv == 1 ? core::stream_empty_cluster_v : core::stream_empty_cluster_k,
+                                 static_cast<std::uint64_t>(h)};
+    const float* x = p.x + static_cast<std::int64_t>(block) * T * d;
+    float* cent = p.centroids + static_cast<std::int64_t>(block) * k * d;
+    int* assign = p.assign + static_cast<std::int64_t>(block) * T;
+    int* chosen = p.chosen + block * k;
+    if (tid == 0) core::kmeans_init_tokens(kp, T, chosen, p.keys + block * k);
+    __syncthreads();
+    for (int i = tid; i < k * d; i += kmeans_threads) cent[i] = x[static_cast<std::int64_t>(chosen[i / d]) * d + i % d];
+    __syncthreads();
+    for (int iter = 0; iter < p.iterations; ++iter) {
+        for (int t = tid; t < T; t += kmeans_threads)
+            assign[t] = core::nearest_pattern_l2(x + static_cast<std::int64_t>(t) * d, cent, k, d);
+        __syncthreads();
+        float shift = 0.0f;
+        for (int i = tid; i < k * d; i += kmeans_threads) {
+            const int c = i / d, j = i % d;
+            float delta;
+            if (core::kmeans_update_coordinate(x, T, d, assign, c, j, cent + i, &delta) == 0)
+                delta = core::kmeans_reseed_coordinate(x, d, core::kmeans_empty_cluster_token(kp, T, iter, c), j, cent + i);
+            shift = delta > shift ? delta : shift;
+        }
+        shift_part[tid] = shift;
+        __syncthreads();
+        if (tid == 0) {
+            float m = 0.0f;  // a max: the same value in any order
+            for (int i = 0; i < kmeans_threads; ++i) m = shift_part[i] > m ? shift_part[i] : m;
+            stop = iter >= 1 && m <= p.tolerance;
+        }
+        __syncthreads();
+        if (stop) break;
+    }
+    std::uint16_t* bank = p.a.bank(kv == 1, p.seq, h);
+    for (int i = tid; i < k * d; i += kmeans_threads) bank[i] = core::float_to_half(core::round_to_half(cent[i]));
+}
+
+/// The last T mod R prompt tokens go to the window. x: fp16 [2][H][T][d].
+__global__ void window_tail_kernel(cache_arrays a, int seq, const std::uint16_t* x, int T, int first) {
+    const std::int64_t per = static_cast<std::int64_t>(T - first) * a.g.d;
+    const std::int64_t idx = thread_index();
+    if (idx >= 2 * a.heads * per) return;
+    const int block = static_cast<int>(idx / per), kv = block / a.heads, h = block % a.heads;
+    a.window(kv == 1, seq, h)[idx % per] = x[static_cast<std::int64_t>(block) * T * a.g.d + static_cast<std::int64_t>(first) * a.g.d + idx % per];
+}
+
+// --- append / flush -------------------------------------------------------------------------------
+
+/// One decode token per listed sequence into its window at window_count. x: fp16 [2][H][n][d].
+__global__ void window_write_kernel(cache_arrays a, cache_counters c, const int* seqs, int n, const std::uint16_t* x) {
+    const int d = a.g.d, H = a.heads;
+    const std::int64_t idx = thread_index();
+    if (idx >= static_cast<std::int64_t>(n) * 2 * H * d) return;
+    const int j = static_cast<int>(idx % d), i = static_cast<int>(idx / d % n), h = static_cast<int>(idx / d / n % H);
+    const int kv = static_cast<int>(idx / d / n / H), seq = seqs[i];
+    a.window(kv == 1, seq, h)[c.window_count[seq] * d + j] = x[((static_cast<std::int64_t>(kv) * H + h) * n + i) * d + j];
+}
+
+/// Windows of the flushing sequences as floats: out [jobs][2][H][R][d].
+__global__ void window_to_float_kernel(cache_arrays a, const int* job_seq, int jobs, float* out) {
+    const std::int64_t per = static_cast<std::int64_t>(a.g.tokens) * a.g.d;
+    const std::int64_t idx = thread_index();
+    if (idx >= static_cast<std::int64_t>(jobs) * 2 * a.heads * per) return;
+    const int block = static_cast<int>(idx / per), job = block / (2 * a.heads), kv = block / a.heads % 2, h = block % a.heads;
+    out[idx] = core::half_to_float(a.window(kv == 1, job_seq[job], h)[idx % per]);
+}
+
+/// The Chebyshev centre of each flushing window, one channel per thread, appended to the bank at
+/// centre_slot[(job * 2 + kv) * H + h] (negative: the bank does not grow). rows: [jobs][2][H][R][d].
+__global__ void chebyshev_centre_kernel(cache_arrays a, const int* job_seq, int jobs, const int* centre_slot, const float* rows) {
+    const int d = a.g.d, R = a.g.tokens, H = a.heads;
+    const std::int64_t idx = thread_index();
+    if (idx >= static_cast<std::int64_t>(jobs) * 2 * H * d) return;
+    const int j = static_cast<int>(idx % d), block = static_cast<int>(idx / d);
+    const int slot = centre_slot[block];
+    if (slot < 0) return;
+    const int job = block / (2 * H), kv = block / H % 2, h = block % H;
+    float centre;
+    core::chebyshev_centre(rows + static_cast<std::int64_t>(block) * R * d + j, R, 1, d, &centre);
+    a.bank(kv == 1, job_seq[job], h)[slot * d + j] = core::float_to_half(core::round_to_half(centre));
+}
+
+} // namespace patternkv::PKV_GPU_NS

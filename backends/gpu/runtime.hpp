@@ -1,0 +1,227 @@
+#pragma once
+// The thin typed GPU runtime wrapper shared by the CUDA and HIP backends, chosen at compile time:
+// nvcc sees the CUDA runtime, hipcc the HIP runtime. Everything lives in patternkv::cuda::gpu or
+// patternkv::hip::gpu (PKV_GPU_NS), so the two backends' objects never share a symbol: identical
+// inline or template names with different bodies would otherwise be merged by the linker.
+//
+//   gpu::device_buffer<T> b = gpu::malloc_device<T>(n);   // owning, move-only
+//   gpu::copy_to_device(b.get(), host, n); gpu::copy_to_host(host, b.get(), n);
+//   gpu::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");  // throws patternkv::error
+//   gpu::launch(kernel, blocks, threads, args...);                  // <<<>>> + launch check
+#include <cstddef>
+#include <cstdint>
+#include <source_location>
+#include <string>
+#include <utility>
+
+#if defined(PKV_GPU_EMULATION)
+#include <cstring>
+#include <new>
+#include <thread>
+#include <vector>
+
+#include "emulation.hpp"
+#define PKV_GPU_NS emulated
+#elif defined(__HIP__)
+#include <hip/hip_runtime.h>
+#define PKV_GPU_NS hip
+#elif defined(__CUDACC__)
+#include <cuda_runtime.h>
+#define PKV_GPU_NS cuda
+#else
+#error "backends/gpu headers are compiled by nvcc (CUDA) or hipcc (HIP) only"
+#endif
+
+#include <patternkv/error.hpp>
+
+namespace patternkv::PKV_GPU_NS::gpu {
+
+// --- the runtime API, one typed line per call used ---------------------------------------------
+#if defined(PKV_GPU_EMULATION)
+enum status { success = 0, out_of_memory = 2 };
+inline constexpr const char* api_name = "emulated GPU";
+inline const char* error_name(status e) { return e == success ? "success" : "out_of_memory"; }
+inline const char* error_string(status e) { return error_name(e); }
+inline status device_count(int* n) { return *n = 1, success; }
+inline status last_error() { return success; }
+inline status raw_malloc(void** p, std::size_t bytes) { return (*p = ::operator new(bytes, std::nothrow)) ? success : out_of_memory; }
+inline status raw_free(void* p) { return ::operator delete(p), success; }
+inline status raw_memset(void* p, std::size_t bytes) { return std::memset(p, 0, bytes), success; }
+inline status raw_h2d(void* d, const void* h, std::size_t bytes) { return std::memcpy(d, h, bytes), success; }
+inline status raw_d2h(void* h, const void* d, std::size_t bytes) { return std::memcpy(h, d, bytes), success; }
+inline status raw_d2d(void* d, const void* s, std::size_t bytes) { return std::memcpy(d, s, bytes), success; }
+inline status synchronize() { return success; }
+#elif defined(__HIP__)
+using status = hipError_t;
+inline constexpr status success = hipSuccess;
+inline constexpr const char* api_name = "HIP";
+inline const char* error_name(status e) { return hipGetErrorName(e); }
+inline const char* error_string(status e) { return hipGetErrorString(e); }
+inline status device_count(int* n) { return hipGetDeviceCount(n); }
+inline status last_error() { return hipGetLastError(); }
+inline status raw_malloc(void** p, std::size_t bytes) { return hipMalloc(p, bytes); }
+inline status raw_free(void* p) { return hipFree(p); }
+inline status raw_memset(void* p, std::size_t bytes) { return hipMemset(p, 0, bytes); }
+inline status raw_h2d(void* d, const void* h, std::size_t bytes) { return hipMemcpy(d, h, bytes, hipMemcpyHostToDevice); }
+inline status raw_d2h(void* h, const void* d, std::size_t bytes) { return hipMemcpy(h, d, bytes, hipMemcpyDeviceToHost); }
+inline status raw_d2d(void* d, const void* s, std::size_t bytes) { return hipMemcpy(d, s, bytes, hipMemcpyDeviceToDevice); }
+inline status synchronize() { return hipDeviceSynchronize(); }
+#else
+using status = cudaError_t;
+inline constexpr status success = cudaSuccess;
+inline constexpr const char* api_name = "CUDA";
+inline const char* error_name(status e) { return cudaGetErrorName(e); }
+inline const char* error_string(status e) { return cudaGetErrorString(e); }
+inline status device_count(int* n) { return cudaGetDeviceCount(n); }
+inline status last_error() { return cudaGetLastError(); }
+inline status raw_malloc(void** p, std::size_t bytes) { return cudaMalloc(p, bytes); }
+inline status raw_free(void* p) { return cudaFree(p); }
+inline status raw_memset(void* p, std::size_t bytes) { return cudaMemset(p, 0, bytes); }
+inline status raw_h2d(void* d, const void* h, std::size_t bytes) { return cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice); }
+inline status raw_d2h(void* h, const void* d, std::size_t bytes) { return cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost); }
+inline status raw_d2d(void* d, const void* s, std::size_t bytes) { return cudaMemcpy(d, s, bytes, cudaMemcpyDeviceToDevice); }
+inline status synchronize() { return cudaDeviceSynchronize(); }
+#endif
+
+// --- errors ---------------------------------------------------------------------------------------
+
+/// Throws patternkv::error naming the call, the runtime's error and the source location.
+inline void check(status e, const char* what, std::source_location where = std::source_location::current()) {
+    if (e == success) return;
+    (void)last_error();  // clear a non-sticky error so the next call starts clean
+    throw error(std::string("patternkv ") + api_name + " backend: " + what + " failed: " + error_name(e) + " (" +
+                error_string(e) + ") at " + where.file_name() + ":" + std::to_string(where.line()));
+}
+
+/// Empty when a device can be used; otherwise the runtime's reason (no driver, no device...).
+inline std::string unavailable_reason() {
+    int n = 0;
+    const status e = device_count(&n);
+    if (e != success) {
+        (void)last_error();
+        return std::string(api_name) + " runtime: " + error_name(e) + ": " + error_string(e);
+    }
+    if (n < 1) return std::string(api_name) + " runtime: no device";
+    return {};
+}
+
+// --- memory ---------------------------------------------------------------------------------------
+
+/// Owning device allocation of n elements of T (move-only; freed in the destructor).
+template <class T>
+class device_buffer {
+public:
+    device_buffer() = default;
+    device_buffer(T* p, std::size_t n) : p_(p), n_(n) {}
+    device_buffer(device_buffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+    device_buffer& operator=(device_buffer&& o) noexcept {
+        if (this != &o) {
+            reset();
+            p_ = std::exchange(o.p_, nullptr);
+            n_ = std::exchange(o.n_, 0);
+        }
+        return *this;
+    }
+    device_buffer(const device_buffer&) = delete;
+    device_buffer& operator=(const device_buffer&) = delete;
+    ~device_buffer() { reset(); }
+
+    T* get() const { return p_; }
+    std::size_t size() const { return n_; }
+    void reset() {
+        if (p_ != nullptr) (void)raw_free(p_);  // never throws from a destructor
+        p_ = nullptr;
+        n_ = 0;
+    }
+
+private:
+    T* p_ = nullptr;
+    std::size_t n_ = 0;
+};
+
+/// n elements of T on the current device (uninitialised). n = 0 gives an empty buffer.
+template <class T>
+device_buffer<T> malloc_device(std::size_t n, std::source_location where = std::source_location::current()) {
+    if (n == 0) return {};
+    void* p = nullptr;
+    check(raw_malloc(&p, n * sizeof(T)), "device malloc", where);
+    return {static_cast<T*>(p), n};
+}
+
+/// A buffer of at least n elements: reallocated (contents dropped) only when too small.
+template <class T>
+void ensure_capacity(device_buffer<T>& b, std::size_t n, std::source_location where = std::source_location::current()) {
+    if (b.size() >= n) return;
+    b.reset();
+    b = malloc_device<T>(n, where);
+}
+
+template <class T>
+void copy_to_device(T* dst, const T* src, std::size_t n, std::source_location where = std::source_location::current()) {
+    if (n != 0) check(raw_h2d(dst, src, n * sizeof(T)), "copy host to device", where);
+}
+template <class T>
+void copy_to_host(T* dst, const T* src, std::size_t n, std::source_location where = std::source_location::current()) {
+    if (n != 0) check(raw_d2h(dst, src, n * sizeof(T)), "copy device to host", where);
+}
+template <class T>
+void copy_on_device(T* dst, const T* src, std::size_t n, std::source_location where = std::source_location::current()) {
+    if (n != 0) check(raw_d2d(dst, src, n * sizeof(T)), "copy device to device", where);
+}
+template <class T>
+void zero(T* p, std::size_t n, std::source_location where = std::source_location::current()) {
+    if (n != 0) check(raw_memset(p, n * sizeof(T)), "device memset", where);
+}
+
+// --- launches -------------------------------------------------------------------------------------
+
+/// Blocks of `threads` covering n work items.
+inline unsigned blocks_for(std::int64_t n, int threads) {
+    return static_cast<unsigned>((n + threads - 1) / threads);
+}
+
+/// kernel<<<blocks, threads>>>(args...) on the default stream, then a check of the launch itself
+/// (errors during execution surface at the next synchronizing call). Nothing to do for 0 blocks.
+/// The kernel must not use __syncthreads (see launch_with_barriers).
+template <class... Params, class... Args>
+void launch(void (*kernel)(Params...), unsigned blocks, unsigned threads, const char* name, Args&&... args) {
+    if (blocks == 0) return;
+#if defined(PKV_GPU_EMULATION)
+    (void)name;
+    blockDim = {threads, 1, 1};
+    for (unsigned b = 0; b < blocks; ++b)
+        for (unsigned t = 0; t < threads; ++t) {
+            blockIdx = {b, 0, 0};
+            threadIdx = {t, 0, 0};
+            kernel(args...);
+        }
+#else
+    kernel<<<blocks, threads>>>(std::forward<Args>(args)...);
+    check(last_error(), name);
+#endif
+}
+
+/// launch() for a kernel whose threads meet at __syncthreads (the same launch on a GPU).
+template <class... Params, class... Args>
+void launch_with_barriers(void (*kernel)(Params...), unsigned blocks, unsigned threads, const char* name, Args&&... args) {
+#if defined(PKV_GPU_EMULATION)
+    (void)name;
+    for (unsigned b = 0; b < blocks; ++b) {
+        std::barrier<> block_barrier(static_cast<std::ptrdiff_t>(threads));
+        std::vector<std::thread> pool;
+        for (unsigned t = 0; t < threads; ++t)
+            pool.emplace_back([&, t] {
+                blockDim = {threads, 1, 1};
+                blockIdx = {b, 0, 0};
+                threadIdx = {t, 0, 0};
+                pkv_emulated_block_barrier = &block_barrier;
+                kernel(args...);
+            });
+        for (auto& th : pool) th.join();
+    }
+#else
+    launch(kernel, blocks, threads, name, std::forward<Args>(args)...);
+#endif
+}
+
+} // namespace patternkv::PKV_GPU_NS::gpu

@@ -1,0 +1,502 @@
+// Differential tests, in the manner of ggml's test-backend-ops but exact: every case runs the same
+// operations on a CPU reference cache and on each available GPU backend, and compares with memcmp
+// the whole stored state (codes, scales/mins, pattern indices, gate bits, banks, windows, counters),
+// every attention output (written between guard floats) and the memory report.
+//
+// A case is one struct whose parameters and seed are its name. Usage:
+//   test_differential [--list] [--filter SUBSTR]... [--backend cuda|hip|cpu|emulated]...
+// --filter keeps cases whose name contains any SUBSTR. --backend picks what is compared with the
+// CPU reference (default: cuda and hip): cpu compares the CPU with itself (checks the harness);
+// emulated runs the GPU backend's own kernels and class compiled for the CPU
+// (backends/gpu/emulation.hpp), which checks their thread mapping without a GPU. With no GPU backend available the program
+// prints why for each backend and exits 77 (Meson's SKIP), unless PATTERNKV_REQUIRE_GPU=1, which
+// turns that into a failure (at least one GPU backend must run). No doctest here: this binary has its own main.
+#define DOCTEST_CONFIG_DISABLE  // support.hpp includes doctest; nothing of it is used or registered here
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <patternkv/patternkv.hpp>
+
+#include "reference/layer_cache_state.hpp"
+#include "support.hpp"
+
+// The GPU backend's kernels and class compiled for the CPU (backends/gpu/emulation.hpp):
+// --backend emulated checks their thread mapping on machines without a GPU.
+#define PKV_GPU_EMULATION 1
+#include "backends/gpu/backend.hpp"
+
+namespace {
+
+using patternkv::backend;
+using patternkv::config;
+using patternkv::layer_cache;
+
+struct diff_case {
+    std::string family;
+    config cfg;
+    int batch = 1;
+    std::vector<int> prompts{300};  ///< prompt tokens per sequence (0: none, decode only)
+    int steps = 0;                  ///< decode steps after the prompts
+    int attend_every = 1;           ///< attention after the prompts and every n-th step (and the last)
+    std::uint64_t seed = 1;
+    bool subsets = false;           ///< steps append to alternating subsets of the batch
+    bool duplicate_rows = false;    ///< prompts of 3 distinct rows per head (k-means empty clusters)
+    bool reset_midway = false;      ///< reset() sequence 0 half way and prefill it again
+    bool reload_midway = false;     ///< half way, load the CPU state into the GPU cache (sync_from_host)
+    std::string extra;              ///< non-default config fields, for the name
+
+    std::string method() const {
+        if (cfg.num_patterns == 0) return cfg.k_mode == patternkv::k_quant_mode::per_token ? "per-token" : "kivi";
+        return "patternkv";
+    }
+    std::string name() const {
+        std::string p;
+        for (std::size_t i = 0; i < prompts.size(); ++i) {
+            if (i > 0) p += ',';
+            p += std::to_string(prompts[i]);
+        }
+        return fmt::format("{}/{} K{}V{} d{} kv{} q{} R{} batch{} prompts{} steps{}{}{}{}{}{} seed{}", family, method(),
+                           cfg.k_bits, cfg.v_bits, cfg.head_dim, cfg.num_kv_heads, cfg.num_q_heads, cfg.residual_length, batch,
+                           p, steps, extra.empty() ? "" : " " + extra, subsets ? " subsets" : "",
+                           duplicate_rows ? " duplicates" : "", reset_midway ? " reset" : "", reload_midway ? " reload" : "", seed);
+    }
+    std::int64_t max_tokens() const {
+        int m = 1;
+        for (int p : prompts) m = std::max(m, p);
+        return m + steps + 1;
+    }
+};
+
+config base(const std::string& method, int kb, int vb, int d, int hkv, int hq) {
+    config c = method == "kivi" ? patternkv::kivi_config(kb) : method == "per-token" ? patternkv::per_token_config(kb)
+                                                                                      : patternkv::patternkv_config(kb);
+    c.k_bits = kb;
+    c.v_bits = vb;
+    c.head_dim = d;
+    c.num_kv_heads = hkv;
+    c.num_q_heads = hq;
+    return c;
+}
+
+std::vector<diff_case> make_cases() {
+    std::vector<diff_case> cases;
+    std::uint64_t seed = 11;
+    const auto add = [&](diff_case c) {
+        c.seed = seed++;
+        cases.push_back(std::move(c));
+    };
+    const auto simple = [&](const std::string& family, const config& cfg, std::vector<int> prompts, int steps, int every = 1) {
+        diff_case c;
+        c.family = family;
+        c.cfg = cfg;
+        c.batch = static_cast<int>(prompts.size());
+        c.prompts = std::move(prompts);
+        c.steps = steps;
+        c.attend_every = every;
+        return c;
+    };
+    const char* methods[] = {"patternkv", "kivi", "per-token"};
+
+    // prefill alone: pages + window, and a prompt shorter than the pattern count (bank = tokens)
+    for (const char* m : methods) add(simple("prefill", base(m, 2, 2, 128, 2, 8), {300}, 0));
+    add(simple("prefill", base("patternkv", 2, 2, 128, 2, 8), {20}, 0));
+    // flushes: window reaching R during decode (two flushes)
+    for (const char* m : methods) add(simple("flush", base(m, 2, 2, 128, 2, 8), {100}, 160, 8));
+    // attention paths: window only, history only, mixed, several splits
+    for (const char* m : methods) {
+        add(simple("attend-window", base(m, 2, 2, 128, 2, 8), {60}, 0));
+        add(simple("attend-history", base(m, 2, 2, 128, 2, 8), {256}, 0));
+        add(simple("attend-mixed", base(m, 2, 2, 128, 2, 8), {300}, 0));
+    }
+    add(simple("attend-splits", base("patternkv", 2, 2, 128, 2, 8), {1100}, 130, 13));
+    // bit widths, K and V independent
+    for (auto [kb, vb] : {std::pair{2, 2}, {3, 3}, {4, 4}, {8, 8}, {4, 2}, {8, 3}})
+        for (const char* m : {"patternkv", "kivi"}) add(simple("bits", base(m, kb, vb, 128, 2, 8), {300}, 40, 4));
+    // GQA ratios 1, 4, 8
+    for (int g : {1, 4, 8}) add(simple("gqa", base("patternkv", 4, 4, 128, 2, 2 * g), {200}, 60, 6));
+    // head_dim 64, 96 and 128
+    for (int d : {64, 96, 128}) add(simple("head-dim", base("patternkv", 2, 2, d, 2, 4), {300}, 40, 4));
+    // a batch of sequences of different lengths, every step and subsets; a decode-only sequence
+    {
+        diff_case c = simple("batch", base("patternkv", 2, 2, 128, 2, 8), {300, 128, 77, 5}, 140, 4);
+        add(c);
+        c.subsets = true;
+        add(c);
+        add(simple("batch", base("kivi", 4, 2, 64, 4, 8), {300, 128, 77, 5}, 140, 4));
+        add(simple("batch", base("patternkv", 4, 4, 64, 2, 4), {0, 40, 129}, 140, 7));
+    }
+    // long context (32K tokens): k-means on 32K tokens, 32+ attention splits, a flush on top
+    add(simple("context-32k", base("patternkv", 2, 2, 128, 2, 8), {32768}, 130, 32));
+    add(simple("context-32k", base("kivi", 2, 2, 128, 2, 8), {32700}, 70, 16));
+    // config variants
+    const auto variant = [&](const std::string& what, const std::function<void(config&)>& f, const char* m = "patternkv",
+                             std::vector<int> prompts = {300, 90}, int steps = 140) {
+        config c = base(m, 2, 2, 64, 2, 4);
+        f(c);
+        diff_case dc = simple("config", c, std::move(prompts), steps, 5);
+        dc.extra = what;
+        add(dc);
+    };
+    variant("gate=always", [](config& c) { c.gate = patternkv::gate_mode::always; });
+    variant("gate=never", [](config& c) { c.gate = patternkv::gate_mode::never; });
+    variant("gate_alpha=0.3", [](config& c) { c.gate_alpha = 0.3; });
+    variant("v_group=16", [](config& c) { c.v_group = 16; });
+    variant("k_group=32", [](config& c) { c.k_group = 32; });
+    variant("k_token_group=16", [](config& c) { c.k_token_group = 16; }, "per-token");
+    variant("R=32", [](config& c) { c.residual_length = c.pattern_window = 32; c.k_group = 32; }, "patternkv", {300, 90}, 100);
+    variant("R=64", [](config& c) { c.residual_length = c.pattern_window = 64; c.k_group = 64; });
+    variant("R=2048", [](config& c) { c.residual_length = c.pattern_window = 2048; c.k_group = 2048; }, "patternkv", {4200, 10}, 20);
+    variant("max_patterns=33", [](config& c) { c.max_patterns = 33; }, "patternkv", {300, 90}, 300);
+    variant("grow_patterns=0", [](config& c) { c.grow_patterns = false; });
+    variant("num_patterns=8", [](config& c) { c.num_patterns = 8; });
+    variant("kmeans_iterations=1", [](config& c) { c.kmeans_iterations = 1; });
+    variant("config.seed=7", [](config& c) { c.seed = 7; });
+    variant("softmax_scale=0.3", [](config& c) { c.softmax_scale = 0.3f; });
+    {
+        diff_case c = simple("kmeans-empty-clusters", base("patternkv", 2, 2, 64, 2, 4), {200}, 0);
+        c.duplicate_rows = true;
+        add(c);
+    }
+    {
+        diff_case c = simple("reset", base("patternkv", 2, 2, 64, 2, 4), {300, 90}, 120, 6);
+        c.reset_midway = true;
+        add(c);
+    }
+    {
+        diff_case c = simple("sync-from-host", base("patternkv", 3, 3, 64, 2, 4), {300, 90}, 120, 6);
+        c.reload_midway = true;
+        add(c);
+    }
+    return cases;
+}
+
+// --- comparison -----------------------------------------------------------------------------------
+
+/// The GPU backend's data arrays copied into the state's host arrays (internal API; the state is not
+/// a const object, only the accessor is).
+patternkv::layer_cache_state& synced_state(const layer_cache& cache) {
+    auto& s = const_cast<patternkv::layer_cache_state&>(cache.state());
+    s.impl->sync_to_host(s);
+    return s;
+}
+
+template <class T>
+bool same_bytes(const char* field, const std::vector<T>& a, const std::vector<T>& b, std::string& why) {
+    if (a.size() != b.size()) {
+        why = fmt::format("{}: {} vs {} elements", field, a.size(), b.size());
+        return false;
+    }
+    if (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0) return true;
+    const auto* pa = reinterpret_cast<const std::uint8_t*>(a.data());
+    const auto* pb = reinterpret_cast<const std::uint8_t*>(b.data());
+    std::size_t byte = 0;
+    while (pa[byte] == pb[byte]) ++byte;
+    std::size_t count = 0;
+    for (std::size_t i = 0; i < a.size() * sizeof(T); ++i) count += pa[i] != pb[i];
+    why = fmt::format("{}: {} bytes differ, first at element {} (byte {:#04x} vs {:#04x})", field, count, byte / sizeof(T),
+                      pa[byte], pb[byte]);
+    return false;
+}
+
+bool same_state(const layer_cache& cpu, const layer_cache& gpu, std::string& why) {
+    const patternkv::layer_cache_state& a = cpu.state();
+    const patternkv::layer_cache_state& b = synced_state(gpu);
+    return same_bytes("k_codes", a.k_codes, b.k_codes, why) && same_bytes("v_codes", a.v_codes, b.v_codes, why) &&
+           same_bytes("v_gate", a.v_gate, b.v_gate, why) && same_bytes("k_sm", a.k_sm, b.k_sm, why) &&
+           same_bytes("v_sm", a.v_sm, b.v_sm, why) && same_bytes("k_index", a.k_index, b.k_index, why) &&
+           same_bytes("v_index", a.v_index, b.v_index, why) && same_bytes("k_bank", a.k_bank, b.k_bank, why) &&
+           same_bytes("v_bank", a.v_bank, b.v_bank, why) && same_bytes("k_bank_size", a.k_bank_size, b.k_bank_size, why) &&
+           same_bytes("v_bank_size", a.v_bank_size, b.v_bank_size, why) && same_bytes("window_k", a.window_k, b.window_k, why) &&
+           same_bytes("window_v", a.window_v, b.window_v, why) && same_bytes("pages", a.pages, b.pages, why) &&
+           same_bytes("window_count", a.window_count, b.window_count, why);
+}
+
+bool same_memory(const layer_cache& cpu, const layer_cache& gpu, std::string& why) {
+    const patternkv::memory_report a = cpu.memory(), b = gpu.memory();
+    const std::uint64_t va[] = {a.code_bytes, a.scale_min_bytes, a.pattern_index_bytes, a.gate_bytes, a.bank_bytes,
+                                a.window_bytes, a.quantized_tokens, a.window_tokens, a.elements};
+    const std::uint64_t vb[] = {b.code_bytes, b.scale_min_bytes, b.pattern_index_bytes, b.gate_bytes, b.bank_bytes,
+                                b.window_bytes, b.quantized_tokens, b.window_tokens, b.elements};
+    if (std::memcmp(va, vb, sizeof va) == 0) return true;
+    why = fmt::format("memory report: cpu [{}] vs gpu [{}]", a.describe(), b.describe());
+    return false;
+}
+
+constexpr int guard_floats = 64;
+constexpr std::uint32_t guard_bits = 0x7fc0deadu;
+
+/// Attention of `seqs` into a buffer with guard floats on both sides; false if a guard changed.
+bool attend_guarded(const layer_cache& cache, const std::vector<int>& seqs, const std::vector<float>& q, std::vector<float>& out) {
+    const config& c = cache.cfg();
+    const std::size_t n = seqs.size() * c.num_q_heads * c.head_dim;
+    std::vector<std::uint32_t> buf(n + 2 * guard_floats, guard_bits);
+    auto* data = reinterpret_cast<float*>(buf.data() + guard_floats);
+    const auto ns = static_cast<std::int64_t>(seqs.size());
+    cache.attend(seqs, patternkv::view_f32(q.data(), ns, c.num_q_heads, c.head_dim),
+                 patternkv::view_f32(data, ns, c.num_q_heads, c.head_dim));
+    out.assign(data, data + n);
+    for (int i = 0; i < guard_floats; ++i)
+        if (buf[i] != guard_bits || buf[guard_floats + n + i] != guard_bits) return false;
+    return true;
+}
+
+// --- running a case -------------------------------------------------------------------------------
+
+struct case_inputs {
+    std::vector<std::vector<float>> k, v;  // per sequence [prompt + steps][H][d]
+};
+
+case_inputs make_inputs(const diff_case& c, std::uint64_t salt) {
+    const int H = c.cfg.num_kv_heads, d = c.cfg.head_dim;
+    case_inputs in;
+    for (int i = 0; i < c.batch; ++i) {
+        const int T = c.prompts[i] + c.steps;
+        in.k.push_back(pkv_test::synthetic_kv(c.seed * 7919 + salt + 2 * i, T, H, d, true));
+        in.v.push_back(pkv_test::synthetic_kv(c.seed * 7919 + salt + 2 * i + 1, T, H, d, false));
+        if (c.duplicate_rows)
+            for (auto* x : {&in.k.back(), &in.v.back()})
+                for (int t = 3; t < c.prompts[i]; ++t)
+                    std::memcpy(x->data() + static_cast<std::size_t>(t) * H * d, x->data() + static_cast<std::size_t>(t % 3) * H * d,
+                                sizeof(float) * H * d);
+    }
+    return in;
+}
+
+/// What the CPU reference is compared with: a backend of the library, or the emulated GPU backend.
+struct target {
+    std::string name;
+    backend kind = backend::cpu;
+    bool emulated = false;
+
+    layer_cache make(const diff_case& c) const {
+        if (!emulated) return layer_cache(c.cfg, c.batch, c.max_tokens(), kind);
+        layer_cache cache(c.cfg, c.batch, c.max_tokens(), backend::cpu);
+        auto& s = const_cast<patternkv::layer_cache_state&>(cache.state());
+        s.impl = patternkv::emulated::make_gpu_backend(s, backend::cpu);
+        return cache;
+    }
+};
+
+struct runner {
+    const diff_case& c;
+    layer_cache cpu, gpu;
+    std::string why;
+    int attends = 0;
+
+    runner(const diff_case& dc, const target& t)
+        : c(dc), cpu(dc.cfg, dc.batch, dc.max_tokens(), backend::cpu), gpu(t.make(dc)) {}
+
+    bool fail(const std::string& where) {
+        why = where + ": " + why;
+        return false;
+    }
+
+    void prefill(int i, const case_inputs& in) {
+        const int H = c.cfg.num_kv_heads, d = c.cfg.head_dim, T = c.prompts[i];
+        for (layer_cache* cache : {&cpu, &gpu})
+            cache->prefill(i, patternkv::view_f32(in.k[i].data(), T, H, d), patternkv::view_f32(in.v[i].data(), T, H, d));
+    }
+
+    bool attend(const std::string& where, std::uint64_t qseed) {
+        std::vector<int> seqs;
+        for (int i = 0; i < c.batch; ++i)
+            if (cpu.size(i) > 0) seqs.push_back(i);
+        if (seqs.empty()) return true;
+        const auto q = pkv_test::normal_floats(qseed, seqs.size() * c.cfg.num_q_heads * c.cfg.head_dim);
+        std::vector<float> a, b;
+        if (!attend_guarded(cpu, seqs, q, a)) return why = "cpu output guard overwritten", fail(where);
+        if (!attend_guarded(gpu, seqs, q, b)) return why = "gpu output guard overwritten", fail(where);
+        ++attends;
+        if (!same_bytes("attention output", a, b, why)) return fail(where);
+        return true;
+    }
+
+    bool check_state(const std::string& where) {
+        if (!same_state(cpu, gpu, why) || !same_memory(cpu, gpu, why)) return fail(where);
+        return true;
+    }
+
+    bool run() {
+        const int H = c.cfg.num_kv_heads, d = c.cfg.head_dim;
+        const case_inputs in = make_inputs(c, 0);
+        for (int i = 0; i < c.batch; ++i) prefill(i, in);
+        if (!check_state("after prefill") || !attend("attention after prefill", c.seed * 31)) return false;
+        std::vector<int> pos(c.prompts);  // next input row per sequence
+        std::vector<float> k, v;
+        for (int step = 0; step < c.steps; ++step) {
+            if (c.reset_midway && step == c.steps / 2) {
+                const case_inputs fresh = make_inputs(c, 1000003);
+                for (layer_cache* cache : {&cpu, &gpu}) cache->reset(0);
+                prefill(0, fresh);
+                if (!check_state("after reset and prefill")) return false;
+            }
+            if (c.reload_midway && step == c.steps / 2) {
+                auto& g = const_cast<patternkv::layer_cache_state&>(gpu.state());
+                const patternkv::layer_cache_state& s = cpu.state();
+                g.k_codes = s.k_codes, g.v_codes = s.v_codes, g.v_gate = s.v_gate, g.k_sm = s.k_sm, g.v_sm = s.v_sm;
+                g.k_index = s.k_index, g.v_index = s.v_index, g.k_bank = s.k_bank, g.v_bank = s.v_bank;
+                g.k_bank_size = s.k_bank_size, g.v_bank_size = s.v_bank_size, g.window_k = s.window_k, g.window_v = s.window_v;
+                g.pages = s.pages, g.window_count = s.window_count;
+                g.impl->sync_from_host(g);
+                if (!check_state("after sync_from_host")) return false;
+            }
+            std::vector<int> seqs;
+            for (int i = 0; i < c.batch; ++i)
+                if (!c.subsets || (i + step) % 3 != 0) seqs.push_back(c.subsets && step % 2 ? c.batch - 1 - i : i);
+            if (seqs.empty()) continue;
+            k.resize(seqs.size() * H * d);
+            v.resize(k.size());
+            for (std::size_t j = 0; j < seqs.size(); ++j) {
+                const int i = seqs[j];
+                const std::size_t row = static_cast<std::size_t>(pos[i]++) * H * d;
+                std::memcpy(k.data() + j * H * d, in.k[i].data() + row, sizeof(float) * H * d);
+                std::memcpy(v.data() + j * H * d, in.v[i].data() + row, sizeof(float) * H * d);
+            }
+            const auto n = static_cast<std::int64_t>(seqs.size());
+            const std::int64_t quantized_before = cpu.memory().quantized_tokens;
+            for (layer_cache* cache : {&cpu, &gpu})
+                cache->append(seqs, patternkv::view_f32(k.data(), n, H, d), patternkv::view_f32(v.data(), n, H, d));
+            const std::string where = fmt::format("step {}", step);
+            if (static_cast<std::int64_t>(cpu.memory().quantized_tokens) != quantized_before && !check_state(where + " (flush)"))
+                return false;
+            if ((step % c.attend_every == 0 || step + 1 == c.steps) && !attend("attention at " + where, c.seed * 31 + step + 1))
+                return false;
+        }
+        return check_state("at the end");
+    }
+};
+
+struct options {
+    bool list = false;
+    std::vector<std::string> filters;
+    std::vector<target> targets;
+};
+
+void usage() {
+    fmt::print("usage: test_differential [--list] [--filter SUBSTR]... [--backend cuda|hip|cpu|emulated]...\n");
+}
+
+options parse(int argc, char** argv) {
+    options o;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        const auto value = [&]() -> std::string {
+            if (i + 1 >= argc) {
+                usage();
+                std::exit(2);
+            }
+            return argv[++i];
+        };
+        if (a == "--list") o.list = true;
+        else if (a == "--filter") o.filters.push_back(value());
+        else if (a == "--backend") {
+            const std::string b = value();
+            if (b == "cuda") o.targets.push_back({b, backend::cuda});
+            else if (b == "hip") o.targets.push_back({b, backend::hip});
+            else if (b == "cpu") o.targets.push_back({b, backend::cpu});
+            else if (b == "emulated") o.targets.push_back({b, backend::cpu, true});
+            else {
+                usage();
+                std::exit(2);
+            }
+        } else {
+            usage();
+            std::exit(a == "--help" || a == "-h" ? 0 : 2);
+        }
+    }
+    return o;
+}
+
+bool selected(const options& o, const std::string& name) {
+    if (o.filters.empty()) return true;
+    for (const auto& f : o.filters)
+        if (name.find(f) != std::string::npos) return true;
+    return false;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    const options opt = parse(argc, argv);
+    const std::vector<diff_case> cases = make_cases();
+    if (opt.list) {
+        for (const auto& c : cases)
+            if (selected(opt, c.name())) fmt::print("{}\n", c.name());
+        return 0;
+    }
+
+    // Which backends to compare against the CPU: asked for, or every GPU backend; say why each is out.
+    const std::vector<target> wanted =
+        !opt.targets.empty() ? opt.targets : std::vector<target>{{"cuda", backend::cuda}, {"hip", backend::hip}};
+    std::vector<target> run_on;
+    std::vector<std::string> skipped;
+    bool gpu_runs = false;
+    for (const target& t : wanted) {
+        const std::string why = t.emulated ? std::string() : patternkv::backend_unavailable_reason(t.kind);
+        if (why.empty()) {
+            run_on.push_back(t);
+            gpu_runs |= !t.emulated && t.kind != backend::cpu;
+        } else {
+            skipped.push_back(fmt::format("{}: {}", t.name, why));
+        }
+    }
+    const char* require = std::getenv("PATTERNKV_REQUIRE_GPU");
+    const bool require_gpu = require != nullptr && std::string(require) == "1";
+    if (!skipped.empty()) {
+        fmt::print(stderr, "\n*** differential tests: backend(s) SKIPPED ***\n");
+        for (const auto& s : skipped) fmt::print(stderr, "***   {}\n", s);
+        fmt::print(stderr, "\n");
+    }
+    if (require_gpu && !gpu_runs) {
+        fmt::print(stderr, "FAILED: PATTERNKV_REQUIRE_GPU=1 but no GPU backend can run\n");
+        return 1;
+    }
+    if (run_on.empty()) {
+        if (require_gpu) {
+            fmt::print(stderr, "FAILED: PATTERNKV_REQUIRE_GPU=1 but no GPU backend can run\n");
+            return 1;
+        }
+        fmt::print(stderr, "no backend to compare against the CPU: SKIP (exit 77)\n");
+        return 77;
+    }
+
+    int passed = 0, failed = 0;
+    std::vector<std::string> failures;
+    for (const target& b : run_on) {
+        for (const auto& c : cases) {
+            const std::string name = c.name();
+            if (!selected(opt, name)) continue;
+            const auto t0 = std::chrono::steady_clock::now();
+            bool ok = false;
+            std::string why;
+            int attends = 0;
+            try {
+                runner r(c, b);
+                ok = r.run();
+                why = r.why;
+                attends = r.attends;
+            } catch (const std::exception& e) {
+                why = std::string("exception: ") + e.what();
+            }
+            const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+            fmt::print("[{}] {:4} {} ({} attentions, {:.0f} ms){}\n", b.name, ok ? "OK" : "FAIL", name, attends,
+                       ms, ok ? "" : "\n       " + why);
+            std::fflush(stdout);
+            if (ok) ++passed;
+            else {
+                ++failed;
+                failures.push_back(fmt::format("[{}] {}: {}", b.name, name, why));
+            }
+        }
+    }
+    fmt::print("\n{} passed, {} failed\n", passed, failed);
+    for (const auto& f : failures) fmt::print("FAILED {}\n", f);
+    return failed == 0 ? 0 : 1;
+}
