@@ -86,6 +86,17 @@ layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens, 
     else s.k_quantizer = token_quantizer{s.d(), s.geom.tokens, cfg.k_bits, s.geom.k_group};
     s.v_quantizer = token_quantizer{s.d(), s.geom.tokens, cfg.v_bits, s.geom.v_group};
 
+    // Refuse shapes whose reservation would overflow the size computations below (they would
+    // wrap to small arrays that later calls overrun) or cannot be addressed.
+    const long double reserve_bytes =
+        static_cast<long double>(batch) * s.heads() *
+            (static_cast<long double>(s.max_pages) * static_cast<long double>(s.geom.page_bytes()) +
+             4.0L * (s.bank_capacity + s.geom.tokens) * s.d()) +
+        static_cast<long double>(batch) * cfg.num_q_heads * 4.0L *
+            ((static_cast<long double>(s.max_pages) + 2) * core::partial_stride(s.d(), s.bank_capacity) + 3.0L * s.d());
+    if (reserve_bytes > 0x1p62L)
+        throw error(fmt::format("layer_cache: batch = {}, num_kv_heads = {}, max_tokens = {} would reserve about {:.3g} bytes",
+                                batch, s.heads(), max_tokens, static_cast<double>(reserve_bytes)));
     const std::size_t heads = static_cast<std::size_t>(batch) * s.heads(), pages = heads * s.max_pages;
     reserve_zeroed(s.k_codes, pages * s.geom.k_code_words());
     reserve_zeroed(s.v_codes, pages * s.geom.v_code_words());

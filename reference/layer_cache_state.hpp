@@ -59,7 +59,10 @@ struct layer_cache_state {
     int d() const { return cfg.head_dim; }
     int gqa() const { return cfg.num_q_heads / cfg.num_kv_heads; }
     bool has_patterns() const { return bank_capacity > 0; }
-    int max_splits() const { return (max_pages + core::pages_per_split(geom.tokens) - 1) / core::pages_per_split(geom.tokens) + 1; }
+    int max_splits() const {  // in 64 bits: max_pages + pps - 1 may pass INT_MAX
+        const std::int64_t pps = core::pages_per_split(geom.tokens);
+        return static_cast<int>((max_pages + pps - 1) / pps + 1);
+    }
     std::size_t sh(int seq, int h) const { return static_cast<std::size_t>(seq) * heads() + h; }
     std::int64_t tokens(int seq) const {
         return static_cast<std::int64_t>(pages[seq]) * geom.tokens + window_count[seq];

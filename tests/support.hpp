@@ -37,6 +37,15 @@ inline std::vector<float> synthetic_kv(std::uint64_t seed, int T, int H, int d, 
     return out;
 }
 
+/// `c` reshaped for small tests: kv_heads, head_dim, q_heads and a page (window, K group) of R tokens.
+inline patternkv::config with_shape(patternkv::config c, int kv_heads, int head_dim, int q_heads, int R) {
+    c.head_dim = head_dim;
+    c.num_kv_heads = kv_heads;
+    c.num_q_heads = q_heads;
+    c.residual_length = c.pattern_window = c.k_group = R;
+    return c;
+}
+
 /// Seeded standard-normal floats.
 inline std::vector<float> normal_floats(std::uint64_t seed, std::size_t n, float sigma = 1.0f) {
     std::mt19937_64 gen(seed);

@@ -181,7 +181,8 @@ TEST_CASE("channel_quantizer round-trips pages within s/2 (seed 31337)") {
     std::mt19937_64 rng(31337u);
     for (int bits : {2, 3, 4, 8}) {
         for (int d : {8, 64, 128}) {
-            for (auto [tokens, group] : {std::pair{128, 128}, std::pair{128, 32}, std::pair{64, 64}, std::pair{96, 32}}) {
+            for (const auto& shape : {std::pair{128, 128}, std::pair{128, 32}, std::pair{64, 64}, std::pair{96, 32}}) {
+                const int tokens = shape.first, group = shape.second;  // named, not bound: clang 15 cannot capture bindings
                 CAPTURE(bits);
                 CAPTURE(d);
                 CAPTURE(tokens);

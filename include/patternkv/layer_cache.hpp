@@ -14,6 +14,9 @@
 namespace patternkv {
 
 struct layer_cache_state;  // implementation detail
+namespace detail {
+struct cache_io;  // persistence.hpp's reader and writer
+}
 
 /// KV cache of one layer holding `batch` independent sequences of different lengths, each with its
 /// own pattern banks. Storage for `max_tokens` tokens per sequence is reserved at construction, so
@@ -89,6 +92,7 @@ public:
     const layer_cache_state& state() const { return *state_; }
 
 private:
+    friend struct detail::cache_io;
     std::unique_ptr<layer_cache_state> state_;
 };
 

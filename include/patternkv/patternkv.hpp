@@ -8,6 +8,7 @@
 #include "error.hpp"
 #include "layer_cache.hpp"
 #include "memory_report.hpp"
+#include "persistence.hpp"
 #include "policies.hpp"
 #include "tensor_view.hpp"
 #include "version.hpp"

@@ -14,63 +14,117 @@ namespace detail {
 /// word broadcast (2 and 4 bits) or one 8-byte load (8 bits); n must be a multiple of 8.
 inline bool vector_codes(int bits, int first, int n) { return (bits == 2 || bits == 4 || bits == 8) && first % 8 == 0 && n % 8 == 0; }
 
-/// Codes first .. first + 7 of a packed row as 8 floats (first % 8 == 0).
-PKV_AVX2 inline __m256 unpack8(const std::uint32_t* row, int first, int bits) {
-    if (bits == 8)
-        return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(reinterpret_cast<const std::uint8_t*>(row) + first))));
-    const int cpw = 32 / bits;
-    const __m256i word = _mm256_set1_epi32(static_cast<int>(row[first / cpw]));
-    const __m256i shift = bits == 2 ? (first % 16 == 0 ? _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14) : _mm256_setr_epi32(16, 18, 20, 22, 24, 26, 28, 30))
-                                    : _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-    return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(word, shift), _mm256_set1_epi32((1 << bits) - 1)));
-}
+/// Unpacks codes first .. first + 7 of packed rows (first % 8 == 0) at a fixed position: the word
+/// offset and shifts are computed once, then each row costs one load, shift, mask and convert.
+template <int Bits>
+struct code_lanes {
+    int word;        ///< word (2, 4 bits) or byte (8 bits) offset of the first code in a row
+    __m256i shift;   ///< per-lane shift (2, 4 bits)
 
-/// Calls f.template operator()<HB>() for HB = hb in 1 .. 8.
+    PKV_AVX2 explicit code_lanes(int first) {
+        if constexpr (Bits == 8) {
+            word = first;
+            shift = _mm256_setzero_si256();
+        } else {
+            constexpr int cpw = 32 / Bits;
+            word = first / cpw;
+            const int base = (first % cpw) * Bits;
+            shift = _mm256_add_epi32(_mm256_set1_epi32(base), _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(Bits)));
+        }
+    }
+    PKV_AVX2 __m256 operator()(const std::uint32_t* row) const {
+        if constexpr (Bits == 8) {
+            return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(reinterpret_cast<const std::uint8_t*>(row) + word))));
+        } else {
+            const __m256i w = _mm256_set1_epi32(static_cast<int>(row[word]));
+            return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(w, shift), _mm256_set1_epi32((1 << Bits) - 1)));
+        }
+    }
+};
+
+/// Calls f.template operator()<B>() for B = bits in {2, 4, 8}.
 template <class F>
-PKV_AVX2 inline void dispatch_heads(int hb, F&& f) {
-    switch (hb) {
-    case 1: return f.template operator()<1>();
+PKV_AVX2 inline void dispatch_bits(int bits, F&& f) {
+    switch (bits) {
     case 2: return f.template operator()<2>();
-    case 3: return f.template operator()<3>();
     case 4: return f.template operator()<4>();
-    case 5: return f.template operator()<5>();
-    case 6: return f.template operator()<6>();
-    case 7: return f.template operator()<7>();
     default: return f.template operator()<8>();
     }
 }
 
-/// 8 tokens x HB heads of channel_scores, accumulators in registers, channels in order.
-template <int HB>
-PKV_AVX2 inline void channel_scores_block(const std::uint32_t* codes, int row_words, int first, int bits, int d, const float* qs,
-                                          float* scores, int stride) {
-    __m256 acc[HB];
-    for (int h = 0; h < HB; ++h) acc[h] = _mm256_loadu_ps(scores + h * stride);
-    for (int j = 0; j < d; ++j) {
-        const __m256 c = unpack8(codes + j * row_words, first, bits);
-        for (int h = 0; h < HB; ++h) acc[h] = _mm256_fmadd_ps(_mm256_broadcast_ss(qs + h * d + j), c, acc[h]);
+/// Calls f.template operator()<HB>() for HB = hb in 1 .. Max (hb <= Max).
+template <int Max, int HB = 1, class F>
+PKV_AVX2 inline void dispatch_heads(int hb, F&& f) {
+    if constexpr (HB == Max) {
+        f.template operator()<HB>();
+    } else {
+        if (hb == HB) return f.template operator()<HB>();
+        dispatch_heads<Max, HB + 1>(hb, static_cast<F&&>(f));
     }
-    for (int h = 0; h < HB; ++h) _mm256_storeu_ps(scores + h * stride, acc[h]);
 }
 
-/// 8 * NV channels x HB heads of accumulate_rows, accumulators in registers, tokens in order.
-template <int HB, int NV>
-PKV_AVX2 inline void accumulate_block(const std::uint32_t* codes, int row_words, int tokens, int bits, int j, const float* w,
-                                      int w_stride, float* o, int o_stride) {
-    __m256 acc[HB][NV];
-    for (int h = 0; h < HB; ++h)
-        for (int v = 0; v < NV; ++v) acc[h][v] = _mm256_loadu_ps(o + h * o_stride + 8 * v);
-    for (int t = 0; t < tokens; ++t) {
-        __m256 c[NV];
-        for (int v = 0; v < NV; ++v) c[v] = unpack8(codes + t * row_words, j + 8 * v, bits);
-        for (int h = 0; h < HB; ++h) {
-            const __m256 a = _mm256_broadcast_ss(w + h * w_stride + t);
-            for (int v = 0; v < NV; ++v) acc[h][v] = _mm256_fmadd_ps(a, c[v], acc[h][v]);
-        }
+// The accumulators below are named registers, not arrays: GCC keeps an array of __m256 in memory
+// and stores it back every iteration, which serializes the FMA chains through store forwarding.
+#define PKV_FOR_HEADS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+
+/// 8 tokens x HB heads of channel_scores, accumulators in registers, channels in order.
+template <int HB, int Bits>
+PKV_AVX2 inline void channel_scores_block(const std::uint32_t* codes, int row_words, int first, int d, const float* qs,
+                                          float* scores, int stride) {
+    const code_lanes<Bits> lanes(first);
+    __m256 a0, a1, a2, a3, a4, a5, a6, a7;
+#define PKV_LOAD(h) if constexpr (HB > h) a##h = _mm256_loadu_ps(scores + h * stride);
+    PKV_FOR_HEADS(PKV_LOAD)
+#undef PKV_LOAD
+    for (int j = 0; j < d; ++j) {
+        const __m256 c = lanes(codes + j * row_words);
+#define PKV_FMA(h) if constexpr (HB > h) a##h = _mm256_fmadd_ps(_mm256_broadcast_ss(qs + h * d + j), c, a##h);
+        PKV_FOR_HEADS(PKV_FMA)
+#undef PKV_FMA
     }
-    for (int h = 0; h < HB; ++h)
-        for (int v = 0; v < NV; ++v) _mm256_storeu_ps(o + h * o_stride + 8 * v, acc[h][v]);
+#define PKV_STORE(h) if constexpr (HB > h) _mm256_storeu_ps(scores + h * stride, a##h);
+    PKV_FOR_HEADS(PKV_STORE)
+#undef PKV_STORE
 }
+
+/// 16 channels x HB (<= 4) heads of accumulate_rows, accumulators in registers, tokens in order;
+/// Wide = false does 8 channels.
+template <int HB, bool Wide, int Bits>
+PKV_AVX2 inline void accumulate_block(const std::uint32_t* codes, int row_words, int tokens, int j, const float* w, int w_stride,
+                                      float* o, int o_stride) {
+    static_assert(HB <= 4);
+    const code_lanes<Bits> lanes0(j), lanes1(j + 8);
+    __m256 a0, a1, a2, a3, b0, b1, b2, b3;
+#define PKV_LOAD(h)                                                           \
+    if constexpr (HB > h) {                                                   \
+        a##h = _mm256_loadu_ps(o + h * o_stride);                             \
+        if constexpr (Wide) b##h = _mm256_loadu_ps(o + h * o_stride + 8);     \
+    }
+    PKV_LOAD(0) PKV_LOAD(1) PKV_LOAD(2) PKV_LOAD(3)
+#undef PKV_LOAD
+    for (int t = 0; t < tokens; ++t) {
+        const std::uint32_t* row = codes + t * row_words;
+        const __m256 c0 = lanes0(row);
+        __m256 c1 = c0;
+        if constexpr (Wide) c1 = lanes1(row);
+#define PKV_FMA(h)                                                            \
+    if constexpr (HB > h) {                                                   \
+        const __m256 x = _mm256_broadcast_ss(w + h * w_stride + t);           \
+        a##h = _mm256_fmadd_ps(x, c0, a##h);                                  \
+        if constexpr (Wide) b##h = _mm256_fmadd_ps(x, c1, b##h);              \
+    }
+        PKV_FMA(0) PKV_FMA(1) PKV_FMA(2) PKV_FMA(3)
+#undef PKV_FMA
+    }
+#define PKV_STORE(h)                                                          \
+    if constexpr (HB > h) {                                                   \
+        _mm256_storeu_ps(o + h * o_stride, a##h);                             \
+        if constexpr (Wide) _mm256_storeu_ps(o + h * o_stride + 8, b##h);     \
+    }
+    PKV_STORE(0) PKV_STORE(1) PKV_STORE(2) PKV_STORE(3)
+#undef PKV_STORE
+}
+#undef PKV_FOR_HEADS
 
 } // namespace detail
 
@@ -83,8 +137,10 @@ struct avx2_ops {
         for (int h0 = 0; h0 < heads; h0 += 8) {
             const int hb = heads - h0 < 8 ? heads - h0 : 8;
             for (int t = 0; t < n; t += 8)
-                detail::dispatch_heads(hb, [&]<int HB>() {
-                    detail::channel_scores_block<HB>(codes, row_words, first + t, bits, d, qs + h0 * d, scores + h0 * stride + t, stride);
+                detail::dispatch_heads<8>(hb, [&]<int HB>() {
+                    detail::dispatch_bits(bits, [&]<int B>() {
+                        detail::channel_scores_block<HB, B>(codes, row_words, first + t, d, qs + h0 * d, scores + h0 * stride + t, stride);
+                    });
                 });
         }
     }
@@ -97,12 +153,16 @@ struct avx2_ops {
             const int hb = heads - h0 < 4 ? heads - h0 : 4;
             int j = 0;
             for (; j + 16 <= n; j += 16)
-                detail::dispatch_heads(hb, [&]<int HB>() {
-                    detail::accumulate_block<HB, 2>(codes, row_words, tokens, bits, j0 + j, w + h0 * w_stride, w_stride, o + h0 * o_stride + j, o_stride);
+                detail::dispatch_heads<4>(hb, [&]<int HB>() {
+                    detail::dispatch_bits(bits, [&]<int B>() {
+                        detail::accumulate_block<HB, true, B>(codes, row_words, tokens, j0 + j, w + h0 * w_stride, w_stride, o + h0 * o_stride + j, o_stride);
+                    });
                 });
             if (j < n)
-                detail::dispatch_heads(hb, [&]<int HB>() {
-                    detail::accumulate_block<HB, 1>(codes, row_words, tokens, bits, j0 + j, w + h0 * w_stride, w_stride, o + h0 * o_stride + j, o_stride);
+                detail::dispatch_heads<4>(hb, [&]<int HB>() {
+                    detail::dispatch_bits(bits, [&]<int B>() {
+                        detail::accumulate_block<HB, false, B>(codes, row_words, tokens, j0 + j, w + h0 * w_stride, w_stride, o + h0 * o_stride + j, o_stride);
+                    });
                 });
         }
     }

@@ -2,12 +2,20 @@
 
 #include <cstdlib>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 namespace patternkv::simd {
 
 bool have_avx2() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    static const bool yes = std::getenv("PATTERNKV_NO_SIMD") == nullptr && __builtin_cpu_supports("avx2") &&
-                            __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    // F16C through CPUID leaf 1 (ECX bit 29): clang before 16 rejects __builtin_cpu_supports("f16c").
+    static const bool yes = [] {
+        unsigned a = 0, b = 0, c = 0, d = 0;
+        const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+        return std::getenv("PATTERNKV_NO_SIMD") == nullptr && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+    }();
     return yes;
 #else
     return false;
