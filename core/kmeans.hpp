@@ -112,13 +112,14 @@ PKV_HD float kmeans_reseed_centroid(const float* x, int d, int t, float* centroi
 /// Whole k-means on one head: x [tokens][d] (tokens >= k), centroids [k][d] out.
 /// Scratch: assign [tokens], chosen [k] ints, keys [k], sum [d]. Sequential reference driver; a GPU
 /// backend runs the same steps with the assignment and centroid loops spread over threads.
+template <class Distance = scalar_distance>
 PKV_HD void kmeans_run(const kmeans_params& p, const float* x, int tokens, int d, float* centroids, int* assign,
                        int* chosen, std::uint64_t* keys, float* sum) {
     kmeans_init_tokens(p, tokens, chosen, keys);
     for (int c = 0; c < p.k; ++c)
         for (int j = 0; j < d; ++j) centroids[c * d + j] = x[chosen[c] * d + j];
     for (int iter = 0; iter < p.max_iterations; ++iter) {
-        for (int t = 0; t < tokens; ++t) assign[t] = nearest_pattern_l2(x + t * d, centroids, p.k, d);
+        for (int t = 0; t < tokens; ++t) assign[t] = Distance::nearest_l2(x + t * d, centroids, p.k, d);
         float shift = 0.0f;
         for (int c = 0; c < p.k; ++c) {
             float s;

@@ -19,6 +19,12 @@ PKV_HD int nearest_pattern_l2(const float* x, const float* bank, int count, int 
     return best;
 }
 
+/// The squared-L2 nearest-pattern search as a swappable primitive (the AVX2 twin in reference/simd/
+/// computes the same lane order, so the same bits).
+struct scalar_distance {
+    PKV_HD static int nearest_l2(const float* x, const float* bank, int count, int d) { return nearest_pattern_l2(x, bank, count, d); }
+};
+
 /// Range of the residual x - m: max_j (x_j - m_j) - min_j (x_j - m_j). Max/min are order-free.
 PKV_HD float residual_range(const float* x, const float* m, int d) {
     float lo = x[0] - m[0], hi = lo;

@@ -9,6 +9,8 @@
 #include "core/page_quantizer.hpp"
 #include "core/patterns.hpp"
 #include "core/v_gate.hpp"
+#include "simd/cpu_features.hpp"
+#include "simd/distance_avx2.hpp"
 
 namespace patternkv {
 namespace {
@@ -28,6 +30,14 @@ double normal_quantile_upper(double alpha) {
         (0.5 * std::erfc(mid / std::sqrt(2.0)) > alpha ? lo : hi) = mid;
     }
     return 0.5 * (lo + hi);
+}
+
+// Nearest pattern by squared L2 with the fastest distance this CPU has (identical bits).
+int nearest_l2(const float* x, const float* bank, int count, int d) {
+#if defined(__x86_64__)
+    if (simd::have_avx2()) return simd::avx2_distance::nearest_l2(x, bank, count, d);
+#endif
+    return core::nearest_pattern_l2(x, bank, count, d);
 }
 
 core::page_geometry channel_geometry(int d, int tokens, int bits, int group) {
@@ -53,7 +63,12 @@ int kmeans_miner::mine(std::span<const float> x, int d, int head, bool is_v, std
     std::vector<int> assign(tokens), chosen(num_patterns);
     std::vector<std::uint64_t> keys(num_patterns);
     std::vector<float> sum(d);
-    core::kmeans_run(p, x.data(), tokens, d, bank.data(), assign.data(), chosen.data(), keys.data(), sum.data());
+#if defined(__x86_64__)
+    if (simd::have_avx2())
+        core::kmeans_run<simd::avx2_distance>(p, x.data(), tokens, d, bank.data(), assign.data(), chosen.data(), keys.data(), sum.data());
+    else
+#endif
+        core::kmeans_run(p, x.data(), tokens, d, bank.data(), assign.data(), chosen.data(), keys.data(), sum.data());
     for (int i = 0; i < num_patterns * d; ++i) bank[i] = core::round_to_half(bank[i]);
     return num_patterns;
 }
@@ -84,7 +99,7 @@ double z_test_gate::rho_star() const {
 }
 
 int channel_quantizer::align_prefill(std::span<const float> x, std::span<const float> bank, int n) const {
-    return core::nearest_pattern_l2(x.data(), bank.data(), n, d);
+    return nearest_l2(x.data(), bank.data(), n, d);
 }
 int channel_quantizer::align_flush(std::span<const float> x, std::span<const float> bank, int n) const {
     return core::nearest_pattern_dmm(x.data(), bank.data(), n, d);
@@ -103,7 +118,7 @@ void channel_quantizer::dequantize(std::span<const std::uint32_t> codes, std::sp
 }
 
 int token_quantizer::align_prefill(std::span<const float> x, std::span<const float> bank, int n) const {
-    return core::nearest_pattern_l2(x.data(), bank.data(), n, d);
+    return nearest_l2(x.data(), bank.data(), n, d);
 }
 int token_quantizer::align_flush(std::span<const float> x, std::span<const float> bank, int n) const {
     return core::nearest_pattern_dmm(x.data(), bank.data(), n, d);

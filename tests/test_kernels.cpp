@@ -4,8 +4,10 @@
 #include <random>
 
 #include "core/attention.hpp"
+#include "core/kmeans.hpp"
 #include "reference/simd/attention_ops_avx2.hpp"
 #include "reference/simd/cpu_features.hpp"
+#include "reference/simd/distance_avx2.hpp"
 #include "state_snapshot.hpp"
 #include "support.hpp"
 
@@ -52,6 +54,39 @@ TEST_CASE("channel_scores and accumulate_rows: AVX2 equals scalar for bits 2, 3,
                     avx2_ops::accumulate_rows(codes.data(), row_words, tokens, bits, first, n, qs.data(), 64, heads, ob.data(), stride);
                     CHECK(same_bits(oa, ob));
                 }
+}
+
+TEST_CASE("squared L2 distance and nearest pattern: AVX2 equals core's lane order") {
+    if (skip_without_avx2()) return;
+    for (int d : {8, 16, 24, 32, 40, 64, 96, 128, 136, 512}) {
+        const auto x = pkv_test::normal_floats(static_cast<std::uint64_t>(d), static_cast<std::size_t>(d), 3.0f);
+        const auto bank = pkv_test::normal_floats(static_cast<std::uint64_t>(d) + 7, static_cast<std::size_t>(40) * d, 3.0f);
+        for (int c = 0; c < 40; ++c) {
+            const float a = patternkv::core::lane_sq_dist(x.data(), bank.data() + c * d, d);
+            const float b = patternkv::simd::avx2_distance::sq_dist(x.data(), bank.data() + c * d, d);
+            INFO("d " << d << " pattern " << c);
+            CHECK(std::memcmp(&a, &b, 4) == 0);
+        }
+        CHECK(patternkv::simd::avx2_distance::nearest_l2(x.data(), bank.data(), 40, d) ==
+              patternkv::core::nearest_pattern_l2(x.data(), bank.data(), 40, d));
+    }
+}
+
+TEST_CASE("k-means with the AVX2 distance gives the scalar definition's centroids bit for bit") {
+    if (skip_without_avx2()) return;
+    for (int d : {8, 64, 128}) {
+        const int T = 300, k = 32;
+        const auto x = pkv_test::synthetic_kv(static_cast<std::uint64_t>(d), T, 1, d, true);
+        const patternkv::core::kmeans_params p{k, 30, 1e-4f, 0, 1, 3, 0};
+        std::vector<float> ca(static_cast<std::size_t>(k) * d), cb(ca.size()), sum(static_cast<std::size_t>(d));
+        std::vector<int> assign(T), chosen(k);
+        std::vector<std::uint64_t> keys(k);
+        patternkv::core::kmeans_run(p, x.data(), T, d, ca.data(), assign.data(), chosen.data(), keys.data(), sum.data());
+        patternkv::core::kmeans_run<patternkv::simd::avx2_distance>(p, x.data(), T, d, cb.data(), assign.data(), chosen.data(),
+                                                                    keys.data(), sum.data());
+        INFO("d " << d);
+        CHECK(same_bits(ca, cb));
+    }
 }
 
 TEST_CASE("halves: AVX2 (F16C) equals scalar for all 65,536 halves") {

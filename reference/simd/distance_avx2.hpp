@@ -1,0 +1,47 @@
+#pragma once
+// core::nearest_pattern_l2 with AVX2: the 32 logical lanes of core::lane_sq_dist are four 8-wide
+// vectors, each lane summing (x_j - m_j)^2 for j = lane (mod 32) in order (mul then add, as the
+// scalar code), then the same butterfly 16, 8, 4, 2, 1. Identical bits; tests/test_kernels.cpp.
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#include "core/patterns.hpp"
+#include "exp_avx2.hpp"
+
+namespace patternkv::simd {
+
+struct avx2_distance {
+    /// lane_sq_dist(x, m, d) for d % 8 == 0.
+    PKV_AVX2 static float sq_dist(const float* x, const float* m, int d) {
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int j0 = 0; j0 < d; j0 += 32)
+            for (int v = 0; v < 4 && j0 + 8 * v < d; ++v) {
+                const __m256 t = _mm256_sub_ps(_mm256_loadu_ps(x + j0 + 8 * v), _mm256_loadu_ps(m + j0 + 8 * v));
+                acc[v] = _mm256_add_ps(acc[v], _mm256_mul_ps(t, t));
+            }
+        const __m256 w16 = _mm256_add_ps(acc[0], acc[2]);  // lanes 0-7 (+16-23)
+        const __m256 w16b = _mm256_add_ps(acc[1], acc[3]); // lanes 8-15 (+24-31)
+        const __m256 w8 = _mm256_add_ps(w16, w16b);        // lanes 0-7 (+8-15)
+        const __m128 w4 = _mm_add_ps(_mm256_castps256_ps128(w8), _mm256_extractf128_ps(w8, 1));
+        const __m128 w2 = _mm_add_ps(w4, _mm_movehl_ps(w4, w4));
+        const __m128 w1 = _mm_add_ss(w2, _mm_shuffle_ps(w2, w2, 1));
+        return _mm_cvtss_f32(w1);
+    }
+
+    PKV_AVX2 static int nearest_l2(const float* x, const float* bank, int count, int d) {
+        if (d % 8 != 0) return core::nearest_pattern_l2(x, bank, count, d);
+        int best = 0;
+        float best_d = sq_dist(x, bank, d);
+        for (int c = 1; c < count; ++c) {
+            const float dist = sq_dist(x, bank + c * d, d);
+            if (dist < best_d) {
+                best_d = dist;
+                best = c;
+            }
+        }
+        return best;
+    }
+};
+
+} // namespace patternkv::simd
+#endif
