@@ -2,9 +2,10 @@
 // Decode attention directly on codes (method.md section 7), in one fixed order shared by every
 // backend:
 //   * history is cut into splits of pages_per_split(R) pages; the window is one more split, last;
-//   * per split: scores, split max m, e_t = exp(s_t - m), l = sum e_t in token order, partial output
-//     o = sum_t (e_t s_t) code_t (token order) + per-group sum e_t mn_t, and a per-pattern histogram
-//     of e_t over gated V tokens;
+//   * per split: scores, split max m (a zero max is +0), e_t = exp(s_t - m), l = sum e_t in lane
+//     order (reduce.hpp), partial output o = sum_t (e_t s_t) code_t (token order) + per-group
+//     sum_t e_t mn_t (lane order within a page, pages in order), and a per-pattern histogram of e_t
+//     over gated V tokens (token order);
 //   * combine in split order with alpha_s = exp(m_s - M); then add sum_c H_c m_c (pattern order,
 //     zero entries skipped) and divide by L.
 // Scores: per-channel K  s_t = (sum_j (q_j s_j) code_tj  [j in order]) + q.mn_group + q.m_{a(t)}.
@@ -66,14 +67,19 @@ struct scalar_ops {
                 for (int j = 0; j < n; ++j) oh[j] = fma_exact(a, static_cast<float>(unpack_code(row, j0 + j, bits)), oh[j]);
             }
     }
-    /// s[i] = exp(s[i] - m); returns the sum in index order.
+    /// s[i] = exp(s[i] - m); returns lane_sum(s, n).
     PKV_HD static float exponentiate(float* s, int n, float m) {
-        float l = 0.0f;
-        for (int i = 0; i < n; ++i) {
-            s[i] = exp_fixed(s[i] - m);
-            l = l + s[i];
-        }
-        return l;
+        for (int i = 0; i < n; ++i) s[i] = exp_fixed(s[i] - m);
+        return lane_sum(s, n);
+    }
+    /// lane_dot(a, b, n).
+    PKV_HD static float dot(const float* a, const float* b, int n) { return lane_dot(a, b, n); }
+    /// max_i s[i] (n >= 1, no NaN), with a zero maximum returned as +0 so the order of the search
+    /// cannot show through the sign of zero.
+    PKV_HD static float max(const float* s, int n) {
+        float m = s[0];
+        for (int i = 1; i < n; ++i) m = s[i] > m ? s[i] : m;
+        return m + 0.0f;
     }
 };
 
@@ -83,7 +89,7 @@ struct scalar_ops {
 /// minimums [R][groups][2]). v_groups: V groups per token (d / v_group; default: the bound d).
 PKV_HD constexpr int split_scratch_floats(int heads, int split_tokens, int d, int page_tokens, int v_groups = -1) {
     const int groups = v_groups < 0 ? d : v_groups;
-    const int k_work = heads * d + 2 * d, v_work = heads * page_tokens + 2 * page_tokens * groups;
+    const int k_work = heads * d + 2 * d, v_work = heads * page_tokens + 2 * page_tokens * groups + 2 * page_tokens;
     return heads * split_tokens + heads * d + (k_work > v_work ? k_work : v_work);
 }
 
@@ -147,37 +153,39 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
                 scores[h * score_stride + t] = scores[h * score_stride + t] + hg.qm[h * hg.qm_stride + p.k_index[t]];
 }
 
-/// max of n scores (order-free).
-PKV_HD float max_score(const float* s, int n) {
-    float m = s[0];
-    for (int i = 1; i < n; ++i) m = s[i] > m ? s[i] : m;
-    return m;
-}
-
 /// Adds one page's V contribution for every head of a group, with weights e + h * e_stride [R]:
-/// o[j] += (e_t s_t) code_tj (token order), zsum[group] += e_t mn_t, hist[a(t)] += e_t for gated
-/// tokens (when the group has patterns). o, zsum, hist of head h: rec + 2, zsum + h * groups,
-/// rec + 2 + d. w: heads * R + 2 * R * groups floats of scratch.
+/// o[j] += (e_t s_t) code_tj (token order), zsum[group] += sum_t e_t mn_t (lane order over the
+/// page), hist[a(t)] += e_t for gated tokens (token order; when the group has patterns). o, zsum,
+/// hist of head h: rec + 2, zsum + h * groups, rec + 2 + d. w: heads * R + 2 * R * groups + 2 * R
+/// floats of scratch.
 template <class Ops>
 PKV_HD void page_accumulate_v(const page_geometry& g, const page_view& p, const head_group& hg, const float* e, int e_stride,
                               float* zsum, float* w) {
-    const int groups = g.d / g.v_group;
-    float* pairs = w + hg.heads * g.tokens;  // [R][groups][2]: (scale, min) of every V group of the page
-    Ops::halves(reinterpret_cast<const std::uint16_t*>(p.v_sm), 2 * g.tokens * groups, pairs);
-    for (int t = 0; t < g.tokens; ++t) {
-        const bool gated = hg.qm != nullptr && gate_bit(p.v_gate, t);
-        for (int h = 0; h < hg.heads; ++h) {
-            const float et = e[h * e_stride + t];
-            for (int gi = 0; gi < groups; ++gi) zsum[h * groups + gi] = zsum[h * groups + gi] + et * pairs[2 * (t * groups + gi) + 1];
-            float* hist = hg.recs + h * hg.rec_stride + 2 + g.d;
-            if (gated) hist[p.v_index[t]] = hist[p.v_index[t]] + et;
-        }
-    }
+    const int groups = g.d / g.v_group, R = g.tokens;
+    float* pairs = w + hg.heads * R;         // [R][groups][2]: (scale, min) of every V group of the page
+    float* scale = pairs + 2 * R * groups;   // [R]: one group's scales
+    float* mn = scale + R;                   // [R]: one group's minimums
+    Ops::halves(reinterpret_cast<const std::uint16_t*>(p.v_sm), 2 * R * groups, pairs);
     for (int gi = 0; gi < groups; ++gi) {
-        for (int h = 0; h < hg.heads; ++h)
-            for (int t = 0; t < g.tokens; ++t) w[h * g.tokens + t] = e[h * e_stride + t] * pairs[2 * (t * groups + gi)];
-        Ops::accumulate_rows(p.v_codes, g.v_row_words(), g.tokens, g.v_bits, gi * g.v_group, g.v_group, w, g.tokens, hg.heads,
+        for (int t = 0; t < R; ++t) {
+            scale[t] = pairs[2 * (t * groups + gi)];
+            mn[t] = pairs[2 * (t * groups + gi) + 1];
+        }
+        for (int h = 0; h < hg.heads; ++h) {
+            const float* eh = e + h * e_stride;
+            zsum[h * groups + gi] = zsum[h * groups + gi] + Ops::dot(eh, mn, R);
+            for (int t = 0; t < R; ++t) w[h * R + t] = eh[t] * scale[t];
+        }
+        Ops::accumulate_rows(p.v_codes, g.v_row_words(), R, g.v_bits, gi * g.v_group, g.v_group, w, R, hg.heads,
                              hg.recs + 2 + gi * g.v_group, hg.rec_stride);
+    }
+    if (hg.qm == nullptr) return;
+    for (int t = 0; t < R; ++t) {
+        if (!gate_bit(p.v_gate, t)) continue;
+        for (int h = 0; h < hg.heads; ++h) {
+            float* hist = hg.recs + h * hg.rec_stride + 2 + g.d;
+            hist[p.v_index[t]] = hist[p.v_index[t]] + e[h * e_stride + t];
+        }
     }
 }
 
@@ -199,7 +207,7 @@ PKV_HD void attend_history_split(const head_pages& hp, int first, int count, con
     for (int i = 0; i < count; ++i) page_scores<Ops>(g, hp.page(first + i), hg, scores + i * g.tokens, n, page_work);
     for (int h = 0; h < hg.heads; ++h) {
         float* rec = hg.recs + h * hg.rec_stride;
-        rec[0] = max_score(scores + h * n, n);
+        rec[0] = Ops::max(scores + h * n, n);
         rec[1] = Ops::exponentiate(scores + h * n, n, rec[0]);
     }
     for (int i = 0; i < count; ++i)
@@ -224,7 +232,7 @@ PKV_HD void attend_window_split(const std::uint16_t* wk, const std::uint16_t* wv
     for (int h = 0; h < hg.heads; ++h) {
         float* rec = hg.recs + h * hg.rec_stride;
         for (int j = 0; j < d + bank_capacity; ++j) rec[2 + j] = 0.0f;
-        rec[0] = max_score(scores + h * n, n);
+        rec[0] = Ops::max(scores + h * n, n);
         rec[1] = Ops::exponentiate(scores + h * n, n, rec[0]);
     }
     for (int t = 0; t < n; ++t) {

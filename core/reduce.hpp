@@ -24,6 +24,16 @@ PKV_HD float lane_dot(const float* a, const float* b, int n) {
     return fold_lanes(acc);
 }
 
+/// sum_j a[j] in the canonical order.
+PKV_HD float lane_sum(const float* a, int n) {
+    float acc[reduction_lanes] = {};
+    for (int j0 = 0; j0 < n; j0 += reduction_lanes) {
+        const int m = n - j0 < reduction_lanes ? n - j0 : reduction_lanes;
+        for (int l = 0; l < m; ++l) acc[l] = acc[l] + a[j0 + l];
+    }
+    return fold_lanes(acc);
+}
+
 /// sum_j (a[j] - b[j])^2 in the canonical order.
 PKV_HD float lane_sq_dist(const float* a, const float* b, int n) {
     float acc[reduction_lanes] = {};

@@ -6,6 +6,7 @@
 
 #include "core/attention.hpp"
 #include "exp_avx2.hpp"
+#include "lanes_avx2.hpp"
 
 namespace patternkv::simd {
 namespace detail {
@@ -186,9 +187,22 @@ struct avx2_ops {
         int i = 0;
         for (; i + 8 <= n; i += 8) _mm256_storeu_ps(s + i, exp_fixed_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + i), vm)));
         for (; i < n; ++i) s[i] = core::exp_fixed(s[i] - m);
-        float l = 0.0f;
-        for (i = 0; i < n; ++i) l = l + s[i];  // the sum stays in index order
-        return l;
+        return lane_reduce_avx2<false>(s, nullptr, n);
+    }
+
+    PKV_AVX2 static float dot(const float* a, const float* b, int n) { return lane_reduce_avx2<true>(a, b, n); }
+
+    PKV_AVX2 static float max(const float* s, int n) {  // order-free; +0 for a zero maximum, as the definition
+        if (n < 8) return core::scalar_ops::max(s, n);
+        __m256 v = _mm256_loadu_ps(s);
+        int i = 8;
+        for (; i + 8 <= n; i += 8) v = _mm256_max_ps(v, _mm256_loadu_ps(s + i));
+        alignas(32) float lanes[8];
+        _mm256_store_ps(lanes, v);
+        float m = lanes[0];
+        for (int l = 1; l < 8; ++l) m = lanes[l] > m ? lanes[l] : m;
+        for (; i < n; ++i) m = s[i] > m ? s[i] : m;
+        return m + 0.0f;
     }
 };
 
