@@ -249,12 +249,13 @@ PKV_HD void pattern_scores(const float* q_tau, const std::uint16_t* bank_k, int 
     for (int c = 0; c < bank; ++c) {
         float m[max_head_dim];
         Ops::halves(bank_k + c * d, d, m);
-        for (int h = 0; h < heads; ++h) qm[h * qm_stride + c] = lane_dot(q_tau + h * d, m, d);
+        for (int h = 0; h < heads; ++h) qm[h * qm_stride + c] = Ops::dot(q_tau + h * d, m, d);
     }
 }
 
 /// Combines `splits` partial records (in order) into the output [d]. bank_v: fp16 V patterns
 /// [bank][d], bank = patterns in use (<= bank_capacity); hist_acc: scratch [bank].
+template <class Ops = scalar_ops>
 PKV_HD void combine_splits(const float* recs, int splits, int d, int bank_capacity, const std::uint16_t* bank_v, int bank,
                            float* hist_acc, float* out) {
     const int stride = partial_stride(d, bank_capacity);
@@ -272,7 +273,9 @@ PKV_HD void combine_splits(const float* recs, int splits, int d, int bank_capaci
     }
     for (int c = 0; c < bank; ++c) {
         if (hist_acc[c] == 0.0f) continue;
-        for (int j = 0; j < d; ++j) out[j] = out[j] + hist_acc[c] * half_to_float(bank_v[c * d + j]);
+        float m[max_head_dim];
+        Ops::halves(bank_v + c * d, d, m);
+        for (int j = 0; j < d; ++j) out[j] = out[j] + hist_acc[c] * m[j];
     }
     for (int j = 0; j < d; ++j) out[j] = out[j] / big_l;
 }

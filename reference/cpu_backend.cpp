@@ -130,6 +130,13 @@ void run_pattern_scores(const float* q_tau, const std::uint16_t* bank, int nb, i
     core::pattern_scores<core::scalar_ops>(q_tau, bank, nb, d, qm, heads, stride);
 }
 
+void run_combine(const float* recs, int splits, int d, int cap, const std::uint16_t* bank_v, int bank, float* hist, float* out) {
+#if defined(__x86_64__)
+    if (simd::have_avx2()) return core::combine_splits<simd::avx2_ops>(recs, splits, d, cap, bank_v, bank, hist, out);
+#endif
+    core::combine_splits<core::scalar_ops>(recs, splits, d, cap, bank_v, bank, hist, out);
+}
+
 void run_window_split(const std::uint16_t* wk, const std::uint16_t* wv, int n, int d, const core::head_group& hg, int cap,
                       float* work) {
 #if defined(__x86_64__)
@@ -220,7 +227,7 @@ public:
         std::vector<float>& buf = s.scratch(static_cast<std::size_t>(cap + d));
         const int nb = s.has_patterns() ? s.v_bank_size[s.sh(seq, hq / G)] : 0;
         float* o = buf.data() + cap;
-        core::combine_splits(s.partials.data() + qh_index(i, hq) * ms * stride, total_splits(s, seq), d, cap,
+        run_combine(s.partials.data() + qh_index(i, hq) * ms * stride, total_splits(s, seq), d, cap,
                              s.bank(true, seq, hq / G), nb, buf.data(), o);
         std::copy(o, o + d, out + qh_index(i, hq) * d);
     });

@@ -30,7 +30,7 @@ struct config {
     // --- quantizer ---
     int k_bits = 2;           ///< bits per K code: 2, 3, 4 or 8
     int v_bits = 2;           ///< bits per V code: 2, 3, 4 or 8
-    k_quant_mode k_mode = k_quant_mode::per_channel;
+    k_quant_mode k_mode = k_quant_mode::per_channel;  ///< K grouping (per-channel: KIVI, PatternKV)
     int k_group = 128;        ///< per-channel K: tokens per group (must divide residual_length)
     int k_token_group = 0;    ///< per-token K: channels per group; 0 = head_dim; must divide head_dim
     int v_group = 0;          ///< channels per V group; 0 = head_dim; must divide head_dim
@@ -46,11 +46,11 @@ struct config {
     bool grow_patterns = true;  ///< add the Chebyshev centre of each flushed window to the bank
 
     // --- V gate ---
-    gate_mode gate = gate_mode::z_test;
+    gate_mode gate = gate_mode::z_test;  ///< V gate (method.md section 5)
     double gate_alpha = 0.05;   ///< one-sided significance level of the gate (0 < alpha < 0.5)
 
     // --- k-means at prefill ---
-    int kmeans_iterations = 30;
+    int kmeans_iterations = 30;      ///< at most this many Lloyd iterations
     float kmeans_tolerance = 1e-4f;  ///< stop when the largest centroid coordinate change is <= this
     std::uint64_t seed = 0;          ///< seeds initialisation and empty-cluster repair
 

@@ -12,6 +12,7 @@ namespace patternkv {
 /// the cache is left exactly as it was before the call (strong exception guarantee).
 class error : public std::runtime_error {
 public:
+    /// An error with the given message.
     explicit error(const std::string& what) : std::runtime_error(what) {}
 };
 

@@ -42,7 +42,9 @@ public:
     /// @param where      compute backend (throws if unavailable; see backend_unavailable_reason)
     layer_cache(const config& cfg, int batch, std::int64_t max_tokens, backend where = backend::cpu);
     ~layer_cache();
+    /// Takes over another cache's storage (the moved-from object may only be destroyed or assigned).
     layer_cache(layer_cache&&) noexcept;
+    /// Takes over another cache's storage.
     layer_cache& operator=(layer_cache&&) noexcept;
     layer_cache(const layer_cache&) = delete;
     layer_cache& operator=(const layer_cache&) = delete;
@@ -82,8 +84,11 @@ public:
 
     /// The backend this cache runs on.
     backend where() const;
+    /// Number of sequence slots.
     int batch() const;
+    /// Capacity per sequence in tokens.
     std::int64_t max_tokens() const;
+    /// The configuration the cache was built with.
     const config& cfg() const;
     /// What is stored, byte by byte (see memory_report).
     memory_report memory() const;

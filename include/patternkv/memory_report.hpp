@@ -20,6 +20,7 @@ struct memory_report {
     std::uint64_t window_tokens = 0;        ///< tokens in windows, summed over sequences
     std::uint64_t elements = 0;             ///< cached scalars: (quantized + window tokens) * kv_heads * head_dim * 2
 
+    /// Every byte above, summed.
     std::uint64_t total_bytes() const {
         return code_bytes + scale_min_bytes + pattern_index_bytes + gate_bytes + bank_bytes + window_bytes;
     }

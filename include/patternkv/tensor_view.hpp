@@ -19,10 +19,10 @@ const char* dtype_name(dtype t);
 /// The library reads inputs through `const_tensor_view` and writes outputs through `tensor_view`.
 template <class Ptr>
 struct basic_tensor_view {
-    Ptr data = nullptr;
-    dtype type = dtype::f32;
-    std::array<std::int64_t, 3> shape{0, 0, 0};
-    std::array<std::int64_t, 3> strides{0, 0, 0};
+    Ptr data = nullptr;                             ///< first element
+    dtype type = dtype::f32;                        ///< element type
+    std::array<std::int64_t, 3> shape{0, 0, 0};     ///< extents
+    std::array<std::int64_t, 3> strides{0, 0, 0};   ///< strides in elements
 
     /// A contiguous (row-major) view of shape {a, b, c}.
     static basic_tensor_view contiguous(Ptr p, dtype t, std::int64_t a, std::int64_t b, std::int64_t c) {
@@ -40,7 +40,9 @@ struct basic_tensor_view {
     }
 };
 
+/// Read-only view (inputs).
 using const_tensor_view = basic_tensor_view<const void*>;
+/// Writable view (outputs).
 using tensor_view = basic_tensor_view<void*>;
 
 /// Contiguous fp32 input view [a, b, c].
