@@ -189,10 +189,11 @@ PKV_HD void page_accumulate_v(const page_geometry& g, const page_view& p, const 
     }
 }
 
-/// One history split [first, first + count) pages for a group of query heads.
-/// work: split_scratch_floats(heads, count * R, d, R) floats.
+/// One history split [first, first + count) pages for a group of query heads. hist_entries:
+/// histogram entries of each record to clear, at least the V bank size in use (entries past it are
+/// never read; the bank capacity is always safe). work: split_scratch_floats(heads, count * R, d, R).
 template <class Ops>
-PKV_HD void attend_history_split(const head_pages& hp, int first, int count, const head_group& hg, int bank_capacity,
+PKV_HD void attend_history_split(const head_pages& hp, int first, int count, const head_group& hg, int hist_entries,
                                  float* work) {
     const page_geometry& g = hp.g;
     const int n = count * g.tokens, groups = g.d / g.v_group;
@@ -201,7 +202,7 @@ PKV_HD void attend_history_split(const head_pages& hp, int first, int count, con
     float* page_work = zsum + hg.heads * g.d;    // page_scores' work, then page_accumulate_v's weights
     for (int h = 0; h < hg.heads; ++h) {
         float* rec = hg.recs + h * hg.rec_stride;
-        for (int j = 0; j < g.d + bank_capacity; ++j) rec[2 + j] = 0.0f;
+        for (int j = 0; j < g.d + hist_entries; ++j) rec[2 + j] = 0.0f;
         for (int gi = 0; gi < groups; ++gi) zsum[h * groups + gi] = 0.0f;
     }
     for (int i = 0; i < count; ++i) page_scores<Ops>(g, hp.page(first + i), hg, scores + i * g.tokens, n, page_work);
@@ -218,11 +219,11 @@ PKV_HD void attend_history_split(const head_pages& hp, int first, int count, con
     }
 }
 
-/// The window split for a group of heads: n >= 1 fp16 tokens wk, wv [n][d].
-/// work: heads * n + d floats.
+/// The window split for a group of heads: n >= 1 fp16 tokens wk, wv [n][d]; hist_entries as for
+/// attend_history_split. work: heads * n + d floats.
 template <class Ops>
 PKV_HD void attend_window_split(const std::uint16_t* wk, const std::uint16_t* wv, int n, int d, const head_group& hg,
-                                int bank_capacity, float* work) {
+                                int hist_entries, float* work) {
     float* scores = work;            // [heads][n]
     float* row = work + hg.heads * n;  // [d]
     for (int t = 0; t < n; ++t) {
@@ -231,7 +232,7 @@ PKV_HD void attend_window_split(const std::uint16_t* wk, const std::uint16_t* wv
     }
     for (int h = 0; h < hg.heads; ++h) {
         float* rec = hg.recs + h * hg.rec_stride;
-        for (int j = 0; j < d + bank_capacity; ++j) rec[2 + j] = 0.0f;
+        for (int j = 0; j < d + hist_entries; ++j) rec[2 + j] = 0.0f;
         rec[0] = Ops::max(scores + h * n, n);
         rec[1] = Ops::exponentiate(scores + h * n, n, rec[0]);
     }

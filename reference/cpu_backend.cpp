@@ -213,11 +213,13 @@ public:
         const std::size_t q0 = qh_index(i, h * G);
         const core::head_group hg{G, s.q_tau.data() + q0 * d, s.has_patterns() ? s.qm.data() + q0 * cap : nullptr, cap,
                                   s.partials.data() + (q0 * ms + split) * stride, ms * stride};
+        // only the V patterns in use can have histogram mass: clear just those entries
+        const int hist = s.has_patterns() ? s.v_bank_size[s.sh(seq, h)] : 0;
         if (window) {
-            run_window_split(s.window(false, seq, h), s.window(true, seq, h), s.window_count[seq], d, hg, cap, buf.data());
+            run_window_split(s.window(false, seq, h), s.window(true, seq, h), s.window_count[seq], d, hg, hist, buf.data());
         } else {
             const int first = split * pps;
-            run_history_split(s.head(seq, h), first, std::min(pps, s.pages[seq] - first), hg, cap, buf.data());
+            run_history_split(s.head(seq, h), first, std::min(pps, s.pages[seq] - first), hg, hist, buf.data());
         }
     });
 
