@@ -21,8 +21,18 @@ void set_gate_bit(std::uint32_t* gate, int t, bool on) {
     gate[t >> 5] = on ? (gate[t >> 5] | bit) : (gate[t >> 5] & ~bit);
 }
 
+// fp16 rows to floats with the shared primitive (F16C when the CPU has it; exact either way).
 void half_rows_to_float(const std::uint16_t* x, std::size_t n, float* out) {
-    for (std::size_t i = 0; i < n; ++i) out[i] = core::half_to_float(x[i]);
+    for (std::size_t i = 0; i < n; i += std::size_t{1} << 24) {  // chunks keep the primitive's int count in range
+        const int m = static_cast<int>(std::min(n - i, std::size_t{1} << 24));
+#if defined(__x86_64__)
+        if (simd::have_avx2()) {
+            simd::avx2_ops::halves(x + i, m, out + i);
+            continue;
+        }
+#endif
+        core::scalar_ops::halves(x + i, m, out + i);
+    }
 }
 
 // Quantizes `count` whole pages of fp16 rows x [count * R][d] of (seq, h) into pages
