@@ -109,17 +109,28 @@ PKV_HD float kmeans_reseed_centroid(const float* x, int d, int t, float* centroi
     return s;
 }
 
-/// Whole k-means on one head: x [tokens][d] (tokens >= k), centroids [k][d] out.
+/// The assignment step as the method defines it: every token to its nearest centroid by
+/// Distance::nearest_l2 (squared L2 in the canonical lane order, ties to the lowest index).
+/// Accelerated steps (reference/kmeans_bounds.hpp) must return the same assignment.
+template <class Distance = scalar_distance>
+struct full_assignment {
+    PKV_HD void operator()(const float* x, int tokens, int d, const float* centroids, int k, int* assign) const {
+        for (int t = 0; t < tokens; ++t) assign[t] = Distance::nearest_l2(x + t * d, centroids, k, d);
+    }
+};
+
+/// Whole k-means on one head: x [tokens][d] (tokens >= k), centroids [k][d] out, the assignment
+/// step supplied by the caller (called once per iteration with the current centroids).
 /// Scratch: assign [tokens], chosen [k] ints, keys [k], sum [d]. Sequential reference driver; a GPU
 /// backend runs the same steps with the assignment and centroid loops spread over threads.
-template <class Distance = scalar_distance>
-PKV_HD void kmeans_run(const kmeans_params& p, const float* x, int tokens, int d, float* centroids, int* assign,
-                       int* chosen, std::uint64_t* keys, float* sum) {
+template <class Assignment>
+PKV_HD void kmeans_iterate(const kmeans_params& p, const float* x, int tokens, int d, float* centroids, int* assign,
+                           int* chosen, std::uint64_t* keys, float* sum, Assignment&& assignment) {
     kmeans_init_tokens(p, tokens, chosen, keys);
     for (int c = 0; c < p.k; ++c)
         for (int j = 0; j < d; ++j) centroids[c * d + j] = x[chosen[c] * d + j];
     for (int iter = 0; iter < p.max_iterations; ++iter) {
-        for (int t = 0; t < tokens; ++t) assign[t] = Distance::nearest_l2(x + t * d, centroids, p.k, d);
+        assignment(x, tokens, d, centroids, p.k, assign);
         float shift = 0.0f;
         for (int c = 0; c < p.k; ++c) {
             float s;
@@ -129,6 +140,13 @@ PKV_HD void kmeans_run(const kmeans_params& p, const float* x, int tokens, int d
         }
         if (iter >= 1 && shift <= p.tolerance) break;
     }
+}
+
+/// k-means with the defining assignment step (full_assignment<Distance>).
+template <class Distance = scalar_distance>
+PKV_HD void kmeans_run(const kmeans_params& p, const float* x, int tokens, int d, float* centroids, int* assign,
+                       int* chosen, std::uint64_t* keys, float* sum) {
+    kmeans_iterate(p, x, tokens, d, centroids, assign, chosen, keys, sum, full_assignment<Distance>{});
 }
 
 } // namespace patternkv::core

@@ -24,10 +24,15 @@ PKV_HD std::uint32_t unpack_code(const std::uint32_t* words, int i, int bits) {
 }
 
 /// Packs n codes (each < 2^bits) into words_for_codes(n, bits) words, zeroing unused bits.
+/// Word by word, so that no code index is divided (the layout is code_word / code_shift's).
 PKV_HD void pack_codes(const std::uint8_t* codes, int n, int bits, std::uint32_t* words) {
-    const int nw = words_for_codes(n, bits);
-    for (int w = 0; w < nw; ++w) words[w] = 0;
-    for (int i = 0; i < n; ++i) words[code_word(i, bits)] |= static_cast<std::uint32_t>(codes[i]) << code_shift(i, bits);
+    const int per_word = codes_per_word(bits);
+    for (int i0 = 0; i0 < n; i0 += per_word) {
+        const int m = n - i0 < per_word ? n - i0 : per_word;
+        std::uint32_t w = 0;
+        for (int c = 0; c < m; ++c) w |= static_cast<std::uint32_t>(codes[i0 + c]) << (c * bits);
+        words[i0 / per_word] = w;
+    }
 }
 
 /// Unpacks n codes.

@@ -22,6 +22,7 @@ PKV_HD int nearest_pattern_l2(const float* x, const float* bank, int count, int 
 /// The squared-L2 nearest-pattern search as a swappable primitive (the AVX2 twin in reference/simd/
 /// computes the same lane order, so the same bits).
 struct scalar_distance {
+    PKV_HD static float sq_dist(const float* x, const float* m, int d) { return lane_sq_dist(x, m, d); }
     PKV_HD static int nearest_l2(const float* x, const float* bank, int count, int d) { return nearest_pattern_l2(x, bank, count, d); }
 };
 

@@ -1,14 +1,19 @@
 #include "input_reader.hpp"
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 
 #include <fmt/format.h>
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
 
 #include <patternkv/error.hpp>
 
 #include "core/fp16.hpp"
 #include "core/platform.hpp"
+#include "simd/cpu_features.hpp"
+#include "simd/halves_avx2.hpp"
 
 namespace patternkv::detail {
 namespace {
@@ -42,18 +47,51 @@ float read_element(const const_tensor_view& v, std::int64_t i, std::int64_t j, s
     return 0.0f;
 }
 
+namespace {
+
+[[noreturn]] void throw_bad_element(const char* name, std::int64_t i, std::int64_t j, std::int64_t k, float x) {
+    throw error(fmt::format("{}[{}, {}, {}] = {}: values must be finite with |x| <= {}", name, i, j, k, x, core::max_abs_input));
+}
+
+bool valid_input(float x) { return std::fabs(x) <= core::max_abs_input; }  // false for NaN, Inf
+
+// Row (i, j) of c elements to fp16; false if an element is invalid (out is then unspecified).
+bool row_to_half(const const_tensor_view& v, std::int64_t i, std::int64_t j, std::int64_t c, std::uint16_t* out) {
+    std::int64_t k = 0;
+#if defined(__x86_64__)
+    if (v.type == dtype::f32 && v.strides[2] == 1 && simd::have_avx2()) {
+        k = simd::floats_to_halves_checked(static_cast<const float*>(v.data) + v.offset(i, j, 0), c, core::max_abs_input, out);
+        if (k < 0) return false;
+    }
+#endif
+    bool ok = true;
+    for (; k < c; ++k) {
+        const float x = read_element(v, i, j, k);
+        ok &= valid_input(x);
+        out[k] = core::float_to_half(x);
+    }
+    return ok;
+}
+
+} // namespace
+
 void to_cache_half(const char* name, const const_tensor_view& v, std::vector<std::uint16_t>& out) {
     const auto [a, b, c] = v.shape;
     out.resize(static_cast<std::size_t>(a * b * c));
+    // Rows convert in parallel (F16C where present: the same rounding as core::float_to_half);
+    // an invalid element anywhere sends a sequential scan after the first one for the message.
+    std::atomic<bool> bad{false};
+    tbb::parallel_for(tbb::blocked_range<std::int64_t>(0, a * b, 256), [&](const tbb::blocked_range<std::int64_t>& r) {
+        for (std::int64_t row = r.begin(); row < r.end(); ++row) {
+            const std::int64_t j = row / a, i = row % a;
+            if (!row_to_half(v, i, j, c, out.data() + static_cast<std::size_t>(row * c))) bad = true;
+        }
+    });
+    if (!bad) return;
     for (std::int64_t j = 0; j < b; ++j)
         for (std::int64_t i = 0; i < a; ++i)
-            for (std::int64_t k = 0; k < c; ++k) {
-                const float x = read_element(v, i, j, k);
-                if (!std::isfinite(x) || std::fabs(x) > core::max_abs_input)
-                    throw error(fmt::format("{}[{}, {}, {}] = {}: values must be finite with |x| <= {}", name, i, j, k, x,
-                                            core::max_abs_input));
-                out[static_cast<std::size_t>((j * a + i) * c + k)] = core::float_to_half(x);
-            }
+            for (std::int64_t k = 0; k < c; ++k)
+                if (const float x = read_element(v, i, j, k); !valid_input(x)) throw_bad_element(name, i, j, k, x);
 }
 
 void to_finite_floats(const char* name, const const_tensor_view& v, std::vector<float>& out) {

@@ -9,8 +9,10 @@
 #include "core/page_quantizer.hpp"
 #include "core/patterns.hpp"
 #include "core/v_gate.hpp"
+#include "kmeans_bounds.hpp"
 #include "simd/cpu_features.hpp"
 #include "simd/distance_avx2.hpp"
+#include "simd/quantize_avx2.hpp"
 
 namespace patternkv {
 namespace {
@@ -63,12 +65,15 @@ int kmeans_miner::mine(std::span<const float> x, int d, int head, bool is_v, std
     std::vector<int> assign(tokens), chosen(num_patterns);
     std::vector<std::uint64_t> keys(num_patterns);
     std::vector<float> sum(d);
+    const auto run = [&]<class Distance>(Distance) {
+        elkan_assignment<Distance> step(tokens, num_patterns, d);
+        core::kmeans_iterate(p, x.data(), tokens, d, bank.data(), assign.data(), chosen.data(), keys.data(), sum.data(), step);
+    };
 #if defined(__x86_64__)
-    if (simd::have_avx2())
-        core::kmeans_run<simd::avx2_distance>(p, x.data(), tokens, d, bank.data(), assign.data(), chosen.data(), keys.data(), sum.data());
+    if (simd::have_avx2()) run(simd::avx2_distance{});
     else
 #endif
-        core::kmeans_run(p, x.data(), tokens, d, bank.data(), assign.data(), chosen.data(), keys.data(), sum.data());
+        run(core::scalar_distance{});
     for (int i = 0; i < num_patterns * d; ++i) bank[i] = core::round_to_half(bank[i]);
     return num_patterns;
 }
@@ -108,6 +113,12 @@ int channel_quantizer::code_words() const { return channel_geometry(d, tokens, b
 int channel_quantizer::groups() const { return channel_geometry(d, tokens, bits, group).k_groups(); }
 void channel_quantizer::quantize(std::span<const float> rows, std::span<std::uint32_t> codes, std::span<std::uint16_t> sm) const {
     const core::page_geometry g = channel_geometry(d, tokens, bits, group);
+#if defined(__x86_64__)
+    if (simd::have_avx2() && d % 8 == 0) {
+        for (int j = 0; j < d; j += 8) simd::avx2_quantizer::k_channels8(g, rows.data(), j, codes.data(), as_scale_min(sm));
+        return;
+    }
+#endif
     for (int j = 0; j < d; ++j) core::quantize_k_channel(g, rows.data(), j, codes.data(), as_scale_min(sm));
 }
 void channel_quantizer::dequantize(std::span<const std::uint32_t> codes, std::span<const std::uint16_t> sm, int t,
@@ -127,9 +138,22 @@ int token_quantizer::code_words() const { return token_geometry(d, tokens, bits,
 int token_quantizer::groups() const { return token_geometry(d, tokens, bits, group).v_groups(); }
 void token_quantizer::quantize(std::span<const float> rows, std::span<std::uint32_t> codes, std::span<std::uint16_t> sm) const {
     const core::page_geometry g = token_geometry(d, tokens, bits, group);
-    for (int t = 0; t < tokens; ++t)
-        core::quantize_token_row(rows.data() + t * d, d, group, bits, codes.data() + t * g.v_row_words(),
-                                 as_scale_min(sm) + t * (d / group));
+#if defined(__x86_64__)
+    const bool vector = simd::have_avx2() && d % 8 == 0 && group % 8 == 0;
+#else
+    const bool vector = false;
+#endif
+    for (int t = 0; t < tokens; ++t) {
+        std::uint32_t* row_codes = codes.data() + t * g.v_row_words();
+        core::scale_min* row_sm = as_scale_min(sm) + t * (d / group);
+#if defined(__x86_64__)
+        if (vector) {
+            simd::avx2_quantizer::token_row(rows.data() + t * d, d, group, bits, row_codes, row_sm);
+            continue;
+        }
+#endif
+        core::quantize_token_row(rows.data() + t * d, d, group, bits, row_codes, row_sm);
+    }
 }
 void token_quantizer::dequantize(std::span<const std::uint32_t> codes, std::span<const std::uint16_t> sm, int t,
                                  std::span<float> out) const {

@@ -1,13 +1,17 @@
 // checkasm-style: every optimized primitive against core's scalar definition, bit for bit, on
 // identical inputs; and whole split kernels with each primitive set.
+#include <cmath>
 #include <cstring>
 #include <random>
 
 #include "core/attention.hpp"
 #include "core/kmeans.hpp"
+#include "core/page_quantizer.hpp"
 #include "reference/simd/attention_ops_avx2.hpp"
 #include "reference/simd/cpu_features.hpp"
 #include "reference/simd/distance_avx2.hpp"
+#include "reference/simd/halves_avx2.hpp"
+#include "reference/simd/quantize_avx2.hpp"
 #include "state_snapshot.hpp"
 #include "support.hpp"
 
@@ -97,6 +101,91 @@ TEST_CASE("halves: AVX2 (F16C) equals scalar for all 65,536 halves") {
     scalar_ops::halves(h.data(), static_cast<int>(h.size()), a.data());
     avx2_ops::halves(h.data(), static_cast<int>(h.size()), b.data());
     CHECK(same_bits(a, b));
+}
+
+TEST_CASE("floats to halves: F16C equals core::float_to_half around every half and on random floats; the check rejects") {
+    if (skip_without_avx2()) return;
+    std::vector<float> x;
+    for (std::uint32_t h = 0; h < 0x10000; ++h) {  // every finite half, and its float neighbours and midpoints
+        const std::uint16_t hb = static_cast<std::uint16_t>(h);
+        if ((hb & 0x7c00) == 0x7c00) continue;
+        const float f = patternkv::core::half_to_float(hb);
+        const std::uint32_t u = patternkv::core::float_bits(f);
+        for (std::uint32_t du : {0u, 1u, 0xfffu, 0x1000u, 0x1001u, 0x1fffu})
+            for (const std::uint32_t v : {u + du, u - du})
+                if (const float g = patternkv::core::bits_float(v); std::fabs(g) <= 16384.0f) x.push_back(g);
+    }
+    std::mt19937 gen(5);
+    for (int i = 0; i < 2000000; ++i) {
+        const float g = patternkv::core::bits_float(static_cast<std::uint32_t>(gen()));
+        if (std::fabs(g) <= 16384.0f) x.push_back(g);  // also false for NaN
+    }
+    while (x.size() % 8 != 0) x.push_back(0.0f);
+    std::vector<std::uint16_t> a(x.size()), b(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) a[i] = patternkv::core::float_to_half(x[i]);
+    CHECK(patternkv::simd::floats_to_halves_checked(x.data(), static_cast<std::int64_t>(x.size()), 16384.0f, b.data()) ==
+          static_cast<std::int64_t>(x.size()));
+    CHECK(same_bits(a, b));
+    for (const float bad : {std::nanf(""), INFINITY, -INFINITY, std::nextafter(16384.0f, 1e9f), -16400.0f}) {
+        float row[16] = {};
+        row[11] = bad;
+        std::uint16_t out[16];
+        CHECK(patternkv::simd::floats_to_halves_checked(row, 16, 16384.0f, out) == -1);
+    }
+    float row[13] = {};
+    std::uint16_t out[13];
+    CHECK(patternkv::simd::floats_to_halves_checked(row, 13, 16384.0f, out) == 8);  // the tail is the caller's
+}
+
+namespace {
+
+// Residual-like rows with the cases the quantizer special-cases: constant groups (scale 0), +0 and
+// -0 in one group, extreme values, and ordinary noise.
+std::vector<float> quantizer_rows(std::uint64_t seed, int tokens, int d) {
+    auto x = pkv_test::normal_floats(seed, static_cast<std::size_t>(tokens) * d, 2.0f);
+    for (int t = 0; t < tokens; ++t)
+        for (int j = 0; j < d; ++j) {
+            float& v = x[static_cast<std::size_t>(t) * d + j];
+            if (t % 7 == 3) v = 1.25f;                                    // constant token row
+            if (j % 9 == 4) v = 0.5f;                                     // constant channel
+            if (j % 11 == 5) v = (t % 2 == 0) ? 0.0f : -0.0f;             // signed zeros
+            if (t % 13 == 6 && j % 16 < 8) v = (t + j) % 2 ? 0.0f : -0.0f;  // zero extremes in a row group
+            if (t % 17 == 8) v = j % 5 == 2 ? ((j / 5) % 2 ? 0.0f : -0.0f) : std::fabs(v) + 0.1f;   // min is a signed zero
+            if (t % 19 == 9) v = j % 5 == 3 ? ((j / 5) % 2 ? -0.0f : 0.0f) : -std::fabs(v) - 0.1f;  // max is a signed zero
+            if (t == 5 && j == 6) v = 16384.0f;
+            if (t == 9 && j == 6) v = -16384.0f;
+        }
+    return x;
+}
+
+} // namespace
+
+TEST_CASE("quantizers: AVX2 K per-channel and token rows equal core's, bits 2, 3, 4, 8, groups, signed zeros") {
+    if (skip_without_avx2()) return;
+    for (int bits : {2, 3, 4, 8})
+        for (int d : {64, 128})
+            for (int group : {32, 128}) {
+                const int tokens = 128;
+                const auto rows = quantizer_rows(static_cast<std::uint64_t>(bits * 1000 + d + group), tokens, d);
+                const patternkv::core::page_geometry g{d, tokens, bits, bits, true, group, d, false};
+                std::vector<std::uint32_t> ca(static_cast<std::size_t>(g.k_code_words()), 0xdeadbeef), cb(ca);
+                std::vector<patternkv::core::scale_min> sa(static_cast<std::size_t>(g.k_groups())), sb(sa.size());
+                for (int j = 0; j < d; ++j) patternkv::core::quantize_k_channel(g, rows.data(), j, ca.data(), sa.data());
+                for (int j = 0; j < d; j += 8) patternkv::simd::avx2_quantizer::k_channels8(g, rows.data(), j, cb.data(), sb.data());
+                INFO("bits " << bits << " d " << d << " group " << group);
+                CHECK(same_bits(ca, cb));
+                CHECK(same_bits(sa, sb));
+                const int vg = group > d ? d : group;
+                const int words = patternkv::core::words_for_codes(d, bits);
+                std::vector<std::uint32_t> va(static_cast<std::size_t>(tokens) * words, 0xdeadbeef), vb(va);
+                std::vector<patternkv::core::scale_min> ta(static_cast<std::size_t>(tokens) * (d / vg)), tb(ta.size());
+                for (int t = 0; t < tokens; ++t) {
+                    patternkv::core::quantize_token_row(rows.data() + t * d, d, vg, bits, va.data() + t * words, ta.data() + t * (d / vg));
+                    patternkv::simd::avx2_quantizer::token_row(rows.data() + t * d, d, vg, bits, vb.data() + t * words, tb.data() + t * (d / vg));
+                }
+                CHECK(same_bits(va, vb));
+                CHECK(same_bits(ta, tb));
+            }
 }
 
 TEST_CASE("fma_accumulate: AVX2 equals scalar") {

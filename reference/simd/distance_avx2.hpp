@@ -11,8 +11,9 @@
 namespace patternkv::simd {
 
 struct avx2_distance {
-    /// lane_sq_dist(x, m, d) for d % 8 == 0.
+    /// lane_sq_dist(x, m, d) for any d (the vector path needs d % 8 == 0).
     PKV_AVX2 static float sq_dist(const float* x, const float* m, int d) {
+        if (d % 8 != 0) return core::lane_sq_dist(x, m, d);
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
         for (int j0 = 0; j0 < d; j0 += 32)
             for (int v = 0; v < 4 && j0 + 8 * v < d; ++v) {
