@@ -61,29 +61,47 @@ PKV_HD float kmeans_reseed_coordinate(const float* x, int d, int t, int j, float
     return delta;
 }
 
-/// New centroid c from the current assignment: member sum in token order divided by the count;
-/// writes the largest |change| of a coordinate to *shift. Returns the member count.
-PKV_HD int kmeans_update_centroid(const float* x, int tokens, int d, const int* assign, int c, float* centroid,
-                                  float* sum, float* shift) {
-    int count = 0;
-    for (int j = 0; j < d; ++j) sum[j] = 0.0f;
-    for (int t = 0; t < tokens; ++t) {
-        if (assign[t] != c) continue;
-        ++count;
-        for (int j = 0; j < d; ++j) sum[j] = sum[j] + x[t * d + j];
-    }
+/// Replaces centroid c by token t (empty-cluster repair); returns the largest coordinate change.
+PKV_HD float kmeans_reseed_centroid(const float* x, int d, int t, float* centroid) {
     float s = 0.0f;
-    if (count > 0) {
-        for (int j = 0; j < d; ++j) {
-            const float delta = kmeans_set_coordinate(sum[j], count, centroid + j);
-            s = delta > s ? delta : s;
-        }
+    for (int j = 0; j < d; ++j) {
+        const float delta = kmeans_reseed_coordinate(x, d, t, j, centroid + j);
+        s = delta > s ? delta : s;
     }
-    *shift = s;
-    return count;
+    return s;
 }
 
-/// Coordinate j of kmeans_update_centroid, for backends that give each (centroid, coordinate) its
+/// New centroids from the current assignment: each coordinate's member sum is one chain in token
+/// order (one pass over the tokens), divided by the count; an empty cluster c takes token
+/// kmeans_empty_cluster_token(p, tokens, iter, c). Scratch: sum [k][d], count [k].
+/// Returns the largest |change| of a coordinate.
+PKV_HD float kmeans_update_centroids(const kmeans_params& p, const float* x, int tokens, int d, const int* assign, int iter,
+                                     float* centroids, float* sum, int* count) {
+    for (int i = 0; i < p.k * d; ++i) sum[i] = 0.0f;
+    for (int c = 0; c < p.k; ++c) count[c] = 0;
+    for (int t = 0; t < tokens; ++t) {
+        float* s = sum + assign[t] * d;
+        const float* row = x + t * d;
+        ++count[assign[t]];
+        for (int j = 0; j < d; ++j) s[j] = s[j] + row[j];
+    }
+    float shift = 0.0f;
+    for (int c = 0; c < p.k; ++c) {
+        float s = 0.0f;
+        if (count[c] == 0) {
+            s = kmeans_reseed_centroid(x, d, kmeans_empty_cluster_token(p, tokens, iter, c), centroids + c * d);
+        } else {
+            for (int j = 0; j < d; ++j) {
+                const float delta = kmeans_set_coordinate(sum[c * d + j], count[c], centroids + c * d + j);
+                s = delta > s ? delta : s;
+            }
+        }
+        shift = s > shift ? s : shift;
+    }
+    return shift;
+}
+
+/// Coordinate j of kmeans_update_centroids, for backends that give each (centroid, coordinate) its
 /// own thread: the member sum of coordinate j is the same chain in token order, then the same
 /// kmeans_set_coordinate. Returns the member count; *delta is the |change| (0 when empty).
 PKV_HD int kmeans_update_coordinate(const float* x, int tokens, int d, const int* assign, int c, int j,
@@ -99,16 +117,6 @@ PKV_HD int kmeans_update_coordinate(const float* x, int tokens, int d, const int
     return count;
 }
 
-/// Replaces centroid c by token t (empty-cluster repair); returns the largest coordinate change.
-PKV_HD float kmeans_reseed_centroid(const float* x, int d, int t, float* centroid) {
-    float s = 0.0f;
-    for (int j = 0; j < d; ++j) {
-        const float delta = kmeans_reseed_coordinate(x, d, t, j, centroid + j);
-        s = delta > s ? delta : s;
-    }
-    return s;
-}
-
 /// The assignment step as the method defines it: every token to its nearest centroid by
 /// Distance::nearest_l2 (squared L2 in the canonical lane order, ties to the lowest index).
 /// Accelerated steps (reference/kmeans_bounds.hpp) must return the same assignment.
@@ -121,7 +129,8 @@ struct full_assignment {
 
 /// Whole k-means on one head: x [tokens][d] (tokens >= k), centroids [k][d] out, the assignment
 /// step supplied by the caller (called once per iteration with the current centroids).
-/// Scratch: assign [tokens], chosen [k] ints, keys [k], sum [d]. Sequential reference driver; a GPU
+/// Scratch: assign [tokens], chosen [k] ints (the initial tokens, then member counts), keys [k],
+/// sum [k][d]. Sequential reference driver; a GPU
 /// backend runs the same steps with the assignment and centroid loops spread over threads.
 template <class Assignment>
 PKV_HD void kmeans_iterate(const kmeans_params& p, const float* x, int tokens, int d, float* centroids, int* assign,
@@ -131,13 +140,7 @@ PKV_HD void kmeans_iterate(const kmeans_params& p, const float* x, int tokens, i
         for (int j = 0; j < d; ++j) centroids[c * d + j] = x[chosen[c] * d + j];
     for (int iter = 0; iter < p.max_iterations; ++iter) {
         assignment(x, tokens, d, centroids, p.k, assign);
-        float shift = 0.0f;
-        for (int c = 0; c < p.k; ++c) {
-            float s;
-            if (kmeans_update_centroid(x, tokens, d, assign, c, centroids + c * d, sum, &s) == 0)
-                s = kmeans_reseed_centroid(x, d, kmeans_empty_cluster_token(p, tokens, iter, c), centroids + c * d);
-            shift = s > shift ? s : shift;
-        }
+        const float shift = kmeans_update_centroids(p, x, tokens, d, assign, iter, centroids, sum, chosen);
         if (iter >= 1 && shift <= p.tolerance) break;
     }
 }

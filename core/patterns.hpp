@@ -23,6 +23,10 @@ PKV_HD int nearest_pattern_l2(const float* x, const float* bank, int count, int 
 /// computes the same lane order, so the same bits).
 struct scalar_distance {
     PKV_HD static float sq_dist(const float* x, const float* m, int d) { return lane_sq_dist(x, m, d); }
+    /// out[i] = sq_dist(x, bank row which[i]) for i < n.
+    PKV_HD static void sq_dists(const float* x, const float* bank, const int* which, int n, int d, float* out) {
+        for (int i = 0; i < n; ++i) out[i] = lane_sq_dist(x, bank + which[i] * d, d);
+    }
     PKV_HD static int nearest_l2(const float* x, const float* bank, int count, int d) { return nearest_pattern_l2(x, bank, count, d); }
 };
 

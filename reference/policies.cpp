@@ -64,7 +64,7 @@ int kmeans_miner::mine(std::span<const float> x, int d, int head, bool is_v, std
                                 static_cast<std::uint64_t>(head)};
     std::vector<int> assign(tokens), chosen(num_patterns);
     std::vector<std::uint64_t> keys(num_patterns);
-    std::vector<float> sum(d);
+    std::vector<float> sum(static_cast<std::size_t>(num_patterns) * d);
     const auto run = [&]<class Distance>(Distance) {
         elkan_assignment<Distance> step(tokens, num_patterns, d);
         core::kmeans_iterate(p, x.data(), tokens, d, bank.data(), assign.data(), chosen.data(), keys.data(), sum.data(), step);

@@ -82,7 +82,7 @@ TEST_CASE("k-means with the AVX2 distance gives the scalar definition's centroid
         const int T = 300, k = 32;
         const auto x = pkv_test::synthetic_kv(static_cast<std::uint64_t>(d), T, 1, d, true);
         const patternkv::core::kmeans_params p{k, 30, 1e-4f, 0, 1, 3, 0};
-        std::vector<float> ca(static_cast<std::size_t>(k) * d), cb(ca.size()), sum(static_cast<std::size_t>(d));
+        std::vector<float> ca(static_cast<std::size_t>(k) * d), cb(ca.size()), sum(ca.size());
         std::vector<int> assign(T), chosen(k);
         std::vector<std::uint64_t> keys(k);
         patternkv::core::kmeans_run(p, x.data(), T, d, ca.data(), assign.data(), chosen.data(), keys.data(), sum.data());

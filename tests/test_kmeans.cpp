@@ -30,7 +30,7 @@ std::vector<float> run_kmeans(const core::kmeans_params& p, const std::vector<fl
     std::vector<float> cent(static_cast<std::size_t>(p.k) * d, -7.0f);
     std::vector<int> assign(tokens), chosen(p.k);
     std::vector<std::uint64_t> keys(p.k);
-    std::vector<float> sum(d);
+    std::vector<float> sum(static_cast<std::size_t>(p.k) * d);
     core::kmeans_run(p, x.data(), tokens, d, cent.data(), assign.data(), chosen.data(), keys.data(), sum.data());
     return cent;
 }

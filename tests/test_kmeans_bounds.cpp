@@ -46,7 +46,7 @@ struct outcome {
 template <class Distance>
 outcome compare(const std::vector<float>& x, int tokens, int d, int k, int iterations, const std::string& what) {
     const core::kmeans_params p{k, iterations, 1e-4f, 0, core::stream_kmeans_init_k, core::stream_empty_cluster_k, 3};
-    std::vector<float> ca(static_cast<std::size_t>(k) * d), cb(ca.size()), sum(static_cast<std::size_t>(d));
+    std::vector<float> ca(static_cast<std::size_t>(k) * d), cb(ca.size()), sum(ca.size());
     std::vector<int> assign_a(tokens), assign_b(tokens), chosen(k);
     std::vector<std::uint64_t> keys(k);
     core::kmeans_run<Distance>(p, x.data(), tokens, d, ca.data(), assign_a.data(), chosen.data(), keys.data(), sum.data());

@@ -20,6 +20,31 @@ struct avx2_distance {
                 const __m256 t = _mm256_sub_ps(_mm256_loadu_ps(x + j0 + 8 * v), _mm256_loadu_ps(m + j0 + 8 * v));
                 acc[v] = _mm256_add_ps(acc[v], _mm256_mul_ps(t, t));
             }
+        return fold(acc);
+    }
+
+    /// sq_dist of x to R bank rows at once (x is loaded once for all of them).
+    template <int R>
+    PKV_AVX2 static void rows(const float* x, const float* bank, const int* which, int d, float* out) {
+        const float* m[R];
+        __m256 acc[R][4];
+        for (int r = 0; r < R; ++r) {
+            m[r] = bank + which[r] * d;
+            for (int v = 0; v < 4; ++v) acc[r][v] = _mm256_setzero_ps();
+        }
+        for (int j0 = 0; j0 < d; j0 += 32)
+            for (int v = 0; v < 4 && j0 + 8 * v < d; ++v) {
+                const __m256 xv = _mm256_loadu_ps(x + j0 + 8 * v);
+                for (int r = 0; r < R; ++r) {
+                    const __m256 t = _mm256_sub_ps(xv, _mm256_loadu_ps(m[r] + j0 + 8 * v));
+                    acc[r][v] = _mm256_add_ps(acc[r][v], _mm256_mul_ps(t, t));
+                }
+            }
+        for (int r = 0; r < R; ++r) out[r] = fold(acc[r]);
+    }
+
+    /// core::fold_lanes of the 32 lanes held as four vectors (lanes 8v .. 8v + 7 in acc[v]).
+    PKV_AVX2 static float fold(const __m256 (&acc)[4]) {
         const __m256 w16 = _mm256_add_ps(acc[0], acc[2]);  // lanes 0-7 (+16-23)
         const __m256 w16b = _mm256_add_ps(acc[1], acc[3]); // lanes 8-15 (+24-31)
         const __m256 w8 = _mm256_add_ps(w16, w16b);        // lanes 0-7 (+8-15)
@@ -27,6 +52,14 @@ struct avx2_distance {
         const __m128 w2 = _mm_add_ps(w4, _mm_movehl_ps(w4, w4));
         const __m128 w1 = _mm_add_ss(w2, _mm_shuffle_ps(w2, w2, 1));
         return _mm_cvtss_f32(w1);
+    }
+
+    /// out[i] = sq_dist(x, bank row which[i]) for i < n, two rows per pass over x.
+    PKV_AVX2 static void sq_dists(const float* x, const float* bank, const int* which, int n, int d, float* out) {
+        if (d % 8 != 0) return core::scalar_distance::sq_dists(x, bank, which, n, d, out);
+        int i = 0;
+        for (; i + 2 <= n; i += 2) rows<2>(x, bank, which + i, d, out + i);
+        for (; i < n; ++i) out[i] = sq_dist(x, bank + which[i] * d, d);
     }
 
     PKV_AVX2 static int nearest_l2(const float* x, const float* bank, int count, int d) {
