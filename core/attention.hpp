@@ -67,6 +67,14 @@ struct scalar_ops {
                 for (int j = 0; j < n; ++j) oh[j] = fma_exact(a, static_cast<float>(unpack_code(row, j0 + j, bits)), oh[j]);
             }
     }
+    /// s[i] = s[i] + table[index[i]] (the pattern term of the scores).
+    PKV_HD static void add_gathered(float* s, const float* table, const std::uint8_t* index, int n) {
+        for (int i = 0; i < n; ++i) s[i] = s[i] + table[index[i]];
+    }
+    /// s[i] = (s[i] + z) + table[index[i]] (zero-point term, then pattern term).
+    PKV_HD static void add_term_and_gathered(float* s, float z, const float* table, const std::uint8_t* index, int n) {
+        for (int i = 0; i < n; ++i) s[i] = (s[i] + z) + table[index[i]];
+    }
     /// s[i] = exp(s[i] - m); returns lane_sum(s, n).
     PKV_HD static float exponentiate(float* s, int n, float m) {
         for (int i = 0; i < n; ++i) s[i] = exp_fixed(s[i] - m);
@@ -123,8 +131,13 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
             }
             Ops::channel_scores(p.k_codes, g.k_row_words(), t0, g.k_group, g.k_bits, d, qs, hg.heads, scores + t0, score_stride);
             for (int h = 0; h < hg.heads; ++h) {
-                const float zero_term = lane_dot(hg.q_tau + h * d, mn, d);
-                for (int t = 0; t < g.k_group; ++t) scores[h * score_stride + t0 + t] = scores[h * score_stride + t0 + t] + zero_term;
+                const float zero_term = Ops::dot(hg.q_tau + h * d, mn, d);
+                float* s = scores + h * score_stride + t0;
+                if (hg.qm != nullptr) {
+                    Ops::add_term_and_gathered(s, zero_term, hg.qm + h * hg.qm_stride, p.k_index + t0, g.k_group);
+                } else {
+                    for (int t = 0; t < g.k_group; ++t) s[t] = s[t] + zero_term;
+                }
             }
         }
     } else {
@@ -145,12 +158,9 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
                 }
                 scores[h * score_stride + t] = total;
             }
+            if (hg.qm != nullptr) Ops::add_gathered(scores + h * score_stride, hg.qm + h * hg.qm_stride, p.k_index, g.tokens);
         }
     }
-    if (hg.qm != nullptr)
-        for (int h = 0; h < hg.heads; ++h)
-            for (int t = 0; t < g.tokens; ++t)
-                scores[h * score_stride + t] = scores[h * score_stride + t] + hg.qm[h * hg.qm_stride + p.k_index[t]];
 }
 
 /// Adds one page's V contribution for every head of a group, with weights e + h * e_stride [R]:
@@ -180,13 +190,14 @@ PKV_HD void page_accumulate_v(const page_geometry& g, const page_view& p, const 
                              hg.recs + 2 + gi * g.v_group, hg.rec_stride);
     }
     if (hg.qm == nullptr) return;
-    for (int t = 0; t < R; ++t) {
-        if (!gate_bit(p.v_gate, t)) continue;
-        for (int h = 0; h < hg.heads; ++h) {
-            float* hist = hg.recs + h * hg.rec_stride + 2 + g.d;
-            hist[p.v_index[t]] = hist[p.v_index[t]] + e[h * e_stride + t];
+    for (int w = 0; w < g.gate_words(); ++w)  // gated tokens in order, from the set bits (no data-dependent branch per token)
+        for (std::uint32_t bits = p.v_gate[w] & (R - 32 * w >= 32 ? ~0u : (1u << (R - 32 * w)) - 1u); bits != 0; bits &= bits - 1) {
+            const int t = 32 * w + lowest_bit(bits);
+            for (int h = 0; h < hg.heads; ++h) {
+                float* hist = hg.recs + h * hg.rec_stride + 2 + g.d;
+                hist[p.v_index[t]] = hist[p.v_index[t]] + e[h * e_stride + t];
+            }
         }
-    }
 }
 
 /// One history split [first, first + count) pages for a group of query heads. hist_entries:

@@ -2,6 +2,7 @@
 // Portability macros of the kernel template layer. Every core function is callable from host code
 // and from CUDA / HIP device code; nothing here allocates, throws or calls libm transcendentals.
 
+#include <bit>
 #include <cstdint>
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
@@ -33,6 +34,15 @@ inline constexpr float max_abs_input = 16384.0f;
 
 /// Bound on the pattern bank (pattern indices are stored as one byte).
 inline constexpr int max_bank_patterns = 256;
+
+/// Index of the lowest set bit of w (w != 0).
+PKV_HD int lowest_bit(std::uint32_t w) {
+#if defined(__CUDA_ARCH__) || defined(__HIP_DEVICE_COMPILE__)
+    return __ffs(static_cast<int>(w)) - 1;
+#else
+    return std::countr_zero(w);
+#endif
+}
 
 PKV_HD constexpr int pages_per_split(int page_tokens) {
     return page_tokens >= split_target_tokens ? 1 : split_target_tokens / page_tokens;

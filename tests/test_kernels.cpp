@@ -188,6 +188,23 @@ TEST_CASE("quantizers: AVX2 K per-channel and token rows equal core's, bits 2, 3
             }
 }
 
+TEST_CASE("add_gathered, add_term_and_gathered: AVX2 gather equals scalar for lengths 0 to 40 and every byte index") {
+    if (skip_without_avx2()) return;
+    const auto table = pkv_test::normal_floats(11, 256, 3.0f);
+    std::vector<std::uint8_t> index(300);
+    for (std::size_t i = 0; i < index.size(); ++i) index[i] = static_cast<std::uint8_t>((i * 97 + 13) % 256);
+    for (int n : {0, 1, 7, 8, 9, 16, 31, 40, 256}) {
+        auto a = pkv_test::normal_floats(12 + static_cast<std::uint64_t>(n), static_cast<std::size_t>(n) + 1, 2.0f), b = a;
+        scalar_ops::add_gathered(a.data(), table.data(), index.data(), n);
+        avx2_ops::add_gathered(b.data(), table.data(), index.data(), n);
+        INFO("n " << n);
+        CHECK(same_bits(a, b));
+        scalar_ops::add_term_and_gathered(a.data(), 0.37f, table.data(), index.data() + 1, n);
+        avx2_ops::add_term_and_gathered(b.data(), 0.37f, table.data(), index.data() + 1, n);
+        CHECK(same_bits(a, b));
+    }
+}
+
 TEST_CASE("fma_accumulate: AVX2 equals scalar") {
     if (skip_without_avx2()) return;
     for (int n : {1, 8, 13, 128, 131}) {

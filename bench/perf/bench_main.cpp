@@ -1,10 +1,13 @@
 // patternkv-bench: decode-attention speed of every cache method against dense fp32/fp16 baselines
 // measured in the same run, the machine's read bandwidth, flush and prefill costs, and thread
 // scaling. Ratios, not absolute times, are the results (these machines are noisy).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -75,52 +78,68 @@ patternkv::layer_cache make_cache(const std::string& m, int batch, std::int64_t 
     return cache;
 }
 
-struct decode_row {
+// One method's cache for a decode cell: a dense baseline or a library cache.
+struct decode_subject {
     std::string method;
-    std::int64_t ctx;
-    int batch;
-    double seconds, bytes;
+    std::optional<pkv_bench::dense_cache> dense;
+    std::optional<patternkv::layer_cache> cache;
+    double bytes = 0.0;
+    std::vector<double> times;
 };
 
-std::vector<decode_row> bench_decode(const options& o, double stream_bw, json_writer& js) {
-    std::vector<decode_row> rows;
+void bench_decode(const options& o, double stream_bw, double fma_peak, json_writer& js) {
     const std::vector<std::string> methods{"fp32", "fp16", "kivi-2", "kivi-4", "patternkv-2", "patternkv-4"};
+    for (const bool half : {false, true})
+        if (const double e = pkv_bench::dense_baseline_error(half); !(e < 1e-4))
+            throw std::runtime_error(fmt::format("dense {} baseline self-check failed: relative error {:.3g}", half ? "fp16" : "fp32", e));
     fmt::print("\n== decode attention, {} KV heads x head_dim {}, GQA {} (one query token per sequence) ==\n", kv_heads,
                head_dim, q_heads / kv_heads);
-    fmt::print("{:>6} {:>5} {:<12} {:>10} {:>11} {:>8} {:>9} {:>10}\n", "ctx", "batch", "method", "ms/step", "cache MB",
-               "GB/s", "%stream", "vs fp16");
+    fmt::print("methods run round-robin, median of the rounds; %fma = multiply-adds per second / the FMA peak;\n"
+               "floor = max(bytes / read bandwidth, multiply-adds / FMA peak), the roofline time\n");
+    fmt::print("{:>6} {:>5} {:<12} {:>9} {:>9} {:>7} {:>8} {:>5} {:>9} {:>8}\n", "ctx", "batch", "method", "ms/step", "cache MB",
+               "GB/s", "%stream", "%fma", "floor ms", "vs fp16");
     for (int batch : o.batches)
         for (std::int64_t ctx : o.contexts) {
             if (o.quick && batch > 1 && ctx > 4096) continue;
-            const int reps = ctx >= 65536 ? 3 : 7;
+            const int rounds = ctx >= 65536 ? 5 : 9;
             const auto q = pseudo_random(static_cast<std::size_t>(batch) * q_heads * head_dim, 99, 1.0f);
             std::vector<float> out(q.size());
-            double fp16_time = 0.0;
+            std::vector<decode_subject> subjects;
             for (const auto& m : methods) {
-                double t = 0.0, bytes = 0.0;
+                decode_subject& sub = subjects.emplace_back(decode_subject{m, {}, {}, 0.0, {}});
                 if (m == "fp32" || m == "fp16") {
-                    const auto dc = pkv_bench::make_dense_cache({batch, kv_heads, q_heads, head_dim, ctx}, m == "fp16", 7);
-                    bytes = static_cast<double>(dc.bytes());
-                    t = median_seconds(reps, [&] { pkv_bench::dense_decode_attention(dc, q.data(), out.data()); });
+                    sub.dense = pkv_bench::make_dense_cache({batch, kv_heads, q_heads, head_dim, ctx}, m == "fp16", 7);
+                    sub.bytes = static_cast<double>(sub.dense->bytes());
                 } else {
-                    const patternkv::layer_cache cache = make_cache(m, batch, ctx);
-                    bytes = static_cast<double>(cache.memory().total_bytes());
-                    t = median_seconds(reps, [&] {
-                        cache.attend(patternkv::view_f32(q.data(), batch, q_heads, head_dim),
-                                     patternkv::view_f32(out.data(), batch, q_heads, head_dim));
-                    });
+                    sub.cache.emplace(make_cache(m, batch, ctx));
+                    sub.bytes = static_cast<double>(sub.cache->memory().total_bytes());
                 }
-                if (m == "fp16") fp16_time = t;
-                const double gbs = bytes / t / 1e9;
-                fmt::print("{:>6} {:>5} {:<12} {:>10.3f} {:>11.1f} {:>8.2f} {:>8.0f}% {:>9.2f}x\n", ctx, batch, m, t * 1e3,
-                           bytes / 1e6, gbs, 100.0 * bytes / t / stream_bw, fp16_time > 0 ? fp16_time / t : 0.0);
-                std::fflush(stdout);
-                rows.push_back({m, ctx, batch, t, bytes});
-                js.add(fmt::format(R"({{"kind":"decode","method":"{}","context":{},"batch":{},"seconds":{:.6g},"bytes":{:.0f},"gb_per_s":{:.4g},"fraction_of_stream":{:.4g},"speedup_vs_fp16":{:.4g}}})",
-                                   m, ctx, batch, t, bytes, gbs, bytes / t / stream_bw, fp16_time > 0 ? fp16_time / t : 0.0));
             }
+            const auto step = [&](const decode_subject& sub) {
+                if (sub.dense) return pkv_bench::dense_decode_attention(*sub.dense, q.data(), out.data());
+                sub.cache->attend(patternkv::view_f32(q.data(), batch, q_heads, head_dim), patternkv::view_f32(out.data(), batch, q_heads, head_dim));
+            };
+            for (int r = -1; r < rounds; ++r)  // round -1 warms up
+                for (auto& sub : subjects) {
+                    const double t0 = pkv_bench::now_seconds();
+                    step(sub);
+                    if (r >= 0) sub.times.push_back(pkv_bench::now_seconds() - t0);
+                }
+            const double fmas = 2.0 * static_cast<double>(batch) * static_cast<double>(ctx) * kv_heads * head_dim * (q_heads / kv_heads);
+            double fp16_time = 0.0;
+            for (auto& sub : subjects) {
+                std::sort(sub.times.begin(), sub.times.end());
+                const double t = sub.times[sub.times.size() / 2];
+                if (sub.method == "fp16") fp16_time = t;
+                const double gbs = sub.bytes / t / 1e9, floor = std::max(sub.bytes / stream_bw, fma_peak > 0 ? fmas / fma_peak : 0.0);
+                const double fma_share = fma_peak > 0 ? fmas / t / fma_peak : 0.0, speedup = fp16_time > 0 ? fp16_time / t : 0.0;
+                fmt::print("{:>6} {:>5} {:<12} {:>9.3f} {:>9.1f} {:>7.2f} {:>7.0f}% {:>4.0f}% {:>9.3f} {:>7.2f}x\n", ctx, batch, sub.method,
+                           t * 1e3, sub.bytes / 1e6, gbs, 100.0 * sub.bytes / t / stream_bw, 100.0 * fma_share, floor * 1e3, speedup);
+                js.add(fmt::format(R"({{"kind":"decode","method":"{}","context":{},"batch":{},"seconds":{:.6g},"bytes":{:.0f},"gb_per_s":{:.4g},"fraction_of_stream":{:.4g},"fraction_of_fma_peak":{:.4g},"roofline_seconds":{:.6g},"speedup_vs_fp16":{:.4g}}})",
+                                   sub.method, ctx, batch, t, sub.bytes, gbs, sub.bytes / t / stream_bw, fma_share, floor, speedup));
+            }
+            std::fflush(stdout);
         }
-    return rows;
 }
 
 void bench_flush(json_writer& js) {
@@ -269,10 +288,13 @@ int main(int argc, char** argv) {
     fmt::print("patternkv-bench: {} hardware threads, AVX2 kernels {}\n", tbb::this_task_arena::max_concurrency(),
                patternkv::simd::have_avx2() ? "on" : "off");
     const double bw = pkv_bench::stream_read_bandwidth(std::size_t{1} << 30, o.quick ? 3 : 5);
+    const double fma = pkv_bench::fma_peak();
     fmt::print("read bandwidth (STREAM-like sum over 1 GiB): {:.2f} GB/s\n", bw / 1e9);
+    fmt::print("FMA peak (8-wide FMA chains on every thread): {:.1f} G multiply-adds/s\n", fma / 1e9);
     js.add(fmt::format(R"({{"kind":"stream","gb_per_s":{:.4g}}})", bw / 1e9));
+    js.add(fmt::format(R"({{"kind":"fma_peak","gfma_per_s":{:.4g}}})", fma / 1e9));
     try {
-        if (o.runs("decode")) bench_decode(o, bw, js);
+        if (o.runs("decode")) bench_decode(o, bw, fma, js);
         if (o.runs("flush")) bench_flush(js);
         if (o.runs("prefill")) bench_prefill(o, js);
         if (o.runs("threads")) bench_threads(js);

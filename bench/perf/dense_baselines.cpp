@@ -5,6 +5,8 @@
 #include <cmath>
 
 #include <tbb/parallel_for.h>
+#include <tbb/partitioner.h>
+#include <tbb/task_arena.h>
 
 #include "core/fp16.hpp"
 #include "core/hash.hpp"
@@ -53,48 +55,77 @@ PKV_AVX2 inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-// AVX2 path for head_dim % 8 == 0 and G <= 8: row pointers K/V [tokens][d] of one (seq, head).
+// Sum of each of 8 vectors, as one vector (hadd tree): out lane i = sum of v[i].
+PKV_AVX2 inline __m256 hsum8(const __m256 (&v)[8]) {
+    const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+    const __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+    // a = [v0 v1 v2 v3 | v0 v1 v2 v3] partial halves (low 128 / high 128), same for b
+    return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+}
+
+// Scores of two keys for four query heads: 8 independent FMA chains (enough to fill both FMA
+// pipes), reduced with one hadd tree. q is [4][d]; scores [4][n].
 template <class T>
-PKV_AVX2 void split_avx2(const T* k, const T* v, std::int64_t t0, std::int64_t n, int d, int G, const float* q, float* scores,
-                         float* m, float* l, float* o) {
-    for (std::int64_t t = 0; t < n; ++t) {
-        const T* kr = k + (t0 + t) * d;
-        __m256 acc[8];
-        for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_ps();
-        for (int j = 0; j < d; j += 8) {
-            const __m256 kv = load8(kr + j);
-            for (int g = 0; g < G; ++g) acc[g] = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * d + j), kv, acc[g]);
+PKV_AVX2 void scores_2x4(const T* k0, const T* k1, int d, const float* q, float* s0, float* s1, std::int64_t n) {
+    __m256 acc[8];
+    for (auto& a : acc) a = _mm256_setzero_ps();
+    for (int j = 0; j < d; j += 8) {
+        const __m256 x0 = load8(k0 + j), x1 = load8(k1 + j);
+        for (int g = 0; g < 4; ++g) {
+            const __m256 qv = _mm256_loadu_ps(q + g * d + j);
+            acc[g] = _mm256_fmadd_ps(qv, x0, acc[g]);
+            acc[4 + g] = _mm256_fmadd_ps(qv, x1, acc[4 + g]);
         }
-        for (int g = 0; g < G; ++g) scores[g * n + t] = hsum(acc[g]);
     }
+    alignas(32) float r[8];
+    _mm256_store_ps(r, hsum8(acc));
+    for (int g = 0; g < 4; ++g) {
+        s0[g * n] = r[g];
+        s1[g * n] = r[4 + g];
+    }
+}
+
+// AVX2 path for head_dim % 16 == 0 and G == 4 (the benchmark's shape; other shapes take the generic
+// path): row pointers K/V [tokens][d] of one (seq, head). K: two keys x four heads per pass. V: 16
+// channels x four heads of accumulators (8 registers) per pass over the split's rows.
+template <class T>
+PKV_AVX2 void split_avx2(const T* k, const T* v, std::int64_t t0, std::int64_t n, int d, const float* q, float* scores,
+                         float* m, float* l, float* o) {
+    const int G = 4;
+    std::int64_t t = 0;
+    for (; t + 2 <= n; t += 2)
+        scores_2x4(k + (t0 + t) * d, k + (t0 + t + 1) * d, d, q, scores + t, scores + t + 1, n);
+    if (t < n) scores_2x4(k + (t0 + t) * d, k + (t0 + t) * d, d, q, scores + t, scores + t, n);
     for (int g = 0; g < G; ++g) {
         float* s = scores + g * n;
         m[g] = *std::max_element(s, s + n);
         const __m256 vm = _mm256_set1_ps(m[g]);
         __m256 lsum = _mm256_setzero_ps();
-        std::int64_t t = 0;
-        for (; t + 8 <= n; t += 8) {
-            const __m256 e = patternkv::simd::exp_fixed_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + t), vm));
-            _mm256_storeu_ps(s + t, e);
+        std::int64_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            const __m256 e = patternkv::simd::exp_fixed_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + i), vm));
+            _mm256_storeu_ps(s + i, e);
             lsum = _mm256_add_ps(lsum, e);
         }
         l[g] = hsum(lsum);
-        for (; t < n; ++t) l[g] += s[t] = std::exp(s[t] - m[g]);
+        for (; i < n; ++i) l[g] += s[i] = std::exp(s[i] - m[g]);
     }
-    for (int j0 = 0; j0 < d; j0 += 32) {  // 4 vectors x G heads of output in registers
-        const int w = std::min(32, d - j0) / 8;
-        __m256 acc[8][4];
-        for (int g = 0; g < G; ++g)
-            for (int x = 0; x < w; ++x) acc[g][x] = _mm256_setzero_ps();
-        for (std::int64_t t = 0; t < n; ++t) {
-            const T* vr = v + (t0 + t) * d + j0;
-            for (int x = 0; x < w; ++x) {
-                const __m256 vv = load8(vr + 8 * x);
-                for (int g = 0; g < G; ++g) acc[g][x] = _mm256_fmadd_ps(_mm256_set1_ps(scores[g * n + t]), vv, acc[g][x]);
+    for (int j0 = 0; j0 < d; j0 += 16) {
+        __m256 acc[4][2];
+        for (auto& a : acc) a[0] = a[1] = _mm256_setzero_ps();
+        for (std::int64_t i = 0; i < n; ++i) {
+            const T* vr = v + (t0 + i) * d + j0;
+            const __m256 v0 = load8(vr), v1 = load8(vr + 8);
+            for (int g = 0; g < G; ++g) {
+                const __m256 p = _mm256_broadcast_ss(scores + g * n + i);
+                acc[g][0] = _mm256_fmadd_ps(p, v0, acc[g][0]);
+                acc[g][1] = _mm256_fmadd_ps(p, v1, acc[g][1]);
             }
         }
-        for (int g = 0; g < G; ++g)
-            for (int x = 0; x < w; ++x) _mm256_storeu_ps(o + g * d + j0 + 8 * x, acc[g][x]);
+        for (int g = 0; g < G; ++g) {
+            _mm256_storeu_ps(o + g * d + j0, acc[g][0]);
+            _mm256_storeu_ps(o + g * d + j0 + 8, acc[g][1]);
+        }
     }
 }
 #endif
@@ -149,9 +180,9 @@ void dense_decode_attention(const dense_cache& c, const float* q, float* out) {
         std::vector<float> o(static_cast<std::size_t>(G) * d);
         const float* qg = qs.data() + (static_cast<std::size_t>(b) * s.q_heads + h * G) * d;
 #if defined(__x86_64__)
-        if (patternkv::simd::have_avx2() && d % 8 == 0 && G <= 8) {
-            if (c.half) split_avx2(c.k16.data() + base, c.v16.data() + base, t0, n, d, G, qg, scores.data(), m, l, o.data());
-            else split_avx2(c.k32.data() + base, c.v32.data() + base, t0, n, d, G, qg, scores.data(), m, l, o.data());
+        if (patternkv::simd::have_avx2() && d % 16 == 0 && G == 4) {
+            if (c.half) split_avx2(c.k16.data() + base, c.v16.data() + base, t0, n, d, qg, scores.data(), m, l, o.data());
+            else split_avx2(c.k32.data() + base, c.v32.data() + base, t0, n, d, qg, scores.data(), m, l, o.data());
         } else
 #endif
         {
@@ -321,6 +352,76 @@ void dense_prefill_attention(int tokens, int q_heads, int kv_heads, int d, const
                 for (int j = 0; j < d; ++j) orows[i][j] += s[static_cast<std::size_t>(i) * padded + t] * v[t * kv_stride + h * d + j];
         }
     });
+}
+
+#if defined(__x86_64__)
+// 16 independent 8-wide FMA chains: enough in flight to saturate the FMA pipes (latency x pipes).
+PKV_AVX2 double fma_chains(std::int64_t iters) {
+    __m256 acc[16];
+    for (int i = 0; i < 16; ++i) acc[i] = _mm256_set1_ps(static_cast<float>(i) * 1e-3f);
+    const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+    for (std::int64_t it = 0; it < iters; ++it)
+        for (auto& x : acc) x = _mm256_fmadd_ps(x, a, b);
+    __m256 s = acc[0];
+    for (int i = 1; i < 16; ++i) s = _mm256_add_ps(s, acc[i]);
+    return hsum(s);
+}
+#endif
+
+double fma_peak() {
+#if defined(__x86_64__)
+    if (!patternkv::simd::have_avx2()) return 0.0;
+    const int threads = tbb::this_task_arena::max_concurrency();
+    const std::int64_t iters = 20'000'000;
+    double best = 0.0;
+    for (int r = 0; r < 3; ++r) {
+        std::vector<double> sink(static_cast<std::size_t>(threads));
+        const auto t0 = std::chrono::steady_clock::now();
+        tbb::parallel_for(0, threads, [&](int i) { sink[static_cast<std::size_t>(i)] = fma_chains(iters); }, tbb::static_partitioner{});
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        volatile double keep = sink[0];
+        (void)keep;
+        best = std::max(best, static_cast<double>(threads) * static_cast<double>(iters) * 16.0 * 8.0 / dt);
+    }
+    return best;
+#else
+    return 0.0;
+#endif
+}
+
+double dense_baseline_error(bool half) {
+    const dense_shape s{2, 2, 8, 128, 1500};
+    const dense_cache c = make_dense_cache(s, half, 3);
+    std::vector<float> q(static_cast<std::size_t>(s.batch) * s.q_heads * s.head_dim), out(q.size());
+    for (std::size_t i = 0; i < q.size(); ++i) q[i] = static_cast<float>(patternkv::core::counter_hash(5, 0, i, 0) >> 40) / 16777216.0f - 0.5f;
+    dense_decode_attention(c, q.data(), out.data());
+    const int d = s.head_dim, G = s.q_heads / s.kv_heads;
+    double worst = 0.0;
+    for (int b = 0; b < s.batch; ++b)
+        for (int hq = 0; hq < s.q_heads; ++hq) {
+            const std::size_t base = (static_cast<std::size_t>(b) * s.kv_heads + hq / G) * s.tokens * d;
+            const auto at = [&](const std::vector<float>& f, const std::vector<std::uint16_t>& h, std::size_t i) {
+                return half ? static_cast<double>(patternkv::core::half_to_float(h[i])) : static_cast<double>(f[i]);
+            };
+            std::vector<double> w(static_cast<std::size_t>(s.tokens));
+            double mx = -1e300, sum = 0.0;
+            const float* qr = q.data() + (static_cast<std::size_t>(b) * s.q_heads + hq) * d;
+            for (std::int64_t t = 0; t < s.tokens; ++t) {
+                double dot = 0.0;
+                for (int j = 0; j < d; ++j) dot += qr[j] * at(c.k32, c.k16, base + t * d + j);
+                w[static_cast<std::size_t>(t)] = dot / std::sqrt(static_cast<double>(d));
+                mx = std::max(mx, w[static_cast<std::size_t>(t)]);
+            }
+            for (double& x : w) sum += x = std::exp(x - mx);
+            for (int j = 0; j < d; ++j) {
+                double o = 0.0;
+                for (std::int64_t t = 0; t < s.tokens; ++t) o += w[static_cast<std::size_t>(t)] * at(c.v32, c.v16, base + t * d + j);
+                o /= sum;
+                const double got = out[(static_cast<std::size_t>(b) * s.q_heads + hq) * d + j];
+                worst = std::max(worst, std::fabs(got - o) / (std::fabs(o) + 1e-3));
+            }
+        }
+    return worst;
 }
 
 double stream_read_bandwidth(std::size_t bytes, int reps) {

@@ -31,6 +31,14 @@ void dense_decode_attention(const dense_cache& c, const float* q, float* out);
 /// Causal self-attention of a prompt: q [tokens][q_heads][d], k, v [tokens][kv_heads][d] -> out.
 void dense_prefill_attention(int tokens, int q_heads, int kv_heads, int d, const float* q, const float* k, const float* v, float* out);
 
+/// Largest relative error of dense_decode_attention against a double-precision evaluation on a
+/// small cache (batch 2, 2 KV heads, GQA 4, 1500 tokens): the baselines' self-check.
+double dense_baseline_error(bool half);
+
+/// Single-precision FMA throughput of all hardware threads (FMAs/s; 0 without AVX2/FMA): the
+/// compute roof that decode attention (one FMA per cached element per query head) runs into.
+double fma_peak();
+
 /// Read bandwidth in bytes/s: parallel sum over a buffer much larger than the caches (best of runs).
 double stream_read_bandwidth(std::size_t bytes, int reps);
 

@@ -129,6 +129,11 @@ PKV_AVX2 inline void accumulate_block(const std::uint32_t* codes, int row_words,
 
 } // namespace detail
 
+// table[index[0..7]] (byte indices).
+PKV_AVX2 inline __m256 gather8(const float* table, const std::uint8_t* index) {
+    return _mm256_i32gather_ps(table, _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(index))), 4);
+}
+
 struct avx2_ops {
     // helpers live in detail:: so the struct stays the list of primitives
 
@@ -180,6 +185,20 @@ struct avx2_ops {
         int i = 0;
         for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
         for (; i < n; ++i) y[i] = core::fma_exact(a, x[i], y[i]);
+    }
+
+    PKV_AVX2 static void add_gathered(float* s, const float* table, const std::uint8_t* index, int n) {
+        int i = 0;
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(s + i, _mm256_add_ps(_mm256_loadu_ps(s + i), gather8(table, index + i)));
+        core::scalar_ops::add_gathered(s + i, table, index + i, n - i);
+    }
+
+    PKV_AVX2 static void add_term_and_gathered(float* s, float z, const float* table, const std::uint8_t* index, int n) {
+        const __m256 vz = _mm256_set1_ps(z);
+        int i = 0;
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(s + i, _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(s + i), vz), gather8(table, index + i)));
+        core::scalar_ops::add_term_and_gathered(s + i, z, table, index + i, n - i);
     }
 
     PKV_AVX2 static float exponentiate(float* s, int n, float m) {
