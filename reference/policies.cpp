@@ -42,6 +42,14 @@ int nearest_l2(const float* x, const float* bank, int count, int d) {
     return core::nearest_pattern_l2(x, bank, count, d);
 }
 
+// Nearest pattern by min-max distance, likewise.
+int nearest_dmm(const float* x, const float* bank, int count, int d) {
+#if defined(__x86_64__)
+    if (simd::have_avx2()) return simd::avx2_distance::nearest_dmm(x, bank, count, d);
+#endif
+    return core::nearest_pattern_dmm(x, bank, count, d);
+}
+
 core::page_geometry channel_geometry(int d, int tokens, int bits, int group) {
     return {d, tokens, bits, bits, true, group, d, false};
 }
@@ -107,7 +115,7 @@ int channel_quantizer::align_prefill(std::span<const float> x, std::span<const f
     return nearest_l2(x.data(), bank.data(), n, d);
 }
 int channel_quantizer::align_flush(std::span<const float> x, std::span<const float> bank, int n) const {
-    return core::nearest_pattern_dmm(x.data(), bank.data(), n, d);
+    return nearest_dmm(x.data(), bank.data(), n, d);
 }
 int channel_quantizer::code_words() const { return channel_geometry(d, tokens, bits, group).k_code_words(); }
 int channel_quantizer::groups() const { return channel_geometry(d, tokens, bits, group).k_groups(); }
@@ -132,7 +140,7 @@ int token_quantizer::align_prefill(std::span<const float> x, std::span<const flo
     return nearest_l2(x.data(), bank.data(), n, d);
 }
 int token_quantizer::align_flush(std::span<const float> x, std::span<const float> bank, int n) const {
-    return core::nearest_pattern_dmm(x.data(), bank.data(), n, d);
+    return nearest_dmm(x.data(), bank.data(), n, d);
 }
 int token_quantizer::code_words() const { return token_geometry(d, tokens, bits, group).v_code_words(); }
 int token_quantizer::groups() const { return token_geometry(d, tokens, bits, group).v_groups(); }

@@ -76,6 +76,26 @@ TEST_CASE("squared L2 distance and nearest pattern: AVX2 equals core's lane orde
     }
 }
 
+TEST_CASE("min-max nearest pattern: AVX2 picks core's index (ties, zero ranges, signed zeros)") {
+    if (skip_without_avx2()) return;
+    for (int d : {8, 16, 64, 128, 136, 512}) {
+        auto bank = pkv_test::normal_floats(static_cast<std::uint64_t>(d) + 3, static_cast<std::size_t>(40) * d, 2.0f);
+        for (int j = 0; j < d; ++j) {  // exact ties and zero ranges: copies of one pattern, and of the query
+            bank[static_cast<std::size_t>(7) * d + j] = bank[static_cast<std::size_t>(3) * d + j];
+            bank[static_cast<std::size_t>(20) * d + j] = (j % 2 ? 0.0f : -0.0f);
+        }
+        for (int trial = 0; trial < 20; ++trial) {
+            auto x = pkv_test::normal_floats(static_cast<std::uint64_t>(d * 100 + trial), static_cast<std::size_t>(d), 2.0f);
+            if (trial % 4 == 1) std::copy(bank.begin() + 3 * d, bank.begin() + 4 * d, x.begin());
+            if (trial % 4 == 2)
+                for (int j = 0; j < d; ++j) x[static_cast<std::size_t>(j)] = (j % 3 ? -0.0f : 0.0f);
+            INFO("d " << d << " trial " << trial);
+            CHECK(patternkv::simd::avx2_distance::nearest_dmm(x.data(), bank.data(), 40, d) ==
+                  patternkv::core::nearest_pattern_dmm(x.data(), bank.data(), 40, d));
+        }
+    }
+}
+
 TEST_CASE("k-means with the AVX2 distance gives the scalar definition's centroids bit for bit") {
     if (skip_without_avx2()) return;
     for (int d : {8, 64, 128}) {

@@ -188,7 +188,7 @@ std::vector<float> clustered(int T, int heads, int d, int centres, std::uint64_t
     return x;
 }
 
-void bench_prefill(const options& o, json_writer& js) {
+void bench_prefill(const options& o, double fma_peak, json_writer& js) {
     const int T = 4096;
     fmt::print("\n== prefill at {} tokens: cache work (k-means + quantization) vs the prefill attention it accompanies ==\n", T);
     const auto q = pseudo_random(static_cast<std::size_t>(T) * q_heads * head_dim, 3, 1.0f);
@@ -203,7 +203,9 @@ void bench_prefill(const options& o, json_writer& js) {
     const double attn = median_seconds(reps, [&] {
         pkv_bench::dense_prefill_attention(T, q_heads, kv_heads, head_dim, q.data(), k0.data(), v0.data(), out.data());
     });
-    fmt::print("dense causal attention (fp32)         {:9.1f} ms\n", attn * 1e3);
+    const double fmas = static_cast<double>(T) * (T + 1) / 2.0 * q_heads * head_dim * 2.0;
+    fmt::print("dense causal attention (fp32)         {:9.1f} ms  ({:.0f}% of the FMA peak)\n", attn * 1e3,
+               fma_peak > 0 ? 100.0 * fmas / attn / fma_peak : 0.0);
     for (const auto& [input, kv] : inputs)
         for (const std::string m : {"kivi-2", "patternkv-2"}) {
             patternkv::layer_cache cache(method_config(m), 1, T);  // allocation is not cache work
@@ -296,7 +298,7 @@ int main(int argc, char** argv) {
     try {
         if (o.runs("decode")) bench_decode(o, bw, fma, js);
         if (o.runs("flush")) bench_flush(js);
-        if (o.runs("prefill")) bench_prefill(o, js);
+        if (o.runs("prefill")) bench_prefill(o, fma, js);
         if (o.runs("threads")) bench_threads(js);
     } catch (const std::exception& e) {
         fmt::print(stderr, "patternkv-bench: {}\n", e.what());

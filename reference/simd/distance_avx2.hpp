@@ -43,6 +43,16 @@ struct avx2_distance {
         for (int r = 0; r < R; ++r) out[r] = fold(acc[r]);
     }
 
+    /// Largest (Max) or smallest of 8 lanes.
+    template <bool Max>
+    PKV_AVX2 static float reduce(__m256 v) {
+        const auto op = [](__m128 a, __m128 b) { return Max ? _mm_max_ps(a, b) : _mm_min_ps(a, b); };
+        __m128 m = op(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        m = op(m, _mm_movehl_ps(m, m));
+        m = op(m, _mm_shuffle_ps(m, m, 1));
+        return _mm_cvtss_f32(m);
+    }
+
     /// core::fold_lanes of the 32 lanes held as four vectors (lanes 8v .. 8v + 7 in acc[v]).
     PKV_AVX2 static float fold(const __m256 (&acc)[4]) {
         const __m256 w16 = _mm256_add_ps(acc[0], acc[2]);  // lanes 0-7 (+16-23)
@@ -60,6 +70,31 @@ struct avx2_distance {
         int i = 0;
         for (; i + 2 <= n; i += 2) rows<2>(x, bank, which + i, d, out + i);
         for (; i < n; ++i) out[i] = sq_dist(x, bank + which[i] * d, d);
+    }
+
+    /// core::nearest_pattern_dmm for d % 8 == 0. Each residual x_j - m_j is the scalar one; max
+    /// and min are order-free in value, and only the sign of a zero range could differ, which no
+    /// comparison sees (-0 < +0 is false): the index is the definition's.
+    PKV_AVX2 static int nearest_dmm(const float* x, const float* bank, int count, int d) {
+        if (d % 8 != 0) return core::nearest_pattern_dmm(x, bank, count, d);
+        int best = 0;
+        float best_d = 0.0f;
+        for (int c = 0; c < count; ++c) {
+            const float* m = bank + c * d;
+            __m256 r = _mm256_sub_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(m));
+            __m256 lo = r, hi = r;
+            for (int j = 8; j < d; j += 8) {
+                r = _mm256_sub_ps(_mm256_loadu_ps(x + j), _mm256_loadu_ps(m + j));
+                lo = _mm256_min_ps(lo, r);
+                hi = _mm256_max_ps(hi, r);
+            }
+            const float dist = reduce<true>(hi) - reduce<false>(lo);
+            if (c == 0 || dist < best_d) {
+                best_d = dist;
+                best = c;
+            }
+        }
+        return best;
     }
 
     PKV_AVX2 static int nearest_l2(const float* x, const float* bank, int count, int d) {
