@@ -37,7 +37,9 @@ inline constexpr int max_bank_patterns = 256;
 
 /// Index of the lowest set bit of w (w != 0).
 PKV_HD int lowest_bit(std::uint32_t w) {
-#if defined(__CUDA_ARCH__) || defined(__HIP_DEVICE_COMPILE__)
+#if defined(__HIP_DEVICE_COMPILE__)
+    return __builtin_ctz(w);  // clang builtin: no HIP header needed
+#elif defined(__CUDA_ARCH__)
     return __ffs(static_cast<int>(w)) - 1;
 #else
     return std::countr_zero(w);

@@ -76,7 +76,7 @@ bool row_to_half(const const_tensor_view& v, std::int64_t i, std::int64_t j, std
 } // namespace
 
 void to_cache_half(const char* name, const const_tensor_view& v, std::vector<std::uint16_t>& out) {
-    const auto [a, b, c] = v.shape;
+    const std::int64_t a = v.shape[0], b = v.shape[1], c = v.shape[2];  // (lambdas below capture them)
     out.resize(static_cast<std::size_t>(a * b * c));
     // Rows convert in parallel (F16C where present: the same rounding as core::float_to_half);
     // an invalid element anywhere sends a sequential scan after the first one for the message.

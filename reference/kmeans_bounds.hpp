@@ -11,8 +11,9 @@
 // a 5-level fold, one subtraction and one product, the computed square q of a true distance D obeys
 // |q - D^2| <= 23 u D^2 + d 2^-150 (u = 2^-24; the last term is gradual underflow), i.e. within
 // relative 1.4e-6 and absolute 3.6e-43 for d <= 512. The bounds use 1e-5 and 1e-40, seven times the
-// worst case; the bounds' own double arithmetic errs below 1e-12 relative. The bounds never affect
-// which distances are compared, only whether one is evaluated: this is a CPU speed-up of core's step.
+// worst case, and every rounding of their own arithmetic (float square roots and centroid distances,
+// double sums) goes the safe way by an explicit factor. The bounds never affect which distances are
+// compared, only whether one is evaluated: this is a CPU speed-up of core's step.
 #include <algorithm>
 #include <bit>
 #include <cmath>
