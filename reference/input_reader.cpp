@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include <fmt/format.h>
 #include <tbb/blocked_range.h>
@@ -97,6 +98,19 @@ void to_cache_half(const char* name, const const_tensor_view& v, std::vector<std
 void to_finite_floats(const char* name, const const_tensor_view& v, std::vector<float>& out) {
     const auto [a, b, c] = v.shape;
     out.resize(static_cast<std::size_t>(a * b * c));
+    bool ok = true;  // fast path (contiguous f32 rows): copy, and check finiteness branch-free
+    if (v.type == dtype::f32 && v.strides[2] == 1) {
+        for (std::int64_t i = 0; i < a; ++i)
+            for (std::int64_t j = 0; j < b; ++j) {
+                const float* x = static_cast<const float*>(v.data) + v.offset(i, j, 0);
+                float* y = out.data() + (i * b + j) * c;
+                for (std::int64_t k = 0; k < c; ++k) {
+                    ok &= std::fabs(x[k]) <= std::numeric_limits<float>::max();
+                    y[k] = x[k];
+                }
+            }
+        if (ok) return;
+    }
     for (std::int64_t i = 0; i < a; ++i)
         for (std::int64_t j = 0; j < b; ++j)
             for (std::int64_t k = 0; k < c; ++k) {
