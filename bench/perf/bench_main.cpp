@@ -101,7 +101,7 @@ void bench_decode(const options& o, double stream_bw, double fma_peak, json_writ
     for (int batch : o.batches)
         for (std::int64_t ctx : o.contexts) {
             if (o.quick && batch > 1 && ctx > 4096) continue;
-            const int rounds = ctx >= 65536 ? 5 : 9;
+            const int rounds = ctx >= 65536 ? 9 : 11;
             const auto q = pseudo_random(static_cast<std::size_t>(batch) * q_heads * head_dim, 99, 1.0f);
             std::vector<float> out(q.size());
             std::vector<decode_subject> subjects;
