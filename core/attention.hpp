@@ -67,6 +67,10 @@ struct scalar_ops {
                 for (int j = 0; j < n; ++j) oh[j] = fma_exact(a, static_cast<float>(unpack_code(row, j0 + j, bits)), oh[j]);
             }
     }
+    /// y[i] = y[i] + a * x[i] (mul then add, never fused).
+    PKV_HD static void add_scaled(float a, const float* x, float* y, int n) {
+        for (int i = 0; i < n; ++i) y[i] = y[i] + a * x[i];
+    }
     /// s[i] = s[i] + table[index[i]] (the pattern term of the scores).
     PKV_HD static void add_gathered(float* s, const float* table, const std::uint8_t* index, int n) {
         for (int i = 0; i < n; ++i) s[i] = s[i] + table[index[i]];
@@ -280,14 +284,14 @@ PKV_HD void combine_splits(const float* recs, int splits, int d, int bank_capaci
         const float* r = recs + s * stride;
         const float alpha = exp_fixed(r[0] - big_m);
         big_l = big_l + alpha * r[1];
-        for (int j = 0; j < d; ++j) out[j] = out[j] + alpha * r[2 + j];
-        for (int c = 0; c < bank; ++c) hist_acc[c] = hist_acc[c] + alpha * r[2 + d + c];
+        Ops::add_scaled(alpha, r + 2, out, d);
+        Ops::add_scaled(alpha, r + 2 + d, hist_acc, bank);
     }
     for (int c = 0; c < bank; ++c) {
         if (hist_acc[c] == 0.0f) continue;
         float m[max_head_dim];
         Ops::halves(bank_v + c * d, d, m);
-        for (int j = 0; j < d; ++j) out[j] = out[j] + hist_acc[c] * m[j];
+        Ops::add_scaled(hist_acc[c], m, out, d);
     }
     for (int j = 0; j < d; ++j) out[j] = out[j] / big_l;
 }

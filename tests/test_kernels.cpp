@@ -225,6 +225,31 @@ TEST_CASE("add_gathered, add_term_and_gathered: AVX2 gather equals scalar for le
     }
 }
 
+TEST_CASE("dot and lane sum: AVX2 equals core's lane order for whole and partial 32-lane blocks") {
+    if (skip_without_avx2()) return;
+    for (int n : {1, 7, 31, 32, 33, 64, 95, 96, 128, 130, 256, 512}) {
+        const auto a = pkv_test::normal_floats(static_cast<std::uint64_t>(n) + 40, static_cast<std::size_t>(n), 3.0f);
+        const auto b = pkv_test::normal_floats(static_cast<std::uint64_t>(n) + 41, static_cast<std::size_t>(n), 3.0f);
+        const float d0 = patternkv::core::lane_dot(a.data(), b.data(), n), d1 = avx2_ops::dot(a.data(), b.data(), n);
+        const float s0 = patternkv::core::lane_sum(a.data(), n), s1 = patternkv::simd::lane_reduce_avx2<false>(a.data(), nullptr, n);
+        INFO("n " << n);
+        CHECK(std::memcmp(&d0, &d1, 4) == 0);
+        CHECK(std::memcmp(&s0, &s1, 4) == 0);
+    }
+}
+
+TEST_CASE("add_scaled: AVX2 (mul then add) equals scalar") {
+    if (skip_without_avx2()) return;
+    for (int n : {0, 1, 7, 8, 9, 31, 128, 257}) {
+        const auto x = pkv_test::normal_floats(static_cast<std::uint64_t>(n) + 60, static_cast<std::size_t>(n) + 1, 2.0f);
+        auto a = pkv_test::normal_floats(static_cast<std::uint64_t>(n) + 61, static_cast<std::size_t>(n) + 1, 2.0f), b = a;
+        scalar_ops::add_scaled(0.3711f, x.data(), a.data(), n);
+        avx2_ops::add_scaled(0.3711f, x.data(), b.data(), n);
+        INFO("n " << n);
+        CHECK(same_bits(a, b));
+    }
+}
+
 TEST_CASE("fma_accumulate: AVX2 equals scalar") {
     if (skip_without_avx2()) return;
     for (int n : {1, 8, 13, 128, 131}) {

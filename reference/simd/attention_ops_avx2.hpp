@@ -187,6 +187,13 @@ struct avx2_ops {
         for (; i < n; ++i) y[i] = core::fma_exact(a, x[i], y[i]);
     }
 
+    PKV_AVX2 static void add_scaled(float a, const float* x, float* y, int n) {
+        const __m256 va = _mm256_set1_ps(a);
+        int i = 0;
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(va, _mm256_loadu_ps(x + i))));
+        core::scalar_ops::add_scaled(a, x + i, y + i, n - i);
+    }
+
     PKV_AVX2 static void add_gathered(float* s, const float* table, const std::uint8_t* index, int n) {
         int i = 0;
         for (; i + 8 <= n; i += 8) _mm256_storeu_ps(s + i, _mm256_add_ps(_mm256_loadu_ps(s + i), gather8(table, index + i)));

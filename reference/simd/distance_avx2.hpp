@@ -7,6 +7,7 @@
 
 #include "core/patterns.hpp"
 #include "exp_avx2.hpp"
+#include "lanes_avx2.hpp"
 
 namespace patternkv::simd {
 
@@ -20,7 +21,7 @@ struct avx2_distance {
                 const __m256 t = _mm256_sub_ps(_mm256_loadu_ps(x + j0 + 8 * v), _mm256_loadu_ps(m + j0 + 8 * v));
                 acc[v] = _mm256_add_ps(acc[v], _mm256_mul_ps(t, t));
             }
-        return fold(acc);
+        return fold_lanes_avx2(acc);
     }
 
     /// sq_dist of x to R bank rows at once (x is loaded once for all of them).
@@ -40,7 +41,7 @@ struct avx2_distance {
                     acc[r][v] = _mm256_add_ps(acc[r][v], _mm256_mul_ps(t, t));
                 }
             }
-        for (int r = 0; r < R; ++r) out[r] = fold(acc[r]);
+        for (int r = 0; r < R; ++r) out[r] = fold_lanes_avx2(acc[r]);
     }
 
     /// Largest (Max) or smallest of 8 lanes.
@@ -53,16 +54,6 @@ struct avx2_distance {
         return _mm_cvtss_f32(m);
     }
 
-    /// core::fold_lanes of the 32 lanes held as four vectors (lanes 8v .. 8v + 7 in acc[v]).
-    PKV_AVX2 static float fold(const __m256 (&acc)[4]) {
-        const __m256 w16 = _mm256_add_ps(acc[0], acc[2]);  // lanes 0-7 (+16-23)
-        const __m256 w16b = _mm256_add_ps(acc[1], acc[3]); // lanes 8-15 (+24-31)
-        const __m256 w8 = _mm256_add_ps(w16, w16b);        // lanes 0-7 (+8-15)
-        const __m128 w4 = _mm_add_ps(_mm256_castps256_ps128(w8), _mm256_extractf128_ps(w8, 1));
-        const __m128 w2 = _mm_add_ps(w4, _mm_movehl_ps(w4, w4));
-        const __m128 w1 = _mm_add_ss(w2, _mm_shuffle_ps(w2, w2, 1));
-        return _mm_cvtss_f32(w1);
-    }
 
     /// out[i] = sq_dist(x, bank row which[i]) for i < n, two rows per pass over x.
     PKV_AVX2 static void sq_dists(const float* x, const float* bank, const int* which, int n, int d, float* out) {

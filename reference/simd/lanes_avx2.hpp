@@ -1,7 +1,7 @@
 #pragma once
 // core::lane_sum / core::lane_dot (reduce.hpp) with AVX2: the 32 logical lanes are four 8-wide
-// vectors over whole 32-element blocks; a partial last block goes lane by lane; then the scalar
-// butterfly. Same operations per lane, same bits.
+// vectors over whole 32-element blocks; a partial last block goes lane by lane; then the butterfly
+// (in vectors when there was no partial block). Same operations per lane, same bits.
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -9,6 +9,17 @@
 #include "exp_avx2.hpp"
 
 namespace patternkv::simd {
+
+/// core::fold_lanes of the 32 lanes held as four vectors (lanes 8v .. 8v + 7 in acc[v]).
+PKV_AVX2 inline float fold_lanes_avx2(const __m256 (&acc)[4]) {
+    const __m256 w16 = _mm256_add_ps(acc[0], acc[2]);  // lanes 0-7 (+16-23)
+    const __m256 w16b = _mm256_add_ps(acc[1], acc[3]); // lanes 8-15 (+24-31)
+    const __m256 w8 = _mm256_add_ps(w16, w16b);        // lanes 0-7 (+8-15)
+    const __m128 w4 = _mm_add_ps(_mm256_castps256_ps128(w8), _mm256_extractf128_ps(w8, 1));
+    const __m128 w2 = _mm_add_ps(w4, _mm_movehl_ps(w4, w4));
+    const __m128 w1 = _mm_add_ss(w2, _mm_shuffle_ps(w2, w2, 1));
+    return _mm_cvtss_f32(w1);
+}
 
 /// sum_j a[j] (Mul = false) or sum_j a[j] * b[j] (Mul = true, mul then add) in lane order.
 template <bool Mul>
@@ -26,6 +37,7 @@ PKV_AVX2 inline float lane_reduce_avx2(const float* a, const float* b, int n) {
         s2 = _mm256_add_ps(s2, term(j0 + 16));
         s3 = _mm256_add_ps(s3, term(j0 + 24));
     }
+    if (j0 == n) return fold_lanes_avx2({s0, s1, s2, s3});
     alignas(32) float lanes[core::reduction_lanes];
     _mm256_store_ps(lanes, s0);
     _mm256_store_ps(lanes + 8, s1);
