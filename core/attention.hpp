@@ -194,14 +194,16 @@ PKV_HD void page_accumulate_v(const page_geometry& g, const page_view& p, const 
                              hg.recs + 2 + gi * g.v_group, hg.rec_stride);
     }
     if (hg.qm == nullptr) return;
-    for (int w = 0; w < g.gate_words(); ++w)  // gated tokens in order, from the set bits (no data-dependent branch per token)
-        for (std::uint32_t bits = p.v_gate[w] & (R - 32 * w >= 32 ? ~0u : (1u << (R - 32 * w)) - 1u); bits != 0; bits &= bits - 1) {
+    for (int w = 0; w < g.gate_words(); ++w) {  // gated tokens in order, from the set bits (no branch per token)
+        const int in_word = R - 32 * w;           // tokens of the page in this word (bits past R are ignored)
+        for (std::uint32_t bits = p.v_gate[w] & (in_word >= 32 ? ~0u : (1u << in_word) - 1u); bits != 0; bits &= bits - 1) {
             const int t = 32 * w + lowest_bit(bits);
             for (int h = 0; h < hg.heads; ++h) {
                 float* hist = hg.recs + h * hg.rec_stride + 2 + g.d;
                 hist[p.v_index[t]] = hist[p.v_index[t]] + e[h * e_stride + t];
             }
         }
+    }
 }
 
 /// One history split [first, first + count) pages for a group of query heads. hist_entries:

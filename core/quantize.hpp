@@ -47,14 +47,21 @@ PKV_HD std::uint32_t quantize_value(float x, float s, float mn, int levels) {
 /// code * s + mn (mul then add, never fused).
 PKV_HD float dequantize_value(std::uint32_t code, float s, float mn) { return static_cast<float>(code) * s + mn; }
 
-/// Quantizes n values read with a stride into codes (one byte each) and returns the group's scale/min.
-PKV_HD scale_min quantize_group(const float* x, int n, int stride, int bits, std::uint8_t* codes) {
-    float mn = x[0], mx = x[0];
+/// Minimum and maximum of n values read with a stride, scanning in order (of +0 and -0 the first
+/// met is kept, which decides the sign of a zero extreme).
+PKV_HD void group_range(const float* x, int n, int stride, float* mn, float* mx) {
+    *mn = *mx = x[0];
     for (int i = 1; i < n; ++i) {
         const float v = x[i * stride];
-        mn = v < mn ? v : mn;
-        mx = v > mx ? v : mx;
+        *mn = v < *mn ? v : *mn;
+        *mx = v > *mx ? v : *mx;
     }
+}
+
+/// Quantizes n values read with a stride into codes (one byte each) and returns the group's scale/min.
+PKV_HD scale_min quantize_group(const float* x, int n, int stride, int bits, std::uint8_t* codes) {
+    float mn, mx;
+    group_range(x, n, stride, &mn, &mx);
     const int levels = (1 << bits) - 1;
     const scale_min sm = group_scale_min(mn, mx, levels);
     const float s = half_to_float(sm.scale), m = half_to_float(sm.min);

@@ -28,7 +28,7 @@ public:
     /// The step for up to `tokens` rows of `d` floats and `k` centroids.
     elkan_assignment(int tokens, int k, int d)
         : lower_(static_cast<std::size_t>(tokens) * k), upper_(tokens), others_(tokens), previous_(static_cast<std::size_t>(k) * d),
-          moved_(k), drift_(k), between_(static_cast<std::size_t>(k) * k), closest_other_(k), all_(k), which_(k), q_(k) {}
+          moved_(k), drift_(k), between_(static_cast<std::size_t>(k) * k), closest_other_(k), which_(k), q_(k) {}
 
     /// Same contract as core::full_assignment<Distance>::operator().
     void operator()(const float* x, int tokens, int d, const float* centroids, int k, int* assign) {
@@ -74,10 +74,10 @@ private:
     void store_lower(double* lo, int c, float q) const { lo[c] = (lower_from(q) + drift_[c]) * (1.0 - 2e-15); }
 
     void first_pass(const float* x, int tokens, int d, const float* centroids, int k, int* assign) {
-        for (int c = 0; c < k; ++c) all_[c] = c;
+        for (int c = 0; c < k; ++c) which_[c] = c;  // every centroid is a candidate
         for (int t = 0; t < tokens; ++t) {
             float* q = q_.data();
-            distances(x + static_cast<std::ptrdiff_t>(t) * d, centroids, all_.data(), k, d, q);
+            distances(x + static_cast<std::ptrdiff_t>(t) * d, centroids, which_.data(), k, d, q);
             double* lo = lower_.data() + static_cast<std::ptrdiff_t>(t) * k;
             int best = 0;
             for (int c = 0; c < k; ++c) {
@@ -157,17 +157,18 @@ private:
             const float qa = distance(row, centroids, a, d);
             up = upper_from(qa);
             const double r = reach(up);
-            if (!none_closer(t, a, up, r)) return evaluate(row, t, d, centroids, k, assigned, qa, r);
+            if (!none_closer(t, a, up, r)) return evaluate(row, t, d, centroids, k, assigned, qa, up, r);
         }
         upper_[t] = up;
     }
 
     // Evaluates the centroids the bounds cannot prune and picks the winner as core's scan does.
-    void evaluate(const float* row, int t, int d, const float* centroids, int k, int& assigned, float qa, double r) {
+    // qa: computed square distance to the assigned centroid, up and r its bound and reach.
+    void evaluate(const float* row, int t, int d, const float* centroids, int k, int& assigned, float qa, double up, double r) {
         double* lo = lower_.data() + static_cast<std::ptrdiff_t>(t) * k;
         const int a = assigned;
         const double* from_a = between_.data() + static_cast<std::size_t>(a) * k;
-        const double far = (upper_from(qa) + r) * slack;
+        const double far = (up + r) * slack;
         int n = 0;
         for (int c0 = 0; c0 < k; c0 += 64) {
             // A mask first: the tests are independent (no chain through n), and branch-free.
@@ -203,7 +204,7 @@ private:
     std::vector<double> moved_, drift_;  // [k] movement in the last call, and in all calls
     std::vector<double> between_;        // [k][k] lower bounds on D(c_a, c)
     std::vector<double> closest_other_;  // [k] min over c != a of between_[a][c]
-    std::vector<int> all_, which_;       // [k] centroid indices: all, and this token's candidates
+    std::vector<int> which_;             // [k] the centroids a token's distances are evaluated to
     std::vector<float> q_;               // [k] squared distances of the candidates
     double max_drift_ = 0.0;             // sum over calls of the largest movement
     std::int64_t evaluated_ = 0;

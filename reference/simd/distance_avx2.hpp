@@ -15,13 +15,10 @@ struct avx2_distance {
     /// lane_sq_dist(x, m, d) for any d (the vector path needs d % 8 == 0).
     PKV_AVX2 static float sq_dist(const float* x, const float* m, int d) {
         if (d % 8 != 0) return core::lane_sq_dist(x, m, d);
-        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-        for (int j0 = 0; j0 < d; j0 += 32)
-            for (int v = 0; v < 4 && j0 + 8 * v < d; ++v) {
-                const __m256 t = _mm256_sub_ps(_mm256_loadu_ps(x + j0 + 8 * v), _mm256_loadu_ps(m + j0 + 8 * v));
-                acc[v] = _mm256_add_ps(acc[v], _mm256_mul_ps(t, t));
-            }
-        return fold_lanes_avx2(acc);
+        const int first = 0;
+        float q;
+        rows<1>(x, m, &first, d, &q);
+        return q;
     }
 
     /// sq_dist of x to R bank rows at once (x is loaded once for all of them).
@@ -44,15 +41,6 @@ struct avx2_distance {
         for (int r = 0; r < R; ++r) out[r] = fold_lanes_avx2(acc[r]);
     }
 
-    /// Largest (Max) or smallest of 8 lanes.
-    template <bool Max>
-    PKV_AVX2 static float reduce(__m256 v) {
-        const auto op = [](__m128 a, __m128 b) { return Max ? _mm_max_ps(a, b) : _mm_min_ps(a, b); };
-        __m128 m = op(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        m = op(m, _mm_movehl_ps(m, m));
-        m = op(m, _mm_shuffle_ps(m, m, 1));
-        return _mm_cvtss_f32(m);
-    }
 
 
     /// out[i] = sq_dist(x, bank row which[i]) for i < n, two rows per pass over x.
@@ -79,7 +67,7 @@ struct avx2_distance {
                 lo = _mm256_min_ps(lo, r);
                 hi = _mm256_max_ps(hi, r);
             }
-            const float dist = reduce<true>(hi) - reduce<false>(lo);
+            const float dist = lanes_extreme_avx2<true>(hi) - lanes_extreme_avx2<false>(lo);
             if (c == 0 || dist < best_d) {
                 best_d = dist;
                 best = c;

@@ -21,6 +21,16 @@ PKV_AVX2 inline float fold_lanes_avx2(const __m256 (&acc)[4]) {
     return _mm_cvtss_f32(w1);
 }
 
+/// Largest (Max) or smallest of 8 lanes (exact in value; the sign of a zero result is unspecified).
+template <bool Max>
+PKV_AVX2 inline float lanes_extreme_avx2(__m256 v) {
+    const auto op = [](__m128 a, __m128 b) PKV_AVX2 { return Max ? _mm_max_ps(a, b) : _mm_min_ps(a, b); };
+    __m128 m = op(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = op(m, _mm_movehl_ps(m, m));
+    m = op(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+
 /// sum_j a[j] (Mul = false) or sum_j a[j] * b[j] (Mul = true, mul then add) in lane order.
 template <bool Mul>
 PKV_AVX2 inline float lane_reduce_avx2(const float* a, const float* b, int n) {

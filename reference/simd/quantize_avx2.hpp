@@ -13,6 +13,7 @@
 #include "core/page_layout.hpp"
 #include "core/quantize.hpp"
 #include "exp_avx2.hpp"
+#include "lanes_avx2.hpp"
 
 namespace patternkv::simd {
 
@@ -96,22 +97,9 @@ private:
             mn = _mm256_min_ps(v, mn);
             mx = _mm256_max_ps(v, mx);
         }
-        alignas(32) float a[8], b[8];
-        _mm256_store_ps(a, mn);
-        _mm256_store_ps(b, mx);
-        lo = a[0];
-        hi = b[0];
-        for (int l = 1; l < 8; ++l) {
-            lo = a[l] < lo ? a[l] : lo;
-            hi = b[l] > hi ? b[l] : hi;
-        }
-        if (lo == 0.0f || hi == 0.0f) {
-            lo = hi = x[0];
-            for (int j = 1; j < n; ++j) {
-                lo = x[j] < lo ? x[j] : lo;
-                hi = x[j] > hi ? x[j] : hi;
-            }
-        }
+        lo = lanes_extreme_avx2<false>(mn);
+        hi = lanes_extreme_avx2<true>(mx);
+        if (lo == 0.0f || hi == 0.0f) core::group_range(x, n, 1, &lo, &hi);
     }
 };
 
