@@ -126,13 +126,14 @@ void bench_decode(const options& o, double stream_bw, double fma_peak, json_writ
                     if (r >= 0) sub.times.push_back(pkv_bench::now_seconds() - t0);
                 }
             const double fmas = 2.0 * static_cast<double>(batch) * static_cast<double>(ctx) * kv_heads * head_dim * (q_heads / kv_heads);
-            double fp16_time = 0.0;
-            for (auto& sub : subjects) {
-                std::sort(sub.times.begin(), sub.times.end());
-                const double t = sub.times[sub.times.size() / 2];
-                if (sub.method == "fp16") fp16_time = t;
+            for (auto& sub : subjects) std::sort(sub.times.begin(), sub.times.end());
+            const auto median = [](const decode_subject& sub) { return sub.times[sub.times.size() / 2]; };
+            const double fp16_time =
+                median(*std::find_if(subjects.begin(), subjects.end(), [](const decode_subject& sub) { return sub.method == "fp16"; }));
+            for (const auto& sub : subjects) {
+                const double t = median(sub);
                 const double gbs = sub.bytes / t / 1e9, floor = std::max(sub.bytes / stream_bw, fma_peak > 0 ? fmas / fma_peak : 0.0);
-                const double fma_share = fma_peak > 0 ? fmas / t / fma_peak : 0.0, speedup = fp16_time > 0 ? fp16_time / t : 0.0;
+                const double fma_share = fma_peak > 0 ? fmas / t / fma_peak : 0.0, speedup = fp16_time / t;
                 fmt::print("{:>6} {:>5} {:<12} {:>9.3f} {:>9.1f} {:>7.2f} {:>7.0f}% {:>4.0f}% {:>9.3f} {:>7.2f}x\n", ctx, batch, sub.method,
                            t * 1e3, sub.bytes / 1e6, gbs, 100.0 * sub.bytes / t / stream_bw, 100.0 * fma_share, floor * 1e3, speedup);
                 js.add(fmt::format(R"({{"kind":"decode","method":"{}","context":{},"batch":{},"seconds":{:.6g},"bytes":{:.0f},"gb_per_s":{:.4g},"fraction_of_stream":{:.4g},"fraction_of_fma_peak":{:.4g},"roofline_seconds":{:.6g},"speedup_vs_fp16":{:.4g}}})",

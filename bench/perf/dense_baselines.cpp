@@ -18,6 +18,39 @@ namespace {
 
 constexpr int split_tokens = 1024;
 
+#if defined(__x86_64__)
+PKV_AVX2 inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+PKV_AVX2 float exp_sum_avx2(float* s, int n, float m) {
+    const __m256 vm = _mm256_set1_ps(m);
+    __m256 acc = _mm256_setzero_ps();
+    int t = 0;
+    for (; t + 8 <= n; t += 8) {
+        const __m256 e = patternkv::simd::exp_fixed_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + t), vm));
+        _mm256_storeu_ps(s + t, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    float L = hsum(acc);
+    for (; t < n; ++t) L += s[t] = std::exp(s[t] - m);
+    return L;
+}
+#endif
+
+// s[t] = exp(s[t] - m) in place; returns the sum.
+float exp_sum(float* s, int n, float m, [[maybe_unused]] bool simd) {
+#if defined(__x86_64__)
+    if (simd) return exp_sum_avx2(s, n, m);
+#endif
+    float L = 0.0f;
+    for (int t = 0; t < n; ++t) L += s[t] = std::exp(s[t] - m);
+    return L;
+}
+
 // Scores and softmax partials of one (sequence, KV head, split) for its G query heads, then the
 // V accumulation: K and V rows are read once for the whole group. Generic C++ path.
 template <class RowK, class RowV>
@@ -34,8 +67,7 @@ void split_generic(const RowK& row_k, const RowV& row_v, std::int64_t t0, std::i
     }
     for (int g = 0; g < G; ++g) {
         m[g] = *std::max_element(scores + g * n, scores + (g + 1) * n);
-        l[g] = 0.0f;
-        for (std::int64_t t = 0; t < n; ++t) l[g] += scores[g * n + t] = std::exp(scores[g * n + t] - m[g]);
+        l[g] = exp_sum(scores + g * n, static_cast<int>(n), m[g], false);
         std::fill(o + g * d, o + (g + 1) * d, 0.0f);
     }
     for (std::int64_t t = 0; t < n; ++t) {
@@ -48,12 +80,6 @@ void split_generic(const RowK& row_k, const RowV& row_v, std::int64_t t0, std::i
 #if defined(__x86_64__)
 PKV_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 PKV_AVX2 inline __m256 load8(const std::uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
-PKV_AVX2 inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 // Sum of each of 8 vectors, as one vector (hadd tree): out lane i = sum of v[i].
 PKV_AVX2 inline __m256 hsum8(const __m256 (&v)[8]) {
@@ -99,16 +125,7 @@ PKV_AVX2 void split_avx2(const T* k, const T* v, std::int64_t t0, std::int64_t n
     for (int g = 0; g < G; ++g) {
         float* s = scores + g * n;
         m[g] = *std::max_element(s, s + n);
-        const __m256 vm = _mm256_set1_ps(m[g]);
-        __m256 lsum = _mm256_setzero_ps();
-        std::int64_t i = 0;
-        for (; i + 8 <= n; i += 8) {
-            const __m256 e = patternkv::simd::exp_fixed_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + i), vm));
-            _mm256_storeu_ps(s + i, e);
-            lsum = _mm256_add_ps(lsum, e);
-        }
-        l[g] = hsum(lsum);
-        for (; i < n; ++i) l[g] += s[i] = std::exp(s[i] - m[g]);
+        l[g] = exp_sum_avx2(s, static_cast<int>(n), m[g]);
     }
     for (int j0 = 0; j0 < d; j0 += 16) {
         __m256 acc[4][2];
@@ -219,34 +236,6 @@ void dense_decode_attention(const dense_cache& c, const float* q, float* out) {
     });
 }
 
-namespace {
-
-#if defined(__x86_64__)
-PKV_AVX2 float exp_sum_avx2(float* s, int n, float m) {
-    const __m256 vm = _mm256_set1_ps(m);
-    __m256 acc = _mm256_setzero_ps();
-    int t = 0;
-    for (; t + 8 <= n; t += 8) {
-        const __m256 e = patternkv::simd::exp_fixed_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + t), vm));
-        _mm256_storeu_ps(s + t, e);
-        acc = _mm256_add_ps(acc, e);
-    }
-    float L = hsum(acc);
-    for (; t < n; ++t) L += s[t] = std::exp(s[t] - m);
-    return L;
-}
-#endif
-
-float exp_sum(float* s, int n, float m, [[maybe_unused]] bool simd) {
-#if defined(__x86_64__)
-    if (simd) return exp_sum_avx2(s, n, m);
-#endif
-    float L = 0.0f;
-    for (int t = 0; t < n; ++t) L += s[t] = std::exp(s[t] - m);
-    return L;
-}
-
-} // namespace
 
 #if defined(__x86_64__)
 // Scores of up to 8 queries (rows of q, already scaled) against keys [0, keys) of one head, with K
