@@ -47,6 +47,12 @@ double parse_double(const std::string& key, const std::string& text) {
     return v;
 }
 
+bool parse_bool(const std::string& key, const std::string& text) {
+    if (text == "true" || text == "1") return true;
+    if (text == "false" || text == "0") return false;
+    throw error(fmt::format("config key '{}': '{}' is not a boolean (true, false, 1 or 0)", key, text));
+}
+
 int parse_small_int(const std::string& key, const std::string& text) {
     const long long v = parse_int(key, text);
     if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
@@ -126,7 +132,7 @@ void config::set(const std::string& key, const std::string& value) {
     else if (key == "num_patterns") c.num_patterns = parse_small_int(key, value);
     else if (key == "pattern_window") c.pattern_window = parse_small_int(key, value);
     else if (key == "max_patterns") c.max_patterns = parse_small_int(key, value);
-    else if (key == "grow_patterns") c.grow_patterns = parse_int(key, value) != 0;
+    else if (key == "grow_patterns") c.grow_patterns = parse_bool(key, value);
     else if (key == "gate_alpha") c.gate_alpha = parse_double(key, value);
     else if (key == "kmeans_iterations") c.kmeans_iterations = parse_small_int(key, value);
     else if (key == "kmeans_tolerance") c.kmeans_tolerance = static_cast<float>(parse_double(key, value));

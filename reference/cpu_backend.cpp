@@ -171,24 +171,26 @@ public:
         });
     }
 
+    // A full window is flushed when the next token arrives, i.e. after the attention that saw it
+    // (method.md section 6): attention always sees 1..R window tokens.
     void append(layer_cache_state& s, std::span<const int> seqs, const std::uint16_t* xk, const std::uint16_t* xv) override {
         const int d = s.d(), R = s.geom.tokens;
         const auto n = static_cast<std::int64_t>(seqs.size());
         bool any_full = false;
+        for (std::int64_t i = 0; i < n; ++i) any_full |= s.window_count[seqs[i]] == R;
+        if (any_full)
+            tbb::parallel_for(std::int64_t{0}, n * s.heads() * 2, [&](std::int64_t task) {
+                const int seq = seqs[task / (2 * s.heads())];
+                if (s.window_count[seq] == R) flush_head(s, task % 2 == 1, seq, static_cast<int>(task / 2 % s.heads()));
+            });
         for (std::int64_t i = 0; i < n; ++i) {
-            const int seq = seqs[i], w = s.window_count[seq];
+            const int seq = seqs[i], w = s.window_count[seq] == R ? 0 : s.window_count[seq];
             for (int h = 0; h < s.heads(); ++h) {
                 const std::size_t src = (static_cast<std::size_t>(h) * n + i) * d;
                 std::copy_n(xk + src, d, s.window(false, seq, h) + static_cast<std::size_t>(w) * d);
                 std::copy_n(xv + src, d, s.window(true, seq, h) + static_cast<std::size_t>(w) * d);
             }
-            any_full |= w + 1 == R;
         }
-        if (!any_full) return;
-        tbb::parallel_for(std::int64_t{0}, n * s.heads() * 2, [&](std::int64_t task) {
-            const int seq = seqs[task / (2 * s.heads())];
-            if (s.window_count[seq] + 1 == R) flush_head(s, task % 2 == 1, seq, static_cast<int>(task / 2 % s.heads()));
-        });
     }
 
     void attend(const layer_cache_state& s, std::span<const int> seqs, const float* q, float* out) const override {

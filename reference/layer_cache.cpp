@@ -165,9 +165,11 @@ void layer_cache::append(std::span<const int> seqs, const_tensor_view k, const_t
 
     s.impl->append(s, seqs, s.in_k.data(), s.in_v.data());
     for (const int seq : seqs) {
-        if (++s.window_count[seq] < s.geom.tokens) continue;
-        ++s.pages[seq];
-        s.window_count[seq] = 0;
+        if (s.window_count[seq] == s.geom.tokens) {  // the backend flushed it before storing the new token
+            ++s.pages[seq];
+            s.window_count[seq] = 0;
+        }
+        ++s.window_count[seq];
     }
 }
 

@@ -430,8 +430,8 @@ std::uint64_t parse_layer(std::span<const std::uint8_t> image, std::uint64_t at,
     std::uint64_t longest = 0, payload = 0;
     for (std::uint64_t seq = 0; seq < B; ++seq) {
         const seq_entry& e = out.seqs[seq];
-        if (e.window_count >= R)
-            corrupt(fmt::format("layer {}, sequence {}: window_count = {} (must be < residual_length = {})", layer, seq,
+        if (e.window_count > R)
+            corrupt(fmt::format("layer {}, sequence {}: window_count = {} (must be <= residual_length = {})", layer, seq,
                                 e.window_count, R));
         const std::uint64_t tokens = static_cast<std::uint64_t>(e.pages) * R + e.window_count;
         if (tokens > static_cast<std::uint64_t>(h.max_tokens))

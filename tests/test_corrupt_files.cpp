@@ -267,7 +267,7 @@ TEST_CASE("sequence tables and payload contents that break invariants are named"
         return f;
     };
     const std::size_t t0 = l.layers[0].table;  // seq entries {pages, window_count} x 3, then bank entries x 6
-    expect_error(edited(t0 + 4, std::uint32_t{R}), "sequence 0: window_count = 16 (must be < residual_length = 16)");
+    expect_error(edited(t0 + 4, std::uint32_t{R + 1}), "sequence 0: window_count = 17 (must be <= residual_length = 16)");
     expect_error(edited(t0, std::uint32_t{1000}), "exceed the stored max_tokens");
     expect_error(edited(t0, std::uint32_t{0xffffffffu}), "exceed the stored max_tokens");
     expect_error(edited(t0 + 24, std::uint32_t{9}), "bank size 9 exceeds the bank capacity 8");

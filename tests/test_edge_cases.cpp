@@ -44,7 +44,7 @@ TEST_CASE("a prompt shorter than num_patterns uses its tokens as patterns") {
         for (int j = 0; j < d; ++j)
             CHECK(s.bank(false, 0, 1)[t * d + j] == patternkv::core::float_to_half(k[(static_cast<std::size_t>(t) * H + 1) * d + j]));
     check_attention(cache, 3);
-    append_rows(cache, k, v, 5, 100);  // flushes at 32, 64, 96 tokens
+    append_rows(cache, k, v, 5, 100);  // windows full at 32, 64, 96 tokens flush with the next token
     CHECK(cache.quantized_size(0) == 96);
     CHECK(cache.bank_size(0, 0, false) == 8);
     check_attention(cache, 4);
@@ -70,7 +70,13 @@ TEST_CASE("a prompt of exactly R tokens is quantized whole and V keeps flushing 
     CHECK(cache.memory().window_tokens == 0);
     CHECK(cache.bank_size(0, 0, true) == 32);
     append_rows(cache, k, v, R, 3 * R);
+    CHECK(cache.quantized_size(0) == 2 * R);  // the second window is full but flushes only with the next token
+    CHECK(cache.memory().window_tokens == R);
+    CHECK(cache.bank_size(0, 0, true) == 33);
+    check_attention(cache, 10);
+    append_rows(cache, k, v, 3 * R, 3 * R + 1);
     CHECK(cache.quantized_size(0) == 3 * R);
+    CHECK(cache.memory().window_tokens == 1);
     CHECK(cache.bank_size(0, 0, true) == 34);
     check_attention(cache, 10);
 }

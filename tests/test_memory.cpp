@@ -43,21 +43,29 @@ TEST_CASE("PatternKV-2, d=128, 2 KV heads, R=128: 300-token prompt") {
     CHECK_THROWS_AS(fill(cache, 0, 0), patternkv::error);  // prefill is refused on a non-empty sequence
 }
 
-TEST_CASE("after 84 decode tokens the window flushes into a third page and the banks grow by one") {
+TEST_CASE("after 84 decode tokens the window is full and unflushed; the next token flushes it and the banks grow by one") {
     patternkv::layer_cache cache(shape(patternkv::patternkv_config(2)), 1, 1024);
     const int H = 2, d = 128;
-    const auto k = pkv_test::synthetic_kv(3, 384, H, d, true);
-    const auto v = pkv_test::synthetic_kv(4, 384, H, d, false);
+    const auto k = pkv_test::synthetic_kv(3, 385, H, d, true);
+    const auto v = pkv_test::synthetic_kv(4, 385, H, d, false);
     cache.prefill(0, patternkv::view_f32(k.data(), 300, H, d), patternkv::view_f32(v.data(), 300, H, d));
-    for (int t = 300; t < 384; ++t)
+    auto append = [&](int t) {
         cache.append(patternkv::view_f32(k.data() + static_cast<std::size_t>(t) * H * d, 1, H, d),
                      patternkv::view_f32(v.data() + static_cast<std::size_t>(t) * H * d, 1, H, d));
-    const patternkv::memory_report m = cache.memory();
+    };
+    for (int t = 300; t < 384; ++t) append(t);
+    patternkv::memory_report m = cache.memory();  // attention of the 384th token sees a full window
+    CHECK(m.quantized_tokens == 256);
+    CHECK(m.window_tokens == 128);
+    CHECK(m.window_bytes == 2 * 2 * 128 * H * d);
+    CHECK(cache.bank_size(0, 1, true) == 32);
+    append(384);
+    m = cache.memory();
     CHECK(m.quantized_tokens == 384);
-    CHECK(m.window_tokens == 0);
+    CHECK(m.window_tokens == 1);
     CHECK(m.code_bytes == 6 * 2 * 4096);
     CHECK(m.bank_bytes == 2 * (33 + 33) * 128 * 2);
-    CHECK(m.window_bytes == 0);
+    CHECK(m.window_bytes == 2 * 2 * 1 * H * d);
     CHECK(cache.bank_size(0, 1, true) == 33);
 }
 

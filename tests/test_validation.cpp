@@ -79,6 +79,12 @@ TEST_CASE("invalid configurations name the field") {
     CHECK_THROWS_WITH_AS(c.set("gate", "sometimes"), doctest::Contains("gate"), patternkv::error);
     c.set("bits", "4");
     CHECK((c.k_bits == 4 && c.v_bits == 4));
+    c.set("grow_patterns", "false");
+    CHECK(!c.grow_patterns);
+    c.set("grow_patterns", "true");
+    CHECK(c.grow_patterns);
+    CHECK_THROWS_WITH_AS(c.set("grow_patterns", "yes"), doctest::Contains("not a boolean"), patternkv::error);
+    CHECK(c.grow_patterns);  // a rejected value leaves the field as it was
 }
 
 TEST_CASE("prefill rejects bad input and leaves the cache unchanged") {

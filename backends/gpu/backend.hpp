@@ -224,7 +224,7 @@ inline void gpu_backend::append(layer_cache_state& s, std::span<const int> seqs,
     for (int i = 0; i < n; ++i) {
         const int seq = seqs[i];
         meta_host_[meta_.seqs + i] = seq;
-        if (s.window_count[seq] + 1 != R_) continue;
+        if (s.window_count[seq] != R_) continue;  // full windows flush before the new token (cpu_backend.cpp)
         meta_host_[meta_.job_seq + jobs] = seq;
         meta_host_[meta_.job_page + jobs] = s.pages[seq];
         for (int kv = 0; kv < 2; ++kv)
@@ -239,8 +239,6 @@ inline void gpu_backend::append(layer_cache_state& s, std::span<const int> seqs,
     upload_meta(s);
     const int* m = meta_dev_.get();
     const int E = elementwise_threads;
-    gpu::launch(window_write_kernel, gpu::blocks_for(static_cast<std::int64_t>(n) * 2 * H * d_, E), E, "window_write", arrays_,
-                counters(), m + meta_.seqs, n, in_.get());
     if (jobs > 0) {
         const std::int64_t per = static_cast<std::int64_t>(R_) * d_;
         gpu::ensure_capacity(flush_rows_, static_cast<std::size_t>(jobs * 2 * H * per));
@@ -250,7 +248,11 @@ inline void gpu_backend::append(layer_cache_state& s, std::span<const int> seqs,
             gpu::launch(chebyshev_centre_kernel, gpu::blocks_for(static_cast<std::int64_t>(jobs) * 2 * H * d_, E), E,
                         "chebyshev_centre", arrays_, m + meta_.job_seq, jobs, m + meta_.centre_slot, flush_rows_.get());
         encode(jobs, 1, flush_rows_.get(), 2 * H * per, per, true, flush_resid_, flush_flags_);
+        for (int i = 0; i < jobs; ++i) meta_host_[meta_.window_count + meta_host_[meta_.job_seq + i]] = 0;  // emptied
+        gpu::copy_to_device(meta_dev_.get(), meta_host_.data(), meta_.total);
     }
+    gpu::launch(window_write_kernel, gpu::blocks_for(static_cast<std::int64_t>(n) * 2 * H * d_, E), E, "window_write", arrays_,
+                counters(), m + meta_.seqs, n, in_.get());
     gpu::check(gpu::synchronize(), "append");
     for (std::size_t i = 0; i < s.k_bank_size.size(); ++i) {
         s.k_bank_size[i] = meta_host_[meta_.k_bank_size + i];

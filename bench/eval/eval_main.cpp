@@ -42,6 +42,10 @@ void print_help() {
         "                      known: %s\n"
         "  --prefill P         tokens prefilled at full precision (default %d)\n"
         "  --tokens N          teacher-forced decode steps measured (default %d); the text needs P+N+1 tokens\n"
+        "  --chunks C          run the protocol on C windows of P+N+1 tokens spread over the text (default %d);\n"
+        "                      standard errors come from batch means over blocks of 32 predictions\n"
+        "  --ranges            after each prefill, print how much the patterns shrink or inflate the\n"
+        "                      quantized ranges, per layer, for K (fast/slow RoPE channels) and V\n"
         "  --set key=value     libpatternkv config override for every non-fp32 method (repeatable)\n"
         "  --json FILE         write the results as JSON\n"
         "  --plot FILE.svg     write KL and perplexity vs bits/element as SVG\n"
@@ -53,7 +57,7 @@ void print_help() {
         "Metrics cover the N predictions made by the decode steps (tokens P+1..P+N); KL and top-1 are\n"
         "against the fp32 cache; bits/element counts everything each cache stores; cache tok/s is the\n"
         "method's own append+attend time. Text gets BOS first when the model's tokenizer asks for it.\n",
-        default_text, fmt::format("{}", fmt::join(d.methods, ",")).c_str(), method_names_help().c_str(), d.prefill, d.tokens);
+        default_text, fmt::format("{}", fmt::join(d.methods, ",")).c_str(), method_names_help().c_str(), d.prefill, d.tokens, d.chunks);
 }
 
 int parse_int(const std::string& flag, const std::string& v, int lo) {
@@ -81,6 +85,7 @@ cli parse_args(int argc, char** argv) {
         const std::string a = argv[i];
         if (a == "--help" || a == "-h") { print_help(); std::exit(0); }
         if (a == "--quiet") { c.opt.progress = false; continue; }
+        if (a == "--ranges") { c.opt.ranges = true; continue; }
         if (i + 1 >= argc) throw eval_error(fmt::format("{} needs a value (see --help)", a));
         const std::string v = argv[++i];
         if (a == "--model") c.model_path = v;
@@ -89,6 +94,7 @@ cli parse_args(int argc, char** argv) {
         else if (a == "--methods") c.method_list = v;
         else if (a == "--prefill") c.opt.prefill = parse_int(a, v, 1);
         else if (a == "--tokens") c.opt.tokens = parse_int(a, v, 1);
+        else if (a == "--chunks") c.opt.chunks = parse_int(a, v, 1);
         else if (a == "--json") c.json_path = v;
         else if (a == "--plot") c.plot_path = v;
         else if (a == "--threads") c.threads = parse_int(a, v, 1);

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "eval_error.hpp"
+#include "pattern_ranges.hpp"
 
 namespace pkveval {
 namespace {
@@ -33,86 +34,166 @@ int log_softmax(const float* z, int n, std::vector<double>& out) {
     return arg;
 }
 
-struct accum {
-    double nll = 0.0, kl = 0.0;
+/// Per-prediction values of one method, over all chunks.
+struct samples {
+    std::vector<double> nll, kl, bits;
     int agree = 0;
 };
 
+/// Chunk start offsets: `chunks` windows of `need` tokens spread evenly over `available` tokens.
+std::vector<int> chunk_offsets(std::int64_t available, std::int64_t need, int chunks) {
+    std::vector<int> o(chunks, 0);
+    for (int c = 1; c < chunks; ++c) o[c] = static_cast<int>((available - need) * c / (chunks - 1));
+    return o;
+}
+
+/// Teacher-forced decoding of one chunk: step j feeds token P+j to every method and scores the
+/// prediction of token P+j+1 against fp32 (methods[0]).
+void decode_chunk(const transformer& tf, std::span<const int> chunk, int P, int N, std::vector<method_cache>& methods,
+                  std::vector<samples>& acc, std::vector<float>& logits, bool progress) {
+    const model_config& mc = tf.net().cfg;
+    const int B = static_cast<int>(methods.size()), Q = mc.q_dim(), KV = mc.kv_dim(), V = mc.vocab_size;
+    auto attend = [&](int layer, const float* q, const float* k, const float* v, float* out) {
+        for (int b = 0; b < B; ++b)  // one method at a time, so each one's timing is its own
+            methods[b].step(layer, q + static_cast<std::size_t>(b) * Q, k + static_cast<std::size_t>(b) * KV,
+                            v + static_cast<std::size_t>(b) * KV, out + static_cast<std::size_t>(b) * Q);
+    };
+    std::vector<double> ref, lp;
+    const auto t0 = clock_type::now();
+    int next_report = 0;
+    for (int j = 0; j < N; ++j) {
+        const std::vector<int> step_tokens(B, chunk[P + j]);
+        tf.decode(step_tokens, P + j, attend, logits.data());
+        const int target = chunk[P + j + 1];
+        const int ref_arg = log_softmax(logits.data(), V, ref);
+        for (int b = 0; b < B; ++b) {
+            const int arg = b == 0 ? ref_arg : log_softmax(logits.data() + static_cast<std::size_t>(b) * V, V, lp);
+            const std::vector<double>& mine = b == 0 ? ref : lp;
+            double kl = 0.0;
+            if (b != 0)
+                for (int i = 0; i < V; ++i) kl += std::exp(ref[i]) * (ref[i] - mine[i]);
+            acc[b].nll.push_back(-mine[target]);
+            acc[b].kl.push_back(kl);
+            acc[b].bits.push_back(methods[b].bits_per_element());  // what the cache held when it made this prediction
+            acc[b].agree += arg == ref_arg;
+        }
+        if (progress && (100 * (j + 1)) / N >= next_report) {
+            const double el = seconds_since(t0);
+            std::fprintf(stderr, "decode: %d/%d (%d%%)  %.2f steps/s  eta %.0f s\n", j + 1, N, 100 * (j + 1) / N, (j + 1) / el,
+                         el / (j + 1) * (N - j - 1));
+            next_report = (100 * (j + 1)) / N + 10;
+        }
+    }
+}
+
 } // namespace
+
+std::pair<double, double> mean_and_se(std::span<const double> values, int chunks, int block) {
+    if (values.empty()) return {0.0, 0.0};
+    const std::size_t per_chunk = values.size() / chunks;
+    std::vector<double> means;
+    double total = 0.0;
+    for (int c = 0; c < chunks; ++c) {
+        const std::size_t first = c * per_chunk, nblocks = std::max<std::size_t>(1, per_chunk / block);
+        for (std::size_t b = 0; b < nblocks; ++b) {
+            const std::size_t lo = first + b * block, hi = b + 1 == nblocks ? first + per_chunk : lo + block;
+            double sum = 0.0;
+            for (std::size_t i = lo; i < hi; ++i) sum += values[i];
+            means.push_back(sum / static_cast<double>(hi - lo));
+            total += sum;
+        }
+    }
+    const double mean = total / static_cast<double>(values.size());
+    if (means.size() < 2) return {mean, 0.0};
+    double var = 0.0;  // blocks of unequal length are rare (only a chunk's last); weighting them equally is fine here
+    double bm = 0.0;
+    for (double m : means) bm += m;
+    bm /= static_cast<double>(means.size());
+    for (double m : means) var += (m - bm) * (m - bm);
+    var /= static_cast<double>(means.size() - 1);
+    return {mean, std::sqrt(var / static_cast<double>(means.size()))};
+}
+
+double kivi_kl_at(const eval_report& r, double bits) {
+    std::vector<std::pair<double, double>> pts;  // (bits, ln KL)
+    for (const auto& m : r.results)
+        if (m.family == "kivi" && m.k_bits == m.v_bits && m.kl > 0) pts.emplace_back(m.bits_per_element, std::log(m.kl));
+    std::sort(pts.begin(), pts.end());
+    for (std::size_t i = 0; i + 1 < pts.size(); ++i) {
+        const auto [b0, l0] = pts[i];
+        const auto [b1, l1] = pts[i + 1];
+        if (bits >= b0 && bits <= b1 && b1 > b0) return std::exp(l0 + (l1 - l0) * (bits - b0) / (b1 - b0));
+    }
+    return std::nan("");
+}
 
 eval_report evaluate(const transformer& tf, std::span<const int> ids, const eval_options& opt) {
     const model_config& mc = tf.net().cfg;
-    const int P = opt.prefill, N = opt.tokens;
-    if (P < 1 || N < 1) throw eval_error(fmt::format("--prefill ({}) and --tokens ({}) must be at least 1", P, N));
-    if (static_cast<std::int64_t>(ids.size()) < static_cast<std::int64_t>(P) + N + 1)
-        throw eval_error(fmt::format("the text has {} tokens; --prefill {} and --tokens {} need at least {}", ids.size(), P, N, P + N + 1));
+    const int P = opt.prefill, N = opt.tokens, C = opt.chunks;
+    if (P < 1 || N < 1 || C < 1)
+        throw eval_error(fmt::format("--prefill ({}), --tokens ({}) and --chunks ({}) must be at least 1", P, N, C));
+    const std::int64_t need = static_cast<std::int64_t>(P) + N + 1;
+    if (static_cast<std::int64_t>(ids.size()) < need)
+        throw eval_error(fmt::format("the text has {} tokens; --prefill {} and --tokens {} need at least {}", ids.size(), P, N, need));
     if (P + N > mc.max_seq_len)
         std::fprintf(stderr, "warning: %d positions exceed the model's context length %d\n", P + N, mc.max_seq_len);
 
     std::vector<std::string> names = opt.methods;
     if (std::find(names.begin(), names.end(), "fp32") != names.end()) names.erase(std::find(names.begin(), names.end(), "fp32"));
     names.insert(names.begin(), "fp32");
-    std::vector<method_cache> methods;
-    for (const auto& n : names) methods.emplace_back(parse_method(n, opt.sets, mc), mc, static_cast<std::int64_t>(P) + N);
-    const int B = static_cast<int>(methods.size());
+    std::vector<method_spec> specs;
+    for (const auto& n : names) specs.push_back(parse_method(n, opt.sets, mc));
+    const int B = static_cast<int>(specs.size());
 
     eval_report rep;
     rep.prefill = P;
     rep.tokens = N;
-    auto t0 = clock_type::now();
-    if (opt.progress) std::fprintf(stderr, "prefill: %d tokens, %d layers ...\n", P, mc.n_layers);
-    const transformer::prefill_result pre = tf.prefill(ids.subspan(0, P), false);
-    for (auto& m : methods)
-        for (int l = 0; l < mc.n_layers; ++l) m.prefill(l, pre.k[l].data(), pre.v[l].data(), P);
-    rep.prefill_seconds = seconds_since(t0);
-    if (opt.progress) std::fprintf(stderr, "prefill done in %.1f s (caches filled for %d methods)\n", rep.prefill_seconds, B);
-
-    const int Q = mc.q_dim(), KV = mc.kv_dim(), V = mc.vocab_size;
-    auto attend = [&](int layer, const float* q, const float* k, const float* v, float* out) {
-        for (int b = 0; b < B; ++b)  // one method at a time, so each one's timing is its own
-            methods[b].step(layer, q + static_cast<std::size_t>(b) * Q, k + static_cast<std::size_t>(b) * KV,
-                            v + static_cast<std::size_t>(b) * KV, out + static_cast<std::size_t>(b) * Q);
-    };
-    std::vector<accum> acc(B);
-    std::vector<float> logits(static_cast<std::size_t>(B) * V);
+    rep.chunks = C;
+    rep.chunk_offsets = chunk_offsets(static_cast<std::int64_t>(ids.size()), need, C);
+    if (C > 1 && rep.chunk_offsets[1] < N && opt.progress)
+        std::fprintf(stderr, "warning: the text is short for %d chunks: decoded spans of neighbouring chunks overlap "
+                             "(offset step %d < %d decode tokens), so the standard errors are optimistic\n",
+                     C, rep.chunk_offsets[1], N);
+    std::vector<samples> acc(B);
+    std::vector<double> cache_seconds(B, 0.0);
+    std::vector<float> logits(static_cast<std::size_t>(B) * mc.vocab_size);
     std::vector<double> ref, lp;
-    t0 = clock_type::now();
-    int next_report = 0;
-    for (int j = 0; j < N; ++j) {
-        const std::vector<int> step_tokens(B, ids[P + j]);
-        tf.decode(step_tokens, P + j, attend, logits.data());
-        const int target = ids[P + j + 1];
-        const int ref_arg = log_softmax(logits.data(), V, ref);
-        for (int b = 0; b < B; ++b) {
-            const int arg = b == 0 ? ref_arg : log_softmax(logits.data() + static_cast<std::size_t>(b) * V, V, lp);
-            const std::vector<double>& mine = b == 0 ? ref : lp;
-            acc[b].nll -= mine[target];
-            double kl = 0.0;
-            if (b != 0)
-                for (int i = 0; i < V; ++i) kl += std::exp(ref[i]) * (ref[i] - mine[i]);
-            acc[b].kl += kl;
-            acc[b].agree += arg == ref_arg;
-        }
-        if (opt.progress && (100 * (j + 1)) / N >= next_report) {
-            const double el = seconds_since(t0);
-            std::fprintf(stderr, "decode: %d/%d (%d%%)  %.2f steps/s  eta %.0f s\n", j + 1, N, 100 * (j + 1) / N, (j + 1) / el,
-                         el / (j + 1) * (N - j - 1));
-            next_report = (100 * (j + 1)) / N + 5;
-        }
+    std::vector<method_cache> methods;
+    for (int c = 0; c < C; ++c) {
+        const std::span<const int> chunk = ids.subspan(rep.chunk_offsets[c], need);
+        methods.clear();
+        for (const auto& sp : specs) methods.emplace_back(sp, mc, static_cast<std::int64_t>(P) + N);
+        auto t0 = clock_type::now();
+        if (opt.progress) std::fprintf(stderr, "chunk %d/%d (tokens %d..): prefill %d tokens, %d layers ...\n", c + 1, C,
+                                       rep.chunk_offsets[c], P, mc.n_layers);
+        const transformer::prefill_result pre = tf.prefill(chunk.subspan(0, P), false);
+        for (auto& m : methods)
+            for (int l = 0; l < mc.n_layers; ++l) m.prefill(l, pre.k[l].data(), pre.v[l].data(), P);
+        rep.prefill_seconds += seconds_since(t0);
+        if (opt.ranges) std::printf("%s", format_range_report(methods, pre, mc, c).c_str());
+        if (opt.progress) std::fprintf(stderr, "prefill done in %.1f s (caches filled for %d methods)\n", seconds_since(t0), B);
+        decode_chunk(tf, chunk, P, N, methods, acc, logits, opt.progress);
+        rep.decode_seconds += seconds_since(t0);
+        for (int b = 0; b < B; ++b) cache_seconds[b] += methods[b].step_seconds();
     }
-    rep.decode_seconds = seconds_since(t0);
+    rep.decode_seconds -= rep.prefill_seconds;
     for (int b = 0; b < B; ++b) {
+        const method_spec& sp = methods[b].spec();
         method_result r;
-        r.method = methods[b].spec().name;
-        r.config = methods[b].spec().exact ? "" : methods[b].spec().cfg.describe();
-        r.bits_per_element = methods[b].bits_per_element();
+        r.method = sp.name;
+        r.family = sp.family;
+        r.k_bits = sp.exact ? 32 : sp.cfg.k_bits;
+        r.v_bits = sp.exact ? 32 : sp.cfg.v_bits;
+        r.config = sp.exact ? "" : sp.cfg.describe();
+        r.bits_per_element = mean_and_se(acc[b].bits, C, opt.se_block).first;
+        r.bits_at_end = methods[b].bits_per_element();
         r.cache_bytes = methods[b].bytes();
-        r.mean_nll = acc[b].nll / N;
+        std::tie(r.mean_nll, r.nll_se) = mean_and_se(acc[b].nll, C, opt.se_block);
+        std::tie(r.kl, r.kl_se) = mean_and_se(acc[b].kl, C, opt.se_block);
         r.ppl = std::exp(r.mean_nll);
-        r.kl = acc[b].kl / N;
-        r.top1 = static_cast<double>(acc[b].agree) / N;
-        r.cache_seconds = methods[b].step_seconds();
-        r.tokens_per_s = r.cache_seconds > 0 ? N / r.cache_seconds : 0.0;
+        r.top1 = static_cast<double>(acc[b].agree) / (static_cast<double>(N) * C);
+        r.cache_seconds = cache_seconds[b];
+        r.tokens_per_s = r.cache_seconds > 0 ? static_cast<double>(N) * C / r.cache_seconds : 0.0;
         rep.results.push_back(std::move(r));
     }
     return rep;

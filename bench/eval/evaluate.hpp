@@ -9,10 +9,16 @@
 /// attends over its cache; the step's logits predict token P+j+1. All metrics average these N
 /// predictions (tokens P+1..P+N). The prediction of token P made by the prefill is the same for
 /// every method and is left out.
+///
+/// With C > 1 chunks the protocol runs C times on windows of P + N + 1 tokens spread evenly over
+/// the text (fresh caches each time); metrics average all C * N predictions, and their standard
+/// errors come from batch means over blocks of `se_block` consecutive predictions (predictions
+/// next to each other are correlated, blocks far apart much less so).
 
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kv_method.hpp"
@@ -23,6 +29,9 @@ namespace pkveval {
 struct eval_options {
     int prefill = 1024;
     int tokens = 256;
+    int chunks = 1;     ///< windows of P + N + 1 tokens spread over the text
+    int se_block = 32;  ///< predictions per block for the batch-means standard errors
+    bool ranges = false;  ///< print the pattern range report (pattern_ranges.hpp) after each prefill
     std::vector<std::string> methods = default_methods();
     std::vector<setting> sets;
     bool progress = true;  ///< progress lines on stderr
@@ -31,12 +40,17 @@ struct eval_options {
 /// One row of the result table.
 struct method_result {
     std::string method;
+    std::string family;             ///< method name without bit widths (kv_method.hpp)
+    int k_bits = 32, v_bits = 32;   ///< code widths (32 for fp32)
     std::string config;             ///< library config summary ("" for fp32)
-    double bits_per_element = 0.0;  ///< over all layers at the end (K and V, everything stored)
+    double bits_per_element = 0.0;  ///< stored bits per K/V element when each prediction was made, averaged over them
+    double bits_at_end = 0.0;       ///< over all layers at the end of the last chunk (everything stored)
     std::uint64_t cache_bytes = 0;  ///< summed over layers at the end
     double mean_nll = 0.0;          ///< nats per predicted token
     double ppl = 0.0;               ///< exp(mean_nll)
     double kl = 0.0;                ///< mean KL(fp32 || method) of the next-token distributions, nats
+    double kl_se = 0.0;             ///< standard error of kl (batch means)
+    double nll_se = 0.0;            ///< standard error of mean_nll = ln ppl (batch means)
     double top1 = 0.0;              ///< fraction of steps whose argmax equals fp32's
     double cache_seconds = 0.0;     ///< time in the method's append + attend calls
     double tokens_per_s = 0.0;      ///< N / cache_seconds
@@ -44,10 +58,21 @@ struct method_result {
 
 struct eval_report {
     std::string model, text;
-    int prefill = 0, tokens = 0;
+    int prefill = 0, tokens = 0, chunks = 1;
+    std::vector<int> chunk_offsets;  ///< first token of each chunk
     double prefill_seconds = 0.0, decode_seconds = 0.0;
     std::vector<method_result> results;  ///< results[0] is fp32, the reference
 };
+
+/// Mean and batch-means standard error of per-prediction values laid out as `chunks` runs of
+/// equal length; blocks of `block` values never cross a chunk boundary (a last short block of a
+/// chunk joins the one before it). SE is 0 with fewer than 2 blocks.
+std::pair<double, double> mean_and_se(std::span<const double> values, int chunks, int block);
+
+/// KIVI's KL at `bits` per element, interpolated log-linearly between the two nearest KIVI points
+/// of the report (methods named kivi-B or kivi-B-B); NaN without two KIVI points or outside their
+/// range. The yardstick for comparisons at equal storage.
+double kivi_kl_at(const eval_report& r, double bits);
 
 /// Runs the protocol on `ids` (already tokenized, BOS included when the model wants it). fp32 is
 /// added first when `opt.methods` lacks it, as the KL/top-1 reference. Throws eval_error when the

@@ -16,45 +16,73 @@
 namespace pkveval {
 
 std::string method_names_help() {
-    return "fp32, kivi-B, pertoken-B, patternkv-B, patternkv-B-nogate (B = 2, 3, 4 or 8 bits for K and V)";
+    return "fp32, kivi-B, pertoken-B, patternkv-B, patternkv-B-nogate; B = 2, 3, 4 or 8 bits for K and V, "
+           "or K-V for separate widths (kivi-4-2: K 4 bits, V 2 bits); +key=value appends a config setting "
+           "for that method only (patternkv-2+num_patterns=8)";
 }
 
 std::vector<std::string> default_methods() {
-    return {"fp32", "kivi-4", "pertoken-4", "patternkv-4", "kivi-2", "pertoken-2", "patternkv-2", "patternkv-2-nogate"};
+    return {"fp32", "kivi-4", "kivi-3", "kivi-2", "patternkv-4", "patternkv-3", "patternkv-2", "pertoken-4", "patternkv-2-nogate"};
 }
+
+namespace {
+
+/// "4" -> 4; anything but a plain positive integer -> -1.
+int parse_bits(std::string_view s) {
+    int b = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), b);
+    return ec == std::errc() && p == s.data() + s.size() && b > 0 ? b : -1;
+}
+
+} // namespace
 
 method_spec parse_method(const std::string& name, const std::vector<setting>& sets, const model_config& mc) {
     method_spec s;
     s.name = name;
     if (name == "fp32") {
         s.exact = true;
+        s.family = "fp32";
         return s;
     }
-    auto parse_bits = [&](std::string_view rest, std::string_view suffix) -> int {
-        if (rest.size() <= suffix.size() || rest.substr(rest.size() - suffix.size()) != suffix) return -1;
-        rest.remove_suffix(suffix.size());
-        int b = 0;
-        auto [p, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), b);
-        return ec == std::errc() && p == rest.data() + rest.size() ? b : -1;
-    };
-    int bits = -1;
-    const std::string_view n(name);
-    if (n.starts_with("kivi-") && (bits = parse_bits(n.substr(5), "")) > 0) {
-        s.cfg = patternkv::kivi_config(bits);
-    } else if (n.starts_with("pertoken-") && (bits = parse_bits(n.substr(9), "")) > 0) {
-        s.cfg = patternkv::per_token_config(bits);
-    } else if (n.starts_with("patternkv-") && (bits = parse_bits(n.substr(10), "-nogate")) > 0) {
-        s.cfg = patternkv::patternkv_config(bits);
-        s.cfg.gate = patternkv::gate_mode::always;
-    } else if (n.starts_with("patternkv-") && (bits = parse_bits(n.substr(10), "")) > 0) {
-        s.cfg = patternkv::patternkv_config(bits);
-    } else {
-        throw eval_error(fmt::format("unknown method '{}' (known: {})", name, method_names_help()));
+    // family-K[-V][-nogate][+key=value...]
+    const std::string_view full(name);
+    const std::string_view base = full.substr(0, full.find('+'));
+    std::vector<setting> own;  // settings of this method only
+    for (std::string_view rest = full.substr(base.size()); !rest.empty();) {
+        rest.remove_prefix(1);
+        const std::string_view item = rest.substr(0, rest.find('+'));
+        rest.remove_prefix(item.size());
+        const auto eq = item.find('=');
+        if (eq == std::string_view::npos || eq == 0)
+            throw eval_error(fmt::format("method '{}': '{}' is not key=value", name, item));
+        own.emplace_back(std::string(item.substr(0, eq)), std::string(item.substr(eq + 1)));
     }
+    std::vector<std::string_view> parts;
+    for (std::string_view rest(base);;) {
+        const auto dash = rest.find('-');
+        parts.push_back(rest.substr(0, dash));
+        if (dash == std::string_view::npos) break;
+        rest.remove_prefix(dash + 1);
+    }
+    const bool nogate = parts.size() > 2 && parts.back() == "nogate";
+    if (nogate) parts.pop_back();
+    const int kb = parts.size() >= 2 ? parse_bits(parts[1]) : -1;
+    const int vb = parts.size() == 3 ? parse_bits(parts[2]) : parts.size() == 2 ? kb : -1;
+    const std::string_view fam = parts[0];
+    const bool known = fam == "kivi" || fam == "pertoken" || fam == "patternkv";
+    if (!known || kb < 0 || vb < 0 || (nogate && fam != "patternkv"))
+        throw eval_error(fmt::format("unknown method '{}' (known: {})", name, method_names_help()));
+    s.cfg = fam == "kivi" ? patternkv::kivi_config(kb) : fam == "pertoken" ? patternkv::per_token_config(kb)
+                                                                              : patternkv::patternkv_config(kb);
+    s.cfg.v_bits = vb;
+    if (nogate) s.cfg.gate = patternkv::gate_mode::always;
+    s.family = std::string(fam) + (nogate ? "-nogate" : "") + std::string(full.substr(base.size()));
     s.cfg.head_dim = mc.head_dim;
     s.cfg.num_kv_heads = mc.n_kv_heads;
     s.cfg.num_q_heads = mc.n_heads;
-    for (const auto& [key, value] : sets) {
+    std::vector<setting> all = sets;
+    all.insert(all.end(), own.begin(), own.end());  // a method's own settings win
+    for (const auto& [key, value] : all) {
         try {
             s.cfg.set(key, value);
         } catch (const patternkv::error& e) {

@@ -17,6 +17,7 @@ namespace pkveval {
 /// A method to evaluate: "fp32" (exact cache in this runner) or a libpatternkv config.
 struct method_spec {
     std::string name;
+    std::string family;        ///< the name without its bit widths: "kivi", "patternkv-nogate", "fp32"
     bool exact = false;        ///< fp32: no library, exact attention
     patternkv::config cfg;     ///< library config (shape filled from the model)
 };
@@ -27,7 +28,7 @@ using setting = std::pair<std::string, std::string>;
 std::string method_names_help();
 /// The default method list, in table order.
 std::vector<std::string> default_methods();
-/// "kivi-2" -> kivi_config(2) with the model's shape and every `sets` entry applied (not for fp32).
+/// "kivi-2" -> kivi_config(2), "patternkv-4-2" -> K 4 bits, V 2 bits, with the model's shape and every `sets` entry applied (not for fp32).
 /// Throws eval_error for unknown names and for settings the library rejects.
 method_spec parse_method(const std::string& name, const std::vector<setting>& sets, const model_config& mc);
 
@@ -44,6 +45,8 @@ public:
     void step(int layer, const float* q, const float* k, const float* v, float* out);
 
     const method_spec& spec() const { return spec_; }
+    /// The library caches, one per layer (empty for fp32).
+    const std::vector<patternkv::layer_cache>& layers() const { return caches_; }
     /// Stored bits per cached K/V scalar summed over layers (32 for fp32).
     double bits_per_element() const;
     /// Bytes held, summed over layers.

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -36,6 +38,14 @@ std::string escape(const std::string& s) {
     return o;
 }
 
+const char* family_colour(const std::string& family) {
+    if (family.starts_with("patternkv-nogate")) return "#e67e22";
+    if (family.starts_with("patternkv")) return "#c0392b";
+    if (family.starts_with("kivi")) return "#2471a3";
+    if (family.starts_with("pertoken")) return "#7d3c98";
+    return "#1e8449";
+}
+
 std::string draw_panel(const panel& p, const eval_report& r, bool kl, const std::string& title, const std::string& ylabel) {
     std::string s = fmt::format(R"(<rect x="{}" y="{}" width="{}" height="{}" fill="none" stroke="#444"/>)"
                                 "\n<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n",
@@ -58,6 +68,18 @@ std::string draw_panel(const panel& p, const eval_report& r, bool kl, const std:
                      p.x0 + p.w / 2, p.y0 + p.h + 34);
     s += fmt::format("<text transform=\"translate({},{}) rotate(-90)\" text-anchor=\"middle\" font-size=\"12\">{}</text>\n", p.x0 - 48,
                      p.y0 + p.h / 2, escape(ylabel));
+    // one line per method family (bits ascending): the Pareto view, KIVI's line as the yardstick
+    std::map<std::string, std::vector<const method_result*>> families;
+    for (const auto& m : r.results)
+        if (m.bits_per_element <= p.xmax) families[m.family + (m.k_bits == m.v_bits ? "" : " (K!=V)")].push_back(&m);
+    for (auto& [fam, pts] : families) {
+        if (pts.size() < 2) continue;
+        std::sort(pts.begin(), pts.end(), [](auto* a, auto* b) { return a->bits_per_element < b->bits_per_element; });
+        std::string path;
+        for (const auto* m : pts) path += fmt::format("{:.1f},{:.1f} ", p.px(m->bits_per_element), p.py(kl ? m->kl : m->ppl));
+        s += fmt::format("<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"{}\"/>\n", path,
+                         family_colour(fam), fam == "kivi" ? 2.5 : 1.5);
+    }
     bool broken = false;
     for (const auto& m : r.results) {
         // fp32 (32 bits) would squeeze the quantized methods into a corner: it sits on the right
@@ -66,8 +88,10 @@ std::string draw_panel(const panel& p, const eval_report& r, bool kl, const std:
         broken = broken || off_axis;
         const double x = off_axis ? p.x0 + p.w : p.px(m.bits_per_element), y = p.py(kl ? m.kl : m.ppl);
         const std::string label = off_axis ? fmt::format("{} ({:.0f} bits)", m.method, m.bits_per_element) : m.method;
-        const char* colour = m.method.find("patternkv") == 0 ? "#c0392b" : m.method.find("kivi") == 0 ? "#2471a3"
-                           : m.method.find("pertoken") == 0 ? "#7d3c98" : "#1e8449";
+        const char* colour = family_colour(m.family);
+        if (kl && m.kl_se > 0)  // error bar: mean KL +- one standard error
+            s += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1:.1f}\" x2=\"{0:.1f}\" y2=\"{2:.1f}\" stroke=\"{3}\"/>\n", x,
+                             p.py(m.kl + m.kl_se), p.py(std::max(m.kl - m.kl_se, m.kl * 1e-3)), colour);
         s += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"4.5\" fill=\"{}\"/><text x=\"{:.1f}\" y=\"{:.1f}\" font-size=\"11\" "
                          "fill=\"{}\">{}</text>\n",
                          x, y, colour, off_axis ? x - 7 : x + 7, y - 6, colour, escape(label));
@@ -96,8 +120,9 @@ std::string format_svg(const eval_report& r) {
     const panel b{600, 60, 420, 320, 0, a.xmax, py0, py1, true};
     std::string s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1080\" height=\"460\" font-family=\"sans-serif\">\n"
                     "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-    s += fmt::format("<text x=\"540\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">{} on {}: prefill {}, decode {} tokens</text>\n",
-                     escape(r.model), escape(r.text), r.prefill, r.tokens);
+    s += fmt::format("<text x=\"540\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">{} on {}: {} x (prefill {}, decode {} tokens); "
+                     "lines join each method family, bars are +-1 standard error</text>\n",
+                     escape(r.model), escape(r.text), r.chunks, r.prefill, r.tokens);
     s += draw_panel(a, r, true, "KL(fp32 || method), nats/token (log scale)", "mean KL");
     s += draw_panel(b, r, false, "perplexity of the decoded tokens (log scale)", "perplexity");
     return s + "</svg>\n";

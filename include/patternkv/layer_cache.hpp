@@ -55,7 +55,10 @@ public:
     void prefill(int seq, const_tensor_view k, const_tensor_view v);
 
     /// Appends one decode token to each sequence listed in `seqs` (distinct, in any order).
-    /// k, v: [seqs.size(), num_kv_heads, head_dim]. A sequence whose window becomes full is flushed.
+    /// k, v: [seqs.size(), num_kv_heads, head_dim]. A sequence whose window is already full
+    /// (residual_length tokens, seen by the previous attend) is first flushed into a new page, so
+    /// after append the window holds 1..residual_length tokens and attend always sees the newest one
+    /// unquantized.
     void append(std::span<const int> seqs, const_tensor_view k, const_tensor_view v);
     /// Appends one token to every sequence: k, v [batch, num_kv_heads, head_dim].
     void append(const_tensor_view k, const_tensor_view v);
