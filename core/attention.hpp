@@ -137,7 +137,7 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
             for (int h = 0; h < hg.heads; ++h) {
                 const float zero_term = Ops::dot(hg.q_tau + h * d, mn, d);
                 float* s = scores + h * score_stride + t0;
-                if (hg.qm != nullptr) {
+                if (hg.qm != nullptr && g.k_patterns) {
                     Ops::add_term_and_gathered(s, zero_term, hg.qm + h * hg.qm_stride, p.k_index + t0, g.k_group);
                 } else {
                     for (int t = 0; t < g.k_group; ++t) s[t] = s[t] + zero_term;
@@ -162,7 +162,7 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
                 }
                 scores[h * score_stride + t] = total;
             }
-            if (hg.qm != nullptr) Ops::add_gathered(scores + h * score_stride, hg.qm + h * hg.qm_stride, p.k_index, g.tokens);
+            if (hg.qm != nullptr && g.k_patterns) Ops::add_gathered(scores + h * score_stride, hg.qm + h * hg.qm_stride, p.k_index, g.tokens);
         }
     }
 }

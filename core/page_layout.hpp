@@ -7,7 +7,8 @@
 //            per-token:   [R][words_for_codes(d, kb)]  (codes packed along channels)
 //   K scale/min per-channel: [R / k_group][d];  per-token: [R][d / k_token_group]
 //   V codes  [R][words_for_codes(d, vb)];  V scale/min [R][d / v_group]
-//   K and V pattern index: [R] bytes each; V gate bits: [ceil(R / 32)] words (only with patterns)
+//   V pattern index: [R] bytes; V gate bits: [ceil(R / 32)] words (only with patterns)
+//   K pattern index: [R] bytes (only with patterns and config::k_patterns)
 
 #include <cstdint>
 
@@ -24,7 +25,8 @@ struct page_geometry {
     bool k_per_channel;
     int k_group;        ///< per-channel: tokens per group; per-token: channels per group
     int v_group;        ///< channels per V group
-    bool patterns;      ///< pattern indices and gate bits are stored
+    bool patterns;      ///< V pattern indices and gate bits are stored
+    bool k_patterns;    ///< K is aligned to patterns too: K pattern indices are stored (config::k_patterns)
 
     PKV_HD int k_row_words() const { return k_per_channel ? words_for_codes(tokens, k_bits) : words_for_codes(d, k_bits); }
     PKV_HD int k_code_words() const { return (k_per_channel ? d : tokens) * k_row_words(); }
@@ -32,12 +34,13 @@ struct page_geometry {
     PKV_HD int v_row_words() const { return words_for_codes(d, v_bits); }
     PKV_HD int v_code_words() const { return tokens * v_row_words(); }
     PKV_HD int v_groups() const { return tokens * (d / v_group); }
-    PKV_HD int index_bytes() const { return patterns ? tokens : 0; }
+    PKV_HD int v_index_bytes() const { return patterns ? tokens : 0; }
+    PKV_HD int k_index_bytes() const { return patterns && k_patterns ? tokens : 0; }
     PKV_HD int gate_words() const { return patterns ? (tokens + 31) / 32 : 0; }
     /// Bytes one page stores (K and V, everything).
     PKV_HD std::uint64_t page_bytes() const {
         return 4ull * (k_code_words() + v_code_words() + gate_words()) +
-               sizeof(scale_min) * static_cast<std::uint64_t>(k_groups() + v_groups()) + 2ull * index_bytes();
+               sizeof(scale_min) * static_cast<std::uint64_t>(k_groups() + v_groups()) + k_index_bytes() + v_index_bytes();
     }
 };
 
@@ -82,8 +85,8 @@ struct head_pages {
 
     PKV_HD page_view page(int i) const {
         return {k_codes + static_cast<std::int64_t>(i) * g.k_code_words(), k_sm + static_cast<std::int64_t>(i) * g.k_groups(),
-                k_index + static_cast<std::int64_t>(i) * g.index_bytes(), v_codes + static_cast<std::int64_t>(i) * g.v_code_words(),
-                v_sm + static_cast<std::int64_t>(i) * g.v_groups(), v_index + static_cast<std::int64_t>(i) * g.index_bytes(),
+                k_index + static_cast<std::int64_t>(i) * g.k_index_bytes(), v_codes + static_cast<std::int64_t>(i) * g.v_code_words(),
+                v_sm + static_cast<std::int64_t>(i) * g.v_groups(), v_index + static_cast<std::int64_t>(i) * g.v_index_bytes(),
                 v_gate + static_cast<std::int64_t>(i) * g.gate_words()};
     }
 };

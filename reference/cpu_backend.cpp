@@ -53,7 +53,7 @@ void encode_pages(layer_cache_state& s, bool v, int seq, int h, const std::uint1
             const float* row = rows + t * d;
             float* out = resid + t * d;
             std::copy(row, row + d, out);
-            if (!s.has_patterns()) continue;
+            if (!s.side_has_patterns(v)) continue;
             const std::span<const float> xs(row, d);
             int a = 0;
             bool residual = false;
@@ -99,7 +99,7 @@ void mine_bank(layer_cache_state& s, bool v, int seq, int h, const std::uint16_t
 void flush_head(layer_cache_state& s, bool v, int seq, int h) {
     const int d = s.d(), R = s.geom.tokens;
     const std::uint16_t* w = s.window(v, seq, h);
-    if (s.has_patterns()) {
+    if (s.side_has_patterns(v)) {
         int& nb = (v ? s.v_bank_size : s.k_bank_size)[s.sh(seq, h)];
         if (nb < s.bank_capacity) {
             std::vector<float>& buf = s.scratch(static_cast<std::size_t>(R * d + d));
@@ -165,7 +165,7 @@ public:
             const bool isv = task % 2 == 1;
             const int h = task / 2;
             const std::uint16_t* x = (isv ? xv : xk) + static_cast<std::size_t>(h) * T * s.d();
-            if (s.has_patterns()) mine_bank(s, isv, seq, h, x, T);
+            if (s.side_has_patterns(isv)) mine_bank(s, isv, seq, h, x, T);
             encode_pages(s, isv, seq, h, x, 0, full, false);
             std::copy(x + static_cast<std::size_t>(full) * R * s.d(), x + static_cast<std::size_t>(T) * s.d(), s.window(isv, seq, h));
         });
@@ -207,7 +207,7 @@ public:
         const int i = task / H, h = task % H, seq = seqs[i];
         const std::size_t q0 = qh_index(i, h * G);
         for (std::size_t e = q0 * d; e < (q0 + G) * d; ++e) s.q_tau[e] = q[e] * tau;
-        if (!s.has_patterns()) return;
+        if (!s.side_has_patterns(false)) return;  // no K pattern term (core::page_scores skips it)
         const int nb = s.k_bank_size[s.sh(seq, h)];
         run_pattern_scores(s.q_tau.data() + q0 * d, s.bank(false, seq, h), nb, d, s.qm.data() + q0 * cap, G, cap);
         for (int g = 0; g < G; ++g)

@@ -33,7 +33,7 @@ void layer_cache::dequantize(int seq, tensor_view k, tensor_view v) const {
                 const core::page_view pv = hp.page(p);
                 core::dequantize_k_row(s.geom, pv, i, row);
                 for (int j = 0; j < d; ++j)
-                    ko[k.offset(t, h, j)] = s.has_patterns() ? row[j] + core::half_to_float(kb[pv.k_index[i] * d + j]) : row[j];
+                    ko[k.offset(t, h, j)] = s.side_has_patterns(false) ? row[j] + core::half_to_float(kb[pv.k_index[i] * d + j]) : row[j];
                 core::dequantize_v_row(s.geom, pv, i, row);
                 const bool gated = s.has_patterns() && core::gate_bit(pv.v_gate, i);
                 for (int j = 0; j < d; ++j)

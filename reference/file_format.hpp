@@ -10,7 +10,7 @@
 //   payload:= per (sequence, kv head), in order seq-major:             (CRC: layer_header.payload_crc)
 //               k_codes  [pages * k_code_words] u32     k_sm [pages * k_groups] {u16 scale, u16 min}
 //               v_codes  [pages * v_code_words] u32     v_sm [pages * v_groups] {u16 scale, u16 min}
-//               k_index  [pages * index_bytes]  u8      v_index [pages * index_bytes] u8
+//               k_index  [pages * index_bytes * k_patterns] u8     v_index [pages * index_bytes] u8
 //               v_gate   [pages * gate_words]   u32
 //               k_bank   [k_bank_size * d] fp16     v_bank [v_bank_size * d] fp16
 //               window_k [window_count * d] fp16    window_v [window_count * d] fp16
@@ -26,7 +26,8 @@ static_assert(std::endian::native == std::endian::little,
 
 inline constexpr char file_magic[8] = {'P', 'K', 'V', 'C', 'A', 'C', 'H', 'E'};
 inline constexpr char layer_magic[8] = {'P', 'K', 'V', 'L', 'A', 'Y', 'E', 'R'};
-inline constexpr std::uint32_t format_version = 1;
+/// 2: k_patterns in the layer header (K pattern indices only when it is 1); windows may be full.
+inline constexpr std::uint32_t format_version = 2;
 /// Written as a native u32; reads back as 0x04030201 from a byte-swapped (big-endian) file.
 inline constexpr std::uint32_t endian_marker = 0x01020304u;
 
@@ -67,9 +68,11 @@ struct layer_header {
     std::uint32_t backend;         ///< where the cache ran when saved (informational)
     std::int64_t max_tokens;       ///< capacity per sequence when saved
     // page geometry derived from the config (cross-checked by the reader)
-    std::uint32_t k_code_words, k_groups, v_code_words, v_groups, index_bytes, gate_words;
+    std::uint32_t k_code_words, k_groups, v_code_words, v_groups;
+    std::uint32_t index_bytes;     ///< V pattern index bytes per page (K: the same when k_patterns, else 0)
+    std::uint32_t gate_words;
     std::uint32_t bank_capacity;   ///< max_patterns with patterns, else 0
-    std::uint32_t reserved;        ///< 0
+    std::uint32_t k_patterns;      ///< config::k_patterns, 0 or 1
     // sections
     std::uint64_t table_bytes;     ///< 8 * batch + 8 * batch * num_kv_heads
     std::uint64_t payload_bytes;

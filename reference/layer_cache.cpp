@@ -31,11 +31,6 @@ std::variant<z_test_gate, always_gate, never_gate> make_gate(const config& c) {
     throw error("invalid config: gate");
 }
 
-core::page_geometry make_geometry(const config& c) {
-    const bool per_channel = c.k_mode == k_quant_mode::per_channel;
-    return {c.head_dim, c.residual_length, c.k_bits, c.v_bits, per_channel,
-            per_channel ? c.k_group : c.k_token_group_size(), c.v_group_size(), c.num_patterns > 0};
-}
 
 template <class T>
 void reserve_zeroed(std::vector<T>& v, std::size_t n) { v.assign(n, T{}); }
@@ -47,23 +42,29 @@ void check_seq(const layer_cache_state& s, const char* what, int seq) {
 
 } // namespace
 
+core::page_geometry geometry_of(const config& c) {
+    const bool per_channel = c.k_mode == k_quant_mode::per_channel;
+    return {c.head_dim, c.residual_length, c.k_bits, c.v_bits, per_channel,
+            per_channel ? c.k_group : c.k_token_group_size(), c.v_group_size(), c.num_patterns > 0, c.k_patterns};
+}
+
 core::head_pages layer_cache_state::head(int seq, int h) const {
     const std::size_t p0 = sh(seq, h) * static_cast<std::size_t>(max_pages);
     return {geom,
             k_codes.data() + p0 * geom.k_code_words(),
             k_sm.data() + p0 * geom.k_groups(),
-            k_index.data() + p0 * geom.index_bytes(),
+            k_index.data() + p0 * geom.k_index_bytes(),
             v_codes.data() + p0 * geom.v_code_words(),
             v_sm.data() + p0 * geom.v_groups(),
-            v_index.data() + p0 * geom.index_bytes(),
+            v_index.data() + p0 * geom.v_index_bytes(),
             v_gate.data() + p0 * geom.gate_words()};
 }
 
 core::page_ref layer_cache_state::page_mut(int seq, int h, int page) {
     const std::size_t p = sh(seq, h) * static_cast<std::size_t>(max_pages) + page;
     return {k_codes.data() + p * geom.k_code_words(), k_sm.data() + p * geom.k_groups(),
-            k_index.data() + p * geom.index_bytes(),  v_codes.data() + p * geom.v_code_words(),
-            v_sm.data() + p * geom.v_groups(),         v_index.data() + p * geom.index_bytes(),
+            k_index.data() + p * geom.k_index_bytes(),  v_codes.data() + p * geom.v_code_words(),
+            v_sm.data() + p * geom.v_groups(),         v_index.data() + p * geom.v_index_bytes(),
             v_gate.data() + p * geom.gate_words()};
 }
 
@@ -77,7 +78,7 @@ layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens, 
     s.cfg = cfg;
     s.batch = batch;
     s.max_tokens = max_tokens;
-    s.geom = make_geometry(cfg);
+    s.geom = geometry_of(cfg);
     s.max_pages = static_cast<int>((max_tokens + cfg.residual_length - 1) / cfg.residual_length);
     s.bank_capacity = cfg.num_patterns > 0 ? cfg.max_patterns : 0;
     s.miner = make_miner(cfg);
@@ -103,8 +104,8 @@ layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens, 
     reserve_zeroed(s.v_gate, pages * s.geom.gate_words());
     reserve_zeroed(s.k_sm, pages * s.geom.k_groups());
     reserve_zeroed(s.v_sm, pages * s.geom.v_groups());
-    reserve_zeroed(s.k_index, pages * s.geom.index_bytes());
-    reserve_zeroed(s.v_index, pages * s.geom.index_bytes());
+    reserve_zeroed(s.k_index, pages * s.geom.k_index_bytes());
+    reserve_zeroed(s.v_index, pages * s.geom.v_index_bytes());
     reserve_zeroed(s.k_bank, heads * s.bank_capacity * s.d());
     reserve_zeroed(s.v_bank, heads * s.bank_capacity * s.d());
     reserve_zeroed(s.k_bank_size, heads);
@@ -239,7 +240,7 @@ memory_report layer_cache::memory() const {
         const std::uint64_t pages = static_cast<std::uint64_t>(s.pages[seq]) * s.heads();
         r.code_bytes += pages * 4 * (g.k_code_words() + g.v_code_words());
         r.scale_min_bytes += pages * sizeof(core::scale_min) * (g.k_groups() + g.v_groups());
-        r.pattern_index_bytes += pages * 2 * g.index_bytes();
+        r.pattern_index_bytes += pages * (g.k_index_bytes() + g.v_index_bytes());
         r.gate_bytes += pages * 4 * g.gate_words();
         for (int h = 0; h < s.heads(); ++h)
             r.bank_bytes += 2ull * s.d() * (s.k_bank_size[s.sh(seq, h)] + s.v_bank_size[s.sh(seq, h)]);

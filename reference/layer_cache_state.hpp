@@ -17,6 +17,9 @@
 
 namespace patternkv {
 
+/// The page layout a config implies (host, device and file use this one definition).
+core::page_geometry geometry_of(const config& c);
+
 struct layer_cache_state {
     config cfg;
     int batch = 0;
@@ -59,6 +62,8 @@ struct layer_cache_state {
     int d() const { return cfg.head_dim; }
     int gqa() const { return cfg.num_q_heads / cfg.num_kv_heads; }
     bool has_patterns() const { return bank_capacity > 0; }
+    /// Whether the K (v = false) or V (v = true) side aligns to patterns.
+    bool side_has_patterns(bool v) const { return has_patterns() && (v || geom.k_patterns); }
     int max_splits() const {  // in 64 bits: max_pages + pps - 1 may pass INT_MAX
         const std::int64_t pps = core::pages_per_split(geom.tokens);
         return static_cast<int>((max_pages + pps - 1) / pps + 1);

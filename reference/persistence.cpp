@@ -61,8 +61,8 @@ std::uint64_t section_elements(const core::page_geometry& g, section id, const h
     case section::k_sm: return n.pages * g.k_groups();
     case section::v_codes: return n.pages * g.v_code_words();
     case section::v_sm: return n.pages * g.v_groups();
-    case section::k_index:
-    case section::v_index: return n.pages * g.index_bytes();
+    case section::k_index: return n.pages * g.k_index_bytes();
+    case section::v_index: return n.pages * g.v_index_bytes();
     case section::v_gate: return n.pages * g.gate_words();
     case section::k_bank: return n.k_bank * d;
     case section::v_bank: return n.v_bank * d;
@@ -102,8 +102,8 @@ std::uint8_t* section_data(layer_cache_state& s, section id, int seq, int h) {
     case section::k_sm: return at(s.k_sm, page0 * g.k_groups());
     case section::v_codes: return at(s.v_codes, page0 * g.v_code_words());
     case section::v_sm: return at(s.v_sm, page0 * g.v_groups());
-    case section::k_index: return at(s.k_index, page0 * g.index_bytes());
-    case section::v_index: return at(s.v_index, page0 * g.index_bytes());
+    case section::k_index: return at(s.k_index, page0 * g.k_index_bytes());
+    case section::v_index: return at(s.v_index, page0 * g.v_index_bytes());
     case section::v_gate: return at(s.v_gate, page0 * g.gate_words());
     case section::k_bank: return reinterpret_cast<std::uint8_t*>(s.bank(false, seq, h));
     case section::v_bank: return reinterpret_cast<std::uint8_t*>(s.bank(true, seq, h));
@@ -118,11 +118,6 @@ head_counts counts_of(const layer_cache_state& s, int seq, int h) {
             static_cast<std::uint64_t>(s.k_bank_size[s.sh(seq, h)]), static_cast<std::uint64_t>(s.v_bank_size[s.sh(seq, h)])};
 }
 
-core::page_geometry geometry_of(const config& c) {
-    const bool per_channel = c.k_mode == k_quant_mode::per_channel;
-    return {c.head_dim, c.residual_length, c.k_bits, c.v_bits, per_channel,
-            per_channel ? c.k_group : c.k_token_group_size(), c.v_group_size(), c.num_patterns > 0};
-}
 
 // ---------------------------------------------------------------------------------------------
 // writer
@@ -178,7 +173,8 @@ void write_layer(std::vector<std::uint8_t>& out, const layer_cache& cache, std::
     lh.k_groups = static_cast<std::uint32_t>(g.k_groups());
     lh.v_code_words = static_cast<std::uint32_t>(g.v_code_words());
     lh.v_groups = static_cast<std::uint32_t>(g.v_groups());
-    lh.index_bytes = static_cast<std::uint32_t>(g.index_bytes());
+    lh.index_bytes = static_cast<std::uint32_t>(g.v_index_bytes());
+    lh.k_patterns = c.k_patterns ? 1 : 0;
     lh.gate_words = static_cast<std::uint32_t>(g.gate_words());
     lh.bank_capacity = static_cast<std::uint32_t>(s.bank_capacity);
     lh.table_bytes = table.size();
@@ -278,6 +274,7 @@ config config_of(const layer_header& h, std::uint32_t layer) {
     if (h.k_mode > 1) field_error("k_mode", h.k_mode, "0 per_channel or 1 per_token");
     if (h.gate > 2) field_error("gate", h.gate, "0 z_test, 1 always or 2 never");
     if (h.grow_patterns > 1) field_error("grow_patterns", h.grow_patterns, "0 or 1");
+    if (h.k_patterns > 1) field_error("k_patterns", h.k_patterns, "0 or 1");
     if (h.kmeans_iterations > static_cast<std::uint32_t>(std::numeric_limits<int>::max()))
         field_error("kmeans_iterations", h.kmeans_iterations, "must fit an int");
     config c;
@@ -295,6 +292,7 @@ config config_of(const layer_header& h, std::uint32_t layer) {
     c.pattern_window = h.pattern_window;
     c.max_patterns = h.max_patterns;
     c.grow_patterns = h.grow_patterns != 0;
+    c.k_patterns = h.k_patterns != 0;
     c.gate = static_cast<gate_mode>(h.gate);
     c.gate_alpha = std::bit_cast<double>(h.gate_alpha_bits);
     c.kmeans_iterations = static_cast<int>(h.kmeans_iterations);
@@ -318,7 +316,7 @@ void check_geometry(const layer_header& h, const core::page_geometry& g, int ban
     same("k_groups", h.k_groups, static_cast<std::uint64_t>(g.k_groups()));
     same("v_code_words", h.v_code_words, static_cast<std::uint64_t>(g.v_code_words()));
     same("v_groups", h.v_groups, static_cast<std::uint64_t>(g.v_groups()));
-    same("index_bytes", h.index_bytes, static_cast<std::uint64_t>(g.index_bytes()));
+    same("index_bytes", h.index_bytes, static_cast<std::uint64_t>(g.v_index_bytes()));
     same("gate_words", h.gate_words, static_cast<std::uint64_t>(g.gate_words()));
     same("bank_capacity", h.bank_capacity, static_cast<std::uint64_t>(bank_capacity));
 }
@@ -394,7 +392,7 @@ std::uint64_t parse_layer(std::span<const std::uint8_t> image, std::uint64_t at,
     if (h.header_bytes != sizeof(layer_header))
         corrupt(fmt::format("layer {}: header_bytes = {} (expected {})", layer, h.header_bytes, sizeof(layer_header)));
     if (h.layer_index != layer) corrupt(fmt::format("layer {}: layer_index = {} in its header", layer, h.layer_index));
-    if (h.reserved != 0 || h.reserved2 != 0) corrupt(fmt::format("layer {}: reserved header fields are not 0", layer));
+    if (h.reserved2 != 0) corrupt(fmt::format("layer {}: reserved header fields are not 0", layer));
     if (h.backend > static_cast<std::uint32_t>(backend::hip))
         corrupt(fmt::format("layer {}: backend = {} in the header (0 cpu, 1 cuda, 2 hip)", layer, h.backend));
 

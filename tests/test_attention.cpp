@@ -66,6 +66,18 @@ TEST_CASE("attend equals double-precision attention over the dequantized cache")
                     }
 }
 
+TEST_CASE("attention over several history splits (long contexts) matches the dequantized cache") {
+    // > 1024 tokens of history: the split records, their pattern histograms and their combine
+    for (const char* m : {"patternkv", "kivi"})
+        for (int bits : {2, 4})
+            for (const auto& sh : {std::pair{2100, 40}, std::pair{1000, 1200}}) {
+                const attention_case a{m, bits, 64, 3, sh.first, sh.second};
+                const double err = run_case(a, 77 + bits);
+                INFO(fmt::format("{}-{} prompt={} decode={}: rel err {:.3g}", m, bits, sh.first, sh.second, err));
+                CHECK(err <= 1e-5);
+            }
+}
+
 TEST_CASE("a batch of sequences of different lengths attends each over its own cache") {
     patternkv::config c = patternkv::patternkv_config(4);
     c.head_dim = 64;

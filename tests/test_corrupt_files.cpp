@@ -21,6 +21,7 @@ patternkv::config small(patternkv::config c) {
     if (c.num_patterns > 0) {
         c.num_patterns = 4;
         c.max_patterns = 8;
+        c.k_patterns = true;  // every section present, K indices and bank included
     }
     return c;
 }
@@ -79,7 +80,7 @@ void expect_error(const bytes_t& f, const std::string& needle, const patternkv::
         (void)patternkv::deserialize_model(f, o);
         FAIL("file accepted; expected an error mentioning '" << needle << "'");
     } catch (const patternkv::error& e) {
-        INFO("message: " << e.what());
+        INFO("message: " << std::string(e.what()) << " / expected: " << needle);
         CHECK(std::string(e.what()).find(needle) != std::string::npos);
     }
 }
@@ -92,7 +93,7 @@ void expect_error_any(const bytes_t& f, std::initializer_list<const char*> needl
     } catch (const patternkv::error& e) {
         bool found = false;
         for (const char* n : needles) found |= std::string(e.what()).find(n) != std::string::npos;
-        INFO("message: " << e.what());
+        INFO("message: " << std::string(e.what()));
         CHECK(found);
     }
 }
@@ -182,13 +183,13 @@ TEST_CASE("wrong magic, version and byte order") {
     f = reference_file();
     file_header fh;
     std::memcpy(&fh, f.data(), sizeof fh);
-    fh.version = 2;
+    fh.version = 3;
     std::memcpy(f.data(), &fh, sizeof fh);
     patternkv::detail::refresh_checksums(f);
-    expect_error(f, "unsupported format version 2 (this library reads version 1)");
+    expect_error(f, "unsupported format version 3 (this library reads version 2)");
 
     f = reference_file();
-    fh.version = 1;
+    fh.version = patternkv::detail::format_version;
     fh.endian = 0x04030201u;
     std::memcpy(f.data(), &fh, sizeof fh);
     expect_error(f, "byte-swapped");
@@ -255,7 +256,8 @@ TEST_CASE("configs and dimensions inconsistent with the payload are named") {
     expect_error(edit_layer_header(0, [](layer_header& h) { h.table_bytes = ~std::uint64_t{0}; }), "table_bytes = ");
     expect_error(edit_layer_header(0, [](layer_header& h) { h.header_bytes = 100; }), "header_bytes = 100");
     expect_error(edit_layer_header(1, [](layer_header& h) { h.layer_index = 0; }), "layer 1: layer_index = 0");
-    expect_error(edit_layer_header(1, [](layer_header& h) { h.reserved = 1; }), "reserved");
+    expect_error(edit_layer_header(1, [](layer_header& h) { h.reserved2 = 1; }), "reserved");
+    expect_error(edit_layer_header(1, [](layer_header& h) { h.k_patterns = 2; }), "k_patterns = 2");
 }
 
 TEST_CASE("sequence tables and payload contents that break invariants are named") {
@@ -281,8 +283,8 @@ TEST_CASE("sequence tables and payload contents that break invariants are named"
     const auto& g = probe.state().geom;
     const std::size_t pages = 4, p0 = l.layers[0].payload;
     const std::size_t k_index = p0 + pages * (4 * g.k_code_words() + 4 * g.k_groups() + 4 * g.v_code_words() + 4 * g.v_groups());
-    const std::size_t v_index = k_index + pages * g.index_bytes();
-    const std::size_t k_bank = v_index + pages * g.index_bytes() + pages * 4 * g.gate_words();
+    const std::size_t v_index = k_index + pages * g.k_index_bytes();
+    const std::size_t k_bank = v_index + pages * g.v_index_bytes() + pages * 4 * g.gate_words();
     expect_error(edited(k_index + 5, std::uint8_t{200}), "K pattern indices 5 = 200 is not below the bank size");
     expect_error(edited(v_index + 63, std::uint8_t{8}), "V pattern indices 63 = 8 is not below the bank size");
     expect_error(edited(k_bank + 2 * 3, std::uint16_t{0x7e00}), "K pattern bank value 3 (fp16 0x7e00) is not finite");

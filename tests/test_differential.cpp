@@ -155,6 +155,9 @@ std::vector<diff_case> make_cases() {
     variant("R=2048", [](config& c) { c.residual_length = c.pattern_window = 2048; c.k_group = 2048; }, "patternkv", {4200, 10}, 20);
     variant("max_patterns=33", [](config& c) { c.max_patterns = 33; }, "patternkv", {300, 90}, 300);
     variant("grow_patterns=0", [](config& c) { c.grow_patterns = false; });
+    variant("k_patterns=1", [](config& c) { c.k_patterns = true; }, "patternkv", {300, 90}, 300);
+    variant("k_patterns=1,R=32", [](config& c) { c.k_patterns = true; c.residual_length = c.pattern_window = 32; c.k_group = 32; },
+            "patternkv", {20, 90}, 100);
     variant("num_patterns=8", [](config& c) { c.num_patterns = 8; });
     variant("kmeans_iterations=1", [](config& c) { c.kmeans_iterations = 1; });
     variant("config.seed=7", [](config& c) { c.seed = 7; });

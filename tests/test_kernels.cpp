@@ -187,7 +187,7 @@ TEST_CASE("quantizers: AVX2 K per-channel and token rows equal core's, bits 2, 3
             for (int group : {32, 128}) {
                 const int tokens = 128;
                 const auto rows = quantizer_rows(static_cast<std::uint64_t>(bits * 1000 + d + group), tokens, d);
-                const patternkv::core::page_geometry g{d, tokens, bits, bits, true, group, d, false};
+                const patternkv::core::page_geometry g{d, tokens, bits, bits, true, group, d, false, false};
                 std::vector<std::uint32_t> ca(static_cast<std::size_t>(g.k_code_words()), 0xdeadbeef), cb(ca);
                 std::vector<patternkv::core::scale_min> sa(static_cast<std::size_t>(g.k_groups())), sb(sa.size());
                 for (int j = 0; j < d; ++j) patternkv::core::quantize_k_channel(g, rows.data(), j, ca.data(), sa.data());

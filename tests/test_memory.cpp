@@ -22,8 +22,24 @@ void fill(patternkv::layer_cache& cache, int prompt, int decode) {
 
 } // namespace
 
-TEST_CASE("PatternKV-2, d=128, 2 KV heads, R=128: 300-token prompt") {
+patternkv::config with_k_patterns(patternkv::config c) {
+    c.k_patterns = true;  // the paper's layout: K indices and a K bank as well
+    return c;
+}
+
+TEST_CASE("PatternKV-2 default (patterns on V only): no K indices, no K bank") {
     patternkv::layer_cache cache(shape(patternkv::patternkv_config(2)), 1, 1024);
+    fill(cache, 300, 0);
+    const patternkv::memory_report m = cache.memory();
+    CHECK(m.pattern_index_bytes == 4 * 128);                  // one byte per quantized V token
+    CHECK(m.gate_bytes == 4 * 128 / 8);
+    CHECK(m.bank_bytes == 2 * 32 * 128 * 2);                  // 32 V fp16 patterns per head
+    CHECK(cache.bank_size(0, 0, false) == 0);
+    CHECK(m.total_bytes() == 32768 + 4096 + 512 + 64 + 16384 + 45056);
+}
+
+TEST_CASE("PatternKV-2 with K patterns, d=128, 2 KV heads, R=128: 300-token prompt") {
+    patternkv::layer_cache cache(shape(with_k_patterns(patternkv::patternkv_config(2))), 1, 1024);
     fill(cache, 300, 0);
     // 300 tokens = 2 pages of 128 quantized + 44 in the window; 2 pages x 2 heads = 4 head-pages.
     patternkv::memory_report m = cache.memory();
@@ -44,7 +60,7 @@ TEST_CASE("PatternKV-2, d=128, 2 KV heads, R=128: 300-token prompt") {
 }
 
 TEST_CASE("after 84 decode tokens the window is full and unflushed; the next token flushes it and the banks grow by one") {
-    patternkv::layer_cache cache(shape(patternkv::patternkv_config(2)), 1, 1024);
+    patternkv::layer_cache cache(shape(with_k_patterns(patternkv::patternkv_config(2))), 1, 1024);
     const int H = 2, d = 128;
     const auto k = pkv_test::synthetic_kv(3, 385, H, d, true);
     const auto v = pkv_test::synthetic_kv(4, 385, H, d, false);

@@ -64,8 +64,8 @@ std::vector<std::uint8_t> live_snapshot(const layer_cache& cache) {
             take(s.v_codes, p0 * g.v_code_words(), P * g.v_code_words());
             take(s.k_sm, p0 * g.k_groups(), P * g.k_groups());
             take(s.v_sm, p0 * g.v_groups(), P * g.v_groups());
-            take(s.k_index, p0 * g.index_bytes(), P * g.index_bytes());
-            take(s.v_index, p0 * g.index_bytes(), P * g.index_bytes());
+            take(s.k_index, p0 * g.k_index_bytes(), P * g.k_index_bytes());
+            take(s.v_index, p0 * g.v_index_bytes(), P * g.v_index_bytes());
             take(s.v_gate, p0 * g.gate_words(), P * g.gate_words());
             take(s.k_bank_size, sh, 1);
             take(s.v_bank_size, sh, 1);

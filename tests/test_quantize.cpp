@@ -266,7 +266,7 @@ TEST_CASE("page_quantizer: K per-channel, K per-token and V rows round trip with
             CAPTURE(per_channel);
             const int d = 64, tokens = 64;
             const int kg = per_channel ? 32 : 16, vg = 32;
-            const core::page_geometry g{d, tokens, bits, bits, per_channel, kg, vg, false};
+            const core::page_geometry g{d, tokens, bits, bits, per_channel, kg, vg, false, false};
             std::vector<float> rows(tokens * d);
             for (int t = 0; t < tokens; ++t)
                 for (int j = 0; j < d; ++j) rows[t * d + j] = static_cast<float>((j % 5) + std::exp(0.5 * nd(rng)) * nd(rng));

@@ -1,4 +1,5 @@
 // PatternKV versus KIVI on a real KV cache: layer 0 of Qwen2.5-14B (protocol of shared/data/README.md).
+#include <cmath>
 #include <fstream>
 
 #include "core/fp16.hpp"
@@ -26,6 +27,7 @@ std::vector<float> load_dump(const std::string& name) {
 
 struct errors {
     double k, v, attn;
+    double bits;  ///< stored bits per element of the quantized history (codes, scales, indices, gate bits, banks)
 };
 
 double sq(double x) { return x * x; }
@@ -36,6 +38,8 @@ errors measure(const patternkv::config& c, const std::vector<float>& k, const st
     patternkv::layer_cache cache(c, 1, tokens);
     cache.prefill(0, patternkv::view_f32(k.data(), tokens, heads, dim), patternkv::view_f32(v.data(), tokens, heads, dim));
     REQUIRE(cache.quantized_size(0) == quantized);
+    const patternkv::memory_report mem = cache.memory();
+    const double bits = 8.0 * static_cast<double>(mem.total_bytes() - mem.window_bytes) / (2.0 * quantized * heads * dim);
     std::vector<float> kh(k.size()), vh(v.size());
     cache.dequantize(0, patternkv::view_f32(kh.data(), tokens, heads, dim), patternkv::view_f32(vh.data(), tokens, heads, dim));
     const auto at = [](int t, int h, int j) { return (static_cast<std::size_t>(t) * heads + h) * dim + j; };
@@ -79,7 +83,7 @@ errors measure(const patternkv::config& c, const std::vector<float>& k, const st
             }
         }
     }
-    return {kn / kd, vn / vd, an / ad};
+    return {kn / kd, vn / vd, an / ad, bits};
 }
 
 patternkv::config with_shape(patternkv::config c) {
@@ -88,33 +92,64 @@ patternkv::config with_shape(patternkv::config c) {
     return c;
 }
 
+
+// KIVI's error at `bits`, log-linear between the two KIVI rows around it (NaN outside them).
+double kivi_at(const std::vector<errors>& kivi, double bits) {
+    for (std::size_t i = 0; i + 1 < kivi.size(); ++i)
+        if (bits >= kivi[i].bits && bits <= kivi[i + 1].bits) {
+            const double f = (bits - kivi[i].bits) / (kivi[i + 1].bits - kivi[i].bits);
+            return std::exp(std::log(kivi[i].attn) + f * (std::log(kivi[i + 1].attn) - std::log(kivi[i].attn)));
+        }
+    return std::nan("");
+}
+
 } // namespace
 
-TEST_CASE("Qwen2.5-14B layer 0: PatternKV beats KIVI at 2 bits by the margins of method.md") {
+TEST_CASE("Qwen2.5-14B layer 0: PatternKV against KIVI at equal code bits and at equal storage") {
     const auto k = load_dump("qwen2.5-14b_L0_keys_8x220x128.f16");
     const auto v = load_dump("qwen2.5-14b_L0_values_8x220x128.f16");
     struct row {
         const char* name;
         patternkv::config cfg;
     };
+    auto paper = [](patternkv::config c) {
+        c.k_patterns = true;
+        return c;
+    };
+    auto patterns = [](patternkv::config c, int n) {
+        c.num_patterns = n;
+        return c;
+    };
     const row rows[] = {{"KIVI-2", with_shape(patternkv::kivi_config(2))},
-                        {"PatternKV-2", with_shape(patternkv::patternkv_config(2))},
+                        {"KIVI-3", with_shape(patternkv::kivi_config(3))},
                         {"KIVI-4", with_shape(patternkv::kivi_config(4))},
+                        {"PatternKV-2", with_shape(patternkv::patternkv_config(2))},
+                        {"PatternKV-2 K+V", with_shape(paper(patternkv::patternkv_config(2)))},
+                        {"PatternKV-2 k=4", with_shape(patterns(patternkv::patternkv_config(2), 4))},
                         {"PatternKV-4", with_shape(patternkv::patternkv_config(4))},
                         {"per-token-2", with_shape(patternkv::per_token_config(2))}};
     std::vector<errors> e;
-    fmt::print("\n{:<12} {:>10} {:>10} {:>12}\n", "method", "K relMSE", "V relMSE", "attn relMSE");
-    for (const auto& r : rows) {
-        e.push_back(measure(r.cfg, k, v));
-        fmt::print("{:<12} {:>10.4f} {:>10.4f} {:>12.4f}\n", r.name, e.back().k, e.back().v, e.back().attn);
-    }
-    const errors kivi2 = e[0], pkv2 = e[1], kivi4 = e[2], pkv4 = e[3], pertoken2 = e[4];
+    for (const auto& r : rows) e.push_back(measure(r.cfg, k, v));
+    const std::vector<errors> kivi(e.begin(), e.begin() + 3);
+    fmt::print("\n{:<16} {:>6} {:>10} {:>10} {:>12} {:>20}\n", "method", "bits", "K relMSE", "V relMSE", "attn relMSE",
+               "KIVI attn @ bits");
+    for (std::size_t i = 0; i < e.size(); ++i)
+        fmt::print("{:<16} {:>6.3f} {:>10.4f} {:>10.4f} {:>12.4f} {:>20.4f}\n", rows[i].name, e[i].bits, e[i].k, e[i].v, e[i].attn,
+                   kivi_at(kivi, e[i].bits));
+    const errors kivi2 = e[0], kivi4 = e[2], pkv2 = e[3], pkv2_paper = e[4], pkv2_k4 = e[5], pkv4 = e[6], pertoken2 = e[7];
+    // at equal code bits (what method.md's reference numbers compare)
     CHECK(pkv2.attn <= 0.5 * kivi2.attn);
     CHECK(pkv2.v <= 0.35 * kivi2.v);
-    CHECK(pkv2.k < kivi2.k);
+    CHECK(pkv2.k == kivi2.k);  // patterns on V only: K is stored exactly as KIVI stores it
+    CHECK(pkv2_paper.k < kivi2.k);
     CHECK(pkv4.attn < kivi4.attn);
     CHECK(pkv4.v < kivi4.v);
     CHECK(kivi2.attn < pertoken2.attn);  // per-channel K beats per-token K on outlier channels
+    // at equal storage: 32 fp16 patterns per head cost about one bit per element over only 128 quantized
+    // tokens, more than KIVI needs to go from 2 to 3 bits; a bank sized to the context (4 patterns) is
+    // what wins here.
+    CHECK(pkv2.bits > kivi2.bits + 0.9);
+    CHECK(pkv2_k4.attn < kivi_at(kivi, pkv2_k4.bits));
     // The reference prototype's KIVI figures depend on no random choice: ours must agree closely.
     CHECK(kivi2.k == doctest::Approx(0.0148).epsilon(0.15));
     CHECK(kivi2.v == doctest::Approx(0.6315).epsilon(0.15));

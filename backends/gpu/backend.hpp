@@ -191,9 +191,12 @@ inline void gpu_backend::prefill(layer_cache_state& s, int seq, const std::uint1
     // The new bank sizes go to the device now and to the host state only once everything succeeded.
     std::copy(s.k_bank_size.begin(), s.k_bank_size.end(), meta_host_.begin() + meta_.k_bank_size);
     std::copy(s.v_bank_size.begin(), s.v_bank_size.end(), meta_host_.begin() + meta_.v_bank_size);
+    const int k_bank = arrays_.g.k_patterns ? bank : 0;
     if (cap_ > 0)
-        for (int h = 0; h < heads_; ++h)
-            meta_host_[meta_.k_bank_size + s.sh(seq, h)] = meta_host_[meta_.v_bank_size + s.sh(seq, h)] = bank;
+        for (int h = 0; h < heads_; ++h) {
+            meta_host_[meta_.k_bank_size + s.sh(seq, h)] = k_bank;
+            meta_host_[meta_.v_bank_size + s.sh(seq, h)] = bank;
+        }
     meta_host_[meta_.job_seq] = seq;
     meta_host_[meta_.job_page] = 0;
     upload_meta(s);
@@ -206,7 +209,10 @@ inline void gpu_backend::prefill(layer_cache_state& s, int seq, const std::uint1
                     "window_tail", arrays_, seq, x.get(), T, full * R_);
     gpu::check(gpu::synchronize(), "prefill");
     if (cap_ > 0)
-        for (int h = 0; h < heads_; ++h) s.k_bank_size[s.sh(seq, h)] = s.v_bank_size[s.sh(seq, h)] = bank;
+        for (int h = 0; h < heads_; ++h) {
+            s.k_bank_size[s.sh(seq, h)] = k_bank;
+            s.v_bank_size[s.sh(seq, h)] = bank;
+        }
 }
 
 inline void gpu_backend::append(layer_cache_state& s, std::span<const int> seqs, const std::uint16_t* xk, const std::uint16_t* xv) {
@@ -232,7 +238,7 @@ inline void gpu_backend::append(layer_cache_state& s, std::span<const int> seqs,
                 int& nb = meta_host_[(kv == 1 ? meta_.v_bank_size : meta_.k_bank_size) + s.sh(seq, h)];
                 int& slot = meta_host_[meta_.centre_slot + (static_cast<std::size_t>(jobs) * 2 + kv) * H + h];
                 slot = -1;
-                if (cap_ > 0 && grow_ && nb < cap_) slot = nb++;
+                if (cap_ > 0 && grow_ && (kv == 1 || arrays_.g.k_patterns) && nb < cap_) slot = nb++;
             }
         ++jobs;
     }

@@ -32,8 +32,8 @@ struct cache_arrays {
 
     PKV_HD core::page_ref page(int seq, int h, int page) const {
         const std::int64_t p = sh(seq, h) * max_pages + page;
-        return {k_codes + p * g.k_code_words(), k_sm + p * g.k_groups(),   k_index + p * g.index_bytes(),
-                v_codes + p * g.v_code_words(), v_sm + p * g.v_groups(),   v_index + p * g.index_bytes(),
+        return {k_codes + p * g.k_code_words(), k_sm + p * g.k_groups(),   k_index + p * g.k_index_bytes(),
+                v_codes + p * g.v_code_words(), v_sm + p * g.v_groups(),   v_index + p * g.v_index_bytes(),
                 v_gate + p * g.gate_words()};
     }
     PKV_HD core::head_pages head(int seq, int h) const {

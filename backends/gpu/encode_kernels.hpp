@@ -97,6 +97,7 @@ __global__ void align_kernel(encode_params p) {
             for (int j = 0; j < d; ++j) out[j] = row[j] - m[j];
     }
     const core::page_ref page = p.a.page(seq, h, p.job_page[job] + t / R);
+    if (kv == 0 && !p.a.g.k_patterns) return;  // K as in KIVI: no index
     (kv == 1 ? page.v_index : page.k_index)[t % R] = static_cast<std::uint8_t>(a);
     if (kv == 1) p.gate_flags[(static_cast<std::int64_t>(job) * H + h) * n + t] = residual ? 1 : 0;
 }
@@ -157,6 +158,7 @@ __global__ void bank_from_tokens_kernel(cache_arrays a, int seq, const float* x,
     const std::int64_t idx = thread_index();
     if (idx >= 2 * a.heads * per) return;
     const int block = static_cast<int>(idx / per), kv = block / a.heads, h = block % a.heads;
+    if (kv == 0 && !a.g.k_patterns) return;  // no K bank
     a.bank(kv == 1, seq, h)[idx % per] = core::float_to_half(core::round_to_half(x[idx]));
 }
 
@@ -181,6 +183,7 @@ __global__ void __launch_bounds__(kmeans_threads) kmeans_kernel(kmeans_args p) {
     __shared__ int stop;
     const int d = p.a.g.d, k = p.k, T = p.T, H = p.a.heads;
     const int block = static_cast<int>(blockIdx.x), kv = block / H, h = block % H, tid = static_cast<int>(threadIdx.x);
+    if (kv == 0 && !p.a.g.k_patterns) return;  // no K bank (the whole block leaves before any barrier)
     const core::kmeans_params kp{k,
                                  p.iterations,
                                  p.tolerance,

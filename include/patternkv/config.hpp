@@ -44,6 +44,8 @@ struct config {
                                 ///< (must equal residual_length in this version)
     int max_patterns = 256;     ///< bank bound; once full, flushes stop adding patterns (docs/configuration.md)
     bool grow_patterns = true;  ///< add the Chebyshev centre of each flushed window to the bank
+    bool k_patterns = false;    ///< K aligns to patterns too (the paper); false: patterns on V only, K as in
+                                ///< KIVI with no K bank or indices (measured default, docs/accuracy.md)
 
     // --- V gate ---
     gate_mode gate = gate_mode::z_test;  ///< V gate (method.md section 5)
