@@ -2,7 +2,7 @@
 # The main evaluation job: installs what is missing, fetches SmolLM2-135M-Instruct, builds a release
 # build in build-main and compares every KV-cache method on SmolLM2 over the GPL-3 text (plus the
 # small stories260K model on TinyStories when the shared data is present).
-# Results (JSON, SVG, text tables) go to results/. About 10 minutes on 2 cores.
+# Results (JSON, SVG, text tables) go to results/. About 20 minutes on 2 cores.
 #
 #   tools/main-job.sh            environment: PATTERNKV_CACHE_DIR (model cache), PATTERNKV_DATA_DIR
 set -euo pipefail
@@ -37,12 +37,18 @@ fi
 meson compile -C build-main patternkv-eval
 eval_bin="build-main/bench/eval/patternkv-eval"
 
-# --- 4. evaluation: the program's defaults are this job (GPL-3 text, all methods) ---
+# --- 4. evaluation: the program's default methods (KIVI's 2/3/4-bit curve, PatternKV at 2/3/4 bits and
+#        two ablations), at a 1K and a 4K prompt, each over several chunks of the GPL-3 text ---
 mkdir -p results
-echo "main-job: SmolLM2-135M on GPL-3" >&2
-t0=$(date +%s)
-"$eval_bin" --model "$gguf" --json results/smollm2-gpl3.json --plot results/smollm2-gpl3.svg | tee results/smollm2-gpl3.txt
-echo "wall time of the SmolLM2 command: $(( $(date +%s) - t0 )) s" | tee -a results/smollm2-gpl3.txt
+run_smollm2() {  # name prefill tokens chunks
+    echo "main-job: SmolLM2-135M on GPL-3, $4 chunk(s) of prefill $2 + decode $3" >&2
+    local t0=$(date +%s)
+    "$eval_bin" --model "$gguf" --prefill "$2" --tokens "$3" --chunks "$4" \
+        --json "results/$1.json" --plot "results/$1.svg" | tee "results/$1.txt"
+    echo "wall time of the SmolLM2 command: $(( $(date +%s) - t0 )) s" | tee -a "results/$1.txt"
+}
+run_smollm2 smollm2-gpl3-1k 1024 256 3
+run_smollm2 smollm2-gpl3-4k 4096 512 2
 
 data="${PATTERNKV_DATA_DIR:-$root/../shared/data}"
 if [ -f "$data/stories260K.bin" ] && [ -f "$data/tok512.bin" ] && [ -f "$data/tinystories_val.txt" ]; then

@@ -22,7 +22,8 @@ std::string method_names_help() {
 }
 
 std::vector<std::string> default_methods() {
-    return {"fp32", "kivi-4", "kivi-3", "kivi-2", "patternkv-4", "patternkv-3", "patternkv-2", "pertoken-4", "patternkv-2-nogate"};
+    return {"fp32",        "kivi-4",      "kivi-3", "kivi-2", "patternkv-4", "patternkv-3", "patternkv-2", "patternkv-2+num_patterns=8",
+            "patternkv-2+k_patterns=true"};
 }
 
 namespace {
