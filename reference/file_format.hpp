@@ -19,6 +19,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include <patternkv/persistence.hpp>
+
 namespace patternkv::detail {
 
 static_assert(std::endian::native == std::endian::little,
@@ -27,7 +29,7 @@ static_assert(std::endian::native == std::endian::little,
 inline constexpr char file_magic[8] = {'P', 'K', 'V', 'C', 'A', 'C', 'H', 'E'};
 inline constexpr char layer_magic[8] = {'P', 'K', 'V', 'L', 'A', 'Y', 'E', 'R'};
 /// 2: k_patterns in the layer header (K pattern indices only when it is 1); windows may be full.
-inline constexpr std::uint32_t format_version = 2;
+inline constexpr std::uint32_t format_version = cache_file_version;
 /// Written as a native u32; reads back as 0x04030201 from a byte-swapped (big-endian) file.
 inline constexpr std::uint32_t endian_marker = 0x01020304u;
 
