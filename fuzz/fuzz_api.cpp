@@ -95,7 +95,8 @@ tensor make_tensor(bytes& in, std::int64_t a, std::int64_t b, std::int64_t c) {
 void check_consistent(const patternkv::layer_cache& c) {
     const patternkv::layer_cache_state& s = c.state();
     for (int i = 0; i < c.batch(); ++i) {
-        check(s.window_count[i] >= 0 && s.window_count[i] < s.geom.tokens, "window_count in [0, R)");
+        // windows flush when the next token arrives, so a full window (R tokens) is a valid state
+        check(s.window_count[i] >= 0 && s.window_count[i] <= s.geom.tokens, "window_count in [0, R]");
         check(c.size(i) <= c.max_tokens(), "size <= max_tokens");
         for (int h = 0; h < s.heads(); ++h) {
             check(c.bank_size(i, h, false) <= s.bank_capacity && c.bank_size(i, h, true) <= s.bank_capacity, "bank sizes");
@@ -128,6 +129,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     cfg.num_patterns = in.pick({0, 1, 2, 4, 8, 16});
     cfg.max_patterns = in.pick({1, 2, 4, 16, 256, 300});
     cfg.grow_patterns = in.u8() % 2;
+    cfg.k_patterns = in.u8() % 2;
     cfg.gate = static_cast<patternkv::gate_mode>(in.u8() % 3);
     cfg.kmeans_iterations = in.pick({1, 2, 3});
     if (in.u8() == 255) cfg.pattern_window = static_cast<int>(in.u32());
