@@ -130,6 +130,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     cfg.max_patterns = in.pick({1, 2, 4, 16, 256, 300});
     cfg.grow_patterns = in.u8() % 2;
     cfg.k_patterns = in.u8() % 2;
+    cfg.k_channel_select = in.u8() % 2;
     cfg.gate = static_cast<patternkv::gate_mode>(in.u8() % 3);
     cfg.kmeans_iterations = in.pick({1, 2, 3});
     if (in.u8() == 255) cfg.pattern_window = static_cast<int>(in.u32());

@@ -109,11 +109,11 @@ void config::validate() const {
 
 std::string config::describe() const {
     return fmt::format(
-        "d={} kv_heads={} q_heads={} K:{}b {} group={} V:{}b group={} R={} patterns={} (max {}, grow {}, on K {}) gate={} "
+        "d={} kv_heads={} q_heads={} K:{}b {} group={} V:{}b group={} R={} patterns={} (max {}, grow {}, on K {}, K channel select {}) gate={} "
         "alpha={} kmeans(iters={}, tol={}, seed={}) scale={}",
         head_dim, num_kv_heads, num_q_heads, k_bits, k_mode == k_quant_mode::per_channel ? "per-channel" : "per-token",
         k_mode == k_quant_mode::per_channel ? k_group : k_token_group_size(), v_bits, v_group_size(), residual_length,
-        num_patterns, max_patterns, grow_patterns, k_patterns, gate_name(gate), gate_alpha, kmeans_iterations, kmeans_tolerance,
+        num_patterns, max_patterns, grow_patterns, k_patterns, k_channel_select, gate_name(gate), gate_alpha, kmeans_iterations, kmeans_tolerance,
         seed, scale());
 }
 
@@ -134,6 +134,7 @@ void config::set(const std::string& key, const std::string& value) {
     else if (key == "max_patterns") c.max_patterns = parse_small_int(key, value);
     else if (key == "grow_patterns") c.grow_patterns = parse_bool(key, value);
     else if (key == "k_patterns") c.k_patterns = parse_bool(key, value);
+    else if (key == "k_channel_select") c.k_channel_select = parse_bool(key, value);
     else if (key == "gate_alpha") c.gate_alpha = parse_double(key, value);
     else if (key == "kmeans_iterations") c.kmeans_iterations = parse_small_int(key, value);
     else if (key == "kmeans_tolerance") c.kmeans_tolerance = static_cast<float>(parse_double(key, value));

@@ -9,6 +9,8 @@
 #include "cache_backend.hpp"
 #include "core/attention.hpp"
 #include "core/fp16.hpp"
+#include "core/k_channel_select.hpp"
+#include "core/patterns.hpp"
 #include "layer_cache_state.hpp"
 #include "simd/attention_ops_avx2.hpp"
 #include "simd/cpu_features.hpp"
@@ -40,8 +42,7 @@ void half_rows_to_float(const std::uint16_t* x, std::size_t n, float* out) {
 void encode_pages(layer_cache_state& s, bool v, int seq, int h, const std::uint16_t* x, int first, int count, bool flush) {
     const int d = s.d(), R = s.geom.tokens;
     const int nb = v ? s.v_bank_size[s.sh(seq, h)] : s.k_bank_size[s.sh(seq, h)];
-    std::vector<float>& buf = s.scratch(static_cast<std::size_t>(2 * R * d + s.bank_capacity * d));
-    float* rows = buf.data();
+    float* rows = s.scratch();
     float* resid = rows + R * d;
     float* bank = resid + R * d;
     half_rows_to_float(s.bank(v, seq, h), static_cast<std::size_t>(nb) * d, bank);
@@ -84,6 +85,22 @@ void encode_pages(layer_cache_state& s, bool v, int seq, int h, const std::uint1
     }
 }
 
+// Zeroes the K bank columns whose patterns would make the prompt's quantization errors vary more
+// from token to token (core/k_channel_select.hpp). bank: `count` fp16-exact rows [count][d].
+void select_k_channels(const layer_cache_state& s, const float* rows, int T, float* bank, int count) {
+    const int d = s.d(), group = s.cfg.k_group, groups = T / s.geom.tokens * (s.geom.tokens / group);
+    std::vector<int> assign(T);
+    for (int t = 0; t < T; ++t) assign[t] = core::nearest_pattern_l2(rows + static_cast<std::size_t>(t) * d, bank, count, d);
+    std::vector<float> col(group);
+    std::vector<std::uint8_t> codes(group);
+    std::vector<bool> keep(d);
+    for (int j = 0; j < d; ++j)
+        keep[j] = core::keep_k_pattern_channel(rows, d, bank, assign.data(), groups, group, s.cfg.k_bits, j, col.data(), codes.data());
+    for (int j = 0; j < d; ++j)
+        if (!keep[j])
+            for (int c = 0; c < count; ++c) bank[c * d + j] = 0.0f;
+}
+
 // Mines the bank of (seq, h) for K or V from T fp16 rows.
 void mine_bank(layer_cache_state& s, bool v, int seq, int h, const std::uint16_t* x, int T) {
     const int d = s.d();
@@ -91,6 +108,7 @@ void mine_bank(layer_cache_state& s, bool v, int seq, int h, const std::uint16_t
     half_rows_to_float(x, rows.size(), rows.data());
     const int n = std::visit([&](const auto& m) { return m.mine(rows, d, h, v, bank); }, s.miner);
     std::uint16_t* dst = s.bank(v, seq, h);
+    if (!v && s.selects_k_channels()) select_k_channels(s, rows.data(), T, bank.data(), n);
     for (std::size_t i = 0; i < static_cast<std::size_t>(n) * d; ++i) dst[i] = core::float_to_half(bank[i]);
     (v ? s.v_bank_size : s.k_bank_size)[s.sh(seq, h)] = n;
 }
@@ -99,14 +117,14 @@ void mine_bank(layer_cache_state& s, bool v, int seq, int h, const std::uint16_t
 void flush_head(layer_cache_state& s, bool v, int seq, int h) {
     const int d = s.d(), R = s.geom.tokens;
     const std::uint16_t* w = s.window(v, seq, h);
-    if (s.side_has_patterns(v)) {
+    if (s.side_has_patterns(v) && (v || !s.selects_k_channels())) {  // a selected K bank stays as mined
         int& nb = (v ? s.v_bank_size : s.k_bank_size)[s.sh(seq, h)];
         if (nb < s.bank_capacity) {
-            std::vector<float>& buf = s.scratch(static_cast<std::size_t>(R * d + d));
-            half_rows_to_float(w, static_cast<std::size_t>(R) * d, buf.data());
-            float* centre = buf.data() + R * d;
+            float* buf = s.scratch();
+            half_rows_to_float(w, static_cast<std::size_t>(R) * d, buf);
+            float* centre = buf + R * d;
             const bool add = std::visit(
-                [&](const auto& m) { return m.propose({buf.data(), static_cast<std::size_t>(R) * d}, d, {centre, static_cast<std::size_t>(d)}); },
+                [&](const auto& m) { return m.propose({buf, static_cast<std::size_t>(R) * d}, d, {centre, static_cast<std::size_t>(d)}); },
                 s.miner);
             if (add) {
                 std::uint16_t* dst = s.bank(v, seq, h) + static_cast<std::size_t>(nb) * d;
@@ -219,30 +237,28 @@ public:
         const int i = task / (H * ms), h = task / ms % H, split = task % ms, seq = seqs[i];
         if (split >= total_splits(s, seq)) return;
         const bool window = split == history_splits(s, seq);
-        const int split_tokens = pps * s.geom.tokens;
-        std::vector<float>& buf =
-            s.scratch(static_cast<std::size_t>(core::split_scratch_floats(G, split_tokens, d, s.geom.tokens, d / s.geom.v_group)));
+        float* buf = s.scratch();
         const std::size_t q0 = qh_index(i, h * G);
         const core::head_group hg{G, s.q_tau.data() + q0 * d, s.has_patterns() ? s.qm.data() + q0 * cap : nullptr, cap,
                                   s.partials.data() + (q0 * ms + split) * stride, ms * stride};
         // only the V patterns in use can have histogram mass: clear just those entries
         const int hist = s.has_patterns() ? s.v_bank_size[s.sh(seq, h)] : 0;
         if (window) {
-            run_window_split(s.window(false, seq, h), s.window(true, seq, h), s.window_count[seq], d, hg, hist, buf.data());
+            run_window_split(s.window(false, seq, h), s.window(true, seq, h), s.window_count[seq], d, hg, hist, buf);
         } else {
             const int first = split * pps;
-            run_history_split(s.head(seq, h), first, std::min(pps, s.pages[seq] - first), hg, hist, buf.data());
+            run_history_split(s.head(seq, h), first, std::min(pps, s.pages[seq] - first), hg, hist, buf);
         }
     });
 
     // 3. combine the splits of each (sequence, query head) in order.
     tbb::parallel_for(0, n * Hq, [&](int task) {
         const int i = task / Hq, hq = task % Hq, seq = seqs[i];
-        std::vector<float>& buf = s.scratch(static_cast<std::size_t>(cap + d));
+        float* buf = s.scratch();
         const int nb = s.has_patterns() ? s.v_bank_size[s.sh(seq, hq / G)] : 0;
-        float* o = buf.data() + cap;
+        float* o = buf + cap;
         run_combine(s.partials.data() + qh_index(i, hq) * ms * stride, total_splits(s, seq), d, cap,
-                             s.bank(true, seq, hq / G), nb, buf.data(), o);
+                             s.bank(true, seq, hq / G), nb, buf, o);
         std::copy(o, o + d, out + qh_index(i, hq) * d);
     });
     }

@@ -79,7 +79,7 @@ struct layer_header {
     std::uint64_t table_bytes;     ///< 8 * batch + 8 * batch * num_kv_heads
     std::uint64_t payload_bytes;
     std::uint32_t table_crc, payload_crc;
-    std::uint32_t reserved2;       ///< 0
+    std::uint32_t k_channel_select;  ///< config::k_channel_select, 0 or 1
     std::uint32_t header_crc;      ///< CRC-32C of the bytes before this field
 };
 static_assert(sizeof(layer_header) == 184 && std::has_unique_object_representations_v<layer_header>);

@@ -124,6 +124,7 @@ layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens, 
     s.in_v.reserve(static_cast<std::size_t>(batch) * s.heads() * s.d());
     s.out.resize(q_elems * s.d());
     s.impl = make_backend(where, s);
+    s.reserve_thread_scratch();
 }
 
 layer_cache::~layer_cache() = default;
@@ -144,6 +145,7 @@ void layer_cache::prefill(int seq, const_tensor_view k, const_tensor_view v) {
     std::vector<std::uint16_t> xk, xv;  // prefill is not the allocation-free path
     detail::to_cache_half("prefill k", k, xk);
     detail::to_cache_half("prefill v", v, xv);
+    s.reserve_thread_scratch();
     s.impl->prefill(s, seq, xk.data(), xv.data(), static_cast<int>(T));
     s.pages[seq] = static_cast<int>(T / s.geom.tokens);
     s.window_count[seq] = static_cast<int>(T % s.geom.tokens);
@@ -164,6 +166,7 @@ void layer_cache::append(std::span<const int> seqs, const_tensor_view k, const_t
     detail::to_cache_half("append k", k, s.in_k);
     detail::to_cache_half("append v", v, s.in_v);
 
+    s.reserve_thread_scratch();
     s.impl->append(s, seqs, s.in_k.data(), s.in_v.data());
     for (const int seq : seqs) {
         if (s.window_count[seq] == s.geom.tokens) {  // the backend flushed it before storing the new token
@@ -192,6 +195,7 @@ void layer_cache::attend(std::span<const int> seqs, const_tensor_view q, tensor_
             throw error(fmt::format("attend: sequence {} holds no tokens (query for an empty cache)", seqs[i]));
     }
     detail::to_finite_floats("attend q", q, s.q_in);
+    s.reserve_thread_scratch();
     s.impl->attend(s, seqs, s.q_in.data(), s.out.data());
     float* dst = static_cast<float*>(out.data);
     for (std::int64_t i = 0; i < n; ++i)

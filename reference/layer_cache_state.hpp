@@ -1,18 +1,20 @@
 #pragma once
 // Internal state of layer_cache (CPU reference backend). Arrays are indexed by sh = seq * H + head
 // and preallocated for max_tokens per sequence at construction.
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <variant>
 #include <vector>
 
-#include <tbb/enumerable_thread_specific.h>
+#include <tbb/task_arena.h>
 
 #include <patternkv/config.hpp>
 #include <patternkv/layer_cache.hpp>
 #include <patternkv/policies.hpp>
 
 #include "cache_backend.hpp"
+#include "core/attention.hpp"
 #include "core/page_layout.hpp"
 
 namespace patternkv {
@@ -54,7 +56,7 @@ struct layer_cache_state {
     mutable std::vector<float> qm;          ///< q . K patterns [n][Hq][bank_capacity]
     mutable std::vector<float> partials;    ///< split records [n][Hq][max_splits][stride]
     mutable std::vector<float> out;         ///< attention output [n][Hq][d] before the copy into the user's view
-    mutable tbb::enumerable_thread_specific<std::vector<float>> thread_scratch;
+    mutable std::vector<std::vector<float>> thread_scratch;  ///< [arena thread slot], each max_scratch_floats()
 
     std::unique_ptr<cache_backend> impl;  ///< where the data lives and the kernels run
 
@@ -64,6 +66,8 @@ struct layer_cache_state {
     bool has_patterns() const { return bank_capacity > 0; }
     /// Whether the K (v = false) or V (v = true) side aligns to patterns.
     bool side_has_patterns(bool v) const { return has_patterns() && (v || geom.k_patterns); }
+    /// K patterns with per-channel selection at prefill (and a K bank that no flush grows).
+    bool selects_k_channels() const { return side_has_patterns(false) && cfg.k_channel_select && geom.k_per_channel; }
     int max_splits() const {  // in 64 bits: max_pages + pps - 1 may pass INT_MAX
         const std::int64_t pps = core::pages_per_split(geom.tokens);
         return static_cast<int>((max_pages + pps - 1) / pps + 1);
@@ -87,11 +91,27 @@ struct layer_cache_state {
     const std::uint16_t* window(bool v, int seq, int h) const {
         return (v ? window_v : window_k).data() + sh(seq, h) * geom.tokens * d();
     }
-    std::vector<float>& scratch(std::size_t n) const {
-        auto& s = thread_scratch.local();
-        if (s.size() < n) s.resize(n);
-        return s;
+    // Per-thread scratch of the CPU kernels, in floats: page encoding, a flush's centre, one
+    // attention split, one split combine.
+    std::size_t encode_scratch_floats() const { return static_cast<std::size_t>(2 * geom.tokens + bank_capacity) * d(); }
+    std::size_t flush_scratch_floats() const { return static_cast<std::size_t>(geom.tokens + 1) * d(); }
+    std::size_t split_scratch_floats() const {
+        return static_cast<std::size_t>(core::split_scratch_floats(gqa(), core::pages_per_split(geom.tokens) * geom.tokens, d(),
+                                                                   geom.tokens, d() / geom.v_group));
     }
+    std::size_t combine_scratch_floats() const { return static_cast<std::size_t>(bank_capacity + d()); }
+    std::size_t max_scratch_floats() const {
+        return std::max({encode_scratch_floats(), flush_scratch_floats(), split_scratch_floats(), combine_scratch_floats()});
+    }
+    /// One scratch buffer per thread slot of the current task arena, all of the largest size, so
+    /// kernels never allocate. Called before any parallel work; it allocates only when the arena
+    /// has more threads than any arena the cache ran in before (at construction, the default one).
+    void reserve_thread_scratch() const {
+        const auto slots = static_cast<std::size_t>(tbb::this_task_arena::max_concurrency());
+        if (thread_scratch.size() < slots) thread_scratch.resize(slots, std::vector<float>(max_scratch_floats()));
+    }
+    /// This thread's scratch: max_scratch_floats() floats.
+    float* scratch() const { return thread_scratch[static_cast<std::size_t>(tbb::this_task_arena::current_thread_index())].data(); }
 };
 
 } // namespace patternkv

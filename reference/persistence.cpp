@@ -175,6 +175,7 @@ void write_layer(std::vector<std::uint8_t>& out, const layer_cache& cache, std::
     lh.v_groups = static_cast<std::uint32_t>(g.v_groups());
     lh.index_bytes = static_cast<std::uint32_t>(g.v_index_bytes());
     lh.k_patterns = c.k_patterns ? 1 : 0;
+    lh.k_channel_select = c.k_channel_select ? 1 : 0;
     lh.gate_words = static_cast<std::uint32_t>(g.gate_words());
     lh.bank_capacity = static_cast<std::uint32_t>(s.bank_capacity);
     lh.table_bytes = table.size();
@@ -275,6 +276,7 @@ config config_of(const layer_header& h, std::uint32_t layer) {
     if (h.gate > 2) field_error("gate", h.gate, "0 z_test, 1 always or 2 never");
     if (h.grow_patterns > 1) field_error("grow_patterns", h.grow_patterns, "0 or 1");
     if (h.k_patterns > 1) field_error("k_patterns", h.k_patterns, "0 or 1");
+    if (h.k_channel_select > 1) field_error("k_channel_select", h.k_channel_select, "0 or 1");
     if (h.kmeans_iterations > static_cast<std::uint32_t>(std::numeric_limits<int>::max()))
         field_error("kmeans_iterations", h.kmeans_iterations, "must fit an int");
     config c;
@@ -293,6 +295,7 @@ config config_of(const layer_header& h, std::uint32_t layer) {
     c.max_patterns = h.max_patterns;
     c.grow_patterns = h.grow_patterns != 0;
     c.k_patterns = h.k_patterns != 0;
+    c.k_channel_select = h.k_channel_select != 0;
     c.gate = static_cast<gate_mode>(h.gate);
     c.gate_alpha = std::bit_cast<double>(h.gate_alpha_bits);
     c.kmeans_iterations = static_cast<int>(h.kmeans_iterations);
@@ -392,7 +395,6 @@ std::uint64_t parse_layer(std::span<const std::uint8_t> image, std::uint64_t at,
     if (h.header_bytes != sizeof(layer_header))
         corrupt(fmt::format("layer {}: header_bytes = {} (expected {})", layer, h.header_bytes, sizeof(layer_header)));
     if (h.layer_index != layer) corrupt(fmt::format("layer {}: layer_index = {} in its header", layer, h.layer_index));
-    if (h.reserved2 != 0) corrupt(fmt::format("layer {}: reserved header fields are not 0", layer));
     if (h.backend > static_cast<std::uint32_t>(backend::hip))
         corrupt(fmt::format("layer {}: backend = {} in the header (0 cpu, 1 cuda, 2 hip)", layer, h.backend));
 

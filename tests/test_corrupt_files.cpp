@@ -256,7 +256,7 @@ TEST_CASE("configs and dimensions inconsistent with the payload are named") {
     expect_error(edit_layer_header(0, [](layer_header& h) { h.table_bytes = ~std::uint64_t{0}; }), "table_bytes = ");
     expect_error(edit_layer_header(0, [](layer_header& h) { h.header_bytes = 100; }), "header_bytes = 100");
     expect_error(edit_layer_header(1, [](layer_header& h) { h.layer_index = 0; }), "layer 1: layer_index = 0");
-    expect_error(edit_layer_header(1, [](layer_header& h) { h.reserved2 = 1; }), "reserved");
+    expect_error(edit_layer_header(1, [](layer_header& h) { h.k_channel_select = 7; }), "k_channel_select = 7");
     expect_error(edit_layer_header(1, [](layer_header& h) { h.k_patterns = 2; }), "k_patterns = 2");
 }
 

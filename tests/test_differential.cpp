@@ -156,6 +156,8 @@ std::vector<diff_case> make_cases() {
     variant("max_patterns=33", [](config& c) { c.max_patterns = 33; }, "patternkv", {300, 90}, 300);
     variant("grow_patterns=0", [](config& c) { c.grow_patterns = false; });
     variant("k_patterns=1", [](config& c) { c.k_patterns = true; }, "patternkv", {300, 90}, 300);
+    variant("k_patterns=1,k_channel_select=0", [](config& c) { c.k_patterns = true; c.k_channel_select = false; }, "patternkv",
+            {300, 90}, 300);
     variant("k_patterns=1,R=32", [](config& c) { c.k_patterns = true; c.residual_length = c.pattern_window = 32; c.k_group = 32; },
             "patternkv", {20, 90}, 100);
     variant("num_patterns=8", [](config& c) { c.num_patterns = 8; });

@@ -23,7 +23,8 @@ void fill(patternkv::layer_cache& cache, int prompt, int decode) {
 } // namespace
 
 patternkv::config with_k_patterns(patternkv::config c) {
-    c.k_patterns = true;  // the paper's layout: K indices and a K bank as well
+    c.k_patterns = true;         // the paper's layout: K indices and a K bank as well,
+    c.k_channel_select = false;  // growing at every flush
     return c;
 }
 

@@ -38,6 +38,7 @@ private:
     };
 
     void upload_meta(const layer_cache_state& s) const;
+    void select_k_channels(const layer_cache_state& s, int seq, const float* rows, int T, int count);
     cache_counters counters() const;
     void encode(int jobs, int pages, const float* rows, std::int64_t job_stride, std::int64_t head_stride, bool flush,
                 gpu::device_buffer<float>& resid, gpu::device_buffer<std::uint8_t>& flags);
@@ -158,6 +159,22 @@ inline void gpu_backend::encode(int jobs, int pages, const float* rows, std::int
     gpu::launch(quantize_token_rows_kernel, gpu::blocks_for(jobs * H * tokens, Hv), Hv, "quantize_v_rows", p, 1);
 }
 
+// K channel selection of a fresh prefill (cpu_backend.cpp: select_k_channels). rows: K then V as
+// floats [2][H][T][d]; the K banks hold `count` mined patterns.
+inline void gpu_backend::select_k_channels(const layer_cache_state& s, int seq, const float* rows, int T, int count) {
+    const std::int64_t H = heads_, per = static_cast<std::int64_t>(cap_) * d_;
+    auto bank_f = gpu::malloc_device<float>(static_cast<std::size_t>(H * per));
+    auto assign = gpu::malloc_device<int>(static_cast<std::size_t>(H * T));
+    const int E = elementwise_threads;
+    gpu::launch(halves_to_floats_kernel, gpu::blocks_for(H * per, E), E, "k_bank_to_float", arrays_.bank(false, seq, 0), H * per,
+                bank_f.get());
+    gpu::launch(k_select_assign_kernel, gpu::blocks_for(H * T, E), E, "k_select_assign", arrays_, rows, T, bank_f.get(), count,
+                assign.get());
+    gpu::launch(k_select_channels_kernel, gpu::blocks_for(H * d_, E), E, "k_select_channels", arrays_, seq, rows, T, bank_f.get(),
+                count, assign.get(), s.cfg.k_group, s.cfg.k_bits);
+    gpu::check(gpu::synchronize(), "K channel selection");  // before the scratch is freed
+}
+
 inline void gpu_backend::prefill(layer_cache_state& s, int seq, const std::uint16_t* xk, const std::uint16_t* xv, int T) {
     const std::int64_t H = heads_, n = H * T * d_;
     const int full = T / R_;
@@ -188,6 +205,7 @@ inline void gpu_backend::prefill(layer_cache_state& s, int seq, const std::uint1
             gpu::check(gpu::synchronize(), "k-means");  // before the scratch is freed
         }
     }
+    if (cap_ > 0 && s.selects_k_channels() && bank > 0) select_k_channels(s, seq, rows.get(), T, bank);
     // The new bank sizes go to the device now and to the host state only once everything succeeded.
     std::copy(s.k_bank_size.begin(), s.k_bank_size.end(), meta_host_.begin() + meta_.k_bank_size);
     std::copy(s.v_bank_size.begin(), s.v_bank_size.end(), meta_host_.begin() + meta_.v_bank_size);
@@ -238,7 +256,8 @@ inline void gpu_backend::append(layer_cache_state& s, std::span<const int> seqs,
                 int& nb = meta_host_[(kv == 1 ? meta_.v_bank_size : meta_.k_bank_size) + s.sh(seq, h)];
                 int& slot = meta_host_[meta_.centre_slot + (static_cast<std::size_t>(jobs) * 2 + kv) * H + h];
                 slot = -1;
-                if (cap_ > 0 && grow_ && (kv == 1 || arrays_.g.k_patterns) && nb < cap_) slot = nb++;
+                const bool grows = kv == 1 || (arrays_.g.k_patterns && !s.selects_k_channels());  // cpu_backend.cpp: flush_head
+                if (cap_ > 0 && grow_ && grows && nb < cap_) slot = nb++;
             }
         ++jobs;
     }

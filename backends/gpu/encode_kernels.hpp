@@ -11,6 +11,7 @@
 #include "cache_arrays.hpp"
 #include "core/fp16.hpp"
 #include "core/hash.hpp"
+#include "core/k_channel_select.hpp"
 #include "core/kmeans.hpp"
 #include "core/page_quantizer.hpp"
 #include "core/patterns.hpp"
@@ -160,6 +161,35 @@ __global__ void bank_from_tokens_kernel(cache_arrays a, int seq, const float* x,
     const int block = static_cast<int>(idx / per), kv = block / a.heads, h = block % a.heads;
     if (kv == 0 && !a.g.k_patterns) return;  // no K bank
     a.bank(kv == 1, seq, h)[idx % per] = core::float_to_half(core::round_to_half(x[idx]));
+}
+
+/// K channel selection, step 1: each prompt token's nearest K pattern (squared L2) among the first
+/// `count` rows of its head's bank, one token per thread. x: K rows as floats [H][T][d]; bank_f: the
+/// K banks of the sequence as floats [H][bank_capacity][d]; assign: [H][T].
+__global__ void k_select_assign_kernel(cache_arrays a, const float* x, int T, const float* bank_f, int count, int* assign) {
+    const std::int64_t idx = thread_index();
+    if (idx >= static_cast<std::int64_t>(a.heads) * T) return;
+    const int h = static_cast<int>(idx / T), d = a.g.d;
+    assign[idx] = core::nearest_pattern_l2(x + idx * d, bank_f + static_cast<std::int64_t>(h) * a.bank_capacity * d, count, d);
+}
+
+/// K channel selection, step 2: one (head, channel) per thread; zeroes the fp16 bank column of a
+/// channel that does not keep its patterns (core/k_channel_select.hpp; cpu_backend.cpp's
+/// select_k_channels does the same).
+__global__ void k_select_channels_kernel(cache_arrays a, int seq, const float* x, int T, const float* bank_f, int count,
+                                         const int* assign, int group, int bits) {
+    const std::int64_t idx = thread_index();
+    const int d = a.g.d;
+    if (idx >= static_cast<std::int64_t>(a.heads) * d) return;
+    const int h = static_cast<int>(idx / d), j = static_cast<int>(idx % d);
+    const int groups = T / a.g.tokens * (a.g.tokens / group);
+    float col[core::max_page_tokens];
+    std::uint8_t codes[core::max_page_tokens];
+    if (!core::keep_k_pattern_channel(x + static_cast<std::int64_t>(h) * T * d, d, bank_f + static_cast<std::int64_t>(h) * a.bank_capacity * d,
+                                      assign + static_cast<std::int64_t>(h) * T, groups, group, bits, j, col, codes)) {
+        std::uint16_t* b = a.bank(false, seq, h);
+        for (int c = 0; c < count; ++c) b[c * d + j] = 0;  // +0 in fp16
+    }
 }
 
 struct kmeans_args {

@@ -46,6 +46,9 @@ struct config {
     bool grow_patterns = true;  ///< add the Chebyshev centre of each flushed window to the bank
     bool k_patterns = false;    ///< K aligns to patterns too (the paper); false: patterns on V only, K as in
                                 ///< KIVI with no K bank or indices (measured default, docs/accuracy.md)
+    bool k_channel_select = true;  ///< with k_patterns and per-channel K: at prefill, keep the K patterns only
+                                   ///< in channels where they make the quantization error vary less from token
+                                   ///< to token (zero the other bank columns); the K bank then never grows
 
     // --- V gate ---
     gate_mode gate = gate_mode::z_test;  ///< V gate (method.md section 5)
