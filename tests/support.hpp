@@ -16,6 +16,10 @@
 
 namespace pkv_test {
 
+/// Records that the calling test case cannot run here and why (tests/doctest_main.cpp): the
+/// executable then exits 77 (Meson's SKIP). The caller returns right after.
+void skip(const std::string& why);
+
 /// Synthetic K or V rows [T][H][d]: per head a few centres plus noise, and (for K) two outlier
 /// channels, so that pattern alignment has something to find. Deterministic for a seed.
 inline std::vector<float> synthetic_kv(std::uint64_t seed, int T, int H, int d, bool keys) {

@@ -21,7 +21,8 @@ namespace {
 
 bool skip_without_avx2() {
     if (patternkv::simd::have_avx2()) return false;
-    MESSAGE("*** this CPU has no AVX2/FMA/F16C (or PATTERNKV_NO_SIMD is set): AVX2 kernels not compared ***");
+    pkv_test::skip(doctest::getContextOptions()->currentTest->m_name +
+                   std::string(": this CPU has no AVX2/FMA/F16C (or PATTERNKV_NO_SIMD is set)"));
     return true;
 }
 
@@ -322,5 +323,5 @@ TEST_CASE("whole history and window splits: AVX2 primitives equal the scalar def
 }
 
 #else
-TEST_CASE("no AVX2 kernels on this architecture") { MESSAGE("*** not x86-64: only the scalar kernels exist ***"); }
+TEST_CASE("AVX2 twins") { pkv_test::skip("not x86-64: only the scalar kernels exist, no twins to compare"); }
 #endif

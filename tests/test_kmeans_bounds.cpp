@@ -110,10 +110,7 @@ TEST_CASE("bounded k-means assignment equals the defining step in every iteratio
 }
 
 TEST_CASE("bounded k-means assignment equals the defining step in every iteration (AVX2 distance)") {
-    if (!patternkv::simd::have_avx2()) {
-        MESSAGE("*** this CPU has no AVX2 (or PATTERNKV_NO_SIMD is set): AVX2 distance not compared ***");
-        return;
-    }
+    if (!patternkv::simd::have_avx2()) return pkv_test::skip("AVX2 distance: this CPU has no AVX2 (or PATTERNKV_NO_SIMD is set)");
     compare_all<patternkv::simd::avx2_distance>("avx2");
 }
 

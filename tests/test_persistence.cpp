@@ -275,7 +275,7 @@ TEST_CASE("whole-model files: several layers with their own configs, through the
 TEST_CASE("files do not depend on the backend: a GPU backend loads and saves the same cache") {
     for (const auto b : {patternkv::backend::cuda, patternkv::backend::hip}) {
         if (!patternkv::backend_available(b)) {
-            MESSAGE("skipping " << std::string(patternkv::backend_name(b)) << ": " << patternkv::backend_unavailable_reason(b));
+            pkv_test::skip(fmt::format("{} file round trip: {}", patternkv::backend_name(b), patternkv::backend_unavailable_reason(b)));
             continue;
         }
         layer_cache cpu = make_cache(small(patternkv::patternkv_config(2)), ragged, 1200);
