@@ -15,6 +15,8 @@
 
 #include <patternkv/patternkv.hpp>
 
+#include "core/fp16.hpp"
+
 #include "reference/layer_cache_state.hpp"
 
 namespace {
@@ -78,7 +80,10 @@ tensor make_tensor(bytes& in, std::int64_t a, std::int64_t b, std::int64_t c) {
             else {
                 std::uint32_t u;
                 std::memcpy(&u, &x, 4);
-                const std::uint16_t h = type == patternkv::dtype::bf16 ? static_cast<std::uint16_t>(u >> 16) : 0x3c00;
+                // bf16: the top half of the float (x is a multiple of 1/16 below 8, exact in bf16);
+                // f16: the same value encoded as a half (exact: 8 significant bits at most)
+                const std::uint16_t h =
+                    type == patternkv::dtype::bf16 ? static_cast<std::uint16_t>(u >> 16) : patternkv::core::float_to_half(x);
                 std::memcpy(&t.buf[2 * i], &h, 2);
             }
         } else {
