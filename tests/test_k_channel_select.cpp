@@ -57,6 +57,33 @@ TEST_CASE("the error spread ignores an error shared by the whole group") {
     CHECK(core::group_error_spread(spread.data(), 6, 1, 2, codes.data()) > core::group_error_spread(same.data(), 6, 1, 2, codes.data()));
 }
 
+TEST_CASE("the criterion is the error's spread, not its size: lower MSE with patterns can still drop them") {
+    // one group of 8 tokens, every token its own pattern. Raw: two outliers (0 and 3) and a bulk at
+    // 1.4 that rounds the same way (one shared error). With the patterns the residuals spread over the
+    // range: a smaller squared error, but no longer a shared one.
+    const int n = 8;
+    const std::vector<float> raw = {0.0f, 3.0f, 1.4f, 1.4f, 1.4f, 1.4f, 1.4f, 1.4f};
+    const std::vector<float> res = {0.0f, 2.7f, 0.2f, 0.9f, 1.6f, 2.3f, 0.5f, 1.2f};
+    std::vector<float> bank(n);
+    std::vector<int> assign(n);
+    for (int t = 0; t < n; ++t) bank[t] = raw[t] - res[t], assign[t] = t;
+    std::vector<std::uint8_t> codes(n);
+    auto mse = [&](const std::vector<float>& g) {
+        const core::scale_min sm = core::quantize_group(g.data(), n, 1, 2, codes.data());
+        double e = 0;
+        for (int t = 0; t < n; ++t) {
+            const double err = core::dequantize_value(codes[t], core::half_to_float(sm.scale), core::half_to_float(sm.min)) - g[t];
+            e += err * err;
+        }
+        return e;
+    };
+    std::vector<float> stored(n);
+    for (int t = 0; t < n; ++t) stored[t] = raw[t] - bank[t];
+    REQUIRE(mse(stored) < mse(raw));  // by squared error alone the patterns would stay
+    std::vector<float> col(n);
+    CHECK(!core::keep_k_pattern_channel(raw.data(), 1, bank.data(), assign.data(), 1, n, 2, 0, col.data(), codes.data()));
+}
+
 TEST_CASE("without a whole group there is no evidence: the channel keeps its patterns") {
     fixture f;
     std::vector<float> col(8);
