@@ -13,7 +13,7 @@ patternkv::config small(patternkv::config c = patternkv::patternkv_config(2)) {
     c.num_kv_heads = H;
     c.num_q_heads = Hq;
     c.residual_length = c.pattern_window = c.k_group = R;
-    c.k_patterns = c.num_patterns > 0;  // exercise the paper's K pattern path too (growing K bank)
+    if (c.num_patterns > 0) c.num_patterns = 32;  // the paper's setting, K bank growing at every flush
     c.k_channel_select = false;
     return c;
 }

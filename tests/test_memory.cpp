@@ -23,20 +23,32 @@ void fill(patternkv::layer_cache& cache, int prompt, int decode) {
 } // namespace
 
 patternkv::config with_k_patterns(patternkv::config c) {
-    c.k_patterns = true;         // the paper's layout: K indices and a K bank as well,
+    c.num_patterns = 32;         // the paper's setting: 32 patterns, K indices and a K bank
     c.k_channel_select = false;  // growing at every flush
     return c;
 }
 
-TEST_CASE("PatternKV-2 default (patterns on V only): no K indices, no K bank") {
+TEST_CASE("PatternKV-2 default: 8 K and 8 V patterns per head") {
     patternkv::layer_cache cache(shape(patternkv::patternkv_config(2)), 1, 1024);
+    fill(cache, 300, 0);
+    const patternkv::memory_report m = cache.memory();
+    CHECK(m.pattern_index_bytes == 4 * (128 + 128));          // one byte per quantized token for K and for V
+    CHECK(m.gate_bytes == 4 * 128 / 8);
+    CHECK(m.bank_bytes == 2 * (8 + 8) * 128 * 2);             // 8 K + 8 V fp16 patterns per head
+    CHECK(m.total_bytes() == 32768 + 4096 + 1024 + 64 + 8192 + 45056);
+}
+
+TEST_CASE("PatternKV-2 with patterns on V only: no K indices, no K bank") {
+    patternkv::config c = shape(patternkv::patternkv_config(2));
+    c.k_patterns = false;
+    patternkv::layer_cache cache(c, 1, 1024);
     fill(cache, 300, 0);
     const patternkv::memory_report m = cache.memory();
     CHECK(m.pattern_index_bytes == 4 * 128);                  // one byte per quantized V token
     CHECK(m.gate_bytes == 4 * 128 / 8);
-    CHECK(m.bank_bytes == 2 * 32 * 128 * 2);                  // 32 V fp16 patterns per head
+    CHECK(m.bank_bytes == 2 * 8 * 128 * 2);                   // 8 V fp16 patterns per head
     CHECK(cache.bank_size(0, 0, false) == 0);
-    CHECK(m.total_bytes() == 32768 + 4096 + 512 + 64 + 16384 + 45056);
+    CHECK(m.total_bytes() == 32768 + 4096 + 512 + 64 + 4096 + 45056);
 }
 
 TEST_CASE("PatternKV-2 with K patterns, d=128, 2 KV heads, R=128: 300-token prompt") {

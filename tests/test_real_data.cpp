@@ -112,13 +112,13 @@ TEST_CASE("Qwen2.5-14B layer 0: PatternKV against KIVI at equal code bits and at
         const char* name;
         patternkv::config cfg;
     };
-    auto paper = [](patternkv::config c) {
-        c.k_patterns = true;
+    auto paper = [](patternkv::config c) {  // the paper's setting
+        c.num_patterns = 32;
         c.k_channel_select = false;
         return c;
     };
-    auto selected = [](patternkv::config c) {
-        c.k_patterns = true;
+    auto v_only = [](patternkv::config c) {
+        c.k_patterns = false;
         return c;
     };
     auto patterns = [](patternkv::config c, int n) {
@@ -129,34 +129,36 @@ TEST_CASE("Qwen2.5-14B layer 0: PatternKV against KIVI at equal code bits and at
                         {"KIVI-3", with_shape(patternkv::kivi_config(3))},
                         {"KIVI-4", with_shape(patternkv::kivi_config(4))},
                         {"PatternKV-2", with_shape(patternkv::patternkv_config(2))},
-                        {"PatternKV-2 K+V", with_shape(paper(patternkv::patternkv_config(2)))},
-                        {"PatternKV-2 Ksel", with_shape(selected(patternkv::patternkv_config(2)))},
-                        {"PatternKV-2 k=4", with_shape(patterns(patternkv::patternkv_config(2), 4))},
+                        {"PatternKV-2 paper", with_shape(paper(patternkv::patternkv_config(2)))},
+                        {"PatternKV-2 V only", with_shape(v_only(patternkv::patternkv_config(2)))},
+                        {"PatternKV-2 V, k=4", with_shape(v_only(patterns(patternkv::patternkv_config(2), 4)))},
                         {"PatternKV-4", with_shape(patternkv::patternkv_config(4))},
                         {"per-token-2", with_shape(patternkv::per_token_config(2))}};
     std::vector<errors> e;
     for (const auto& r : rows) e.push_back(measure(r.cfg, k, v));
     const std::vector<errors> kivi(e.begin(), e.begin() + 3);
-    fmt::print("\n{:<16} {:>6} {:>10} {:>10} {:>12} {:>20}\n", "method", "bits", "K relMSE", "V relMSE", "attn relMSE",
+    fmt::print("\n{:<20} {:>6} {:>10} {:>10} {:>12} {:>20}\n", "method", "bits", "K relMSE", "V relMSE", "attn relMSE",
                "KIVI attn @ bits");
     for (std::size_t i = 0; i < e.size(); ++i)
-        fmt::print("{:<16} {:>6.3f} {:>10.4f} {:>10.4f} {:>12.4f} {:>20.4f}\n", rows[i].name, e[i].bits, e[i].k, e[i].v, e[i].attn,
+        fmt::print("{:<20} {:>6.3f} {:>10.4f} {:>10.4f} {:>12.4f} {:>20.4f}\n", rows[i].name, e[i].bits, e[i].k, e[i].v, e[i].attn,
                    kivi_at(kivi, e[i].bits));
-    const errors kivi2 = e[0], kivi4 = e[2], pkv2 = e[3], pkv2_paper = e[4], pkv2_sel = e[5], pkv2_k4 = e[6], pkv4 = e[7],
+    const errors kivi2 = e[0], kivi4 = e[2], pkv2 = e[3], paper2 = e[4], vonly2 = e[5], pkv2_k4 = e[6], pkv4 = e[7],
                  pertoken2 = e[8];
     // at equal code bits (what method.md's reference numbers compare)
-    CHECK(pkv2.attn <= 0.5 * kivi2.attn);
-    CHECK(pkv2.v <= 0.35 * kivi2.v);
-    CHECK(pkv2.k == kivi2.k);  // patterns on V only: K is stored exactly as KIVI stores it
-    CHECK(pkv2_paper.k < kivi2.k);
-    CHECK(pkv2_sel.k < kivi2.k);  // the selected channels still lower K's error
+    CHECK(paper2.attn <= 0.5 * kivi2.attn);
+    CHECK(paper2.v <= 0.35 * kivi2.v);
+    CHECK(paper2.k < kivi2.k);
+    CHECK(pkv2.attn <= 0.6 * kivi2.attn);
+    CHECK(pkv2.k < kivi2.k);       // the selected K channels still lower K's error
+    CHECK(vonly2.k == kivi2.k);    // patterns on V only: K is stored exactly as KIVI stores it
     CHECK(pkv4.attn < kivi4.attn);
     CHECK(pkv4.v < kivi4.v);
     CHECK(kivi2.attn < pertoken2.attn);  // per-channel K beats per-token K on outlier channels
-    // at equal storage: 32 fp16 patterns per head cost about one bit per element over only 128 quantized
-    // tokens, more than KIVI needs to go from 2 to 3 bits; a bank sized to the context (4 patterns) is
-    // what wins here.
-    CHECK(pkv2.bits > kivi2.bits + 0.9);
+    // at equal storage: over only 128 quantized tokens the fp16 banks cost a lot (32 patterns: ~2 bits
+    // per element for K and V); the default's 8 K and 8 V patterns cost ~0.5 and lose to KIVI; 4
+    // patterns on V only (~0.3) win.
+    CHECK(paper2.bits > kivi2.bits + 1.9);
+    CHECK(pkv2.attn > kivi_at(kivi, pkv2.bits));
     CHECK(pkv2_k4.attn < kivi_at(kivi, pkv2_k4.bits));
     // The reference prototype's KIVI figures depend on no random choice: ours must agree closely.
     // (to their printed precision: 0.0148 and 0.6315; ours 0.01481 and 0.6321)
@@ -164,9 +166,9 @@ TEST_CASE("Qwen2.5-14B layer 0: PatternKV against KIVI at equal code bits and at
     CHECK(kivi2.v == doctest::Approx(0.6315).epsilon(0.01));
     // the figures README.md and docs/accuracy.md quote, to their printed digits
     CHECK(kivi2.attn == doctest::Approx(0.5500).epsilon(0.001));
-    CHECK(pkv2.attn == doctest::Approx(0.2686).epsilon(0.001));
-    CHECK(pkv2_paper.attn == doctest::Approx(0.1779).epsilon(0.001));
     CHECK(kivi4.attn == doctest::Approx(0.0161).epsilon(0.005));
-    CHECK(pkv2.bits == doctest::Approx(4.285).epsilon(0.001));
-    CHECK(pkv2_paper.bits == doctest::Approx(6.316).epsilon(0.001));
+    CHECK(paper2.attn == doctest::Approx(0.1779).epsilon(0.001));
+    CHECK(paper2.bits == doctest::Approx(6.316).epsilon(0.001));
+    CHECK(pkv2.attn == doctest::Approx(0.2660).epsilon(0.001));
+    CHECK(pkv2.bits == doctest::Approx(3.316).epsilon(0.001));
 }

@@ -39,13 +39,14 @@ struct config {
     int residual_length = 128;  ///< R: tokens kept unquantized; a flush quantizes R tokens
 
     // --- patterns ---
-    int num_patterns = 32;      ///< patterns mined at prefill; 0 = no patterns (exactly KIVI)
+    int num_patterns = 8;       ///< patterns mined at prefill; 0 = no patterns (exactly KIVI). The paper mines 32;
+                                ///< 8 was more accurate per stored bit at 1K and 4K prompts (docs/accuracy.md)
     int pattern_window = 128;   ///< G_pattern: tokens whose Chebyshev centre becomes a new pattern at a flush
                                 ///< (must equal residual_length in this version)
     int max_patterns = 256;     ///< bank bound; once full, flushes stop adding patterns (docs/configuration.md)
     bool grow_patterns = true;  ///< add the Chebyshev centre of each flushed window to the bank
-    bool k_patterns = false;    ///< K aligns to patterns too (the paper); false: patterns on V only, K as in
-                                ///< KIVI with no K bank or indices (measured default, docs/accuracy.md)
+    bool k_patterns = true;     ///< K aligns to patterns too (the paper); false: patterns on V only, K stored
+                                ///< exactly as KIVI stores it, with no K bank or indices
     bool k_channel_select = true;  ///< with k_patterns and per-channel K: at prefill, keep the K patterns only
                                    ///< in channels where they make the quantization error vary less from token
                                    ///< to token (zero the other bank columns); the K bank then never grows
