@@ -51,10 +51,10 @@ int nearest_dmm(const float* x, const float* bank, int count, int d) {
 }
 
 core::page_geometry channel_geometry(int d, int tokens, int bits, int group) {
-    return {d, tokens, bits, bits, true, group, d, false};
+    return {d, tokens, bits, bits, true, group, d, false, false};
 }
 core::page_geometry token_geometry(int d, int tokens, int bits, int group) {
-    return {d, tokens, bits, bits, false, group, group, false};
+    return {d, tokens, bits, bits, false, group, group, false, false};
 }
 
 } // namespace
