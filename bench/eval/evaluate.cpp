@@ -88,11 +88,10 @@ void decode_chunk(const transformer& tf, std::span<const int> chunk, int P, int 
 
 } // namespace
 
-std::pair<double, double> mean_and_se(std::span<const double> values, int chunks, int block) {
-    if (values.empty()) return {0.0, 0.0};
-    const std::size_t per_chunk = values.size() / chunks;
+std::vector<double> block_means(std::span<const double> values, int chunks, int block) {
     std::vector<double> means;
-    double total = 0.0;
+    if (values.empty()) return means;
+    const std::size_t per_chunk = values.size() / chunks;
     for (int c = 0; c < chunks; ++c) {
         const std::size_t first = c * per_chunk, nblocks = std::max<std::size_t>(1, per_chunk / block);
         for (std::size_t b = 0; b < nblocks; ++b) {
@@ -100,31 +99,70 @@ std::pair<double, double> mean_and_se(std::span<const double> values, int chunks
             double sum = 0.0;
             for (std::size_t i = lo; i < hi; ++i) sum += values[i];
             means.push_back(sum / static_cast<double>(hi - lo));
-            total += sum;
         }
     }
-    const double mean = total / static_cast<double>(values.size());
-    if (means.size() < 2) return {mean, 0.0};
-    double var = 0.0;  // blocks of unequal length are rare (only a chunk's last); weighting them equally is fine here
-    double bm = 0.0;
-    for (double m : means) bm += m;
-    bm /= static_cast<double>(means.size());
-    for (double m : means) var += (m - bm) * (m - bm);
-    var /= static_cast<double>(means.size() - 1);
-    return {mean, std::sqrt(var / static_cast<double>(means.size()))};
+    return means;
+}
+
+namespace {
+
+/// Standard error of the mean of `x` (0 with fewer than 2 values). Blocks of unequal length are
+/// rare (only a chunk's last) and weigh the same here.
+double standard_error(std::span<const double> x) {
+    if (x.size() < 2) return 0.0;
+    double mean = 0.0, var = 0.0;
+    for (double v : x) mean += v;
+    mean /= static_cast<double>(x.size());
+    for (double v : x) var += (v - mean) * (v - mean);
+    return std::sqrt(var / static_cast<double>(x.size() - 1) / static_cast<double>(x.size()));
+}
+
+/// The two KIVI rows (equal K/V widths) whose bits bracket `bits`, and the interpolation weight of
+/// the second; nullptrs when there are none.
+struct kivi_bracket {
+    const method_result *lo = nullptr, *hi = nullptr;
+    double f = 0.0;
+};
+
+kivi_bracket bracket(const eval_report& r, double bits) {
+    std::vector<const method_result*> pts;
+    for (const auto& m : r.results)
+        if (m.family == "kivi" && m.k_bits == m.v_bits && m.kl > 0) pts.push_back(&m);
+    std::sort(pts.begin(), pts.end(), [](auto* a, auto* b) { return a->bits_per_element < b->bits_per_element; });
+    for (std::size_t i = 0; i + 1 < pts.size(); ++i) {
+        const double b0 = pts[i]->bits_per_element, b1 = pts[i + 1]->bits_per_element;
+        if (bits >= b0 && bits <= b1 && b1 > b0) return {pts[i], pts[i + 1], (bits - b0) / (b1 - b0)};
+    }
+    return {};
+}
+
+} // namespace
+
+std::pair<double, double> mean_and_se(std::span<const double> values, int chunks, int block) {
+    if (values.empty()) return {0.0, 0.0};
+    double total = 0.0;
+    for (double v : values) total += v;
+    return {total / static_cast<double>(values.size()), standard_error(block_means(values, chunks, block))};
 }
 
 double kivi_kl_at(const eval_report& r, double bits) {
-    std::vector<std::pair<double, double>> pts;  // (bits, ln KL)
-    for (const auto& m : r.results)
-        if (m.family == "kivi" && m.k_bits == m.v_bits && m.kl > 0) pts.emplace_back(m.bits_per_element, std::log(m.kl));
-    std::sort(pts.begin(), pts.end());
-    for (std::size_t i = 0; i + 1 < pts.size(); ++i) {
-        const auto [b0, l0] = pts[i];
-        const auto [b1, l1] = pts[i + 1];
-        if (bits >= b0 && bits <= b1 && b1 > b0) return std::exp(l0 + (l1 - l0) * (bits - b0) / (b1 - b0));
+    const kivi_bracket k = bracket(r, bits);
+    return k.lo == nullptr ? std::nan("") : std::exp(std::log(k.lo->kl) + k.f * (std::log(k.hi->kl) - std::log(k.lo->kl)));
+}
+
+std::pair<double, double> kl_over_kivi(const eval_report& r, const method_result& m) {
+    const kivi_bracket k = bracket(r, m.bits_per_element);
+    if (k.lo == nullptr || m.kl <= 0) return {std::nan(""), std::nan("")};
+    const double ratio = m.kl / kivi_kl_at(r, m.bits_per_element);
+    // the same interpolation block by block, on the same predictions: the spread of the log ratio
+    const std::size_t n = m.kl_blocks.size();
+    if (n < 2 || k.lo->kl_blocks.size() != n || k.hi->kl_blocks.size() != n) return {ratio, 0.0};
+    std::vector<double> log_ratio(n);
+    for (std::size_t b = 0; b < n; ++b) {
+        const double lo = std::max(k.lo->kl_blocks[b], 1e-300), hi = std::max(k.hi->kl_blocks[b], 1e-300);
+        log_ratio[b] = std::log(std::max(m.kl_blocks[b], 1e-300)) - (std::log(lo) + k.f * (std::log(hi) - std::log(lo)));
     }
-    return std::nan("");
+    return {ratio, ratio * standard_error(log_ratio)};
 }
 
 eval_report evaluate(const transformer& tf, std::span<const int> ids, const eval_options& opt) {
@@ -190,6 +228,7 @@ eval_report evaluate(const transformer& tf, std::span<const int> ids, const eval
         r.cache_bytes = methods[b].bytes();
         std::tie(r.mean_nll, r.nll_se) = mean_and_se(acc[b].nll, C, opt.se_block);
         std::tie(r.kl, r.kl_se) = mean_and_se(acc[b].kl, C, opt.se_block);
+        r.kl_blocks = block_means(acc[b].kl, C, opt.se_block);
         r.ppl = std::exp(r.mean_nll);
         r.top1 = static_cast<double>(acc[b].agree) / (static_cast<double>(N) * C);
         r.cache_seconds = cache_seconds[b];

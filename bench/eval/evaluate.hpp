@@ -50,6 +50,7 @@ struct method_result {
     double ppl = 0.0;               ///< exp(mean_nll)
     double kl = 0.0;                ///< mean KL(fp32 || method) of the next-token distributions, nats
     double kl_se = 0.0;             ///< standard error of kl (batch means)
+    std::vector<double> kl_blocks;  ///< mean KL of each block of predictions (the batch means)
     double nll_se = 0.0;            ///< standard error of mean_nll = ln ppl (batch means)
     double top1 = 0.0;              ///< fraction of steps whose argmax equals fp32's
     double cache_seconds = 0.0;     ///< time in the method's append + attend calls
@@ -68,6 +69,15 @@ struct eval_report {
 /// equal length; blocks of `block` values never cross a chunk boundary (a last short block of a
 /// chunk joins the one before it). SE is 0 with fewer than 2 blocks.
 std::pair<double, double> mean_and_se(std::span<const double> values, int chunks, int block);
+
+/// Means of the blocks of `block` consecutive values within each of `chunks` equal runs (a chunk's
+/// last short block joins the one before it).
+std::vector<double> block_means(std::span<const double> values, int chunks, int block);
+
+/// A method's KL over KIVI's at its bits per element (kivi_kl_at), and the ratio's standard error
+/// from the same interpolation done block by block on the same predictions (paired: what is hard for
+/// one method is hard for all). NaNs where kivi_kl_at has no value.
+std::pair<double, double> kl_over_kivi(const eval_report& r, const method_result& m);
 
 /// KIVI's KL at `bits` per element, interpolated log-linearly between the two nearest KIVI points
 /// of the report (methods named kivi-B or kivi-B-B); NaN without two KIVI points or outside their

@@ -58,6 +58,28 @@ TEST_CASE("report: KIVI's KL is interpolated log-linearly in bits between its po
     CHECK(std::isnan(kivi_kl_at(r, 4.5)));
 }
 
+TEST_CASE("report: KL over KIVI at equal bits has a paired standard error over blocks") {
+    eval_report r;
+    auto row = [](std::string family, int bits, double bpe, std::vector<double> blocks) {
+        method_result m;
+        m.family = std::move(family), m.k_bits = m.v_bits = bits, m.bits_per_element = bpe, m.kl_blocks = blocks;
+        for (double b : blocks) m.kl += b / static_cast<double>(blocks.size());
+        return m;
+    };
+    r.results.push_back(row("kivi", 2, 2.0, {0.4, 0.8, 0.6, 0.2}));
+    r.results.push_back(row("kivi", 4, 4.0, {0.004, 0.008, 0.006, 0.002}));
+    // exactly half of KIVI's interpolation in every block: ratio 0.5, no spread
+    r.results.push_back(row("patternkv", 2, 3.0, {0.02, 0.04, 0.03, 0.01}));
+    const auto [ratio, se] = kl_over_kivi(r, r.results[2]);
+    CHECK(ratio == doctest::Approx(0.5));
+    CHECK(se == doctest::Approx(0.0).epsilon(1e-12));
+    // the same mean KL spread unevenly over the blocks: same ratio, now with an error
+    r.results.push_back(row("patternkv", 3, 3.0, {0.04, 0.02, 0.02, 0.02}));
+    const auto [ratio2, se2] = kl_over_kivi(r, r.results[3]);
+    CHECK(ratio2 == doctest::Approx(0.5));
+    CHECK(se2 > 0.05);
+}
+
 TEST_CASE("report: batch-means standard error stays inside chunks") {
     // two chunks of 4 values, blocks of 2: block means 1, 3 | 5, 7
     const std::vector<double> x = {1, 1, 3, 3, 5, 5, 7, 7};
