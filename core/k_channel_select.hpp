@@ -31,9 +31,13 @@ PKV_HD double group_error_spread(const float* g, int n, int stride, int bits, st
     return sq - sum * sum / n;
 }
 
+/// Whole groups of `group` tokens in the whole pages of a prompt of T tokens (what selection measures).
+PKV_HD int k_select_groups(int T, int page_tokens, int group) { return T / page_tokens * (page_tokens / group); }
+
 /// Whether channel j keeps its K patterns. x: [T][d] prompt rows; bank: [count][d] (fp16 values as
 /// floats); assign: each token's pattern; only the `groups` whole groups of `group` tokens are
-/// measured. raw_col and res_col: scratch of `group` floats; codes: `group` bytes. Without a whole
+/// measured. It reads only column j of the bank, so callers may zero a dropped column at once.
+/// res_col: scratch of `group` floats; codes: `group` bytes. Without a whole
 /// group there is no evidence and the channel keeps its patterns.
 PKV_HD bool keep_k_pattern_channel(const float* x, int d, const float* bank, const int* assign, int groups, int group, int bits,
                                    int j, float* res_col, std::uint8_t* codes) {

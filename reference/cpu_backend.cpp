@@ -88,16 +88,13 @@ void encode_pages(layer_cache_state& s, bool v, int seq, int h, const std::uint1
 // Zeroes the K bank columns whose patterns would make the prompt's quantization errors vary more
 // from token to token (core/k_channel_select.hpp). bank: `count` fp16-exact rows [count][d].
 void select_k_channels(const layer_cache_state& s, const float* rows, int T, float* bank, int count) {
-    const int d = s.d(), group = s.cfg.k_group, groups = T / s.geom.tokens * (s.geom.tokens / group);
+    const int d = s.d(), group = s.cfg.k_group, groups = core::k_select_groups(T, s.geom.tokens, group);
     std::vector<int> assign(T);
     for (int t = 0; t < T; ++t) assign[t] = core::nearest_pattern_l2(rows + static_cast<std::size_t>(t) * d, bank, count, d);
     std::vector<float> col(group);
     std::vector<std::uint8_t> codes(group);
-    std::vector<bool> keep(d);
     for (int j = 0; j < d; ++j)
-        keep[j] = core::keep_k_pattern_channel(rows, d, bank, assign.data(), groups, group, s.cfg.k_bits, j, col.data(), codes.data());
-    for (int j = 0; j < d; ++j)
-        if (!keep[j])
+        if (!core::keep_k_pattern_channel(rows, d, bank, assign.data(), groups, group, s.cfg.k_bits, j, col.data(), codes.data()))
             for (int c = 0; c < count; ++c) bank[c * d + j] = 0.0f;
 }
 

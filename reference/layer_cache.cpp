@@ -31,7 +31,6 @@ std::variant<z_test_gate, always_gate, never_gate> make_gate(const config& c) {
     throw error("invalid config: gate");
 }
 
-
 template <class T>
 void reserve_zeroed(std::vector<T>& v, std::size_t n) { v.assign(n, T{}); }
 

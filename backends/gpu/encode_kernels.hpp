@@ -182,7 +182,7 @@ __global__ void k_select_channels_kernel(cache_arrays a, int seq, const float* x
     const int d = a.g.d;
     if (idx >= static_cast<std::int64_t>(a.heads) * d) return;
     const int h = static_cast<int>(idx / d), j = static_cast<int>(idx % d);
-    const int groups = T / a.g.tokens * (a.g.tokens / group);
+    const int groups = core::k_select_groups(T, a.g.tokens, group);
     float col[core::max_page_tokens];
     std::uint8_t codes[core::max_page_tokens];
     if (!core::keep_k_pattern_channel(x + static_cast<std::int64_t>(h) * T * d, d, bank_f + static_cast<std::int64_t>(h) * a.bank_capacity * d,

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <numeric>
 #include <cstdio>
 
 #include <fmt/format.h>
@@ -227,8 +228,9 @@ eval_report evaluate(const transformer& tf, std::span<const int> ids, const eval
         r.bits_at_end = methods[b].bits_per_element();
         r.cache_bytes = methods[b].bytes();
         std::tie(r.mean_nll, r.nll_se) = mean_and_se(acc[b].nll, C, opt.se_block);
-        std::tie(r.kl, r.kl_se) = mean_and_se(acc[b].kl, C, opt.se_block);
         r.kl_blocks = block_means(acc[b].kl, C, opt.se_block);
+        r.kl = std::accumulate(acc[b].kl.begin(), acc[b].kl.end(), 0.0) / static_cast<double>(acc[b].kl.size());
+        r.kl_se = standard_error(r.kl_blocks);
         r.ppl = std::exp(r.mean_nll);
         r.top1 = static_cast<double>(acc[b].agree) / (static_cast<double>(N) * C);
         r.cache_seconds = cache_seconds[b];
