@@ -9,6 +9,7 @@
 
 #include "eval_error.hpp"
 #include "gguf_reader.hpp"
+#include "gguf_tokenizer.hpp"
 #include "model.hpp"
 
 namespace pkveval {
@@ -42,32 +43,7 @@ int meta_int(const gguf_file& g, const std::string& key, double lo, double hi) {
     return static_cast<int>(v);
 }
 
-bpe_vocab read_vocab(const gguf_file& g) {
-    const std::string kind = g.string("tokenizer.ggml.model");
-    if (kind != "gpt2")
-        throw eval_error(fmt::format("tokenizer.ggml.model '{}' is not supported (only byte-level BPE, 'gpt2')", kind));
-    bpe_vocab v;
-    v.tokens = g.get("tokenizer.ggml.tokens").strings;
-    v.merges = g.get("tokenizer.ggml.merges").strings;
-    if (g.has("tokenizer.ggml.token_type"))
-        for (double t : g.get("tokenizer.ggml.token_type").numbers) v.token_types.push_back(static_cast<int>(t));
-    v.pre = g.has("tokenizer.ggml.pre") ? g.string("tokenizer.ggml.pre") : "default";
-    v.bos = static_cast<int>(g.number_or("tokenizer.ggml.bos_token_id", -1));
-    v.eos = static_cast<int>(g.number_or("tokenizer.ggml.eos_token_id", -1));
-    v.unk = static_cast<int>(g.number_or("tokenizer.ggml.unknown_token_id", -1));
-    v.add_bos = g.number_or("tokenizer.ggml.add_bos_token", 1.0) != 0.0;
-    const int n = static_cast<int>(v.tokens.size());
-    if (n == 0) throw eval_error("GGUF tokenizer has no tokens");
-    for (int id : {v.bos, v.eos, v.unk})
-        if (id >= n) throw eval_error(fmt::format("GGUF tokenizer special id {} is outside the {}-token vocabulary", id, n));
-    return v;
-}
-
 } // namespace
-
-std::unique_ptr<tokenizer> load_gguf_tokenizer(const std::string& path) {
-    return make_bpe_tokenizer(read_vocab(gguf_file::load(path)));
-}
 
 model load_gguf(const std::string& path) {
     const gguf_file g = gguf_file::load(path);
@@ -93,7 +69,7 @@ model load_gguf(const std::string& path) {
     if (g.has("llama.rope.scaling.type") && g.string("llama.rope.scaling.type") != "none")
         throw eval_error(fmt::format("GGUF RoPE scaling '{}' is not supported", g.string("llama.rope.scaling.type")));
 
-    m.tok = make_bpe_tokenizer(read_vocab(g));
+    m.tok = make_gguf_tokenizer(g);
     c.vocab_size = m.tok->vocab_size();
     const std::uint64_t D = c.dim, H = c.hidden_dim, Q = c.q_dim(), KV = c.kv_dim(), V = c.vocab_size;
     m.token_embd = load_matrix(g, "token_embd.weight", V, D);
