@@ -11,43 +11,57 @@
 namespace patternkv::simd {
 namespace detail {
 
-/// Whether 8 consecutive codes starting at `first` (a multiple of 8) can be unpacked with one
-/// word broadcast (2 and 4 bits) or one 8-byte load (8 bits); n must be a multiple of 8.
-inline bool vector_codes(int bits, int first, int n) { return (bits == 2 || bits == 4 || bits == 8) && first % 8 == 0 && n % 8 == 0; }
+/// Whether 8 consecutive codes starting at `first` (a multiple of 8) can be unpacked with word
+/// broadcasts (2, 3, 4 bits) or one 8-byte load (8 bits); n must be a multiple of 8.
+inline bool vector_codes(int bits, int first, int n) { return core::supported_bits(bits) && first % 8 == 0 && n % 8 == 0; }
 
 /// Unpacks codes first .. first + 7 of packed rows (first % 8 == 0) at a fixed position: the word
-/// offset and shifts are computed once, then each row costs one load, shift, mask and convert.
+/// offset and shifts are computed once, then each row costs one load (two where 3-bit codes cross
+/// a word), shift, mask and convert.
 template <int Bits>
 struct code_lanes {
-    int word;        ///< word (2, 4 bits) or byte (8 bits) offset of the first code in a row
-    __m256i shift;   ///< per-lane shift (2, 4 bits)
+    int word;         ///< word (2, 3, 4 bits) or byte (8 bits) offset of the first code in a row
+    __m256i shift;    ///< per-lane shift inside its word (2, 3, 4 bits)
+    __m256i second;   ///< 3 bits: all-ones in the lanes whose code lies in word + 1
+    bool spans = false;  ///< 3 bits: some lane reads word + 1 (10 codes per word, so 8 may cross)
 
     PKV_AVX2 explicit code_lanes(int first) {
+        constexpr int cpw = core::codes_per_word(Bits);
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        second = _mm256_setzero_si256();
         if constexpr (Bits == 8) {
             word = first;
             shift = _mm256_setzero_si256();
         } else {
-            constexpr int cpw = 32 / Bits;
             word = first / cpw;
-            const int base = (first % cpw) * Bits;
-            shift = _mm256_add_epi32(_mm256_set1_epi32(base), _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(Bits)));
+            const int base = first % cpw;
+            if constexpr (Bits == 3) {  // lane i: code base + i of word `word`, or code base + i - 10 of the next
+                spans = base + 7 >= cpw;
+                second = _mm256_cmpgt_epi32(_mm256_add_epi32(lane, _mm256_set1_epi32(base)), _mm256_set1_epi32(cpw - 1));
+                const __m256i pos = _mm256_sub_epi32(_mm256_add_epi32(lane, _mm256_set1_epi32(base)), _mm256_and_si256(second, _mm256_set1_epi32(cpw)));
+                shift = _mm256_mullo_epi32(pos, _mm256_set1_epi32(Bits));
+            } else {
+                shift = _mm256_mullo_epi32(_mm256_add_epi32(lane, _mm256_set1_epi32(base)), _mm256_set1_epi32(Bits));
+            }
         }
     }
     PKV_AVX2 __m256 operator()(const std::uint32_t* row) const {
         if constexpr (Bits == 8) {
             return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(reinterpret_cast<const std::uint8_t*>(row) + word))));
         } else {
-            const __m256i w = _mm256_set1_epi32(static_cast<int>(row[word]));
+            __m256i w = _mm256_set1_epi32(static_cast<int>(row[word]));
+            if (Bits == 3 && spans) w = _mm256_blendv_epi8(w, _mm256_set1_epi32(static_cast<int>(row[word + 1])), second);
             return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(w, shift), _mm256_set1_epi32((1 << Bits) - 1)));
         }
     }
 };
 
-/// Calls f.template operator()<B>() for B = bits in {2, 4, 8}.
+/// Calls f.template operator()<B>() for B = bits in {2, 3, 4, 8}.
 template <class F>
 PKV_AVX2 inline void dispatch_bits(int bits, F&& f) {
     switch (bits) {
     case 2: return f.template operator()<2>();
+    case 3: return f.template operator()<3>();
     case 4: return f.template operator()<4>();
     default: return f.template operator()<8>();
     }
