@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The main evaluation job: installs what is missing, fetches SmolLM2-135M-Instruct, builds a release
-# build in build-main and compares every KV-cache method on SmolLM2 over the GPL-3 text (plus the
-# small stories260K model on TinyStories when the shared data is present).
-# Results (JSON, SVG, text tables) go to results/. 15-30 minutes on 2 cores.
+# The main evaluation job: installs what is missing, fetches SmolLM2-135M-Instruct and Gemma 3 270M,
+# builds a release build in build-main and compares every KV-cache method on both models over the
+# GPL-3 text (plus the small stories260K model on TinyStories when the shared data is present).
+# Results (JSON, SVG, text tables) go to results/. About 20 minutes on 2 cores.
 #
 #   tools/main-job.sh            environment: PATTERNKV_CACHE_DIR (model cache), PATTERNKV_DATA_DIR
 set -euo pipefail
@@ -26,8 +26,9 @@ if [ "$missing" = 1 ]; then
         meson ninja-build g++ pkg-config cmake libtbb-dev libfmt-dev doctest-dev libpcre2-dev python3 python3-pip
 fi
 
-# --- 2. model ---
+# --- 2. models (Gemma 3 under Google's Gemma Terms of Use: see tools/fetch-gemma3.sh) ---
 gguf="$("$root/tools/fetch-smollm2.sh")"
+gemma="$("$root/tools/fetch-gemma3.sh")"
 
 # --- 3. build ---
 if [ ! -f build-main/build.ninja ]; then
@@ -40,15 +41,21 @@ eval_bin="build-main/bench/eval/patternkv-eval"
 # --- 4. evaluation: the program's default methods (KIVI's 2/3/4-bit curve, PatternKV at 2/3/4 bits and
 #        two ablations), at a 1K and a 4K prompt, each over several chunks of the GPL-3 text ---
 mkdir -p results
-run_smollm2() {  # name prefill tokens chunks
-    echo "main-job: SmolLM2-135M on GPL-3, $4 chunk(s) of prefill $2 + decode $3" >&2
+run_eval() {  # model-file name prefill tokens chunks
+    echo "main-job: $2 on GPL-3, $5 chunk(s) of prefill $3 + decode $4" >&2
     local t0=$(date +%s)
-    "$eval_bin" --model "$gguf" --prefill "$2" --tokens "$3" --chunks "$4" \
-        --json "results/$1.json" --plot "results/$1.svg" | tee "results/$1.txt"
-    echo "wall time of the SmolLM2 command: $(( $(date +%s) - t0 )) s" | tee -a "results/$1.txt"
+    "$eval_bin" --model "$1" --prefill "$3" --tokens "$4" --chunks "$5" \
+        --json "results/$2.json" --plot "results/$2.svg" | tee "results/$2.txt"
+    echo "wall time of the command: $(( $(date +%s) - t0 )) s" | tee -a "results/$2.txt"
 }
-run_smollm2 smollm2-gpl3-1k 1024 256 3
-run_smollm2 smollm2-gpl3-4k 4096 512 2
+run_eval "$gguf" smollm2-gpl3-1k 1024 256 3
+run_eval "$gguf" smollm2-gpl3-4k 4096 512 2
+
+# Gemma 3 270M (head_dim 256, sliding-window layers): a greedy generation as a smoke test, then the table
+echo "main-job: Gemma 3 270M greedy generation (smoke test)" >&2
+"$eval_bin" --model "$gemma" --generate "The GNU General Public License is" --max-new 40 | tee results/gemma3-generate.txt
+run_eval "$gemma" gemma3-gpl3-1k 1024 256 3
+run_eval "$gemma" gemma3-gpl3-4k 4096 512 2
 
 data="${PATTERNKV_DATA_DIR:-$root/../shared/data}"
 if [ -f "$data/stories260K.bin" ] && [ -f "$data/tok512.bin" ] && [ -f "$data/tinystories_val.txt" ]; then

@@ -2,6 +2,7 @@
 /// patternkv-eval: compares KV-cache methods on a real model (see --help).
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -26,7 +27,8 @@ const char* const default_text = "/usr/share/common-licenses/GPL-3";
 struct cli {
     std::string model_path, tokenizer_path, text_path = default_text, json_path, plot_path, method_list;
     std::optional<std::string> generate;
-    int max_new = 64, threads = 0;
+    bool chunks_given = false;
+    int max_new = 64, threads = 0, perplexity_ctx = 0;
     eval_options opt;
 };
 
@@ -53,6 +55,8 @@ void print_help() {
         "  --quiet             no progress on stderr\n"
         "  --generate PROMPT   greedy generation with an fp32 cache instead of the evaluation\n"
         "  --max-new N         tokens to generate (default 64)\n"
+        "  --perplexity CTX    fp32 perplexity by llama-perplexity's protocol (chunks of CTX tokens, second\n"
+        "                      halves scored; --chunks C caps the chunk count) instead of the evaluation\n"
         "  --help\n\n"
         "Metrics cover the N predictions made by the decode steps (tokens P+1..P+N); KL and top-1 are\n"
         "against the fp32 cache; bits/element counts everything each cache stores; cache tok/s is the\n"
@@ -94,12 +98,13 @@ cli parse_args(int argc, char** argv) {
         else if (a == "--methods") c.method_list = v;
         else if (a == "--prefill") c.opt.prefill = parse_int(a, v, 1);
         else if (a == "--tokens") c.opt.tokens = parse_int(a, v, 1);
-        else if (a == "--chunks") c.opt.chunks = parse_int(a, v, 1);
+        else if (a == "--chunks") c.opt.chunks = parse_int(a, v, 1), c.chunks_given = true;
         else if (a == "--json") c.json_path = v;
         else if (a == "--plot") c.plot_path = v;
         else if (a == "--threads") c.threads = parse_int(a, v, 1);
         else if (a == "--generate") c.generate = v;
         else if (a == "--max-new") c.max_new = parse_int(a, v, 1);
+        else if (a == "--perplexity") c.perplexity_ctx = parse_int(a, v, 4);
         else if (a == "--set") {
             const auto eq = v.find('=');
             if (eq == std::string::npos || eq == 0) throw eval_error(fmt::format("--set needs key=value, got '{}'", v));
@@ -116,6 +121,23 @@ std::string read_text(const std::string& path) {
     std::ifstream f(path, std::ios::binary);
     if (!f) throw eval_error(fmt::format("cannot open text file '{}'", path));
     return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+int print_perplexity(const transformer& tf, const std::vector<int>& ids, const cli& c) {
+    const model& m = tf.net();
+    const int max_chunks = c.chunks_given ? c.opt.chunks : 1 << 30;
+    const std::vector<double> nll =
+        chunk_perplexity_nll(tf, ids, c.perplexity_ctx, m.tok->adds_bos() ? m.tok->bos_id() : -1, max_chunks, c.opt.progress);
+    double sum = 0.0, sum2 = 0.0;
+    for (double x : nll) sum += x, sum2 += x * x;
+    const double n = static_cast<double>(nll.size()), mean = sum / n;
+    // chunks as the sampling unit: the standard error of the mean chunk NLL, carried to ppl
+    const double se = nll.size() > 1 ? std::sqrt((sum2 / n - mean * mean) * n / (n - 1) / n) : 0.0;
+    std::printf("model %s | text %s | %zu tokens | %zu chunk(s) of %d, second halves scored (%d predictions each)\n", m.name.c_str(),
+                c.text_path.c_str(), ids.size(), nll.size(), c.perplexity_ctx, c.perplexity_ctx - 1 - c.perplexity_ctx / 2);
+    for (std::size_t i = 0; i < nll.size(); ++i) std::printf("chunk %zu: ppl %.4f\n", i + 1, std::exp(nll[i]));
+    std::printf("fp32 perplexity: %.4f (mean NLL %.5f +/- %.5f over chunks)\n", std::exp(mean), mean, se);
+    return 0;
 }
 
 int run(int argc, char** argv) {
@@ -150,6 +172,7 @@ int run(int argc, char** argv) {
 
     const std::vector<int> ids = m.tok->encode(text, m.tok->adds_bos());
     if (c.opt.progress) std::fprintf(stderr, "text %s: %zu bytes, %zu tokens\n", c.text_path.c_str(), text.size(), ids.size());
+    if (c.perplexity_ctx > 0) return print_perplexity(tf, ids, c);
     const auto e0 = std::chrono::steady_clock::now();
     eval_report rep = evaluate(tf, ids, c.opt);
     rep.model = m.name;

@@ -11,6 +11,7 @@
 #include <cstdio>
 
 #include <fmt/format.h>
+#include <tbb/parallel_for.h>
 
 #include "eval_error.hpp"
 #include "pattern_ranges.hpp"
@@ -59,7 +60,7 @@ void decode_chunk(const transformer& tf, std::span<const int> chunk, int P, int 
             methods[b].step(layer, q + static_cast<std::size_t>(b) * Q, k + static_cast<std::size_t>(b) * KV,
                             v + static_cast<std::size_t>(b) * KV, out + static_cast<std::size_t>(b) * Q);
     };
-    std::vector<double> ref, lp;
+    std::vector<double> ref, ref_p(V);
     const auto t0 = clock_type::now();
     int next_report = 0;
     for (int j = 0; j < N; ++j) {
@@ -67,17 +68,20 @@ void decode_chunk(const transformer& tf, std::span<const int> chunk, int P, int 
         tf.decode(step_tokens, P + j, attend, logits.data());
         const int target = chunk[P + j + 1];
         const int ref_arg = log_softmax(logits.data(), V, ref);
-        for (int b = 0; b < B; ++b) {
+        for (int i = 0; i < V; ++i) ref_p[i] = std::exp(ref[i]);
+        // methods in parallel: each one's samples are its own (vocabularies of 262K make this count)
+        tbb::parallel_for(0, B, [&](int b) {
+            thread_local std::vector<double> lp;
             const int arg = b == 0 ? ref_arg : log_softmax(logits.data() + static_cast<std::size_t>(b) * V, V, lp);
             const std::vector<double>& mine = b == 0 ? ref : lp;
             double kl = 0.0;
             if (b != 0)
-                for (int i = 0; i < V; ++i) kl += std::exp(ref[i]) * (ref[i] - mine[i]);
+                for (int i = 0; i < V; ++i) kl += ref_p[i] * (ref[i] - mine[i]);
             acc[b].nll.push_back(-mine[target]);
             acc[b].kl.push_back(kl);
             acc[b].bits.push_back(methods[b].bits_per_element());  // what the cache held when it made this prediction
             acc[b].agree += arg == ref_arg;
-        }
+        });
         if (progress && (100 * (j + 1)) / N >= next_report) {
             const double el = seconds_since(t0);
             std::fprintf(stderr, "decode: %d/%d (%d%%)  %.2f steps/s  eta %.0f s\n", j + 1, N, 100 * (j + 1) / N, (j + 1) / el,
@@ -188,6 +192,9 @@ eval_report evaluate(const transformer& tf, std::span<const int> ids, const eval
     rep.prefill = P;
     rep.tokens = N;
     rep.chunks = C;
+    rep.n_layers = mc.n_layers;
+    rep.local_layers = mc.local_layers();
+    rep.sliding_window = mc.sliding_window;
     rep.chunk_offsets = chunk_offsets(static_cast<std::int64_t>(ids.size()), need, C);
     if (C > 1 && rep.chunk_offsets[1] < N && opt.progress)
         std::fprintf(stderr, "warning: the text is short for %d chunks: decoded spans of neighbouring chunks overlap "
@@ -196,7 +203,6 @@ eval_report evaluate(const transformer& tf, std::span<const int> ids, const eval
     std::vector<samples> acc(B);
     std::vector<double> cache_seconds(B, 0.0);
     std::vector<float> logits(static_cast<std::size_t>(B) * mc.vocab_size);
-    std::vector<double> ref, lp;
     std::vector<method_cache> methods;
     for (int c = 0; c < C; ++c) {
         const std::span<const int> chunk = ids.subspan(rep.chunk_offsets[c], need);
@@ -205,7 +211,7 @@ eval_report evaluate(const transformer& tf, std::span<const int> ids, const eval
         auto t0 = clock_type::now();
         if (opt.progress) std::fprintf(stderr, "chunk %d/%d (tokens %d..): prefill %d tokens, %d layers ...\n", c + 1, C,
                                        rep.chunk_offsets[c], P, mc.n_layers);
-        const transformer::prefill_result pre = tf.prefill(chunk.subspan(0, P), false);
+        const transformer::prefill_result pre = tf.prefill(chunk.subspan(0, P), P - 1);
         for (auto& m : methods)
             for (int l = 0; l < mc.n_layers; ++l) m.prefill(l, pre.k[l].data(), pre.v[l].data(), P);
         rep.prefill_seconds += seconds_since(t0);
@@ -240,18 +246,43 @@ eval_report evaluate(const transformer& tf, std::span<const int> ids, const eval
     return rep;
 }
 
+namespace {
+
+/// Summed NLL of the predictions made at positions first..T-2 of one prefill.
+double prefill_nll(const transformer& tf, std::span<const int> ids, int first) {
+    const int V = tf.net().cfg.vocab_size, T = static_cast<int>(ids.size());
+    const transformer::prefill_result pre = tf.prefill(ids, first);
+    std::vector<double> lp;
+    double nll = 0.0;
+    for (int t = first; t + 1 < T; ++t) {
+        log_softmax(pre.logits.data() + static_cast<std::size_t>(t - first) * V, V, lp);
+        nll -= lp[ids[t + 1]];
+    }
+    return nll;
+}
+
+} // namespace
+
 double prefill_mean_nll(const transformer& tf, std::span<const int> ids) {
     const int T = static_cast<int>(ids.size());
     if (T < 2) throw eval_error("need at least 2 tokens to measure NLL");
-    const transformer::prefill_result pre = tf.prefill(ids, true);
-    const int V = tf.net().cfg.vocab_size;
-    std::vector<double> lp;
-    double nll = 0.0;
-    for (int t = 0; t + 1 < T; ++t) {
-        log_softmax(pre.logits.data() + static_cast<std::size_t>(t) * V, V, lp);
-        nll -= lp[ids[t + 1]];
+    return prefill_nll(tf, ids, 0) / (T - 1);
+}
+
+std::vector<double> chunk_perplexity_nll(const transformer& tf, std::span<const int> ids, int ctx, int bos, int max_chunks,
+                                         bool progress) {
+    if (ctx < 4) throw eval_error(fmt::format("--perplexity needs a context of at least 4 tokens, got {}", ctx));
+    const int chunks = std::min<std::int64_t>(max_chunks, static_cast<std::int64_t>(ids.size()) / ctx);
+    if (chunks < 1) throw eval_error(fmt::format("the text has {} tokens, fewer than one chunk of {}", ids.size(), ctx));
+    std::vector<double> out;
+    for (int c = 0; c < chunks; ++c) {
+        std::vector<int> chunk(ids.begin() + static_cast<std::ptrdiff_t>(c) * ctx, ids.begin() + static_cast<std::ptrdiff_t>(c + 1) * ctx);
+        if (bos >= 0) chunk[0] = bos;
+        const int first = ctx / 2;
+        out.push_back(prefill_nll(tf, chunk, first) / (ctx - 1 - first));
+        if (progress) std::fprintf(stderr, "perplexity: chunk %d/%d: ppl %.4f\n", c + 1, chunks, std::exp(out.back()));
     }
-    return nll / (T - 1);
+    return out;
 }
 
 std::vector<int> generate_greedy(const transformer& tf, std::span<const int> prompt, int max_new,
@@ -260,7 +291,7 @@ std::vector<int> generate_greedy(const transformer& tf, std::span<const int> pro
     if (prompt.empty()) throw eval_error("generation needs a prompt of at least one token");
     const int P = static_cast<int>(prompt.size());
     method_cache cache(parse_method("fp32", {}, m.cfg), m.cfg, static_cast<std::int64_t>(P) + max_new);
-    const transformer::prefill_result pre = tf.prefill(prompt, false);
+    const transformer::prefill_result pre = tf.prefill(prompt, P - 1);
     for (int l = 0; l < m.cfg.n_layers; ++l) cache.prefill(l, pre.k[l].data(), pre.v[l].data(), P);
     const int V = m.cfg.vocab_size;
     std::vector<float> logits = pre.logits;

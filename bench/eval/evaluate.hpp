@@ -61,6 +61,8 @@ struct eval_report {
     std::string model, text;
     int prefill = 0, tokens = 0, chunks = 1;
     std::vector<int> chunk_offsets;  ///< first token of each chunk
+    int n_layers = 0;
+    int local_layers = 0, sliding_window = 0;  ///< sliding-window layers, kept exact by every method (kv_method.hpp)
     double prefill_seconds = 0.0, decode_seconds = 0.0;
     std::vector<method_result> results;  ///< results[0] is fp32, the reference
 };
@@ -91,6 +93,13 @@ eval_report evaluate(const transformer& tf, std::span<const int> ids, const eval
 
 /// Mean NLL (nats) of tokens 1..T-1 given their prefixes, from one full-precision prefill.
 double prefill_mean_nll(const transformer& tf, std::span<const int> ids);
+
+/// llama-perplexity's protocol, for comparing the fp32 model with llama.cpp: `ids` (the whole text,
+/// tokenized once) is cut into chunks of `ctx` tokens; each chunk's first token becomes `bos` (when
+/// bos >= 0), the chunk runs as one fp32 prefill, and the predictions of its second half are scored
+/// (tokens ctx/2+1 .. ctx-1 of the chunk). Returns each chunk's mean NLL; at most `max_chunks`.
+std::vector<double> chunk_perplexity_nll(const transformer& tf, std::span<const int> ids, int ctx, int bos, int max_chunks,
+                                         bool progress);
 
 /// Greedy generation with an exact fp32 cache; `on_token` receives each new token's text.
 /// Stops after `max_new` tokens or at EOS/BOS. Returns the generated ids.

@@ -1,7 +1,8 @@
 /// @file gguf_model.cpp
-/// Builds a fp32 `model` from a GGUF llama-architecture file: hyper-parameters from
-/// `llama.*` metadata, weights dequantized once at load, tokenizer from `tokenizer.ggml.*`.
+/// Builds a fp32 `model` from a GGUF llama- or gemma3-architecture file: hyper-parameters from
+/// `<arch>.*` metadata, weights dequantized once at load, tokenizer from `tokenizer.ggml.*`.
 
+#include <cmath>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -48,30 +49,49 @@ int meta_int(const gguf_file& g, const std::string& key, double lo, double hi) {
 model load_gguf(const std::string& path) {
     const gguf_file g = gguf_file::load(path);
     const std::string arch = g.string("general.architecture");
-    if (arch != "llama") throw eval_error(fmt::format("GGUF architecture '{}' is not supported (only 'llama')", arch));
+    if (arch != "llama" && arch != "gemma3")
+        throw eval_error(fmt::format("GGUF architecture '{}' is not supported (supported: llama, gemma3)", arch));
+    const bool gemma = arch == "gemma3";
+    const auto key = [&](const char* k) { return arch + "." + k; };
     model m;
     model_config& c = m.cfg;
-    c.dim = meta_int(g, "llama.embedding_length", 1, 1 << 16);
-    c.hidden_dim = meta_int(g, "llama.feed_forward_length", 1, 1 << 18);
-    c.n_layers = meta_int(g, "llama.block_count", 1, 1024);
-    c.n_heads = meta_int(g, "llama.attention.head_count", 1, 1024);
-    c.n_kv_heads = g.has("llama.attention.head_count_kv") ? meta_int(g, "llama.attention.head_count_kv", 1, 1024) : c.n_heads;
-    c.max_seq_len = meta_int(g, "llama.context_length", 1, 1 << 24);
-    c.rope_base = static_cast<float>(g.number_or("llama.rope.freq_base", 10000.0));
-    c.rms_eps = static_cast<float>(g.number_or("llama.attention.layer_norm_rms_epsilon", 1e-5));
-    if (c.dim % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0)
-        throw eval_error(fmt::format("GGUF heads ({} q, {} kv) do not divide the width {}", c.n_heads, c.n_kv_heads, c.dim));
-    c.head_dim = c.dim / c.n_heads;
-    if (g.has("llama.attention.key_length") && g.number("llama.attention.key_length") != c.head_dim)
-        throw eval_error("GGUF llama.attention.key_length differs from embedding_length / head_count: not supported");
-    if (g.has("llama.rope.dimension_count") && g.number("llama.rope.dimension_count") != c.head_dim)
+    c.dim = meta_int(g, key("embedding_length"), 1, 1 << 16);
+    c.hidden_dim = meta_int(g, key("feed_forward_length"), 1, 1 << 18);
+    c.n_layers = meta_int(g, key("block_count"), 1, 1024);
+    c.n_heads = meta_int(g, key("attention.head_count"), 1, 1024);
+    c.n_kv_heads = g.has(key("attention.head_count_kv")) ? meta_int(g, key("attention.head_count_kv"), 1, 1024) : c.n_heads;
+    c.max_seq_len = meta_int(g, key("context_length"), 1, 1 << 24);
+    c.rope_base = static_cast<float>(g.number_or(key("rope.freq_base"), 10000.0));
+    c.rms_eps = static_cast<float>(g.number_or(key("attention.layer_norm_rms_epsilon"), 1e-5));
+    if (c.n_heads % c.n_kv_heads != 0)
+        throw eval_error(fmt::format("GGUF query heads ({}) are not a multiple of the KV heads ({})", c.n_heads, c.n_kv_heads));
+    c.head_dim = g.has(key("attention.key_length")) ? meta_int(g, key("attention.key_length"), 2, 1 << 12) : c.dim / c.n_heads;
+    if (!g.has(key("attention.key_length")) && c.dim % c.n_heads != 0)
+        throw eval_error(fmt::format("GGUF heads ({}) do not divide the width {}", c.n_heads, c.dim));
+    if (g.has(key("attention.value_length")) && g.number(key("attention.value_length")) != c.head_dim)
+        throw eval_error("GGUF attention.value_length differs from key_length: not supported");
+    if (g.has(key("rope.dimension_count")) && g.number(key("rope.dimension_count")) != c.head_dim)
         throw eval_error("GGUF partial RoPE (rope.dimension_count != head_dim) is not supported");
-    if (g.has("llama.rope.scaling.type") && g.string("llama.rope.scaling.type") != "none")
-        throw eval_error(fmt::format("GGUF RoPE scaling '{}' is not supported", g.string("llama.rope.scaling.type")));
+    if (g.has(key("rope.scaling.type")) && g.string(key("rope.scaling.type")) != "none")
+        throw eval_error(fmt::format("GGUF RoPE scaling '{}' is not supported", g.string(key("rope.scaling.type"))));
+    if (g.has(key("attn_logit_softcapping")) || g.has(key("final_logit_softcapping")))
+        throw eval_error("GGUF logit soft-capping (Gemma 2) is not supported");
+    if (gemma) {
+        // llama.cpp's gemma3: un-permuted q/k (RoPE on halves), GeGLU, embeddings scaled by sqrt(dim),
+        // every sixth layer global and the others sliding-window with RoPE base 10000
+        c.rope = rope_pairs::halves;
+        c.gate = ffn_gate::gelu_tanh;
+        c.embed_scale = std::sqrt(static_cast<float>(c.dim));
+        c.sliding_window = meta_int(g, key("attention.sliding_window"), 1, 1 << 24);
+        const int period = g.has(key("attention.sliding_window_pattern")) ? meta_int(g, key("attention.sliding_window_pattern"), 1, 1024) : 6;
+        c.rope_base_local = static_cast<float>(g.number_or(key("rope.freq_base_swa"), 10000.0));
+        c.layer_is_local.resize(c.n_layers);
+        for (int l = 0; l < c.n_layers; ++l) c.layer_is_local[l] = (l + 1) % period != 0;
+    }
 
     m.tok = make_gguf_tokenizer(g);
     c.vocab_size = m.tok->vocab_size();
-    const std::uint64_t D = c.dim, H = c.hidden_dim, Q = c.q_dim(), KV = c.kv_dim(), V = c.vocab_size;
+    const std::uint64_t D = c.dim, H = c.hidden_dim, Q = c.q_dim(), KV = c.kv_dim(), V = c.vocab_size, HD = c.head_dim;
     m.token_embd = load_matrix(g, "token_embd.weight", V, D);
     m.layers.resize(c.n_layers);
     for (int i = 0; i < c.n_layers; ++i) {
@@ -86,6 +106,12 @@ model load_gguf(const std::string& path) {
         l.w_gate = load_matrix(g, p + "ffn_gate.weight", H, D);
         l.w_down = load_matrix(g, p + "ffn_down.weight", D, H);
         l.w_up = load_matrix(g, p + "ffn_up.weight", H, D);
+        if (gemma) {  // the converter stores Gemma's RMSNorm weights as 1 + w: plain multipliers here
+            l.q_norm = load_matrix(g, p + "attn_q_norm.weight", 1, HD);
+            l.k_norm = load_matrix(g, p + "attn_k_norm.weight", 1, HD);
+            l.post_attn_norm = load_matrix(g, p + "post_attention_norm.weight", 1, D);
+            l.post_ffn_norm = load_matrix(g, p + "post_ffw_norm.weight", 1, D);
+        }
     }
     m.final_norm = load_matrix(g, "output_norm.weight", 1, D);
     if (g.find_tensor("output.weight") != nullptr) m.output = load_matrix(g, "output.weight", V, D);  // else tied

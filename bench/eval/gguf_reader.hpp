@@ -86,7 +86,9 @@ private:
 std::uint64_t ggml_type_bytes(std::uint32_t type, std::uint64_t elements);
 
 /// Converts `elements` values of a tensor of the given type to fp32. Supports f32, f16, bf16,
-/// q4_0, q4_1, q5_0, q5_1, q8_0; throws eval_error for the others.
+/// q4_0, q4_1, q5_0, q5_1, q8_0 and the K-quants q2_k, q3_k, q4_k, q5_k, q6_k (bit-identical to
+/// ggml's dequantization); throws eval_error for the others (naming the type), when `elements` is
+/// not a whole number of blocks, or when `src` is shorter than ggml_type_bytes(type, elements).
 void dequantize(std::uint32_t type, std::span<const std::uint8_t> src, std::uint64_t elements, float* dst);
 
 /// IEEE binary16 bits to float.

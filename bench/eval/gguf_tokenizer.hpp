@@ -1,6 +1,7 @@
 #pragma once
 /// @file gguf_tokenizer.hpp
-/// The tokenizer of a GGUF file, chosen by tokenizer.ggml.model.
+/// The tokenizer of a GGUF file, chosen by tokenizer.ggml.model ("gpt2": byte-level BPE,
+/// "llama": SentencePiece-style BPE).
 
 #include <memory>
 

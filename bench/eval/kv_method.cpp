@@ -96,16 +96,21 @@ method_spec parse_method(const std::string& name, const std::vector<setting>& se
 }
 
 method_cache::method_cache(method_spec spec, const model_config& mc, std::int64_t capacity)
-    : spec_(std::move(spec)), mc_(mc), capacity_(capacity) {
-    if (spec_.exact) {
-        k_.assign(mc.n_layers, std::vector<float>(static_cast<std::size_t>(capacity) * mc.kv_dim()));
-        v_.assign(mc.n_layers, std::vector<float>(static_cast<std::size_t>(capacity) * mc.kv_dim()));
-        size_.assign(mc.n_layers, 0);
-        scratch_.resize(static_cast<std::size_t>(capacity) * mc.n_heads);
-        return;
+    : spec_(std::move(spec)), mc_(mc), capacity_(capacity), library_index_(mc.n_layers, -1), size_(mc.n_layers, 0) {
+    k_.resize(mc.n_layers);
+    v_.resize(mc.n_layers);
+    for (int l = 0; l < mc.n_layers; ++l) {
+        if (!exact_layer(l)) continue;
+        k_[l].resize(static_cast<std::size_t>(capacity) * mc.kv_dim());
+        v_[l].resize(static_cast<std::size_t>(capacity) * mc.kv_dim());
     }
+    scratch_.resize(static_cast<std::size_t>(capacity) * mc.n_heads);
     try {
-        for (int l = 0; l < mc.n_layers; ++l) caches_.emplace_back(spec_.cfg, 1, capacity);
+        for (int l = 0; l < mc.n_layers; ++l) {
+            if (exact_layer(l)) continue;
+            library_index_[l] = static_cast<int>(caches_.size());
+            caches_.emplace_back(spec_.cfg, 1, capacity);
+        }
     } catch (const patternkv::error& e) {
         throw eval_error(fmt::format("method {} cannot run on this model (head_dim {}, {} q / {} kv heads): {}\n  config: {}",
                                      spec_.name, mc.head_dim, mc.n_heads, mc.n_kv_heads, e.what(), spec_.cfg.describe()));
@@ -113,7 +118,7 @@ method_cache::method_cache(method_spec spec, const model_config& mc, std::int64_
 }
 
 void method_cache::prefill(int layer, const float* k, const float* v, int tokens) {
-    if (spec_.exact) {
+    if (exact_layer(layer)) {
         if (tokens > capacity_) throw eval_error("fp32 cache: prompt exceeds capacity");
         std::copy_n(k, static_cast<std::size_t>(tokens) * mc_.kv_dim(), k_[layer].data());
         std::copy_n(v, static_cast<std::size_t>(tokens) * mc_.kv_dim(), v_[layer].data());
@@ -121,8 +126,8 @@ void method_cache::prefill(int layer, const float* k, const float* v, int tokens
         return;
     }
     try {
-        caches_[layer].prefill(0, patternkv::view_f32(k, tokens, mc_.n_kv_heads, mc_.head_dim),
-                               patternkv::view_f32(v, tokens, mc_.n_kv_heads, mc_.head_dim));
+        caches_[library_index_[layer]].prefill(0, patternkv::view_f32(k, tokens, mc_.n_kv_heads, mc_.head_dim),
+                                               patternkv::view_f32(v, tokens, mc_.n_kv_heads, mc_.head_dim));
     } catch (const patternkv::error& e) {
         throw eval_error(fmt::format("method {}: layer {} prefill of {} tokens failed: {}", spec_.name, layer, tokens, e.what()));
     }
@@ -131,28 +136,33 @@ void method_cache::prefill(int layer, const float* k, const float* v, int tokens
 void method_cache::step(int layer, const float* q, const float* k, const float* v, float* out) {
     const auto t0 = std::chrono::steady_clock::now();
     const int hd = mc_.head_dim, kvd = mc_.kv_dim(), group = mc_.n_heads / mc_.n_kv_heads;
-    if (spec_.exact) {
+    if (exact_layer(layer)) {
         int& n = size_[layer];
         if (n >= capacity_) throw eval_error("fp32 cache: capacity exhausted");
         std::copy_n(k, kvd, k_[layer].data() + static_cast<std::size_t>(n) * kvd);
         std::copy_n(v, kvd, v_[layer].data() + static_cast<std::size_t>(n) * kvd);
         ++n;
+        const std::size_t first = mc_.first_visible(layer, n - 1);
         const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
         tbb::parallel_for(0, mc_.n_heads, [&](int h) {
             const int kvh = h / group;
-            attend_exact(q + h * hd, k_[layer].data() + kvh * hd, v_[layer].data() + kvh * hd, n, kvd, hd, scale,
-                         scratch_.data() + static_cast<std::size_t>(h) * capacity_, out + h * hd);
+            attend_exact(q + h * hd, k_[layer].data() + first * kvd + kvh * hd, v_[layer].data() + first * kvd + kvh * hd,
+                         n - static_cast<int>(first), kvd, hd, scale, scratch_.data() + static_cast<std::size_t>(h) * capacity_,
+                         out + h * hd);
         });
     } else {
+        patternkv::layer_cache& cache = caches_[library_index_[layer]];
         try {
-            caches_[layer].append(patternkv::view_f32(k, 1, mc_.n_kv_heads, hd), patternkv::view_f32(v, 1, mc_.n_kv_heads, hd));
-            caches_[layer].attend(patternkv::view_f32(q, 1, mc_.n_heads, hd), patternkv::view_f32(out, 1, mc_.n_heads, hd));
+            cache.append(patternkv::view_f32(k, 1, mc_.n_kv_heads, hd), patternkv::view_f32(v, 1, mc_.n_kv_heads, hd));
+            cache.attend(patternkv::view_f32(q, 1, mc_.n_heads, hd), patternkv::view_f32(out, 1, mc_.n_heads, hd));
         } catch (const patternkv::error& e) {
             throw eval_error(fmt::format("method {}: layer {} decode step failed: {}", spec_.name, layer, e.what()));
         }
     }
     step_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
+
+bool method_cache::exact_layer(int layer) const { return spec_.exact || mc_.is_local(layer); }
 
 std::uint64_t method_cache::bytes() const {
     if (spec_.exact) {

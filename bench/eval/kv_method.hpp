@@ -32,7 +32,9 @@ std::vector<std::string> default_methods();
 /// Throws eval_error for unknown names and for settings the library rejects.
 method_spec parse_method(const std::string& name, const std::vector<setting>& sets, const model_config& mc);
 
-/// One method's caches for all layers of one sequence, and the time spent in them.
+/// One method's caches for all layers of one sequence, and the time spent in them. Sliding-window
+/// layers (model_config::is_local) keep their K/V exact in every method: only global layers, whose
+/// cache grows with the context, go through the library (docs/accuracy.md, "Sliding-window layers").
 class method_cache {
 public:
     /// Throws eval_error naming the method when the library rejects its config for this model.
@@ -41,26 +43,32 @@ public:
     /// Hands layer `layer` the prompt's post-RoPE k, v [tokens][n_kv_heads][head_dim].
     void prefill(int layer, const float* k, const float* v, int tokens);
     /// Appends one token's k, v [n_kv_heads][head_dim] and attends q [n_heads][head_dim] over the
-    /// whole cache into out [n_heads][head_dim].
+    /// cache (a sliding-window layer: over its window) into out [n_heads][head_dim].
     void step(int layer, const float* q, const float* k, const float* v, float* out);
 
     const method_spec& spec() const { return spec_; }
-    /// The library caches, one per layer (empty for fp32).
-    const std::vector<patternkv::layer_cache>& layers() const { return caches_; }
-    /// Stored bits per cached K/V scalar summed over layers (32 for fp32).
+    /// The library cache of `layer`, or nullptr where the layer is kept exact (fp32, sliding window).
+    const patternkv::layer_cache* library_cache(int layer) const {
+        return library_index_[layer] < 0 ? nullptr : &caches_[library_index_[layer]];
+    }
+    /// Stored bits per cached K/V scalar over the layers the method quantizes (32 for fp32).
     double bits_per_element() const;
-    /// Bytes held, summed over layers.
+    /// Bytes held by the quantized layers (fp32: by every layer at 4 bytes per element).
     std::uint64_t bytes() const;
     /// Seconds spent in step() (append + attend).
     double step_seconds() const { return step_seconds_; }
 
 private:
+    /// Kept exact here instead of in a library cache: every layer of fp32, sliding-window layers of all.
+    bool exact_layer(int layer) const;
+
     method_spec spec_;
     model_config mc_;
     std::int64_t capacity_;
-    std::vector<patternkv::layer_cache> caches_;      // library methods
-    std::vector<std::vector<float>> k_, v_;           // fp32: [layer][token][kv_dim]
-    std::vector<int> size_;                           // fp32: tokens per layer
+    std::vector<patternkv::layer_cache> caches_;      // library methods: the quantized layers
+    std::vector<int> library_index_;                  // [layer]: index into caches_, or -1 for an exact layer
+    std::vector<std::vector<float>> k_, v_;           // exact layers: [layer][token][kv_dim] (empty for the others)
+    std::vector<int> size_;                           // exact layers: tokens per layer
     std::vector<float> scratch_;
     double step_seconds_ = 0.0;
 };

@@ -49,6 +49,10 @@ std::string format_table(const eval_report& r) {
                          m.method, m.bits_per_element, m.bits_at_end, m.kl, m.kl_se, m.ppl, m.mean_nll, m.nll_se, m.top1, vs,
                          m.tokens_per_s);
     }
+    if (r.local_layers > 0)
+        s += fmt::format("sliding-window layers: {} of the {} layers keep their last {} tokens exact in every method; the methods "
+                         "quantize the {} global layers, and bits/elem counts those.\n",
+                         r.local_layers, r.n_layers, r.sliding_window, r.n_layers - r.local_layers);
     s += "bits/elem: stored bits per cached K/V element when each prediction was made (averaged); at end: after the last step.\n"
          "KL/KIVI@bits: this method's KL over KIVI's at the same bits/elem (log-linear between KIVI points; - outside them);\n"
          "its ± is paired: the same interpolation block by block on the same predictions.\n";
@@ -62,6 +66,8 @@ std::string format_json(const eval_report& r) {
                      json_string(r.model), json_string(r.text), r.prefill, r.tokens, r.chunks, fmt::join(r.chunk_offsets, ", "));
     s += fmt::format("  \"prefill_seconds\": {},\n  \"decode_seconds\": {},\n", json_number(r.prefill_seconds),
                      json_number(r.decode_seconds));
+    s += fmt::format("  \"layers\": {},\n  \"sliding_window_layers_exact\": {},\n  \"sliding_window\": {},\n", r.n_layers,
+                     r.local_layers, r.sliding_window);
     s += "  \"metrics_over\": \"per chunk, the tokens predicted by the decode steps: tokens P+1..P+N from positions P..P+N-1\",\n";
     s += "  \"results\": [\n";
     for (std::size_t i = 0; i < r.results.size(); ++i) {
