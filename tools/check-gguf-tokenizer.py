@@ -2,7 +2,7 @@
 """Compares the evaluation runner's SentencePiece tokenizer (GGUF tokenizer.ggml.model = "llama")
 with reference tokenizers, id for id.
 
-usage: tools/check-gguf-tokenizer.py MODEL.gguf TOKENIZE_BINARY [--text FILE]...
+usage: tools/check-gguf-tokenizer.py MODEL.gguf TOKENIZE_BINARY [--text FILE]... [--llama-tokenize BIN]
 
 TOKENIZE_BINARY is build/bench/eval/gguf-tokenize. The texts: a set of tricky strings, seeded
 random mixtures of tricky fragments, and /usr/share/common-licenses/GPL-3 (plus any --text FILE).
@@ -18,6 +18,11 @@ References:
   always splits control tokens out. Its plain-text ids are also compared, for information only:
   it rebuilds merges from token order and cannot know Gemma's space-run tokens are user-defined,
   so it cuts runs of more than 31 spaces differently from sentencepiece and llama.cpp.
+* with --llama-tokenize BIN (llama.cpp's llama-tokenize), llama.cpp itself, in both modes. It matches
+  its user-defined tokens against the text before spelling spaces U+2581, with Gemma's space runs
+  written as real spaces, so a U+2581 written in the text next to spaces does not join a run there
+  (it does in sentencepiece, transformers and here): texts holding a U+2581 are compared for
+  information only.
 
 Prints one line per group (strings and tokens compared, mismatches) and exits 1 on any mismatch
 against a reference, 2 on bad usage or when a reference cannot be imported. Needs:
@@ -43,6 +48,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
              "    /tmp/venv/bin/python tools/check-gguf-tokenizer.py MODEL.gguf TOKENIZE_BINARY")
 
 GPL3 = "/usr/share/common-licenses/GPL-3"
+MARK = "\u2581"  # SentencePiece's spelling of ' '
 
 TRICKY = [
     "Hello world", "Hello, world!", "hello", " hello", "  hello", "hello ", "hello  ", " ", "  ", "   ", "",
@@ -171,6 +177,7 @@ def main():
     ap.add_argument("model")
     ap.add_argument("binary")
     ap.add_argument("--text", action="append", default=[], help="another text file to compare (plain text)")
+    ap.add_argument("--llama-tokenize", metavar="BIN", help="llama.cpp's llama-tokenize, a third reference")
     a = ap.parse_args()
     if not os.access(a.binary, os.X_OK):
         sys.exit(f"check-gguf-tokenizer: {a.binary} is not an executable (build/bench/eval/gguf-tokenize)")
@@ -228,6 +235,33 @@ def main():
         group("control tokens in the text", SPECIAL + [t for t in TRICKY if " " * 32 not in t], True)
         print(f"(information) transformers agrees with sentencepiece on {hf_plain[1]} of {hf_plain[0]} plain texts;"
               f" differs on: {', '.join(repr(t[:24]) for t in hf_plain[2])}")
+    if a.llama_tokenize:
+        def llama_cpp(text, special):
+            args = [a.llama_tokenize, "-m", a.model, "--stdin", "--ids", "--no-bos", "--log-disable", "--no-escape"]
+            r = subprocess.run(args + ([] if special else ["--no-parse-special"]), input=text.encode("utf-8"), capture_output=True)
+            lines = r.stdout.decode().strip().splitlines()
+            if r.returncode != 0 or not lines:
+                raise RuntimeError(f"llama-tokenize failed ({r.returncode}): {r.stderr.decode(errors='replace')[-500:]}")
+            return [int(x) for x in lines[-1].strip("[]").replace(",", " ").split()]
+
+        for special in (False, True):
+            items = (SPECIAL if special else []) + TRICKY + mixtures + list(texts.values())
+            n_tok = bad = 0
+            marked = []
+            for text in items:
+                got, want = ours(a.binary, a.model, text, special), llama_cpp(text, special)
+                n_tok += len(want)
+                if got == want:
+                    continue
+                if MARK in text:
+                    marked.append(text)
+                else:
+                    bad += 1
+                    print(describe(text, got, want, toks))
+            n_marked = sum(MARK in t for t in items)
+            print(f"{'llama.cpp, special=' + str(special).lower():28s} vs llama-tokenize: {len(items):3d} texts, {n_tok:6d} tokens,"
+                  f" {bad} mismatches; {len(marked)} of {n_marked} texts holding a U+2581 differ (information)")
+            failed |= bad > 0
     print("MISMATCH" if failed else "OK: every id matches the references")
     return 1 if failed else 0
 

@@ -87,11 +87,9 @@ public:
         }
         byte_value_.assign(static_cast<std::size_t>(n), -1);
         for (int i = 0; i < n; ++i) {
-            const int b = byte_of_name(v_.tokens[i]);
-            if (type_of(i) == sp_vocab::byte && b < 0)
-                throw eval_error(fmt::format("byte token {} is spelled '{}', not <0xXX>", i, v_.tokens[i]));
-            if (type_of(i) == sp_vocab::byte || (v_.token_types.empty() && b >= 0)) byte_value_[i] = b;
-            const int t = type_of(i);
+            const int t = type_of(i), b = byte_of_name(v_.tokens[i]);
+            if (t == sp_vocab::byte && b < 0) throw eval_error(fmt::format("byte token {} is spelled '{}', not <0xXX>", i, v_.tokens[i]));
+            if (t == sp_vocab::byte || (v_.token_types.empty() && b >= 0)) byte_value_[i] = b;  // no types: by name (llama2.c)
             if ((t == sp_vocab::user_defined || t == sp_vocab::control || t == sp_vocab::unknown) && !v_.tokens[i].empty()) {
                 const std::string s = escape(v_.tokens[i]);
                 if (trie_insert(s, i)) special_text_.emplace(i, s);
