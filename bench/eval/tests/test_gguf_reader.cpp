@@ -3,6 +3,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -10,6 +12,7 @@
 
 #include "eval_error.hpp"
 #include "gguf_reader.hpp"
+#include "model.hpp"
 
 using namespace pkveval;
 
@@ -171,4 +174,36 @@ TEST_CASE("gguf: unsupported tensor types are named in the error") {
     CHECK(half_to_float(0x3C00) == 1.0f);
     CHECK(half_to_float(0xC000) == -2.0f);
     CHECK(half_to_float(0x0001) == 5.9604644775390625e-08f);
+}
+
+TEST_CASE("gguf: unsupported architectures and tokenizer kinds are named in the error") {
+    const auto path = std::filesystem::temp_directory_path() / "pkveval_test_unsupported.gguf";
+    auto expect_error = [&](const std::vector<std::uint8_t>& bytes, const std::string& name) {
+        {
+            std::ofstream f(path, std::ios::binary);
+            f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+        }
+        try {
+            (void)load_gguf(path.string());
+            FAIL("accepted: ", name);
+        } catch (const eval_error& e) {
+            INFO(e.what());
+            CHECK(std::string(e.what()).find(name) != std::string::npos);
+        }
+    };
+    gguf_writer arch;
+    arch.header(3, 0, 1);
+    arch.kv_str("general.architecture", "qwen2");
+    expect_error(arch.b, "'qwen2'");
+
+    gguf_writer tok;  // a complete llama header whose tokenizer kind is unknown
+    tok.header(3, 0, 8);
+    tok.kv_str("general.architecture", "llama");
+    for (const char* k : {"llama.embedding_length", "llama.feed_forward_length", "llama.block_count", "llama.attention.head_count",
+                          "llama.context_length"})
+        tok.kv_u32(k, 64);
+    tok.kv_str("tokenizer.ggml.model", "bert");
+    tok.kv_strs("tokenizer.ggml.tokens", {"a", "b"});
+    expect_error(tok.b, "'bert'");
+    std::filesystem::remove(path);
 }
