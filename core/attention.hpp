@@ -138,7 +138,9 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
                 const float zero_term = Ops::dot(hg.q_tau + h * d, mn, d);
                 float* s = scores + h * score_stride + t0;
                 if (hg.qm != nullptr && g.k_patterns) {
-                    Ops::add_term_and_gathered(s, zero_term, hg.qm + h * hg.qm_stride, p.k_index + t0, g.k_group);
+                    std::uint8_t buf[max_page_tokens];
+                    Ops::add_term_and_gathered(s, zero_term, hg.qm + h * hg.qm_stride,
+                                               pattern_indices(p.k_index, t0, g.k_group, g.index_bits, buf), g.k_group);
                 } else {
                     for (int t = 0; t < g.k_group; ++t) s[t] = s[t] + zero_term;
                 }
@@ -162,7 +164,11 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
                 }
                 scores[h * score_stride + t] = total;
             }
-            if (hg.qm != nullptr && g.k_patterns) Ops::add_gathered(scores + h * score_stride, hg.qm + h * hg.qm_stride, p.k_index, g.tokens);
+            if (hg.qm != nullptr && g.k_patterns) {
+                std::uint8_t buf[max_page_tokens];
+                Ops::add_gathered(scores + h * score_stride, hg.qm + h * hg.qm_stride, pattern_indices(p.k_index, 0, g.tokens, g.index_bits, buf),
+                                  g.tokens);
+            }
         }
     }
 }
@@ -197,10 +203,10 @@ PKV_HD void page_accumulate_v(const page_geometry& g, const page_view& p, const 
     for (int w = 0; w < g.gate_words(); ++w) {  // gated tokens in order, from the set bits (no branch per token)
         const int in_word = R - 32 * w;           // tokens of the page in this word (bits past R are ignored)
         for (std::uint32_t bits = p.v_gate[w] & (in_word >= 32 ? ~0u : (1u << in_word) - 1u); bits != 0; bits &= bits - 1) {
-            const int t = 32 * w + lowest_bit(bits);
+            const int t = 32 * w + lowest_bit(bits), a = pattern_index(p.v_index, t, g.index_bits);
             for (int h = 0; h < hg.heads; ++h) {
                 float* hist = hg.recs + h * hg.rec_stride + 2 + g.d;
-                hist[p.v_index[t]] = hist[p.v_index[t]] + e[h * e_stride + t];
+                hist[a] = hist[a] + e[h * e_stride + t];
             }
         }
     }

@@ -27,6 +27,7 @@ struct page_geometry {
     int v_group;        ///< channels per V group
     bool patterns;      ///< V pattern indices and gate bits are stored
     bool k_patterns;    ///< K is aligned to patterns too: K pattern indices are stored (config::k_patterns)
+    int index_bits = 8; ///< bits per pattern index: index_bits_for(bank capacity), 2, 4 or 8
 
     PKV_HD int k_row_words() const { return k_per_channel ? words_for_codes(tokens, k_bits) : words_for_codes(d, k_bits); }
     PKV_HD int k_code_words() const { return (k_per_channel ? d : tokens) * k_row_words(); }
@@ -34,8 +35,9 @@ struct page_geometry {
     PKV_HD int v_row_words() const { return words_for_codes(d, v_bits); }
     PKV_HD int v_code_words() const { return tokens * v_row_words(); }
     PKV_HD int v_groups() const { return tokens * (d / v_group); }
-    PKV_HD int v_index_bytes() const { return patterns ? tokens : 0; }
-    PKV_HD int k_index_bytes() const { return patterns && k_patterns ? tokens : 0; }
+    PKV_HD int index_bytes() const { return (tokens * index_bits + 7) / 8; }
+    PKV_HD int v_index_bytes() const { return patterns ? index_bytes() : 0; }
+    PKV_HD int k_index_bytes() const { return patterns && k_patterns ? index_bytes() : 0; }
     PKV_HD int gate_words() const { return patterns ? (tokens + 31) / 32 : 0; }
     /// Bytes one page stores (K and V, everything).
     PKV_HD std::uint64_t page_bytes() const {
@@ -67,6 +69,30 @@ struct page_ref {
 };
 
 PKV_HD bool gate_bit(const std::uint32_t* gate, int t) { return (gate[t >> 5] >> (t & 31)) & 1u; }
+
+/// Pattern indices are packed at the fewest of 2, 4 or 8 bits that hold every index of a bank of
+/// `capacity` patterns; an index never straddles a byte (index t of a page: byte t * bits / 8, lowest
+/// bits first).
+PKV_HD constexpr int index_bits_for(int capacity) { return capacity <= 4 ? 2 : capacity <= 16 ? 4 : 8; }
+
+/// Index t of a page's packed indices.
+PKV_HD int pattern_index(const std::uint8_t* idx, int t, int bits) {
+    const int bit = t * bits;
+    return (idx[bit >> 3] >> (bit & 7)) & ((1 << bits) - 1);
+}
+
+/// Sets index t (a < 2^bits); the other indices sharing its byte keep their values.
+PKV_HD void set_pattern_index(std::uint8_t* idx, int t, int bits, int a) {
+    const int bit = t * bits, mask = ((1 << bits) - 1) << (bit & 7);
+    idx[bit >> 3] = static_cast<std::uint8_t>((idx[bit >> 3] & ~mask) | ((a << (bit & 7)) & mask));
+}
+
+/// Indices first .. first + n - 1 as one byte each: `idx` itself at 8 bits, else unpacked into `buf`.
+PKV_HD const std::uint8_t* pattern_indices(const std::uint8_t* idx, int first, int n, int bits, std::uint8_t* buf) {
+    if (bits == 8) return idx + first;
+    for (int t = 0; t < n; ++t) buf[t] = static_cast<std::uint8_t>(pattern_index(idx, first + t, bits));
+    return buf;
+}
 
 } // namespace patternkv::core
 

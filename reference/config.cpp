@@ -1,4 +1,5 @@
 // Config validation, defaults of the named methods, and key=value setting.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
@@ -75,6 +76,12 @@ float config::scale() const {
     return softmax_scale != 0.0f ? softmax_scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
 }
 
+int config::bank_capacity() const {
+    if (num_patterns == 0) return 0;
+    // the default lets the bank double by flushes (one Chebyshev centre each) before it stops growing
+    return max_patterns > 0 ? max_patterns : std::min(2 * num_patterns, core::max_bank_patterns);
+}
+
 void config::validate() const {
     require(head_dim >= 1 && head_dim <= core::max_head_dim, "head_dim", head_dim,
             fmt::format("must be in [1, {}]", core::max_head_dim));
@@ -93,10 +100,11 @@ void config::validate() const {
                 fmt::format("must divide head_dim = {} (0 = head_dim)", head_dim));
     require(v_group_size() >= 1 && head_dim % v_group_size() == 0, "v_group", v_group,
             fmt::format("must divide head_dim = {} (0 = head_dim)", head_dim));
-    require(num_patterns >= 0 && num_patterns <= max_patterns, "num_patterns", num_patterns,
-            fmt::format("must be in [0, max_patterns = {}]", max_patterns));
-    require(max_patterns >= 1 && max_patterns <= core::max_bank_patterns, "max_patterns", max_patterns,
-            fmt::format("must be in [1, {}] (pattern indices are stored in one byte)", core::max_bank_patterns));
+    require(max_patterns >= 0 && max_patterns <= core::max_bank_patterns, "max_patterns", max_patterns,
+            fmt::format("must be in [0, {}] (0 = twice num_patterns; pattern indices take at most one byte)", core::max_bank_patterns));
+    require(num_patterns >= 0 && num_patterns <= (max_patterns == 0 ? core::max_bank_patterns : max_patterns), "num_patterns",
+            num_patterns, max_patterns == 0 ? fmt::format("must be in [0, {}]", core::max_bank_patterns)
+                                            : fmt::format("must be in [0, max_patterns = {}]", max_patterns));
     require(pattern_window == residual_length, "pattern_window", pattern_window,
             fmt::format("must equal residual_length = {} in this version", residual_length));
     if (!(gate_alpha > 0.0 && gate_alpha < 0.5)) invalid("gate_alpha", fmt::format("{}", gate_alpha), "must be in (0, 0.5)");

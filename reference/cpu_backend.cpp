@@ -68,7 +68,7 @@ void encode_pages(layer_cache_state& s, bool v, int seq, int h, const std::uint1
                 if (residual)
                     for (int j = 0; j < d; ++j) out[j] = row[j] - m[j];
             }
-            (v ? page.v_index : page.k_index)[t] = static_cast<std::uint8_t>(a);
+            core::set_pattern_index(v ? page.v_index : page.k_index, t, s.geom.index_bits, a);
             if (v) set_gate_bit(page.v_gate, t, residual);
         }
         const std::span<const float> rs(resid, static_cast<std::size_t>(R) * d);

@@ -32,12 +32,12 @@ void layer_cache::dequantize(int seq, tensor_view k, tensor_view v) const {
             if (history) {
                 const core::page_view pv = hp.page(p);
                 core::dequantize_k_row(s.geom, pv, i, row);
-                for (int j = 0; j < d; ++j)
-                    ko[k.offset(t, h, j)] = s.side_has_patterns(false) ? row[j] + core::half_to_float(kb[pv.k_index[i] * d + j]) : row[j];
+                const std::uint16_t* km = s.side_has_patterns(false) ? kb + core::pattern_index(pv.k_index, i, s.geom.index_bits) * d : nullptr;
+                for (int j = 0; j < d; ++j) ko[k.offset(t, h, j)] = km != nullptr ? row[j] + core::half_to_float(km[j]) : row[j];
                 core::dequantize_v_row(s.geom, pv, i, row);
                 const bool gated = s.has_patterns() && core::gate_bit(pv.v_gate, i);
-                for (int j = 0; j < d; ++j)
-                    vo[v.offset(t, h, j)] = gated ? row[j] + core::half_to_float(vb[pv.v_index[i] * d + j]) : row[j];
+                const std::uint16_t* vm = gated ? vb + core::pattern_index(pv.v_index, i, s.geom.index_bits) * d : nullptr;
+                for (int j = 0; j < d; ++j) vo[v.offset(t, h, j)] = vm != nullptr ? row[j] + core::half_to_float(vm[j]) : row[j];
             } else {
                 const std::uint16_t* wk = s.window(false, seq, h) + static_cast<std::size_t>(i) * d;
                 const std::uint16_t* wv = s.window(true, seq, h) + static_cast<std::size_t>(i) * d;

@@ -11,6 +11,8 @@
 //               k_codes  [pages * k_code_words] u32     k_sm [pages * k_groups] {u16 scale, u16 min}
 //               v_codes  [pages * v_code_words] u32     v_sm [pages * v_groups] {u16 scale, u16 min}
 //               k_index  [pages * index_bytes * k_patterns] u8     v_index [pages * index_bytes] u8
+//                        (index_bytes = ceil(R * index_bits / 8), index_bits = 2, 4 or 8 from max_patterns;
+//                         version 3; version 2 stored one byte per index)
 //               v_gate   [pages * gate_words]   u32
 //               k_bank   [k_bank_size * d] fp16     v_bank [v_bank_size * d] fp16
 //               window_k [window_count * d] fp16    window_v [window_count * d] fp16

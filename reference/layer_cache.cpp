@@ -43,8 +43,8 @@ void check_seq(const layer_cache_state& s, const char* what, int seq) {
 
 core::page_geometry geometry_of(const config& c) {
     const bool per_channel = c.k_mode == k_quant_mode::per_channel;
-    return {c.head_dim, c.residual_length, c.k_bits, c.v_bits, per_channel,
-            per_channel ? c.k_group : c.k_token_group_size(), c.v_group_size(), c.num_patterns > 0, c.k_patterns};
+    return {c.head_dim,     c.residual_length,  c.k_bits, c.v_bits, per_channel, per_channel ? c.k_group : c.k_token_group_size(),
+            c.v_group_size(), c.num_patterns > 0, c.k_patterns, core::index_bits_for(c.bank_capacity())};
 }
 
 core::head_pages layer_cache_state::head(int seq, int h) const {
@@ -79,7 +79,7 @@ layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens, 
     s.max_tokens = max_tokens;
     s.geom = geometry_of(cfg);
     s.max_pages = static_cast<int>((max_tokens + cfg.residual_length - 1) / cfg.residual_length);
-    s.bank_capacity = cfg.num_patterns > 0 ? cfg.max_patterns : 0;
+    s.bank_capacity = cfg.bank_capacity();
     s.miner = make_miner(cfg);
     s.gate = make_gate(cfg);
     if (s.geom.k_per_channel) s.k_quantizer = channel_quantizer{s.d(), s.geom.tokens, cfg.k_bits, s.geom.k_group};

@@ -343,17 +343,22 @@ bool finite_half(std::uint16_t h) { return (h & 0x7c00u) != 0x7c00u; }
 // Content checks of one section of one (sequence, head): what the kernels rely on for memory
 // safety (pattern indices inside the bank) and the cache's own invariants (finite fp16 values,
 // window values within the input range).
-void check_section(section id, const std::uint8_t* p, std::uint64_t elements, const head_counts& n, std::uint32_t layer,
-                   int seq, int h) {
+void check_section(section id, const std::uint8_t* p, std::uint64_t elements, const head_counts& n, const core::page_geometry& g,
+                   std::uint32_t layer, int seq, int h) {
     const auto where = [&] { return fmt::format("layer {}, sequence {}, kv head {}", layer, seq, h); };
     switch (id) {
     case section::k_index:
     case section::v_index: {
         const std::uint64_t bank = id == section::k_index ? n.k_bank : n.v_bank;
         const std::uint64_t limit = std::max<std::uint64_t>(bank, 1);  // pages encoded before any pattern carry 0
-        for (std::uint64_t i = 0; i < elements; ++i)
-            if (p[i] >= limit)
-                corrupt(fmt::format("{}: {} {} = {} is not below the bank size {}", where(), section_name(id), i, p[i], bank));
+        const std::uint64_t pages = g.index_bytes() == 0 ? 0 : elements / g.index_bytes();
+        for (std::uint64_t pg = 0; pg < pages; ++pg)
+            for (int t = 0; t < g.tokens; ++t) {
+                const auto a = static_cast<std::uint64_t>(core::pattern_index(p + pg * g.index_bytes(), t, g.index_bits));
+                if (a >= limit)
+                    corrupt(fmt::format("{}: {} {} = {} is not below the bank size {}", where(), section_name(id), pg * g.tokens + t,
+                                        a, bank));
+            }
         return;
     }
     case section::k_sm:
@@ -400,7 +405,7 @@ std::uint64_t parse_layer(std::span<const std::uint8_t> image, std::uint64_t at,
 
     out.cfg = config_of(h, layer);
     out.geom = geometry_of(out.cfg);
-    out.bank_capacity = out.cfg.num_patterns > 0 ? out.cfg.max_patterns : 0;
+    out.bank_capacity = out.cfg.bank_capacity();
     check_geometry(h, out.geom, out.bank_capacity, layer);
     if (h.batch < 1) corrupt(fmt::format("layer {}: batch = {} (must be >= 1)", layer, h.batch));
     if (h.max_tokens < 1 || h.max_tokens > std::numeric_limits<std::int32_t>::max())
@@ -482,7 +487,7 @@ std::uint64_t parse_layer(std::span<const std::uint8_t> image, std::uint64_t at,
             const head_counts n{out.seqs[seq].pages, out.seqs[seq].window_count, b.k_bank_size, b.v_bank_size};
             for (const section id : all_sections) {
                 const std::uint64_t elements = section_elements(out.geom, id, n);
-                check_section(id, p, elements, n, layer, static_cast<int>(seq), static_cast<int>(hd));
+                check_section(id, p, elements, n, out.geom, layer, static_cast<int>(seq), static_cast<int>(hd));
                 p += elements * element_bytes(id);
             }
         }

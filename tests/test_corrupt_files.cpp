@@ -183,10 +183,10 @@ TEST_CASE("wrong magic, version and byte order") {
     f = reference_file();
     file_header fh;
     std::memcpy(&fh, f.data(), sizeof fh);
-    fh.version = 3;
+    fh.version = 2;  // one byte per pattern index
     std::memcpy(f.data(), &fh, sizeof fh);
     patternkv::detail::refresh_checksums(f);
-    expect_error(f, "unsupported format version 3 (this library reads version 2)");
+    expect_error(f, "unsupported format version 2 (this library reads version 3)");
 
     f = reference_file();
     fh.version = patternkv::detail::format_version;
@@ -285,8 +285,9 @@ TEST_CASE("sequence tables and payload contents that break invariants are named"
     const std::size_t k_index = p0 + pages * (4 * g.k_code_words() + 4 * g.k_groups() + 4 * g.v_code_words() + 4 * g.v_groups());
     const std::size_t v_index = k_index + pages * g.k_index_bytes();
     const std::size_t k_bank = v_index + pages * g.v_index_bytes() + pages * 4 * g.gate_words();
-    expect_error(edited(k_index + 5, std::uint8_t{200}), "K pattern indices 5 = 200 is not below the bank size");
-    expect_error(edited(v_index + 63, std::uint8_t{8}), "V pattern indices 63 = 8 is not below the bank size");
+    REQUIRE(g.index_bits == 4);  // max_patterns 8: two indices per byte, the first in the low nibble
+    expect_error(edited(k_index + 5, std::uint8_t{0xf0}), "K pattern indices 11 = 15 is not below the bank size");
+    expect_error(edited(v_index + 31, std::uint8_t{0x08}), "V pattern indices 62 = 8 is not below the bank size");
     expect_error(edited(k_bank + 2 * 3, std::uint16_t{0x7e00}), "K pattern bank value 3 (fp16 0x7e00) is not finite");
     expect_error(edited(p0 + pages * 4 * g.k_code_words() + 2, std::uint16_t{0x7c00}), "K scales/mins value 1");
     // window of layer 1 (KIVI, one sequence of 20 tokens: 1 page + 4 window rows), head 0 then head 1

@@ -153,7 +153,10 @@ std::vector<diff_case> make_cases() {
     variant("R=32", [](config& c) { c.residual_length = c.pattern_window = 32; c.k_group = 32; }, "patternkv", {300, 90}, 100);
     variant("R=64", [](config& c) { c.residual_length = c.pattern_window = 64; c.k_group = 64; });
     variant("R=2048", [](config& c) { c.residual_length = c.pattern_window = 2048; c.k_group = 2048; }, "patternkv", {4200, 10}, 20);
-    variant("max_patterns=33", [](config& c) { c.max_patterns = 33; }, "patternkv", {300, 90}, 300);
+    variant("max_patterns=33", [](config& c) { c.max_patterns = 33; }, "patternkv", {300, 90}, 300);  // 8-bit indices
+    variant("max_patterns=4", [](config& c) { c.num_patterns = 3; c.max_patterns = 4; }, "patternkv", {300, 90}, 300);  // 2-bit
+    variant("R=5,max_patterns=4", [](config& c) { c.residual_length = c.pattern_window = 5; c.k_group = 5; c.num_patterns = 2;
+                                                  c.max_patterns = 4; }, "patternkv", {40, 30}, 300);  // a page's last index byte half used
     variant("grow_patterns=0", [](config& c) { c.grow_patterns = false; });
     variant("k_patterns=1", [](config& c) { c.k_patterns = true; }, "patternkv", {300, 90}, 300);
     variant("k_patterns=1,k_channel_select=0", [](config& c) { c.k_patterns = true; c.k_channel_select = false; }, "patternkv",

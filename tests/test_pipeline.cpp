@@ -94,7 +94,7 @@ TEST_CASE("prefill aligns by L2, flushes by min-max over a bank holding the new 
                     }
                 }
                 for (int i = 0; i < R; ++i) {
-                    const int t = p * R + i, a = (isv ? pv.v_index : pv.k_index)[i];
+                    const int t = p * R + i, a = patternkv::core::pattern_index(isv ? pv.v_index : pv.k_index, i, s.geom.index_bits);
                     if (flushed) {
                         check_nearest(a, count, [&](int cc) { return dmm(x, t, h, bank, cc); }, "flush: min-max distance");
                         new_centre_used += a == count - 1;

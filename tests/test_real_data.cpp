@@ -170,5 +170,5 @@ TEST_CASE("Qwen2.5-14B layer 0: PatternKV against KIVI at equal code bits and at
     CHECK(paper2.attn == doctest::Approx(0.1779).epsilon(0.001));
     CHECK(paper2.bits == doctest::Approx(6.316).epsilon(0.001));
     CHECK(pkv2.attn == doctest::Approx(0.2660).epsilon(0.001));
-    CHECK(pkv2.bits == doctest::Approx(3.316).epsilon(0.001));
+    CHECK(pkv2.bits == doctest::Approx(3.285).epsilon(0.001));
 }

@@ -142,16 +142,19 @@ inline void gpu_backend::encode(int jobs, int pages, const float* rows, std::int
                                 bool flush, gpu::device_buffer<float>& resid, gpu::device_buffer<std::uint8_t>& flags) {
     const std::int64_t tokens = static_cast<std::int64_t>(pages) * R_, H = heads_;
     gpu::ensure_capacity(resid, static_cast<std::size_t>(jobs * 2 * H * tokens * d_));
-    gpu::ensure_capacity(flags, static_cast<std::size_t>(jobs * H * tokens));
+    gpu::ensure_capacity(flags, static_cast<std::size_t>(jobs * 3 * H * tokens));  // gate flags, then K and V indices
     gpu::ensure_capacity(bank_f_, static_cast<std::size_t>(jobs) * 2 * H * cap_ * d_);
     const int* m = meta_dev_.get();
-    const encode_params p{arrays_,     counters(),  m + meta_.job_seq, m + meta_.job_page, jobs,  pages, rows,
-                          job_stride,  head_stride, resid.get(),       bank_f_.get(),      flags.get(), flush, gate_};
+    const encode_params p{arrays_,    counters(),  m + meta_.job_seq, m + meta_.job_page, jobs,
+                          pages,      rows,        job_stride,        head_stride,        resid.get(),
+                          bank_f_.get(), flags.get(), flags.get() + jobs * H * tokens, flush, gate_};
     const int E = elementwise_threads, Hv = heavy_threads;
     if (cap_ > 0) gpu::launch(bank_to_float_kernel, gpu::blocks_for(jobs * 2 * H * cap_ * d_, E), E, "bank_to_float", p);
     gpu::launch(align_kernel, gpu::blocks_for(jobs * 2 * H * tokens, Hv), Hv, "align", p);
-    if (cap_ > 0)
+    if (cap_ > 0) {
         gpu::launch(pack_gate_kernel, gpu::blocks_for(jobs * H * pages * arrays_.g.gate_words(), E), E, "pack_gate", p);
+        gpu::launch(pack_index_kernel, gpu::blocks_for(jobs * 2 * H * pages * arrays_.g.index_bytes(), E), E, "pack_index", p);
+    }
     if (arrays_.g.k_per_channel)
         gpu::launch(quantize_k_channel_kernel, gpu::blocks_for(jobs * H * pages * d_, Hv), Hv, "quantize_k_channel", p);
     else

@@ -40,6 +40,7 @@ struct encode_params {
     float* resid;               ///< [jobs][2][H][pages * R][d]
     float* bank_f;              ///< [jobs][2][H][bank_capacity][d]: the banks as floats
     std::uint8_t* gate_flags;   ///< [jobs][H][pages * R]: V gate decisions before packing
+    std::uint8_t* index_flags;  ///< [jobs][2][H][pages * R]: pattern indices before packing
     bool flush;                 ///< align by d_mm (flush) or squared L2 (prefill)
     core::gate_params gate;
 
@@ -77,7 +78,7 @@ __global__ void bank_to_float_kernel(encode_params p) {
 
 /// One token per thread: nearest pattern, V gate, residual row, pattern index (encode_pages).
 __global__ void align_kernel(encode_params p) {
-    const int d = p.a.g.d, R = p.a.g.tokens, H = p.a.heads, n = p.tokens();
+    const int d = p.a.g.d, H = p.a.heads, n = p.tokens();
     const std::int64_t idx = thread_index();
     if (idx >= static_cast<std::int64_t>(p.jobs) * 2 * H * n) return;
     const int t = static_cast<int>(idx % n), block = static_cast<int>(idx / n);
@@ -97,10 +98,28 @@ __global__ void align_kernel(encode_params p) {
         if (residual)
             for (int j = 0; j < d; ++j) out[j] = row[j] - m[j];
     }
-    const core::page_ref page = p.a.page(seq, h, p.job_page[job] + t / R);
     if (kv == 0 && !p.a.g.k_patterns) return;  // K as in KIVI: no index
-    (kv == 1 ? page.v_index : page.k_index)[t % R] = static_cast<std::uint8_t>(a);
+    // indices below 8 bits share bytes between tokens: pack_index_kernel writes them, a byte per thread
+    p.index_flags[((static_cast<std::int64_t>(job) * 2 + kv) * H + h) * n + t] = static_cast<std::uint8_t>(a);
     if (kv == 1) p.gate_flags[(static_cast<std::int64_t>(job) * H + h) * n + t] = residual ? 1 : 0;
+}
+
+/// One byte of packed pattern indices per thread (core::set_pattern_index's layout; padding bits 0).
+__global__ void pack_index_kernel(encode_params p) {
+    const int R = p.a.g.tokens, H = p.a.heads, bits = p.a.g.index_bits, bytes = p.a.g.index_bytes();
+    const std::int64_t idx = thread_index();
+    if (idx >= static_cast<std::int64_t>(p.jobs) * 2 * H * p.pages * bytes) return;
+    const int b = static_cast<int>(idx % bytes), pg = static_cast<int>(idx / bytes % p.pages);
+    const int h = static_cast<int>(idx / (static_cast<std::int64_t>(bytes) * p.pages) % H);
+    const int kv = static_cast<int>(idx / (static_cast<std::int64_t>(bytes) * p.pages * H) % 2);
+    const int job = static_cast<int>(idx / (static_cast<std::int64_t>(bytes) * p.pages * H * 2));
+    if (kv == 0 && !p.a.g.k_patterns) return;
+    const std::uint8_t* flags = p.index_flags + ((static_cast<std::int64_t>(job) * 2 + kv) * H + h) * p.tokens() + pg * R;
+    const int per_byte = 8 / bits, first = b * per_byte;
+    int byte = 0;
+    for (int i = 0; i < per_byte && first + i < R; ++i) byte |= flags[first + i] << (i * bits);
+    const core::page_ref page = p.a.page(p.job_seq[job], h, p.job_page[job] + pg);
+    (kv == 1 ? page.v_index : page.k_index)[b] = static_cast<std::uint8_t>(byte);
 }
 
 /// One gate word per thread: the page's bits from the flags; bits past R keep their value (the CPU

@@ -74,7 +74,7 @@ layer_ranges measure_layer(const patternkv::layer_cache& cache, const float* k, 
             for (int p = 0; p < pages; ++p) {
                 const patternkv::core::page_view pv = hp.page(p);
                 auto stored = [&](const float* x, int t, int j) {
-                    const int a = (isv ? pv.v_index : pv.k_index)[t - p * R];
+                    const int a = patternkv::core::pattern_index(isv ? pv.v_index : pv.k_index, t - p * R, s.geom.index_bits);
                     const bool sub = nb > 0 && (!isv || patternkv::core::gate_bit(pv.v_gate, t - p * R));
                     return x_at(x, t, h, j) - (sub ? bank[static_cast<std::size_t>(a) * d + j] : 0.0f);
                 };

@@ -43,7 +43,8 @@ struct config {
                                 ///< 8 was more accurate per stored bit at 1K and 4K prompts (docs/accuracy.md)
     int pattern_window = 128;   ///< G_pattern: tokens whose Chebyshev centre becomes a new pattern at a flush
                                 ///< (must equal residual_length in this version)
-    int max_patterns = 256;     ///< bank bound; once full, flushes stop adding patterns (docs/configuration.md)
+    int max_patterns = 0;       ///< bank bound (once full, flushes stop adding patterns); 0 = twice num_patterns.
+                                ///< Sets the pattern index width: 2 bits up to 4, 4 up to 16, else 8 (docs/configuration.md)
     bool grow_patterns = true;  ///< add the Chebyshev centre of each flushed window to the bank
     bool k_patterns = true;     ///< K aligns to patterns too (the paper); false: patterns on V only, K stored
                                 ///< exactly as KIVI stores it, with no K bank or indices
@@ -63,6 +64,8 @@ struct config {
     // --- attention ---
     float softmax_scale = 0.0f;  ///< tau; 0 = 1/sqrt(head_dim)
 
+    /// Patterns a bank holds at most (max_patterns after resolving the 0 default; 0 without patterns).
+    int bank_capacity() const;
     /// Channels per V group after resolving the 0 default.
     int v_group_size() const { return v_group == 0 ? head_dim : v_group; }
     /// Channels per per-token K group after resolving the 0 default.
