@@ -134,13 +134,13 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
                 for (int t = 0; t < g.k_group; ++t) scores[h * score_stride + t0 + t] = 0.0f;
             }
             Ops::channel_scores(p.k_codes, g.k_row_words(), t0, g.k_group, g.k_bits, d, qs, hg.heads, scores + t0, score_stride);
+            std::uint8_t buf[max_page_tokens];  // the group's pattern indices, one byte each, for every head
+            const std::uint8_t* idx = hg.qm != nullptr && g.k_patterns ? pattern_indices(p.k_index, t0, g.k_group, g.index_bits, buf) : nullptr;
             for (int h = 0; h < hg.heads; ++h) {
                 const float zero_term = Ops::dot(hg.q_tau + h * d, mn, d);
                 float* s = scores + h * score_stride + t0;
-                if (hg.qm != nullptr && g.k_patterns) {
-                    std::uint8_t buf[max_page_tokens];
-                    Ops::add_term_and_gathered(s, zero_term, hg.qm + h * hg.qm_stride,
-                                               pattern_indices(p.k_index, t0, g.k_group, g.index_bits, buf), g.k_group);
+                if (idx != nullptr) {
+                    Ops::add_term_and_gathered(s, zero_term, hg.qm + h * hg.qm_stride, idx, g.k_group);
                 } else {
                     for (int t = 0; t < g.k_group; ++t) s[t] = s[t] + zero_term;
                 }
@@ -148,6 +148,8 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
         }
     } else {
         const int groups = d / g.k_group;
+        std::uint8_t buf[max_page_tokens];
+        const std::uint8_t* idx = hg.qm != nullptr && g.k_patterns ? pattern_indices(p.k_index, 0, g.tokens, g.index_bits, buf) : nullptr;
         for (int h = 0; h < hg.heads; ++h) {
             const float* q = hg.q_tau + h * d;
             for (int t = 0; t < g.tokens; ++t) {
@@ -164,11 +166,7 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
                 }
                 scores[h * score_stride + t] = total;
             }
-            if (hg.qm != nullptr && g.k_patterns) {
-                std::uint8_t buf[max_page_tokens];
-                Ops::add_gathered(scores + h * score_stride, hg.qm + h * hg.qm_stride, pattern_indices(p.k_index, 0, g.tokens, g.index_bits, buf),
-                                  g.tokens);
-            }
+            if (idx != nullptr) Ops::add_gathered(scores + h * score_stride, hg.qm + h * hg.qm_stride, idx, g.tokens);
         }
     }
 }
