@@ -2,7 +2,7 @@
 # The main evaluation job: installs what is missing, fetches SmolLM2-135M-Instruct and Gemma 3 270M,
 # builds a release build in build-main and compares every KV-cache method on both models over the
 # GPL-3 text (plus the small stories260K model on TinyStories when the shared data is present).
-# Results (JSON, SVG, text tables) go to results/. About 20 minutes on 2 cores.
+# Results (JSON, SVG, text tables) go to results/. 11-12 minutes on 2 cores from a fresh clone.
 #
 #   tools/main-job.sh            environment: PATTERNKV_CACHE_DIR (model cache), PATTERNKV_DATA_DIR
 set -euo pipefail
