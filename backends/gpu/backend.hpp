@@ -114,7 +114,8 @@ inline gpu_backend::gpu_backend(const layer_cache_state& s, backend kind)
     meta_dev_ = gpu::malloc_device<int>(meta_.total);
 
     const std::size_t BQ = B * q_heads_, stride = static_cast<std::size_t>(core::partial_stride(d_, cap_));
-    work_stride_ = core::split_scratch_floats(1, pps_ * R_, d_, R_);
+    // one query head per thread; V's scratch holds this config's V groups per token, not the d bound
+    work_stride_ = core::split_scratch_floats(1, pps_ * R_, d_, R_, d_ / s.geom.v_group);
     in_ = gpu::malloc_device<std::uint16_t>(2 * BH * d_);
     q_ = gpu::malloc_device<float>(BQ * d_);
     q_tau_ = gpu::malloc_device<float>(BQ * d_);
