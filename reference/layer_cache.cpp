@@ -43,7 +43,7 @@ void check_seq(const layer_cache_state& s, const char* what, int seq) {
 
 core::page_geometry geometry_of(const config& c) {
     const bool per_channel = c.k_mode == k_quant_mode::per_channel;
-    return {c.head_dim,     c.residual_length,  c.k_bits, c.v_bits, per_channel, per_channel ? c.k_group : c.k_token_group_size(),
+    return {c.head_dim,       c.residual_length,  c.k_bits,     c.v_bits, per_channel, per_channel ? c.k_group : c.k_token_group_size(),
             c.v_group_size(), c.num_patterns > 0, c.k_patterns, core::index_bits_for(c.bank_capacity())};
 }
 

@@ -116,10 +116,10 @@ __global__ void pack_index_kernel(encode_params p) {
     if (kv == 0 && !p.a.g.k_patterns) return;
     const std::uint8_t* flags = p.index_flags + ((static_cast<std::int64_t>(job) * 2 + kv) * H + h) * p.tokens() + pg * R;
     const int per_byte = 8 / bits, first = b * per_byte;
-    int byte = 0;
-    for (int i = 0; i < per_byte && first + i < R; ++i) byte |= flags[first + i] << (i * bits);
+    std::uint8_t byte = 0;  // the page's byte b, built with the layout's own setter
+    for (int i = 0; i < per_byte && first + i < R; ++i) core::set_pattern_index(&byte, i, bits, flags[first + i]);
     const core::page_ref page = p.a.page(p.job_seq[job], h, p.job_page[job] + pg);
-    (kv == 1 ? page.v_index : page.k_index)[b] = static_cast<std::uint8_t>(byte);
+    (kv == 1 ? page.v_index : page.k_index)[b] = byte;
 }
 
 /// One gate word per thread: the page's bits from the flags; bits past R keep their value (the CPU

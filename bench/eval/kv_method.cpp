@@ -105,7 +105,7 @@ method_cache::method_cache(method_spec spec, const model_config& mc, std::int64_
         k_[l].resize(static_cast<std::size_t>(capacity) * mc.kv_dim());
         v_[l].resize(static_cast<std::size_t>(capacity) * mc.kv_dim());
     }
-    scratch_.resize(static_cast<std::size_t>(capacity) * mc.n_heads);
+    if (spec_.exact || mc.local_layers() > 0) scratch_.resize(static_cast<std::size_t>(capacity) * mc.n_heads);
     try {
         for (int l = 0; l < mc.n_layers; ++l) {
             if (exact_layer(l)) continue;
@@ -143,13 +143,12 @@ void method_cache::step(int layer, const float* q, const float* k, const float* 
         std::copy_n(k, kvd, k_[layer].data() + static_cast<std::size_t>(n) * kvd);
         std::copy_n(v, kvd, v_[layer].data() + static_cast<std::size_t>(n) * kvd);
         ++n;
-        const std::size_t first = mc_.first_visible(layer, n - 1);
+        const int first = mc_.first_visible(layer, n - 1);
         const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
         tbb::parallel_for(0, mc_.n_heads, [&](int h) {
             const int kvh = h / group;
-            attend_exact(q + h * hd, k_[layer].data() + first * kvd + kvh * hd, v_[layer].data() + first * kvd + kvh * hd,
-                         n - static_cast<int>(first), kvd, hd, scale, scratch_.data() + static_cast<std::size_t>(h) * capacity_,
-                         out + h * hd);
+            attend_exact(q + h * hd, k_[layer].data() + kvh * hd, v_[layer].data() + kvh * hd, first, n, kvd, hd, scale,
+                         scratch_.data() + static_cast<std::size_t>(h) * capacity_, out + h * hd);
         });
     } else {
         patternkv::layer_cache& cache = caches_[library_index_[layer]];

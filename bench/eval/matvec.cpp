@@ -93,8 +93,11 @@ void matmul(const float* w, int rows, int cols, const float* x, int batch, float
     });
 }
 
-void attend_exact(const float* q, const float* k, const float* v, int n, int stride, int head_dim, float scale,
+void attend_exact(const float* q, const float* k, const float* v, int first, int n, int stride, int head_dim, float scale,
                   float* scratch, float* out) {
+    k += static_cast<std::size_t>(first) * stride;
+    v += static_cast<std::size_t>(first) * stride;
+    n -= first;
     float mx = -INFINITY;
     for (int j = 0; j < n; ++j) {
         scratch[j] = dot(q, k + static_cast<std::size_t>(j) * stride, head_dim) * scale;

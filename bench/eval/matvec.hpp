@@ -11,9 +11,10 @@ float dot(const float* a, const float* b, int n);
 /// y [batch][rows]. Every weight row is read once per call and used for all `batch` vectors.
 void matmul(const float* w, int rows, int cols, const float* x, int batch, float* y);
 
-/// One head's softmax(q.k_j * scale) . v_j over tokens j < n. k and v point at token 0 of the head,
-/// consecutive tokens `stride` floats apart; `scratch` holds n floats. out [head_dim].
-void attend_exact(const float* q, const float* k, const float* v, int n, int stride, int head_dim, float scale,
+/// One head's softmax(q.k_j * scale) . v_j over tokens first <= j < n (a sliding window starts past
+/// 0). k and v point at token 0 of the head, consecutive tokens `stride` floats apart; `scratch`
+/// holds n - first floats. out [head_dim].
+void attend_exact(const float* q, const float* k, const float* v, int first, int n, int stride, int head_dim, float scale,
                   float* scratch, float* out);
 
 } // namespace pkveval

@@ -134,9 +134,8 @@ transformer::prefill_result transformer::prefill(std::span<const int> tokens, in
             thread_local std::vector<float> scratch;
             scratch.resize(T);
             const int t = i / c.n_heads, h = i % c.n_heads, kvh = h / group;
-            const std::size_t first = c.first_visible(layer, t);
-            attend_exact(q + static_cast<std::size_t>(t) * Q + h * hd, k + first * KV + kvh * hd, v + first * KV + kvh * hd,
-                         t + 1 - static_cast<int>(first), KV, hd, scale, scratch.data(), out + static_cast<std::size_t>(t) * Q + h * hd);
+            attend_exact(q + static_cast<std::size_t>(t) * Q + h * hd, k + kvh * hd, v + kvh * hd, c.first_visible(layer, t), t + 1, KV,
+                         hd, scale, scratch.data(), out + static_cast<std::size_t>(t) * Q + h * hd);
         });
     };
     layers(x, T, pos, causal);
