@@ -3,25 +3,30 @@
 // backend:
 //   * history is cut into splits of pages_per_split(R) pages; the window is one more split, last;
 //   * per split: scores, split max m (a zero max is +0), e_t = exp(s_t - m), l = sum e_t in lane
-//     order (reduce.hpp), partial output o = sum_t (e_t s_t) code_t (token order) + per-group
-//     sum_t e_t mn_t (lane order within a page, pages in order), and a per-pattern histogram of e_t
-//     over gated V tokens (token order);
+//     order (reduce.hpp), partial output o (below) + per-group sum_t e_t mnc_t (lane order within a
+//     page, pages in order), and a per-pattern histogram of e_t over gated V tokens (token order);
 //   * combine in split order with alpha_s = exp(m_s - M); then add sum_c H_c m_c (pattern order,
 //     zero entries skipped) and divide by L.
-// Scores: per-channel K  s_t = (sum_j (q_j s_j) code_tj  [j in order]) + q.mn_group + q.m_{a(t)}.
-// The code sums over j (scores) and over t (outputs) are fused multiply-adds (fma_exact), in the
-// order written: every element's sequence of operations is fixed, so SIMD over tokens (scores) or
-// channels (outputs), GPU threads and the scalar loops below all give the same bits.
+// The per-element work is integer (multipliers.hpp): a code c of b bits is used centred,
+// 2 c - (2^b - 1), and its multiplier is rounded to an integer in [-127, 127] with one float step
+// per (group, query head):
+//   per-channel K, per K group:  s_t = step/2 * sum_j m_j (2 c_tj - (2^b - 1))
+//                                      + q . (mn + centre * scale) + q . m_{a(t)},  m_j ~ q_j s_j / step
+//   V, per page and V group:     o_j += step/2 * sum_t m_t (2 c_tj - (2^b - 1)),     m_t ~ e_t s_t / step
+// The integer sums are exact, so SIMD, GPU threads and the scalar loops below may add their terms
+// in any order; everything in floating point is per token, group or page and has one fixed order.
 //
-// The functions are templates on `Ops`, the element-wise primitives (unpack codes to floats,
-// y = fma(a, x, y), exponentiate). scalar_ops is the definition; a backend may pass a faster Ops
-// computing the same bits (reference/simd/ has the AVX2 one, checked by tests/test_kernels.cpp).
-// A group of query heads sharing one KV head is processed together so codes are unpacked once.
+// The functions are templates on `Ops`, the primitives (integer code sums, fp16 conversion, the
+// fixed-order float steps). scalar_ops is the definition; a backend may pass a faster Ops computing
+// the same bits (reference/simd/ has the AVX2 one, checked by tests/test_kernels.cpp). A group of
+// query heads sharing one KV head is processed together so codes are read once; every head's
+// result is the same as when processed alone.
 
 #include <cstdint>
 
 #include "exp.hpp"
 #include "fp16.hpp"
+#include "multipliers.hpp"
 #include "page_layout.hpp"
 #include "platform.hpp"
 #include "reduce.hpp"
@@ -41,31 +46,36 @@ struct scalar_ops {
     PKV_HD static void fma_accumulate(float a, const float* x, float* y, int n) {
         for (int i = 0; i < n; ++i) y[i] = fma_exact(a, x[i], y[i]);
     }
-    /// For each head h and token t < n, in channel order j = 0 .. d-1:
-    ///   scores[h * stride + t] = fma(qs[h * d + j], code(row j, first + t), scores[h * stride + t]).
-    /// Row j of the codes starts at codes + j * row_words (K per-channel, codes along tokens).
-    PKV_HD static void channel_scores(const std::uint32_t* codes, int row_words, int first, int n, int bits, int d,
-                                      const float* qs, int heads, float* scores, int stride) {
+    /// For each head h and position p < n: out[h * out_stride + p] = float(sum over rows r < rows of
+    /// m[h * m_stride + r] * (2 code(row r, first + p) - (2^bits - 1))): integer multipliers
+    /// (multipliers.hpp, integer-valued floats) times centred codes, summed in int32 (the multiplier
+    /// bounds keep every sum inside int32). Row r starts at codes + r * row_words. The sum is exact,
+    /// so any order gives the same bits (K: rows are channels, positions tokens; V: rows are tokens,
+    /// positions channels). multiplier_max: the bound |m| <= multiplier_max the caller used.
+    PKV_HD static void code_sums(const std::uint32_t* codes, int row_words, int rows, int bits, int first, int n, const float* m,
+                                 int m_stride, int heads, int multiplier_max, float* out, int out_stride) {
+        (void)multiplier_max;
+        const auto off = static_cast<std::int32_t>(code_mask(bits));
         for (int h = 0; h < heads; ++h)
-            for (int j = 0; j < d; ++j) {
-                const std::uint32_t* row = codes + j * row_words;
-                const float a = qs[h * d + j];
-                float* sc = scores + h * stride;
-                for (int t = 0; t < n; ++t) sc[t] = fma_exact(a, static_cast<float>(unpack_code(row, first + t, bits)), sc[t]);
+            for (int p = 0; p < n; ++p) {
+                std::int32_t sum = 0;
+                for (int r = 0; r < rows; ++r)
+                    sum += static_cast<std::int32_t>(m[h * m_stride + r]) *
+                           (2 * static_cast<std::int32_t>(unpack_code(codes + r * row_words, first + p, bits)) - off);
+                out[h * out_stride + p] = static_cast<float>(sum);
             }
     }
-    /// For each head h and channel j < n, in token order t = 0 .. tokens-1:
-    ///   o[h * o_stride + j] = fma(w[h * w_stride + t], code(row t, j0 + j), o[h * o_stride + j]).
-    /// Row t starts at codes + t * row_words (V, codes along channels).
-    PKV_HD static void accumulate_rows(const std::uint32_t* codes, int row_words, int tokens, int bits, int j0, int n,
-                                       const float* w, int w_stride, int heads, float* o, int o_stride) {
-        for (int h = 0; h < heads; ++h)
-            for (int t = 0; t < tokens; ++t) {
-                const std::uint32_t* row = codes + t * row_words;
-                const float a = w[h * w_stride + t];
-                float* oh = o + h * o_stride;
-                for (int j = 0; j < n; ++j) oh[j] = fma_exact(a, static_cast<float>(unpack_code(row, j0 + j, bits)), oh[j]);
-            }
+    /// o[i] = o[i] + half_step * sums[i] (V outputs).
+    PKV_HD static void add_code_terms(float* o, const float* sums, int n, float half_step) {
+        for (int i = 0; i < n; ++i) o[i] = o[i] + half_step * sums[i];
+    }
+    /// s[i] = (half_step * s[i] + z) + table[index[i]] (K scores from centred sums: code term,
+    /// zero-point term, pattern term; no pattern term when table is nullptr).
+    PKV_HD static void finish_scores(float* s, int n, float half_step, float z, const float* table, const std::uint8_t* index) {
+        for (int i = 0; i < n; ++i) {
+            s[i] = half_step * s[i] + z;
+            if (table != nullptr) s[i] = s[i] + table[index[i]];
+        }
     }
     /// y[i] = y[i] + a * x[i] (mul then add, never fused).
     PKV_HD static void add_scaled(float a, const float* x, float* y, int n) {
@@ -74,10 +84,6 @@ struct scalar_ops {
     /// s[i] = s[i] + table[index[i]] (the pattern term of the scores).
     PKV_HD static void add_gathered(float* s, const float* table, const std::uint8_t* index, int n) {
         for (int i = 0; i < n; ++i) s[i] = s[i] + table[index[i]];
-    }
-    /// s[i] = (s[i] + z) + table[index[i]] (zero-point term, then pattern term).
-    PKV_HD static void add_term_and_gathered(float* s, float z, const float* table, const std::uint8_t* index, int n) {
-        for (int i = 0; i < n; ++i) s[i] = (s[i] + z) + table[index[i]];
     }
     /// s[i] = exp(s[i] - m); returns lane_sum(s, n).
     PKV_HD static float exponentiate(float* s, int n, float m) {
@@ -96,12 +102,15 @@ struct scalar_ops {
 };
 
 /// Scratch floats attend_history_split needs for `heads` query heads: scores [heads][count * R],
-/// zero sums [heads][d], then the larger of page_scores' work (query scales [heads][d], a K group's
-/// scales and minimums [2 d]) and page_accumulate_v's (weights [heads][R], the page's V scales and
-/// minimums [R][groups][2]). v_groups: V groups per token (d / v_group; default: the bound d).
+/// zero sums [heads][d], then the larger of page_scores' work (multipliers [heads][d], a K group's
+/// scales and minimums [2 d], centred minimums [d], steps [heads]) and page_accumulate_v's
+/// (multipliers [heads][R], the page's V scales and minimums [R][groups][2], one group's centred
+/// minimums [R], sums [heads][v_group], steps [heads]). v_groups: V groups per token (d /
+/// v_group; default: the bound d).
 PKV_HD constexpr int split_scratch_floats(int heads, int split_tokens, int d, int page_tokens, int v_groups = -1) {
     const int groups = v_groups < 0 ? d : v_groups;
-    const int k_work = heads * d + 2 * d, v_work = heads * page_tokens + 2 * page_tokens * groups + 2 * page_tokens;
+    const int k_work = heads * d + 3 * d + heads;
+    const int v_work = heads * page_tokens + 2 * page_tokens * groups + page_tokens + heads * (d / groups) + heads;
     return heads * split_tokens + heads * d + (k_work > v_work ? k_work : v_work);
 }
 
@@ -115,54 +124,71 @@ struct head_group {
     int rec_stride;
 };
 
+/// Half of (2^bits - 1): the centre of a code's range, exact in float.
+PKV_HD constexpr float code_centre(int bits) { return 0.5f * static_cast<float>(code_mask(bits)); }
+
+/// Rounds each head's multipliers m + h * n [n] to integers of at most qmax (multipliers.hpp) and
+/// stores half of each head's step in half_steps [heads] (the centred codes count twice).
+PKV_HD void quantize_head_multipliers(float* m, int n, int heads, int qmax, float* half_steps) {
+    for (int h = 0; h < heads; ++h) half_steps[h] = 0.5f * quantize_multipliers(m + h * n, n, qmax);
+}
+
 /// Scores of the R tokens of one page for every head of a group: scores + h * score_stride.
-/// work: heads * d + 2 * d floats.
+/// Per-channel K, per K group: the multipliers q_j s_j become integers (one step per head), the
+/// code term is their integer sum with the centred codes, and the centre moves into the zero-point
+/// term q . (mn + centre * s). work: heads * d + 3 * d + heads floats.
 template <class Ops>
 PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_group& hg, float* scores, int score_stride,
                         float* work) {
     const int d = g.d;
     if (g.k_per_channel) {
-        float* qs = work;                    // [heads][d]
+        float* m = work;                     // [heads][d]
         float* pairs = work + hg.heads * d;  // [d][2]: the group's (scale, min) per channel
+        float* mnc = pairs + 2 * d;          // [d]: centred minimums
+        float* steps = mnc + d;              // [heads]: half steps
+        const float centre = code_centre(g.k_bits);
+        const int qmax = multiplier_max(false, d, g.k_bits);
         for (int t0 = 0; t0 < g.tokens; t0 += g.k_group) {
             Ops::halves(reinterpret_cast<const std::uint16_t*>(p.k_sm + (t0 / g.k_group) * d), 2 * d, pairs);
-            float mn[max_head_dim];
-            for (int j = 0; j < d; ++j) mn[j] = pairs[2 * j + 1];
+            for (int j = 0; j < d; ++j) mnc[j] = pairs[2 * j + 1] + centre * pairs[2 * j];
             for (int h = 0; h < hg.heads; ++h) {
                 const float* q = hg.q_tau + h * d;
-                for (int j = 0; j < d; ++j) qs[h * d + j] = q[j] * pairs[2 * j];
-                for (int t = 0; t < g.k_group; ++t) scores[h * score_stride + t0 + t] = 0.0f;
+                for (int j = 0; j < d; ++j) m[h * d + j] = q[j] * pairs[2 * j];
             }
-            Ops::channel_scores(p.k_codes, g.k_row_words(), t0, g.k_group, g.k_bits, d, qs, hg.heads, scores + t0, score_stride);
+            quantize_head_multipliers(m, d, hg.heads, qmax, steps);
+            Ops::code_sums(p.k_codes, g.k_row_words(), d, g.k_bits, t0, g.k_group, m, d, hg.heads, qmax, scores + t0, score_stride);
             std::uint8_t buf[max_page_tokens];  // the group's pattern indices, one byte each, for every head
             const std::uint8_t* idx = hg.qm != nullptr && g.k_patterns ? pattern_indices(p.k_index, t0, g.k_group, g.index_bits, buf) : nullptr;
-            for (int h = 0; h < hg.heads; ++h) {
-                const float zero_term = Ops::dot(hg.q_tau + h * d, mn, d);
-                float* s = scores + h * score_stride + t0;
-                if (idx != nullptr) {
-                    Ops::add_term_and_gathered(s, zero_term, hg.qm + h * hg.qm_stride, idx, g.k_group);
-                } else {
-                    for (int t = 0; t < g.k_group; ++t) s[t] = s[t] + zero_term;
-                }
-            }
+            for (int h = 0; h < hg.heads; ++h)
+                Ops::finish_scores(scores + h * score_stride + t0, g.k_group, steps[h], Ops::dot(hg.q_tau + h * d, mnc, d),
+                                   idx != nullptr ? hg.qm + h * hg.qm_stride : nullptr, idx);
         }
     } else {
+        // Per-token K (the KIVI per-token baseline): the query is rounded once per page, the code
+        // term of each (token, channel group) is an integer dot product, groups add in order.
         const int groups = d / g.k_group;
+        const float centre = code_centre(g.k_bits);
+        const auto off = static_cast<std::int32_t>(code_mask(g.k_bits));
+        float* m = work;                     // [d]
         std::uint8_t buf[max_page_tokens];
         const std::uint8_t* idx = hg.qm != nullptr && g.k_patterns ? pattern_indices(p.k_index, 0, g.tokens, g.index_bits, buf) : nullptr;
         for (int h = 0; h < hg.heads; ++h) {
             const float* q = hg.q_tau + h * d;
+            for (int j = 0; j < d; ++j) m[j] = q[j];
+            const float half_step = 0.5f * quantize_multipliers(m, d, multiplier_max(false, d, g.k_bits));
             for (int t = 0; t < g.tokens; ++t) {
                 const std::uint32_t* row = p.k_codes + t * g.k_row_words();
                 const scale_min* sm = p.k_sm + t * groups;
                 float total = 0.0f;
                 for (int gi = 0; gi < groups; ++gi) {
-                    float dot = 0.0f, qsum = 0.0f;
+                    std::int32_t code = 0;  // the group's centred code sum (exact: multiplier_max keeps it in int32)
+                    float qsum = 0.0f;
                     for (int j = gi * g.k_group; j < (gi + 1) * g.k_group; ++j) {
-                        dot = fma_exact(q[j], static_cast<float>(unpack_code(row, j, g.k_bits)), dot);
+                        code += static_cast<std::int32_t>(m[j]) * (2 * static_cast<std::int32_t>(unpack_code(row, j, g.k_bits)) - off);
                         qsum = qsum + q[j];
                     }
-                    total = total + (half_to_float(sm[gi].scale) * dot + half_to_float(sm[gi].min) * qsum);
+                    const float scale = half_to_float(sm[gi].scale), mnc = half_to_float(sm[gi].min) + centre * scale;
+                    total = total + (scale * (half_step * static_cast<float>(code)) + mnc * qsum);
                 }
                 scores[h * score_stride + t] = total;
             }
@@ -172,30 +198,32 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
 }
 
 /// Adds one page's V contribution for every head of a group, with weights e + h * e_stride [R]:
-/// o[j] += (e_t s_t) code_tj (token order), zsum[group] += sum_t e_t mn_t (lane order over the
-/// page), hist[a(t)] += e_t for gated tokens (token order; when the group has patterns). o, zsum,
-/// hist of head h: rec + 2, zsum + h * groups, rec + 2 + d. w: heads * R + 2 * R * groups + 2 * R
-/// floats of scratch.
+/// per V group, the multipliers e_t s_t become integers (one step per head) and o[j] += the code
+/// term of their integer sum with the centred codes; zsum[group] += sum_t e_t (mn_t + centre s_t)
+/// (lane order over the page); hist[a(t)] += e_t for gated tokens (token order; when the group has
+/// patterns). o, zsum, hist of head h: rec + 2, zsum + h * groups, rec + 2 + d. w: heads * R +
+/// 2 * R * groups + R + heads * v_group + heads floats of scratch.
 template <class Ops>
 PKV_HD void page_accumulate_v(const page_geometry& g, const page_view& p, const head_group& hg, const float* e, int e_stride,
                               float* zsum, float* w) {
-    const int groups = g.d / g.v_group, R = g.tokens;
+    const int groups = g.d / g.v_group, R = g.tokens, vg = g.v_group;
     float* pairs = w + hg.heads * R;         // [R][groups][2]: (scale, min) of every V group of the page
-    float* scale = pairs + 2 * R * groups;   // [R]: one group's scales
-    float* mn = scale + R;                   // [R]: one group's minimums
+    float* mnc = pairs + 2 * R * groups;     // [R]: one group's centred minimums
+    float* sums = mnc + R;                   // [heads][v_group]: one group's integer sums
+    float* steps = sums + hg.heads * vg;     // [heads]: half steps
+    const float centre = code_centre(g.v_bits);
+    const int qmax = multiplier_max(true, R, g.v_bits);
     Ops::halves(reinterpret_cast<const std::uint16_t*>(p.v_sm), 2 * R * groups, pairs);
     for (int gi = 0; gi < groups; ++gi) {
-        for (int t = 0; t < R; ++t) {
-            scale[t] = pairs[2 * (t * groups + gi)];
-            mn[t] = pairs[2 * (t * groups + gi) + 1];
-        }
+        for (int t = 0; t < R; ++t) mnc[t] = pairs[2 * (t * groups + gi) + 1] + centre * pairs[2 * (t * groups + gi)];
         for (int h = 0; h < hg.heads; ++h) {
             const float* eh = e + h * e_stride;
-            zsum[h * groups + gi] = zsum[h * groups + gi] + Ops::dot(eh, mn, R);
-            for (int t = 0; t < R; ++t) w[h * R + t] = eh[t] * scale[t];
+            zsum[h * groups + gi] = zsum[h * groups + gi] + Ops::dot(eh, mnc, R);
+            for (int t = 0; t < R; ++t) w[h * R + t] = eh[t] * pairs[2 * (t * groups + gi)];
         }
-        Ops::accumulate_rows(p.v_codes, g.v_row_words(), R, g.v_bits, gi * g.v_group, g.v_group, w, R, hg.heads,
-                             hg.recs + 2 + gi * g.v_group, hg.rec_stride);
+        quantize_head_multipliers(w, R, hg.heads, qmax, steps);
+        Ops::code_sums(p.v_codes, g.v_row_words(), R, g.v_bits, gi * vg, vg, w, R, hg.heads, qmax, sums, vg);
+        for (int h = 0; h < hg.heads; ++h) Ops::add_code_terms(hg.recs + h * hg.rec_stride + 2 + gi * vg, sums + h * vg, vg, steps[h]);
     }
     if (hg.qm == nullptr) return;
     for (int w = 0; w < g.gate_words(); ++w) {  // gated tokens in order, from the set bits (no branch per token)

@@ -36,29 +36,62 @@ using patternkv::simd::avx2_ops;
 
 } // namespace
 
-TEST_CASE("channel_scores and accumulate_rows: AVX2 equals scalar for bits 2, 3, 4, 8, offsets, head counts") {
+TEST_CASE("code_sums: AVX2 equals scalar for bits 2, 3, 4, 8, int8 and int16 multipliers, rows, offsets, head counts") {
     if (skip_without_avx2()) return;
     std::mt19937 gen(1);
-    const int d = 24, tokens = 40, row_words = 16;  // rows of up to 16 * 16 codes
-    std::vector<std::uint32_t> codes(static_cast<std::size_t>(std::max(d, tokens)) * row_words);
+    const int row_words = 32;  // rows of up to 32 * 16 codes: byte-path slices at every offset below
+    std::vector<std::uint32_t> codes(static_cast<std::size_t>(136) * row_words);
     for (auto& w : codes) w = gen();
-    const auto qs = pkv_test::normal_floats(3, 9 * 64, 0.7f);
-    for (int bits : {2, 3, 4, 8})
-        for (int first : {0, 8, 16, 3})
-            for (int n : {8, 16, 24, 5})
-                for (int heads : {1, 3, 4, 5, 8, 9}) {
-                    if (first + n > row_words * (32 / bits)) continue;
-                    INFO("bits " << bits << " first " << first << " n " << n << " heads " << heads);
-                    const int stride = 40;
-                    auto a = pkv_test::normal_floats(4, static_cast<std::size_t>(heads) * stride), b = a;
-                    scalar_ops::channel_scores(codes.data(), row_words, first, n, bits, d, qs.data(), heads, a.data(), stride);
-                    avx2_ops::channel_scores(codes.data(), row_words, first, n, bits, d, qs.data(), heads, b.data(), stride);
-                    CHECK(same_bits(a, b));
-                    auto oa = pkv_test::normal_floats(5, static_cast<std::size_t>(heads) * stride), ob = oa;
-                    scalar_ops::accumulate_rows(codes.data(), row_words, tokens, bits, first, n, qs.data(), 64, heads, oa.data(), stride);
-                    avx2_ops::accumulate_rows(codes.data(), row_words, tokens, bits, first, n, qs.data(), 64, heads, ob.data(), stride);
-                    CHECK(same_bits(oa, ob));
-                }
+    int byte_cases = 0;
+    for (int qmax : {127, 2056, 32767})
+        for (int bits : {2, 3, 4, 8})
+            for (int rows : {4, 24, 37, 128, 136}) {
+                if (qmax > patternkv::core::multiplier_max(true, rows, bits)) continue;  // the bound code_sums' callers keep
+                // integer multipliers in [-qmax, qmax], the extremes included (they bound the int16 pair sums)
+                std::vector<float> m(static_cast<std::size_t>(9) * 136);
+                for (std::size_t i = 0; i < m.size(); ++i)
+                    m[i] = i % 7 == 0 ? static_cast<float>(i % 2 ? qmax : -qmax) : static_cast<float>(static_cast<int>(gen() % (2 * qmax + 1)) - qmax);
+                for (int first : {0, 8, 32, 64, 3})
+                    for (int n : {8, 16, 32, 64, 128, 5})
+                        for (int heads : {1, 2, 3, 4, 5, 8, 9}) {
+                            if (first + n > row_words * (32 / bits)) continue;
+                            INFO("qmax " << qmax << " bits " << bits << " rows " << rows << " first " << first << " n " << n << " heads " << heads);
+                            const int stride = 136;
+                            auto a = pkv_test::normal_floats(4, static_cast<std::size_t>(heads) * stride), b = a;
+                            scalar_ops::code_sums(codes.data(), row_words, rows, bits, first, n, m.data(), 136, heads, qmax, a.data(), stride);
+                            avx2_ops::code_sums(codes.data(), row_words, rows, bits, first, n, m.data(), 136, heads, qmax, b.data(), stride);
+                            CHECK(same_bits(a, b));
+                            byte_cases += patternkv::simd::detail::byte_codes(bits, qmax <= 127, rows, first, n) ? 1 : 0;
+                        }
+            }
+    CHECK(byte_cases > 200);  // the byte path was exercised, not only the pair path
+}
+
+TEST_CASE("quantize_multipliers: integers in [-qmax, qmax], the largest magnitude maps to qmax, zeros and ties") {
+    using patternkv::core::quantize_multipliers;
+    std::vector<float> a = {0.5f, -2.0f, 1.0f, 0.0f, 0.01f};
+    const float step = quantize_multipliers(a.data(), static_cast<int>(a.size()), 127);
+    CHECK(step == 2.0f / 127.0f);
+    CHECK(a[1] == -127.0f);
+    CHECK(a[0] == 32.0f);  // 0.5 * 63.5 = 31.75 -> 32
+    CHECK(a[2] == 64.0f);  // 63.5: ties to even
+    CHECK(a[3] == 0.0f);
+    CHECK(a[4] == 1.0f);   // 0.635
+    std::vector<float> b = {3.0f, -1.0f};
+    CHECK(quantize_multipliers(b.data(), 2, 32767) == 3.0f / 32767.0f);
+    CHECK(b[0] == 32767.0f);
+    CHECK(b[1] == -10922.0f);  // 10922.33
+    std::vector<float> z(5, 0.0f);
+    CHECK(quantize_multipliers(z.data(), 5, 127) == 0.0f);
+    CHECK(patternkv::core::round_even_small(2.5f) == 2.0f);
+    CHECK(patternkv::core::round_even_small(-3.5f) == -4.0f);
+    CHECK(patternkv::core::round_even_small(126.4f) == 126.0f);
+    // the bound keeps the centred sum of a page inside int32; K at 2 and 3 bits is int8
+    CHECK(patternkv::core::multiplier_max(true, 128, 8) == 32767);
+    CHECK(patternkv::core::multiplier_max(true, 4096, 8) == 2056);
+    CHECK(patternkv::core::multiplier_max(false, 128, 3) == 127);
+    CHECK(patternkv::core::multiplier_max(false, 512, 8) == 16448);
+    CHECK(4096LL * 2056 * 255 < (1LL << 31));
 }
 
 TEST_CASE("squared L2 distance and nearest pattern: AVX2 equals core's lane order") {
@@ -209,7 +242,7 @@ TEST_CASE("quantizers: AVX2 K per-channel and token rows equal core's, bits 2, 3
             }
 }
 
-TEST_CASE("add_gathered, add_term_and_gathered: AVX2 gather equals scalar for lengths 0 to 40 and every byte index") {
+TEST_CASE("add_gathered, finish_scores, add_code_terms: AVX2 equals scalar equals scalar for lengths 0 to 40 and every byte index") {
     if (skip_without_avx2()) return;
     const auto table = pkv_test::normal_floats(11, 256, 3.0f);
     std::vector<std::uint8_t> index(300);
@@ -220,8 +253,14 @@ TEST_CASE("add_gathered, add_term_and_gathered: AVX2 gather equals scalar for le
         avx2_ops::add_gathered(b.data(), table.data(), index.data(), n);
         INFO("n " << n);
         CHECK(same_bits(a, b));
-        scalar_ops::add_term_and_gathered(a.data(), 0.37f, table.data(), index.data() + 1, n);
-        avx2_ops::add_term_and_gathered(b.data(), 0.37f, table.data(), index.data() + 1, n);
+        for (const float* t : {table.data(), static_cast<const float*>(nullptr)}) {
+            scalar_ops::finish_scores(a.data(), n, 0.0123f, 0.37f, t, index.data() + 1);
+            avx2_ops::finish_scores(b.data(), n, 0.0123f, 0.37f, t, index.data() + 1);
+            CHECK(same_bits(a, b));
+        }
+        const auto sums = pkv_test::normal_floats(13, static_cast<std::size_t>(n) + 1, 1000.0f);
+        scalar_ops::add_code_terms(a.data(), sums.data(), n, 0.0071f);
+        avx2_ops::add_code_terms(b.data(), sums.data(), n, 0.0071f);
         CHECK(same_bits(a, b));
     }
 }

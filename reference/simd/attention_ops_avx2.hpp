@@ -1,5 +1,6 @@
 #pragma once
-// AVX2/FMA/F16C versions of core::scalar_ops (core/attention.hpp): identical bits, 8 lanes.
+// AVX2/FMA/F16C versions of core::scalar_ops (core/attention.hpp): identical bits. The integer code
+// sums reduce in whatever order is fastest (they are exact); float steps keep the scalar order.
 // Only called when simd::have_avx2() is true.
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -45,13 +46,13 @@ struct code_lanes {
             }
         }
     }
-    PKV_AVX2 __m256 operator()(const std::uint32_t* row) const {
+    PKV_AVX2 __m256i operator()(const std::uint32_t* row) const {
         if constexpr (Bits == 8) {
-            return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(reinterpret_cast<const std::uint8_t*>(row) + word))));
+            return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(reinterpret_cast<const std::uint8_t*>(row) + word)));
         } else {
             __m256i w = _mm256_set1_epi32(static_cast<int>(row[word]));
             if (Bits == 3 && spans) w = _mm256_blendv_epi8(w, _mm256_set1_epi32(static_cast<int>(row[word + 1])), second);
-            return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(w, shift), _mm256_set1_epi32((1 << Bits) - 1)));
+            return _mm256_and_si256(_mm256_srlv_epi32(w, shift), _mm256_set1_epi32((1 << Bits) - 1));
         }
     }
 };
@@ -78,68 +79,159 @@ PKV_AVX2 inline void dispatch_heads(int hb, F&& f) {
     }
 }
 
-// The accumulators below are named registers, not arrays: GCC keeps an array of __m256 in memory
-// and stores it back every iteration, which serializes the FMA chains through store forwarding.
-#define PKV_FOR_HEADS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+// The accumulators below are named registers, not arrays: GCC keeps an array of __m256i in memory
+// and stores it back every iteration, which serializes the chains through store forwarding.
+#define PKV_FOR_ACC(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 
-/// 8 tokens x HB heads of channel_scores, accumulators in registers, channels in order.
-template <int HB, int Bits>
-PKV_AVX2 inline void channel_scores_block(const std::uint32_t* codes, int row_words, int first, int d, const float* qs,
-                                          float* scores, int stride) {
+/// The integer multipliers of up to 8 heads, prepared for the kernels below from integer-valued
+/// floats m[h * m_stride + r]: bytes (int8, for the byte path with |m| <= 127) or int16 pairs
+/// (rows r, r + 2 and r + 1, r + 3 of each quad for the byte path; r, r + 1 for the pair path), and
+/// each head's sum times 2^bits - 1, which centres the codes.
+struct multipliers {
+    alignas(32) std::int8_t bytes[8 * core::max_page_tokens];
+    alignas(32) std::int32_t pairs[8 * core::max_page_tokens];
+    std::int32_t bias[8];
+
+    PKV_AVX2 void prepare(const float* m, int m_stride, int heads, int rows, int bits, bool narrow, bool quads) {
+        for (int h = 0; h < heads; ++h) {
+            const float* src = m + h * m_stride;
+            std::int32_t sum = 0;
+            for (int r = 0; r < rows; ++r) sum += static_cast<std::int32_t>(src[r]);
+            bias[h] = static_cast<std::int32_t>(static_cast<std::uint32_t>(sum) * core::code_mask(bits));
+            if (narrow) {
+                std::int8_t* dst = bytes + h * rows;
+                int r = 0;
+                for (; r + 16 <= rows; r += 16) {
+                    const __m256i w = _mm256_permute4x64_epi64(
+                        _mm256_packs_epi32(_mm256_cvtps_epi32(_mm256_loadu_ps(src + r)), _mm256_cvtps_epi32(_mm256_loadu_ps(src + r + 8))), 0xD8);
+                    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + r), _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)));
+                }
+                for (; r < rows; ++r) dst[r] = static_cast<std::int8_t>(src[r]);
+                continue;
+            }
+            const auto at = [&](int r) { return r < rows ? static_cast<std::uint32_t>(static_cast<std::int32_t>(src[r])) : 0u; };
+            const auto pair = [](std::uint32_t lo, std::uint32_t hi) { return static_cast<std::int32_t>((lo & 0xFFFFu) | (hi << 16)); };
+            std::int32_t* dst = pairs + h * rows;
+            if (quads) {
+                for (int r = 0; r < rows; r += 4) {
+                    dst[r / 2] = pair(at(r), at(r + 2));
+                    dst[r / 2 + 1] = pair(at(r + 1), at(r + 3));
+                }
+            } else {
+                for (int r = 0; r < rows; r += 2) dst[r / 2] = pair(at(r), at(r + 1));
+            }
+        }
+    }
+};
+
+/// Lane k: bytes k of the 8-byte slices p0..p3 (four rows), i.e. one position's codes of four rows.
+PKV_AVX2 inline __m256i quad_bytes(const std::uint8_t* p0, const std::uint8_t* p1, const std::uint8_t* p2, const std::uint8_t* p3) {
+    const auto load = [](const std::uint8_t* p) PKV_AVX2 { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)); };
+    const __m128i ab = _mm_unpacklo_epi8(load(p0), load(p1)), cd = _mm_unpacklo_epi8(load(p2), load(p3));
+    return _mm256_set_m128i(_mm_unpackhi_epi16(ab, cd), _mm_unpacklo_epi16(ab, cd));
+}
+
+/// Centred sums 2 S - bias (int32, wrapping: the result fits) as floats.
+PKV_AVX2 inline __m256 centred(__m256i sum, std::int32_t bias) {
+    return _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_slli_epi32(sum, 1), _mm256_set1_epi32(bias)));
+}
+
+/// Stores the 8 * S sums of one slice, in position order: vector i (head i / S, shift s = i % S)
+/// lane k holds position k * S + s.
+template <int S, int HB>
+PKV_AVX2 inline void store_slice(const __m256i (&v)[8], const std::int32_t* bias, float* out, int out_stride) {
+    for (int hh = 0; hh < HB; ++hh) {
+        float* o = out + hh * out_stride;
+        const __m256i* x = v + hh * S;
+        const std::int32_t b = bias[hh];
+        if constexpr (S == 1) {
+            _mm256_storeu_ps(o, centred(x[0], b));
+        } else if constexpr (S == 2) {  // lanes: x0 = p0 p2 p4 ..., x1 = p1 p3 ...
+            const __m256i lo = _mm256_unpacklo_epi32(x[0], x[1]), hi = _mm256_unpackhi_epi32(x[0], x[1]);  // p0-3|p8-11, p4-7|p12-15
+            _mm256_storeu_ps(o, centred(_mm256_permute2x128_si256(lo, hi, 0x20), b));
+            _mm256_storeu_ps(o + 8, centred(_mm256_permute2x128_si256(lo, hi, 0x31), b));
+        } else {  // S == 4: x_s lane k = position 4 k + s
+            const __m256i l01 = _mm256_unpacklo_epi32(x[0], x[1]), l23 = _mm256_unpacklo_epi32(x[2], x[3]);
+            const __m256i h01 = _mm256_unpackhi_epi32(x[0], x[1]), h23 = _mm256_unpackhi_epi32(x[2], x[3]);
+            const __m256i a = _mm256_unpacklo_epi64(l01, l23), bb = _mm256_unpackhi_epi64(l01, l23);  // p0-3|p16-19, p4-7|p20-23
+            const __m256i c = _mm256_unpacklo_epi64(h01, h23), d = _mm256_unpackhi_epi64(h01, h23);   // p8-11|p24-27, p12-15|p28-31
+            _mm256_storeu_ps(o, centred(_mm256_permute2x128_si256(a, bb, 0x20), b));
+            _mm256_storeu_ps(o + 8, centred(_mm256_permute2x128_si256(c, d, 0x20), b));
+            _mm256_storeu_ps(o + 16, centred(_mm256_permute2x128_si256(a, bb, 0x31), b));
+            _mm256_storeu_ps(o + 24, centred(_mm256_permute2x128_si256(c, d, 0x31), b));
+        }
+    }
+}
+
+/// Whether code_sums can take the byte path: whole codes per byte (2 and 4 bits; 8 bits with int16
+/// multipliers, since unsigned bytes times int8 could saturate maddubs' int16 pairs), rows in
+/// fours, positions in whole 8-byte slices.
+inline bool byte_codes(int bits, bool narrow, int rows, int first, int n) {
+    return (bits == 2 || bits == 4 || (bits == 8 && !narrow)) && rows % 4 == 0 && (first * bits) % 8 == 0 && (n * bits) % 64 == 0;
+}
+
+/// code_sums on the byte path for HB heads (HB * S <= 8 accumulators, S = 8 / Bits codes per
+/// byte): per 8-byte slice of the rows (8 S positions), four rows at a time are interleaved so that
+/// each 32-bit lane holds one byte of each row; shifting and masking leaves one position's four
+/// codes per lane. Narrow (int8 multipliers): maddubs multiplies the four code bytes by the four
+/// rows' multiplier bytes (no saturation: codes < 16, |m| <= 127). Wide (int16): the codes of rows
+/// r, r + 2 and r + 1, r + 3 are split into 16-bit halves for madd.
+template <int Bits, int HB, bool Narrow>
+PKV_AVX2 inline void code_sums_bytes(const std::uint32_t* codes, int row_words, int rows, int first, int n, const multipliers& mu,
+                                     int h0, float* out, int out_stride) {
+    constexpr int S = 8 / Bits, P = 8 * S;
+    const int row_bytes = 4 * row_words;
+    const auto* base = reinterpret_cast<const std::uint8_t*>(codes) + first * Bits / 8;
+    const __m256i mask8 = _mm256_set1_epi8(static_cast<char>((1 << Bits) - 1)), mask16 = _mm256_set1_epi16((1 << Bits) - 1);
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int p0 = 0; p0 < n; p0 += P) {
+        __m256i acc0 = _mm256_setzero_si256(), acc1 = acc0, acc2 = acc0, acc3 = acc0, acc4 = acc0, acc5 = acc0, acc6 = acc0, acc7 = acc0;
+        const std::uint8_t* slice = base + p0 * Bits / 8;
+        for (int r = 0; r < rows; r += 4) {
+            const std::uint8_t* row = slice + r * row_bytes;
+            const __m256i x = quad_bytes(row, row + row_bytes, row + 2 * row_bytes, row + 3 * row_bytes);
+            // accumulator i: head h0 + i / S, codes at shift Bits * (i % S) (equal shifts are computed once)
+#define PKV_DOT(i)                                                                                                   \
+    if constexpr (i < S * HB) {                                                                                      \
+        const __m256i xs = _mm256_srli_epi32(x, Bits * (i % S));                                                     \
+        if constexpr (Narrow) {                                                                                      \
+            std::int32_t q;                                                                                          \
+            __builtin_memcpy(&q, mu.bytes + (h0 + i / S) * rows + r, 4);                                             \
+            acc##i = _mm256_add_epi32(acc##i, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_and_si256(xs, mask8), _mm256_set1_epi32(q)), ones)); \
+        } else {                                                                                                     \
+            const std::int32_t* q = mu.pairs + (h0 + i / S) * rows + r / 2;                                          \
+            acc##i = _mm256_add_epi32(acc##i, _mm256_madd_epi16(_mm256_and_si256(xs, mask16), _mm256_set1_epi32(q[0])));                         \
+            acc##i = _mm256_add_epi32(acc##i, _mm256_madd_epi16(_mm256_and_si256(_mm256_srli_epi32(xs, 8), mask16), _mm256_set1_epi32(q[1])));  \
+        }                                                                                                            \
+    }
+            PKV_FOR_ACC(PKV_DOT)
+#undef PKV_DOT
+        }
+        const __m256i v[8] = {acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7};
+        store_slice<S, HB>(v, mu.bias + h0, out + p0, out_stride);
+    }
+}
+
+/// code_sums on 8 positions (first % 8 == 0) for HB <= 8 heads with int16 multiplier pairs: codes
+/// of rows r and r + 1 share a 32-bit lane (low and high half), madd multiplies them by the two
+/// rows' multipliers and adds. Any width, 3 bits included.
+template <int Bits, int HB>
+PKV_AVX2 inline void code_sums_pairs(const std::uint32_t* codes, int row_words, int rows, int first, const multipliers& mu, int h0,
+                                     float* out, int out_stride) {
     const code_lanes<Bits> lanes(first);
-    __m256 a0, a1, a2, a3, a4, a5, a6, a7;
-#define PKV_LOAD(h) if constexpr (HB > h) a##h = _mm256_loadu_ps(scores + h * stride);
-    PKV_FOR_HEADS(PKV_LOAD)
-#undef PKV_LOAD
-    for (int j = 0; j < d; ++j) {
-        const __m256 c = lanes(codes + j * row_words);
-#define PKV_FMA(h) if constexpr (HB > h) a##h = _mm256_fmadd_ps(_mm256_broadcast_ss(qs + h * d + j), c, a##h);
-        PKV_FOR_HEADS(PKV_FMA)
-#undef PKV_FMA
+    __m256i acc0 = _mm256_setzero_si256(), acc1 = acc0, acc2 = acc0, acc3 = acc0, acc4 = acc0, acc5 = acc0, acc6 = acc0, acc7 = acc0;
+    for (int r = 0; r < rows; r += 2) {
+        __m256i c = lanes(codes + r * row_words);
+        if (r + 1 < rows) c = _mm256_or_si256(c, _mm256_slli_epi32(lanes(codes + (r + 1) * row_words), 16));
+#define PKV_MADD(i) if constexpr (i < HB) acc##i = _mm256_add_epi32(acc##i, _mm256_madd_epi16(c, _mm256_set1_epi32(mu.pairs[(h0 + i) * rows + r / 2])));
+        PKV_FOR_ACC(PKV_MADD)
+#undef PKV_MADD
     }
-#define PKV_STORE(h) if constexpr (HB > h) _mm256_storeu_ps(scores + h * stride, a##h);
-    PKV_FOR_HEADS(PKV_STORE)
+#define PKV_STORE(i) if constexpr (i < HB) _mm256_storeu_ps(out + i * out_stride, centred(acc##i, mu.bias[h0 + i]));
+    PKV_FOR_ACC(PKV_STORE)
 #undef PKV_STORE
 }
-
-/// 16 channels x HB (<= 4) heads of accumulate_rows, accumulators in registers, tokens in order;
-/// Wide = false does 8 channels.
-template <int HB, bool Wide, int Bits>
-PKV_AVX2 inline void accumulate_block(const std::uint32_t* codes, int row_words, int tokens, int j, const float* w, int w_stride,
-                                      float* o, int o_stride) {
-    static_assert(HB <= 4);
-    const code_lanes<Bits> lanes0(j), lanes1(j + 8);
-    __m256 a0, a1, a2, a3, b0, b1, b2, b3;
-#define PKV_LOAD(h)                                                           \
-    if constexpr (HB > h) {                                                   \
-        a##h = _mm256_loadu_ps(o + h * o_stride);                             \
-        if constexpr (Wide) b##h = _mm256_loadu_ps(o + h * o_stride + 8);     \
-    }
-    PKV_LOAD(0) PKV_LOAD(1) PKV_LOAD(2) PKV_LOAD(3)
-#undef PKV_LOAD
-    for (int t = 0; t < tokens; ++t) {
-        const std::uint32_t* row = codes + t * row_words;
-        const __m256 c0 = lanes0(row);
-        __m256 c1 = c0;
-        if constexpr (Wide) c1 = lanes1(row);
-#define PKV_FMA(h)                                                            \
-    if constexpr (HB > h) {                                                   \
-        const __m256 x = _mm256_broadcast_ss(w + h * w_stride + t);           \
-        a##h = _mm256_fmadd_ps(x, c0, a##h);                                  \
-        if constexpr (Wide) b##h = _mm256_fmadd_ps(x, c1, b##h);              \
-    }
-        PKV_FMA(0) PKV_FMA(1) PKV_FMA(2) PKV_FMA(3)
-#undef PKV_FMA
-    }
-#define PKV_STORE(h)                                                          \
-    if constexpr (HB > h) {                                                   \
-        _mm256_storeu_ps(o + h * o_stride, a##h);                             \
-        if constexpr (Wide) _mm256_storeu_ps(o + h * o_stride + 8, b##h);     \
-    }
-    PKV_STORE(0) PKV_STORE(1) PKV_STORE(2) PKV_STORE(3)
-#undef PKV_STORE
-}
-#undef PKV_FOR_HEADS
+#undef PKV_FOR_ACC
 
 } // namespace detail
 
@@ -151,40 +243,58 @@ PKV_AVX2 inline __m256 gather8(const float* table, const std::uint8_t* index) {
 struct avx2_ops {
     // helpers live in detail:: so the struct stays the list of primitives
 
-    PKV_AVX2 static void channel_scores(const std::uint32_t* codes, int row_words, int first, int n, int bits, int d,
-                                        const float* qs, int heads, float* scores, int stride) {
-        if (!detail::vector_codes(bits, first, n)) return core::scalar_ops::channel_scores(codes, row_words, first, n, bits, d, qs, heads, scores, stride);
+    PKV_AVX2 static void code_sums(const std::uint32_t* codes, int row_words, int rows, int bits, int first, int n, const float* m,
+                                   int m_stride, int heads, int multiplier_max, float* out, int out_stride) {
+        const bool narrow = multiplier_max <= 127, bytes = detail::byte_codes(bits, narrow, rows, first, n);
+        if ((!bytes && !detail::vector_codes(bits, first, n)) || rows > core::max_page_tokens || multiplier_max > 32767)
+            return core::scalar_ops::code_sums(codes, row_words, rows, bits, first, n, m, m_stride, heads, multiplier_max, out, out_stride);
+        thread_local detail::multipliers mu;  // 160 KiB: too large for a worker's stack frame
         for (int h0 = 0; h0 < heads; h0 += 8) {
             const int hb = heads - h0 < 8 ? heads - h0 : 8;
-            for (int t = 0; t < n; t += 8)
-                detail::dispatch_heads<8>(hb, [&]<int HB>() {
-                    detail::dispatch_bits(bits, [&]<int B>() {
-                        detail::channel_scores_block<HB, B>(codes, row_words, first + t, d, qs + h0 * d, scores + h0 * stride + t, stride);
+            mu.prepare(m + h0 * m_stride, m_stride, hb, rows, bits, narrow && bytes, bytes);
+            float* o = out + h0 * out_stride;
+            if (!bytes) {
+                for (int p = 0; p < n; p += 8)
+                    detail::dispatch_heads<8>(hb, [&]<int HB>() {
+                        detail::dispatch_bits(bits, [&]<int B>() { detail::code_sums_pairs<B, HB>(codes, row_words, rows, first + p, mu, 0, o + p, out_stride); });
                     });
-                });
+                continue;
+            }
+            const int per_pass = bits == 2 ? 2 : bits == 4 ? 4 : 8;  // heads per pass: 8 accumulators of 8 positions
+            for (int hh = 0; hh < hb; hh += per_pass) {
+                const int k = hb - hh < per_pass ? hb - hh : per_pass;
+                float* oh = o + hh * out_stride;
+                const auto run = [&]<int B, int HB>() {
+                    if (narrow) detail::code_sums_bytes<B, HB, true>(codes, row_words, rows, first, n, mu, hh, oh, out_stride);
+                    else detail::code_sums_bytes<B, HB, false>(codes, row_words, rows, first, n, mu, hh, oh, out_stride);
+                };
+                if (bits == 2) {
+                    detail::dispatch_heads<2>(k, [&]<int HB>() { run.template operator()<2, HB>(); });
+                } else if (bits == 4) {
+                    detail::dispatch_heads<4>(k, [&]<int HB>() { run.template operator()<4, HB>(); });
+                } else {
+                    detail::dispatch_heads<8>(k, [&]<int HB>() { run.template operator()<8, HB>(); });
+                }
+            }
         }
     }
 
-    PKV_AVX2 static void accumulate_rows(const std::uint32_t* codes, int row_words, int tokens, int bits, int j0, int n,
-                                         const float* w, int w_stride, int heads, float* o, int o_stride) {
-        if (!detail::vector_codes(bits, j0, n))
-            return core::scalar_ops::accumulate_rows(codes, row_words, tokens, bits, j0, n, w, w_stride, heads, o, o_stride);
-        for (int h0 = 0; h0 < heads; h0 += 4) {
-            const int hb = heads - h0 < 4 ? heads - h0 : 4;
-            int j = 0;
-            for (; j + 16 <= n; j += 16)
-                detail::dispatch_heads<4>(hb, [&]<int HB>() {
-                    detail::dispatch_bits(bits, [&]<int B>() {
-                        detail::accumulate_block<HB, true, B>(codes, row_words, tokens, j0 + j, w + h0 * w_stride, w_stride, o + h0 * o_stride + j, o_stride);
-                    });
-                });
-            if (j < n)
-                detail::dispatch_heads<4>(hb, [&]<int HB>() {
-                    detail::dispatch_bits(bits, [&]<int B>() {
-                        detail::accumulate_block<HB, false, B>(codes, row_words, tokens, j0 + j, w + h0 * w_stride, w_stride, o + h0 * o_stride + j, o_stride);
-                    });
-                });
+    PKV_AVX2 static void add_code_terms(float* o, const float* sums, int n, float half_step) {
+        const __m256 hs = _mm256_set1_ps(half_step);
+        int i = 0;
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_loadu_ps(o + i), _mm256_mul_ps(hs, _mm256_loadu_ps(sums + i))));
+        core::scalar_ops::add_code_terms(o + i, sums + i, n - i, half_step);
+    }
+
+    PKV_AVX2 static void finish_scores(float* s, int n, float half_step, float z, const float* table, const std::uint8_t* index) {
+        const __m256 hs = _mm256_set1_ps(half_step), vz = _mm256_set1_ps(z);
+        int i = 0;
+        for (; i + 8 <= n; i += 8) {
+            __m256 y = _mm256_add_ps(_mm256_mul_ps(hs, _mm256_loadu_ps(s + i)), vz);
+            if (table != nullptr) y = _mm256_add_ps(y, gather8(table, index + i));
+            _mm256_storeu_ps(s + i, y);
         }
+        core::scalar_ops::finish_scores(s + i, n - i, half_step, z, table, table != nullptr ? index + i : index);
     }
 
     PKV_AVX2 static void halves(const std::uint16_t* x, int n, float* out) {
@@ -212,14 +322,6 @@ struct avx2_ops {
         int i = 0;
         for (; i + 8 <= n; i += 8) _mm256_storeu_ps(s + i, _mm256_add_ps(_mm256_loadu_ps(s + i), gather8(table, index + i)));
         core::scalar_ops::add_gathered(s + i, table, index + i, n - i);
-    }
-
-    PKV_AVX2 static void add_term_and_gathered(float* s, float z, const float* table, const std::uint8_t* index, int n) {
-        const __m256 vz = _mm256_set1_ps(z);
-        int i = 0;
-        for (; i + 8 <= n; i += 8)
-            _mm256_storeu_ps(s + i, _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(s + i), vz), gather8(table, index + i)));
-        core::scalar_ops::add_term_and_gathered(s + i, z, table, index + i, n - i);
     }
 
     PKV_AVX2 static float exponentiate(float* s, int n, float m) {
