@@ -8,8 +8,8 @@
 //   * combine in split order with alpha_s = exp(m_s - M); then add sum_c H_c m_c (pattern order,
 //     zero entries skipped) and divide by L.
 // The per-element work is integer (multipliers.hpp): a code c of b bits is used centred,
-// 2 c - (2^b - 1), and its multiplier is rounded to an integer in [-127, 127] with one float step
-// per (group, query head):
+// 2 c - (2^b - 1), and its multiplier is rounded to an integer (int8 or int16: multiplier_max) with
+// one float step per (group, query head):
 //   per-channel K, per K group:  s_t = step/2 * sum_j m_j (2 c_tj - (2^b - 1))
 //                                      + q . (mn + centre * scale) + q . m_{a(t)},  m_j ~ q_j s_j / step
 //   V, per page and V group:     o_j += step/2 * sum_t m_t (2 c_tj - (2^b - 1)),     m_t ~ e_t s_t / step

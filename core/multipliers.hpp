@@ -13,16 +13,17 @@
 namespace patternkv::core {
 
 /// Largest |multiplier| for a sum over `rows` rows of b-bit codes, of K (query times channel scale)
-/// or V (softmax weight times token scale). The multiplier's rounding error, relative to its step,
-/// meets a code whose own step is 1 / (2^b - 1) of its range, so the bound grows with the width:
-/// * K at 2 and 3 bits: int8 (127), so that SIMD multiplies unsigned code bytes by signed bytes;
-/// * K at 4 and 8 bits, and V at every width: int16 (32767), lowered where the centred sum of
+/// or V (softmax weight times token scale). The multiplier's rounding error meets a code whose own
+/// step is 1 / (2^b - 1) of its range, so the bound grows with the width:
+/// * K at 2 bits: int8 (127), so that SIMD multiplies unsigned code bytes by signed bytes;
+/// * K at 3, 4 and 8 bits, and V at every width: int16 (32767), lowered where the centred sum of
 ///   `rows` products would not fit int32.
-/// Measured on the Qwen2.5-14B dump (docs/bit-exactness.md): int8 costs < 0.5% of the attention
-/// error for K at 2-3 bits but 2% at 4 bits, and 20% for V at 4 bits (within a page a few tokens
-/// carry most of the softmax weight, and int8 steps erase the many small ones); int16 < 0.1%.
+/// Measured (docs/bit-exactness.md): int8 K costs < 0.5% of KL or attention error at 2 bits, but
+/// 6.7% of SmolLM2's KL at 3 bits and 2% of the Qwen attention error at 4 bits; int8 V costs 20% at
+/// 4 bits (within a page a few tokens carry most of the softmax weight, and int8 steps erase the
+/// many small ones); int16 < 0.1%.
 PKV_HD constexpr int multiplier_max(bool v, int rows, int bits) {
-    if (!v && bits <= 3) return 127;
+    if (!v && bits <= 2) return 127;
     const long long fit = 2147483647LL / (static_cast<long long>(rows) * ((1LL << bits) - 1));
     return fit < 32767 ? static_cast<int>(fit) : 32767;
 }

@@ -86,10 +86,11 @@ TEST_CASE("quantize_multipliers: integers in [-qmax, qmax], the largest magnitud
     CHECK(patternkv::core::round_even_small(2.5f) == 2.0f);
     CHECK(patternkv::core::round_even_small(-3.5f) == -4.0f);
     CHECK(patternkv::core::round_even_small(126.4f) == 126.0f);
-    // the bound keeps the centred sum of a page inside int32; K at 2 and 3 bits is int8
+    // the bound keeps the centred sum of a page inside int32; K at 2 bits is int8
     CHECK(patternkv::core::multiplier_max(true, 128, 8) == 32767);
     CHECK(patternkv::core::multiplier_max(true, 4096, 8) == 2056);
-    CHECK(patternkv::core::multiplier_max(false, 128, 3) == 127);
+    CHECK(patternkv::core::multiplier_max(false, 128, 2) == 127);
+    CHECK(patternkv::core::multiplier_max(false, 128, 3) == 32767);
     CHECK(patternkv::core::multiplier_max(false, 512, 8) == 16448);
     CHECK(4096LL * 2056 * 255 < (1LL << 31));
 }
