@@ -65,6 +65,8 @@ struct scalar_ops {
                 out[h * out_stride + p] = static_cast<float>(sum);
             }
     }
+    /// quantize_multipliers(a, n, qmax) (multipliers.hpp).
+    PKV_HD static float quantize(float* a, int n, int qmax) { return quantize_multipliers(a, n, qmax); }
     /// o[i] = o[i] + half_step * sums[i] (V outputs).
     PKV_HD static void add_code_terms(float* o, const float* sums, int n, float half_step) {
         for (int i = 0; i < n; ++i) o[i] = o[i] + half_step * sums[i];
@@ -129,8 +131,9 @@ PKV_HD constexpr float code_centre(int bits) { return 0.5f * static_cast<float>(
 
 /// Rounds each head's multipliers m + h * n [n] to integers of at most qmax (multipliers.hpp) and
 /// stores half of each head's step in half_steps [heads] (the centred codes count twice).
+template <class Ops>
 PKV_HD void quantize_head_multipliers(float* m, int n, int heads, int qmax, float* half_steps) {
-    for (int h = 0; h < heads; ++h) half_steps[h] = 0.5f * quantize_multipliers(m + h * n, n, qmax);
+    for (int h = 0; h < heads; ++h) half_steps[h] = 0.5f * Ops::quantize(m + h * n, n, qmax);
 }
 
 /// Scores of the R tokens of one page for every head of a group: scores + h * score_stride.
@@ -155,7 +158,7 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
                 const float* q = hg.q_tau + h * d;
                 for (int j = 0; j < d; ++j) m[h * d + j] = q[j] * pairs[2 * j];
             }
-            quantize_head_multipliers(m, d, hg.heads, qmax, steps);
+            quantize_head_multipliers<Ops>(m, d, hg.heads, qmax, steps);
             Ops::code_sums(p.k_codes, g.k_row_words(), d, g.k_bits, t0, g.k_group, m, d, hg.heads, qmax, scores + t0, score_stride);
             std::uint8_t buf[max_page_tokens];  // the group's pattern indices, one byte each, for every head
             const std::uint8_t* idx = hg.qm != nullptr && g.k_patterns ? pattern_indices(p.k_index, t0, g.k_group, g.index_bits, buf) : nullptr;
@@ -221,7 +224,7 @@ PKV_HD void page_accumulate_v(const page_geometry& g, const page_view& p, const 
             zsum[h * groups + gi] = zsum[h * groups + gi] + Ops::dot(eh, mnc, R);
             for (int t = 0; t < R; ++t) w[h * R + t] = eh[t] * pairs[2 * (t * groups + gi)];
         }
-        quantize_head_multipliers(w, R, hg.heads, qmax, steps);
+        quantize_head_multipliers<Ops>(w, R, hg.heads, qmax, steps);
         Ops::code_sums(p.v_codes, g.v_row_words(), R, g.v_bits, gi * vg, vg, w, R, hg.heads, qmax, sums, vg);
         for (int h = 0; h < hg.heads; ++h) Ops::add_code_terms(hg.recs + h * hg.rec_stride + 2 + gi * vg, sums + h * vg, vg, steps[h]);
     }

@@ -67,6 +67,23 @@ TEST_CASE("code_sums: AVX2 equals scalar for bits 2, 3, 4, 8, int8 and int16 mul
     CHECK(byte_cases > 200);  // the byte path was exercised, not only the pair path
 }
 
+TEST_CASE("quantize: AVX2 equals quantize_multipliers for lengths, bounds, ties, zeros and NaN") {
+    if (skip_without_avx2()) return;
+    for (int n : {1, 7, 8, 9, 64, 128, 130})
+        for (int qmax : {127, 2056, 32767})
+            for (int kind = 0; kind < 4; ++kind) {
+                auto a = pkv_test::normal_floats(static_cast<std::uint64_t>(n * 7 + kind), static_cast<std::size_t>(n), 3.0f);
+                if (kind == 1) for (auto& x : a) x = 0.0f;
+                if (kind == 2) for (std::size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(static_cast<int>(i % 5) - 2) * 0.5f;  // ties
+                if (kind == 3) a[a.size() / 2] = std::nanf("");
+                auto b = a;
+                const float sa = patternkv::core::quantize_multipliers(a.data(), n, qmax), sb = avx2_ops::quantize(b.data(), n, qmax);
+                INFO("n " << n << " qmax " << qmax << " kind " << kind);
+                CHECK(std::memcmp(&sa, &sb, 4) == 0);
+                CHECK(same_bits(a, b));
+            }
+}
+
 TEST_CASE("quantize_multipliers: integers in [-qmax, qmax], the largest magnitude maps to qmax, zeros and ties") {
     using patternkv::core::quantize_multipliers;
     std::vector<float> a = {0.5f, -2.0f, 1.0f, 0.0f, 0.01f};

@@ -93,32 +93,45 @@ struct multipliers {
     std::int32_t bias[8];
 
     PKV_AVX2 void prepare(const float* m, int m_stride, int heads, int rows, int bits, bool narrow, bool quads) {
+        // int16 order of a quad's pairs: rows r, r + 2, r + 1, r + 3
+        const __m256i quad_order = _mm256_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15, 0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13,
+                                                    10, 11, 14, 15);
         for (int h = 0; h < heads; ++h) {
             const float* src = m + h * m_stride;
+            __m256i vsum = _mm256_setzero_si256();
+            int r = 0;
+            for (; r + 16 <= rows; r += 16) {
+                const __m256i a = _mm256_cvtps_epi32(_mm256_loadu_ps(src + r)), b = _mm256_cvtps_epi32(_mm256_loadu_ps(src + r + 8));
+                vsum = _mm256_add_epi32(vsum, _mm256_add_epi32(a, b));
+                const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);  // rows r .. r + 15 as int16
+                if (narrow) {
+                    _mm_storeu_si128(reinterpret_cast<__m128i*>(bytes + h * rows + r),
+                                     _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)));
+                } else {
+                    _mm256_storeu_si256(reinterpret_cast<__m256i*>(pairs + h * rows + r / 2), quads ? _mm256_shuffle_epi8(w, quad_order) : w);
+                }
+            }
+            alignas(32) std::int32_t lanes[8];
+            _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), vsum);
             std::int32_t sum = 0;
-            for (int r = 0; r < rows; ++r) sum += static_cast<std::int32_t>(src[r]);
+            for (int l = 0; l < 8; ++l) sum += lanes[l];
+            const int done = r;
+            for (; r < rows; ++r) sum += static_cast<std::int32_t>(src[r]);
             bias[h] = static_cast<std::int32_t>(static_cast<std::uint32_t>(sum) * core::code_mask(bits));
             if (narrow) {
-                std::int8_t* dst = bytes + h * rows;
-                int r = 0;
-                for (; r + 16 <= rows; r += 16) {
-                    const __m256i w = _mm256_permute4x64_epi64(
-                        _mm256_packs_epi32(_mm256_cvtps_epi32(_mm256_loadu_ps(src + r)), _mm256_cvtps_epi32(_mm256_loadu_ps(src + r + 8))), 0xD8);
-                    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + r), _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)));
-                }
-                for (; r < rows; ++r) dst[r] = static_cast<std::int8_t>(src[r]);
+                for (r = done; r < rows; ++r) bytes[h * rows + r] = static_cast<std::int8_t>(src[r]);
                 continue;
             }
-            const auto at = [&](int r) { return r < rows ? static_cast<std::uint32_t>(static_cast<std::int32_t>(src[r])) : 0u; };
+            const auto at = [&](int i) { return i < rows ? static_cast<std::uint32_t>(static_cast<std::int32_t>(src[i])) : 0u; };
             const auto pair = [](std::uint32_t lo, std::uint32_t hi) { return static_cast<std::int32_t>((lo & 0xFFFFu) | (hi << 16)); };
             std::int32_t* dst = pairs + h * rows;
             if (quads) {
-                for (int r = 0; r < rows; r += 4) {
+                for (r = done; r < rows; r += 4) {
                     dst[r / 2] = pair(at(r), at(r + 2));
                     dst[r / 2 + 1] = pair(at(r + 1), at(r + 3));
                 }
             } else {
-                for (int r = 0; r < rows; r += 2) dst[r / 2] = pair(at(r), at(r + 1));
+                for (r = done; r < rows; r += 2) dst[r / 2] = pair(at(r), at(r + 1));
             }
         }
     }
@@ -277,6 +290,35 @@ struct avx2_ops {
                 }
             }
         }
+    }
+
+    PKV_AVX2 static float quantize(float* a, int n, int qmax) {  // core::quantize_multipliers, 8 lanes
+        const __m256 sign = _mm256_set1_ps(-0.0f);
+        __m256 vmax = _mm256_setzero_ps();
+        int i = 0;
+        for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(a + i)), vmax);  // a NaN lane keeps vmax
+        float amax = lanes_extreme_avx2<true>(vmax);
+        for (; i < n; ++i) {
+            const float v = a[i] < 0.0f ? -a[i] : a[i];
+            amax = v > amax ? v : amax;
+        }
+        if (!(amax > 0.0f)) return core::quantize_multipliers(a, n, qmax);
+        const float r = static_cast<float>(qmax) / amax, top = static_cast<float>(qmax);
+        const __m256 vr = _mm256_set1_ps(r), vtop = _mm256_set1_ps(top), vbot = _mm256_set1_ps(-top), magic = _mm256_set1_ps(12582912.0f);
+        for (i = 0; i + 8 <= n; i += 8) {
+            __m256 x = _mm256_mul_ps(_mm256_loadu_ps(a + i), vr);
+            x = _mm256_blendv_ps(x, vtop, _mm256_cmp_ps(x, vtop, _CMP_GT_OQ));
+            x = _mm256_blendv_ps(x, vbot, _mm256_cmp_ps(x, vbot, _CMP_LT_OQ));
+            x = _mm256_and_ps(x, _mm256_cmp_ps(x, x, _CMP_ORD_Q));  // NaN -> +0
+            _mm256_storeu_ps(a + i, _mm256_sub_ps(_mm256_add_ps(x, magic), magic));
+        }
+        for (; i < n; ++i) {
+            float x = a[i] * r;
+            x = x > top ? top : (x < -top ? -top : x);
+            if (!(x == x)) x = 0.0f;
+            a[i] = core::round_even_small(x);
+        }
+        return amax / static_cast<float>(qmax);
     }
 
     PKV_AVX2 static void add_code_terms(float* o, const float* sums, int n, float half_step) {
