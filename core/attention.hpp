@@ -172,26 +172,28 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
         const int groups = d / g.k_group;
         const float centre = code_centre(g.k_bits);
         const auto off = static_cast<std::int32_t>(code_mask(g.k_bits));
-        float* m = work;                     // [d]
+        float* m = work;          // [d]
+        float* qsum = work + d;   // [groups]: the query's sum over each channel group (channel order)
         std::uint8_t buf[max_page_tokens];
         const std::uint8_t* idx = hg.qm != nullptr && g.k_patterns ? pattern_indices(p.k_index, 0, g.tokens, g.index_bits, buf) : nullptr;
         for (int h = 0; h < hg.heads; ++h) {
             const float* q = hg.q_tau + h * d;
+            for (int gi = 0; gi < groups; ++gi) {
+                qsum[gi] = 0.0f;
+                for (int j = gi * g.k_group; j < (gi + 1) * g.k_group; ++j) qsum[gi] = qsum[gi] + q[j];
+            }
             for (int j = 0; j < d; ++j) m[j] = q[j];
-            const float half_step = 0.5f * quantize_multipliers(m, d, multiplier_max(false, d, g.k_bits));
+            const float half_step = 0.5f * Ops::quantize(m, d, multiplier_max(false, d, g.k_bits));
             for (int t = 0; t < g.tokens; ++t) {
                 const std::uint32_t* row = p.k_codes + t * g.k_row_words();
                 const scale_min* sm = p.k_sm + t * groups;
                 float total = 0.0f;
                 for (int gi = 0; gi < groups; ++gi) {
                     std::int32_t code = 0;  // the group's centred code sum (exact: multiplier_max keeps it in int32)
-                    float qsum = 0.0f;
-                    for (int j = gi * g.k_group; j < (gi + 1) * g.k_group; ++j) {
+                    for (int j = gi * g.k_group; j < (gi + 1) * g.k_group; ++j)
                         code += static_cast<std::int32_t>(m[j]) * (2 * static_cast<std::int32_t>(unpack_code(row, j, g.k_bits)) - off);
-                        qsum = qsum + q[j];
-                    }
                     const float scale = half_to_float(sm[gi].scale), mnc = half_to_float(sm[gi].min) + centre * scale;
-                    total = total + (scale * (half_step * static_cast<float>(code)) + mnc * qsum);
+                    total = total + (scale * (half_step * static_cast<float>(code)) + mnc * qsum[gi]);
                 }
                 scores[h * score_stride + t] = total;
             }

@@ -48,29 +48,37 @@ std::pair<double, double> attend_error(const patternkv::config& c, const std::ve
     const auto at = [](int t, int h, int j) { return (static_cast<std::size_t>(t) * heads + h) * dim + j; };
     std::vector<float> kh(static_cast<std::size_t>(quantized) * heads * dim), vh(kh.size());
     cache.dequantize(0, patternkv::view_f32(kh.data(), quantized, heads, dim), patternkv::view_f32(vh.data(), quantized, heads, dim));
-    const auto attention = [&](const std::vector<float>& kk, const std::vector<float>& vv, int qi, int h, int j) {
+    // softmax weights of query qi, head h over keys kk (exact or dequantized), then outputs over vv
+    const auto weights = [&](const std::vector<float>& kk, int qi, int h) {
         std::vector<double> s(quantized);
-        double mx = -1e300, l = 0, o = 0;
+        double mx = -1e300, l = 0;
         for (int t = 0; t < quantized; ++t) {
             double a = 0;
             for (int i = 0; i < dim; ++i) a += k[at(qi, h, i)] / std::sqrt(128.0) * kk[at(t, h, i)];
             mx = std::max(mx, s[t] = a);
         }
         for (int t = 0; t < quantized; ++t) l += s[t] = std::exp(s[t] - mx);
-        for (int t = 0; t < quantized; ++t) o += s[t] / l * vv[at(t, h, j)];
+        for (double& x : s) x /= l;
+        return s;
+    };
+    const auto output = [&](const std::vector<double>& w, const std::vector<float>& vv, int h, int j) {
+        double o = 0;
+        for (int t = 0; t < quantized; ++t) o += w[t] * vv[at(t, h, j)];
         return o;
     };
     double an = 0, rn = 0, ad = 0;
     std::vector<float> out(static_cast<std::size_t>(heads) * dim);
     for (int qi = quantized; qi < tokens; ++qi) {
         cache.attend(patternkv::view_f32(k.data() + at(qi, 0, 0), 1, heads, dim), patternkv::view_f32(out.data(), 1, heads, dim));
-        for (int h = 0; h < heads; ++h)
+        for (int h = 0; h < heads; ++h) {
+            const auto we = weights(k, qi, h), wq = weights(kh, qi, h);
             for (int j = 0; j < dim; ++j) {
-                const double o = attention(k, v, qi, h, j);
+                const double o = output(we, v, h, j);
                 an += sq(out[at(0, h, j)] - o);
-                rn += sq(attention(kh, vh, qi, h, j) - o);
+                rn += sq(output(wq, vh, h, j) - o);
                 ad += sq(o);
             }
+        }
     }
     return {an / ad, rn / ad};
 }
