@@ -65,6 +65,18 @@ struct scalar_ops {
                 out[h * out_stride + p] = static_cast<float>(sum);
             }
     }
+    /// For i < n, the fp16 (scale, min) pair at sm + 2 * stride * i: scale[i] = scale and
+    /// mnc[i] = min + centre * scale (the minimum of the centred codes).
+    PKV_HD static void scales_and_minimums(const std::uint16_t* sm, int n, int stride, float centre, float* scale, float* mnc) {
+        for (int i = 0; i < n; ++i) {
+            scale[i] = half_to_float(sm[2 * stride * i]);
+            mnc[i] = half_to_float(sm[2 * stride * i + 1]) + centre * scale[i];
+        }
+    }
+    /// out[i] = a[i] * b[i].
+    PKV_HD static void multiply(const float* a, const float* b, int n, float* out) {
+        for (int i = 0; i < n; ++i) out[i] = a[i] * b[i];
+    }
     /// quantize_multipliers(a, n, qmax) (multipliers.hpp).
     PKV_HD static float quantize(float* a, int n, int qmax) { return quantize_multipliers(a, n, qmax); }
     /// o[i] = o[i] + half_step * sums[i] (V outputs).
@@ -105,14 +117,12 @@ struct scalar_ops {
 
 /// Scratch floats attend_history_split needs for `heads` query heads: scores [heads][count * R],
 /// zero sums [heads][d], then the larger of page_scores' work (multipliers [heads][d], a K group's
-/// scales and minimums [2 d], centred minimums [d], steps [heads]) and page_accumulate_v's
-/// (multipliers [heads][R], the page's V scales and minimums [R][groups][2], one group's centred
-/// minimums [R], sums [heads][v_group], steps [heads]). v_groups: V groups per token (d /
-/// v_group; default: the bound d).
-PKV_HD constexpr int split_scratch_floats(int heads, int split_tokens, int d, int page_tokens, int v_groups = -1) {
-    const int groups = v_groups < 0 ? d : v_groups;
-    const int k_work = heads * d + 3 * d + heads;
-    const int v_work = heads * page_tokens + 2 * page_tokens * groups + page_tokens + heads * (d / groups) + heads;
+/// scales and centred minimums [2 d], steps [heads]) and page_accumulate_v's (multipliers
+/// [heads][R], one V group's scales and centred minimums [2 R], sums [heads][v_group], steps
+/// [heads]). v_groups: V groups per token (d / v_group; default: the bound 1, i.e. v_group d).
+PKV_HD constexpr int split_scratch_floats(int heads, int split_tokens, int d, int page_tokens, int v_groups = 1) {
+    const int k_work = heads * d + 2 * d + heads;
+    const int v_work = heads * page_tokens + 2 * page_tokens + heads * (d / v_groups) + heads;
     return heads * split_tokens + heads * d + (k_work > v_work ? k_work : v_work);
 }
 
@@ -139,25 +149,21 @@ PKV_HD void quantize_head_multipliers(float* m, int n, int heads, int qmax, floa
 /// Scores of the R tokens of one page for every head of a group: scores + h * score_stride.
 /// Per-channel K, per K group: the multipliers q_j s_j become integers (one step per head), the
 /// code term is their integer sum with the centred codes, and the centre moves into the zero-point
-/// term q . (mn + centre * s). work: heads * d + 3 * d + heads floats.
+/// term q . (mn + centre * s). work: heads * d + 2 * d + heads floats.
 template <class Ops>
 PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_group& hg, float* scores, int score_stride,
                         float* work) {
     const int d = g.d;
     if (g.k_per_channel) {
         float* m = work;                     // [heads][d]
-        float* pairs = work + hg.heads * d;  // [d][2]: the group's (scale, min) per channel
-        float* mnc = pairs + 2 * d;          // [d]: centred minimums
+        float* scale = work + hg.heads * d;  // [d]: the group's scale per channel
+        float* mnc = scale + d;              // [d]: centred minimums
         float* steps = mnc + d;              // [heads]: half steps
         const float centre = code_centre(g.k_bits);
         const int qmax = multiplier_max(false, d, g.k_bits);
         for (int t0 = 0; t0 < g.tokens; t0 += g.k_group) {
-            Ops::halves(reinterpret_cast<const std::uint16_t*>(p.k_sm + (t0 / g.k_group) * d), 2 * d, pairs);
-            for (int j = 0; j < d; ++j) mnc[j] = pairs[2 * j + 1] + centre * pairs[2 * j];
-            for (int h = 0; h < hg.heads; ++h) {
-                const float* q = hg.q_tau + h * d;
-                for (int j = 0; j < d; ++j) m[h * d + j] = q[j] * pairs[2 * j];
-            }
+            Ops::scales_and_minimums(reinterpret_cast<const std::uint16_t*>(p.k_sm + (t0 / g.k_group) * d), d, 1, centre, scale, mnc);
+            for (int h = 0; h < hg.heads; ++h) Ops::multiply(hg.q_tau + h * d, scale, d, m + h * d);
             quantize_head_multipliers<Ops>(m, d, hg.heads, qmax, steps);
             Ops::code_sums(p.k_codes, g.k_row_words(), d, g.k_bits, t0, g.k_group, m, d, hg.heads, qmax, scores + t0, score_stride);
             std::uint8_t buf[max_page_tokens];  // the group's pattern indices, one byte each, for every head
@@ -207,24 +213,23 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
 /// term of their integer sum with the centred codes; zsum[group] += sum_t e_t (mn_t + centre s_t)
 /// (lane order over the page); hist[a(t)] += e_t for gated tokens (token order; when the group has
 /// patterns). o, zsum, hist of head h: rec + 2, zsum + h * groups, rec + 2 + d. w: heads * R +
-/// 2 * R * groups + R + heads * v_group + heads floats of scratch.
+/// 2 * R + heads * v_group + heads floats of scratch.
 template <class Ops>
 PKV_HD void page_accumulate_v(const page_geometry& g, const page_view& p, const head_group& hg, const float* e, int e_stride,
                               float* zsum, float* w) {
     const int groups = g.d / g.v_group, R = g.tokens, vg = g.v_group;
-    float* pairs = w + hg.heads * R;         // [R][groups][2]: (scale, min) of every V group of the page
-    float* mnc = pairs + 2 * R * groups;     // [R]: one group's centred minimums
+    float* scale = w + hg.heads * R;         // [R]: one group's scales
+    float* mnc = scale + R;                  // [R]: one group's centred minimums
     float* sums = mnc + R;                   // [heads][v_group]: one group's integer sums
     float* steps = sums + hg.heads * vg;     // [heads]: half steps
     const float centre = code_centre(g.v_bits);
     const int qmax = multiplier_max(true, R, g.v_bits);
-    Ops::halves(reinterpret_cast<const std::uint16_t*>(p.v_sm), 2 * R * groups, pairs);
     for (int gi = 0; gi < groups; ++gi) {
-        for (int t = 0; t < R; ++t) mnc[t] = pairs[2 * (t * groups + gi) + 1] + centre * pairs[2 * (t * groups + gi)];
+        Ops::scales_and_minimums(reinterpret_cast<const std::uint16_t*>(p.v_sm + gi), R, groups, centre, scale, mnc);
         for (int h = 0; h < hg.heads; ++h) {
             const float* eh = e + h * e_stride;
             zsum[h * groups + gi] = zsum[h * groups + gi] + Ops::dot(eh, mnc, R);
-            for (int t = 0; t < R; ++t) w[h * R + t] = eh[t] * pairs[2 * (t * groups + gi)];
+            Ops::multiply(eh, scale, R, w + h * R);
         }
         quantize_head_multipliers<Ops>(w, R, hg.heads, qmax, steps);
         Ops::code_sums(p.v_codes, g.v_row_words(), R, g.v_bits, gi * vg, vg, w, R, hg.heads, qmax, sums, vg);
@@ -269,7 +274,8 @@ PKV_HD void attend_history_split(const head_pages& hp, int first, int count, con
         page_accumulate_v<Ops>(g, hp.page(first + i), hg, scores + i * g.tokens, n, zsum, page_work);
     for (int h = 0; h < hg.heads; ++h) {
         float* o = hg.recs + h * hg.rec_stride + 2;
-        for (int j = 0; j < g.d; ++j) o[j] = o[j] + zsum[h * groups + j / g.v_group];
+        for (int gi = 0; gi < groups; ++gi)
+            for (int j = gi * g.v_group; j < (gi + 1) * g.v_group; ++j) o[j] = o[j] + zsum[h * groups + gi];
     }
 }
 

@@ -1,5 +1,7 @@
 // checkasm-style: every optimized primitive against core's scalar definition, bit for bit, on
 // identical inputs; and whole split kernels with each primitive set.
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -8,6 +10,7 @@
 #include "core/kmeans.hpp"
 #include "core/page_quantizer.hpp"
 #include "reference/simd/attention_ops_avx2.hpp"
+#include "reference/simd/code_sums_avx512.hpp"
 #include "reference/simd/cpu_features.hpp"
 #include "reference/simd/distance_avx2.hpp"
 #include "reference/simd/halves_avx2.hpp"
@@ -33,16 +36,30 @@ bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
 
 using patternkv::core::scalar_ops;
 using patternkv::simd::avx2_ops;
+using patternkv::simd::avx512_ops;
+
+/// Calls f.template operator()<Ops>() for avx2_ops, then for avx512_ops where the CPU has AVX-512
+/// VNNI/VBMI (and says loudly that those twins did not run where it does not).
+template <class F>
+void for_simd_ops(F&& f) {
+    f.template operator()<avx2_ops>();
+    if (patternkv::simd::have_avx512()) {
+        f.template operator()<avx512_ops>();
+    } else {
+        pkv_test::skip(doctest::getContextOptions()->currentTest->m_name +
+                       std::string(": AVX-512 twins not run (no AVX-512 F/BW/VL/VNNI/VBMI, or PATTERNKV_NO_AVX512 is set)"));
+    }
+}
 
 } // namespace
 
-TEST_CASE("code_sums: AVX2 equals scalar for bits 2, 3, 4, 8, int8 and int16 multipliers, rows, offsets, head counts") {
+TEST_CASE("code_sums: AVX2 and AVX-512 equal scalar for bits 2, 3, 4, 8, int8 and int16 multipliers, rows, offsets, head counts") {
     if (skip_without_avx2()) return;
     std::mt19937 gen(1);
     const int row_words = 32;  // rows of up to 32 * 16 codes: byte-path slices at every offset below
     std::vector<std::uint32_t> codes(static_cast<std::size_t>(136) * row_words);
     for (auto& w : codes) w = gen();
-    int byte_cases = 0;
+    int byte_cases = 0, slice_cases = 0;
     for (int qmax : {127, 2056, 32767})
         for (int bits : {2, 3, 4, 8})
             for (int rows : {4, 24, 37, 128, 136}) {
@@ -52,19 +69,25 @@ TEST_CASE("code_sums: AVX2 equals scalar for bits 2, 3, 4, 8, int8 and int16 mul
                 for (std::size_t i = 0; i < m.size(); ++i)
                     m[i] = i % 7 == 0 ? static_cast<float>(i % 2 ? qmax : -qmax) : static_cast<float>(static_cast<int>(gen() % (2 * qmax + 1)) - qmax);
                 for (int first : {0, 8, 32, 64, 3})
-                    for (int n : {8, 16, 32, 64, 128, 5})
+                    for (int n : {8, 16, 32, 64, 128, 256, 5})
                         for (int heads : {1, 2, 3, 4, 5, 8, 9}) {
                             if (first + n > row_words * (32 / bits)) continue;
                             INFO("qmax " << qmax << " bits " << bits << " rows " << rows << " first " << first << " n " << n << " heads " << heads);
-                            const int stride = 136;
-                            auto a = pkv_test::normal_floats(4, static_cast<std::size_t>(heads) * stride), b = a;
-                            scalar_ops::code_sums(codes.data(), row_words, rows, bits, first, n, m.data(), 136, heads, qmax, a.data(), stride);
-                            avx2_ops::code_sums(codes.data(), row_words, rows, bits, first, n, m.data(), 136, heads, qmax, b.data(), stride);
-                            CHECK(same_bits(a, b));
+                            const int stride = 256;
+                            const auto a = pkv_test::normal_floats(4, static_cast<std::size_t>(heads) * stride);
+                            auto expect = a;
+                            scalar_ops::code_sums(codes.data(), row_words, rows, bits, first, n, m.data(), 136, heads, qmax, expect.data(), stride);
+                            for_simd_ops([&]<class Ops>() {
+                                auto b = a;
+                                Ops::code_sums(codes.data(), row_words, rows, bits, first, n, m.data(), 136, heads, qmax, b.data(), stride);
+                                CHECK(same_bits(expect, b));
+                            });
                             byte_cases += patternkv::simd::detail::byte_codes(bits, qmax <= 127, rows, first, n) ? 1 : 0;
+                            slice_cases += patternkv::simd::detail::slice_codes(bits, qmax <= 127, rows, first, n) ? 1 : 0;
                         }
             }
-    CHECK(byte_cases > 200);  // the byte path was exercised, not only the pair path
+    CHECK(byte_cases > 200);  // the byte paths were exercised, not only the pair path
+    CHECK(slice_cases > 100);
 }
 
 TEST_CASE("quantize: AVX2 equals quantize_multipliers for lengths, bounds, ties, zeros and NaN") {
@@ -283,6 +306,32 @@ TEST_CASE("add_gathered, finish_scores, add_code_terms: AVX2 equals scalar equal
     }
 }
 
+TEST_CASE("scales_and_minimums, multiply: AVX2 equals scalar for lengths, strides, every half pattern class") {
+    if (skip_without_avx2()) return;
+    std::mt19937 gen(5);
+    std::vector<std::uint16_t> sm(2 * 3 * 140);
+    for (std::size_t i = 0; i < sm.size(); ++i)  // random halves, with zeros, negative zeros, subnormals and infinities among them
+        sm[i] = i % 11 == 0 ? static_cast<std::uint16_t>(std::array<int, 4>{0, 0x8000, 0x0001, 0x7C00}[i / 11 % 4]) : static_cast<std::uint16_t>(gen() & 0x7BFF);
+    for (int stride : {1, 2, 3})
+        for (int n : {0, 1, 7, 8, 9, 16, 33, 128, 140}) {
+            if (stride * n > 140 * 3 / stride * stride) continue;
+            for (float centre : {0.5f, 1.5f, 7.5f, 127.5f}) {
+                std::vector<float> sa(static_cast<std::size_t>(n) + 1, -1.0f), ma(sa), sb(sa), mb(sa);
+                scalar_ops::scales_and_minimums(sm.data() + 2, n, stride, centre, sa.data(), ma.data());
+                avx2_ops::scales_and_minimums(sm.data() + 2, n, stride, centre, sb.data(), mb.data());
+                INFO("stride " << stride << " n " << n << " centre " << centre);
+                CHECK(same_bits(sa, sb));
+                CHECK(same_bits(ma, mb));
+            }
+            const auto x = pkv_test::normal_floats(14 + static_cast<std::uint64_t>(n), static_cast<std::size_t>(n), 2.0f);
+            const auto y = pkv_test::normal_floats(15 + static_cast<std::uint64_t>(n), static_cast<std::size_t>(n), 1e-3f);
+            std::vector<float> pa(static_cast<std::size_t>(n) + 1, 5.0f), pb(pa);
+            scalar_ops::multiply(x.data(), y.data(), n, pa.data());
+            avx2_ops::multiply(x.data(), y.data(), n, pb.data());
+            CHECK(same_bits(pa, pb));
+        }
+}
+
 TEST_CASE("dot and lane sum: AVX2 equals core's lane order for whole and partial 32-lane blocks") {
     if (skip_without_avx2()) return;
     for (int n : {1, 7, 31, 32, 33, 64, 95, 96, 128, 130, 256, 512}) {
@@ -341,11 +390,11 @@ TEST_CASE("exponentiate: AVX2 exp equals core::exp_fixed on a dense sweep of [-1
     }
 }
 
-TEST_CASE("whole history and window splits: AVX2 primitives equal the scalar definition, every config") {
+TEST_CASE("whole history and window splits: AVX2 and AVX-512 primitives equal the scalar definition, every config") {
     if (skip_without_avx2()) return;
     for (const char* method : {"patternkv", "kivi", "pertoken"})
         for (int bits : {2, 3, 4, 8})
-            for (int d : {8, 64, 128}) {
+            for (int d : {8, 64, 128, 256}) {
                 patternkv::config c = std::string(method) == "kivi"       ? patternkv::kivi_config(bits)
                                       : std::string(method) == "pertoken" ? patternkv::per_token_config(bits)
                                                                           : patternkv::patternkv_config(bits);
@@ -353,7 +402,7 @@ TEST_CASE("whole history and window splits: AVX2 primitives equal the scalar def
                 c.num_kv_heads = 2;
                 c.num_q_heads = 8;
                 c.residual_length = c.pattern_window = c.k_group = 64;
-                if (d == 128) c.v_group = 32;
+                if (d == 128) c.v_group = 32;  // 256: one V group, 512-bit slices at every width
                 const int T = 300, H = 2, G = 4;
                 patternkv::layer_cache cache(c, 1, T);
                 const auto k = pkv_test::synthetic_kv(static_cast<std::uint64_t>(bits * d), T, H, d, true);
@@ -370,9 +419,12 @@ TEST_CASE("whole history and window splits: AVX2 primitives equal the scalar def
                 const patternkv::core::head_group ha{G, q.data(), cap > 0 ? qm.data() : nullptr, cap, ra.data(), stride};
                 const patternkv::core::head_group hb{G, q.data(), cap > 0 ? qm.data() : nullptr, cap, rb.data(), stride};
                 patternkv::core::attend_history_split<scalar_ops>(s.head(0, 1), 0, 4, ha, cap, work.data());
-                patternkv::core::attend_history_split<avx2_ops>(s.head(0, 1), 0, 4, hb, cap, work.data());
                 INFO(method << "-" << bits << " d=" << d);
-                CHECK(same_bits(ra, rb));
+                for_simd_ops([&]<class Ops>() {
+                    std::fill(rb.begin(), rb.end(), 0.0f);
+                    patternkv::core::attend_history_split<Ops>(s.head(0, 1), 0, 4, hb, cap, work.data());
+                    CHECK(same_bits(ra, rb));
+                });
                 patternkv::core::attend_window_split<scalar_ops>(s.window(false, 0, 1), s.window(true, 0, 1), 44, d, ha, cap, work.data());
                 patternkv::core::attend_window_split<avx2_ops>(s.window(false, 0, 1), s.window(true, 0, 1), 44, d, hb, cap, work.data());
                 CHECK(same_bits(ra, rb));

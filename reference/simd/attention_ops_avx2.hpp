@@ -246,6 +246,50 @@ PKV_AVX2 inline void code_sums_pairs(const std::uint32_t* codes, int row_words, 
 }
 #undef PKV_FOR_ACC
 
+/// The multipliers of the calling thread (160 KiB: too large for a worker's stack frame).
+inline multipliers& thread_multipliers() {
+    thread_local multipliers mu;
+    return mu;
+}
+
+/// code_sums_bytes as a byte-path kernel of code_sums_on_bytes: up to max_heads(bits) heads per
+/// pass (8 accumulators of 8 positions).
+struct bytes_kernel {
+    static constexpr int max_heads(int bits) { return bits == 2 ? 2 : bits == 4 ? 4 : 8; }
+    template <int Bits, int HB, bool Narrow>
+    PKV_AVX2 static void run(const std::uint32_t* codes, int row_words, int rows, int first, int n, const multipliers& mu, int h0,
+                             float* out, int out_stride) {
+        code_sums_bytes<Bits, HB, Narrow>(codes, row_words, rows, first, n, mu, h0, out, out_stride);
+    }
+};
+
+/// code_sums on the byte path (2, 4 or 8 bits; the caller checked the kernel's conditions): the
+/// multipliers are prepared for up to 8 heads at a time, then Kernel::run takes passes of up to
+/// Kernel::max_heads(bits) heads.
+template <class Kernel>
+PKV_AVX2 inline void code_sums_on_bytes(const std::uint32_t* codes, int row_words, int rows, int bits, int first, int n, const float* m,
+                                        int m_stride, int heads, bool narrow, float* out, int out_stride) {
+    multipliers& mu = thread_multipliers();
+    const int per_pass = Kernel::max_heads(bits);
+    for (int h0 = 0; h0 < heads; h0 += 8) {
+        const int hb = heads - h0 < 8 ? heads - h0 : 8;
+        mu.prepare(m + h0 * m_stride, m_stride, hb, rows, bits, narrow, true);
+        for (int hh = 0; hh < hb; hh += per_pass) {
+            const int k = hb - hh < per_pass ? hb - hh : per_pass;
+            float* oh = out + (h0 + hh) * out_stride;
+            const auto heads_of = [&]<int B>() {
+                dispatch_heads<Kernel::max_heads(B)>(k, [&]<int HB>() {
+                    if (narrow) Kernel::template run<B, HB, true>(codes, row_words, rows, first, n, mu, hh, oh, out_stride);
+                    else Kernel::template run<B, HB, false>(codes, row_words, rows, first, n, mu, hh, oh, out_stride);
+                });
+            };
+            if (bits == 2) heads_of.template operator()<2>();
+            else if (bits == 4) heads_of.template operator()<4>();
+            else heads_of.template operator()<8>();
+        }
+    }
+}
+
 } // namespace detail
 
 // table[index[0..7]] (byte indices).
@@ -261,34 +305,16 @@ struct avx2_ops {
         const bool narrow = multiplier_max <= 127, bytes = detail::byte_codes(bits, narrow, rows, first, n);
         if ((!bytes && !detail::vector_codes(bits, first, n)) || rows > core::max_page_tokens || multiplier_max > 32767)
             return core::scalar_ops::code_sums(codes, row_words, rows, bits, first, n, m, m_stride, heads, multiplier_max, out, out_stride);
-        thread_local detail::multipliers mu;  // 160 KiB: too large for a worker's stack frame
+        if (bytes) return detail::code_sums_on_bytes<detail::bytes_kernel>(codes, row_words, rows, bits, first, n, m, m_stride, heads, narrow, out, out_stride);
+        detail::multipliers& mu = detail::thread_multipliers();
         for (int h0 = 0; h0 < heads; h0 += 8) {
             const int hb = heads - h0 < 8 ? heads - h0 : 8;
-            mu.prepare(m + h0 * m_stride, m_stride, hb, rows, bits, narrow && bytes, bytes);
+            mu.prepare(m + h0 * m_stride, m_stride, hb, rows, bits, false, false);
             float* o = out + h0 * out_stride;
-            if (!bytes) {
-                for (int p = 0; p < n; p += 8)
-                    detail::dispatch_heads<8>(hb, [&]<int HB>() {
-                        detail::dispatch_bits(bits, [&]<int B>() { detail::code_sums_pairs<B, HB>(codes, row_words, rows, first + p, mu, 0, o + p, out_stride); });
-                    });
-                continue;
-            }
-            const int per_pass = bits == 2 ? 2 : bits == 4 ? 4 : 8;  // heads per pass: 8 accumulators of 8 positions
-            for (int hh = 0; hh < hb; hh += per_pass) {
-                const int k = hb - hh < per_pass ? hb - hh : per_pass;
-                float* oh = o + hh * out_stride;
-                const auto run = [&]<int B, int HB>() {
-                    if (narrow) detail::code_sums_bytes<B, HB, true>(codes, row_words, rows, first, n, mu, hh, oh, out_stride);
-                    else detail::code_sums_bytes<B, HB, false>(codes, row_words, rows, first, n, mu, hh, oh, out_stride);
-                };
-                if (bits == 2) {
-                    detail::dispatch_heads<2>(k, [&]<int HB>() { run.template operator()<2, HB>(); });
-                } else if (bits == 4) {
-                    detail::dispatch_heads<4>(k, [&]<int HB>() { run.template operator()<4, HB>(); });
-                } else {
-                    detail::dispatch_heads<8>(k, [&]<int HB>() { run.template operator()<8, HB>(); });
-                }
-            }
+            for (int p = 0; p < n; p += 8)
+                detail::dispatch_heads<8>(hb, [&]<int HB>() {
+                    detail::dispatch_bits(bits, [&]<int B>() { detail::code_sums_pairs<B, HB>(codes, row_words, rows, first + p, mu, 0, o + p, out_stride); });
+                });
         }
     }
 
@@ -319,6 +345,28 @@ struct avx2_ops {
             a[i] = core::round_even_small(x);
         }
         return amax / static_cast<float>(qmax);
+    }
+
+    PKV_AVX2 static void scales_and_minimums(const std::uint16_t* sm, int n, int stride, float centre, float* scale, float* mnc) {
+        int i = 0;
+        if (stride == 1) {  // 8 pairs per step: convert, then gather the even (scale) and odd (min) lanes
+            const __m256 c = _mm256_set1_ps(centre);
+            const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+            for (; i + 8 <= n; i += 8) {
+                const __m256 a = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sm + 2 * i))), even);
+                const __m256 b = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sm + 2 * i + 8))), even);
+                const __m256 s = _mm256_permute2f128_ps(a, b, 0x20), mn = _mm256_permute2f128_ps(a, b, 0x31);
+                _mm256_storeu_ps(scale + i, s);
+                _mm256_storeu_ps(mnc + i, _mm256_add_ps(mn, _mm256_mul_ps(c, s)));
+            }
+        }
+        core::scalar_ops::scales_and_minimums(sm + 2 * stride * i, n - i, stride, centre, scale + i, mnc + i);
+    }
+
+    PKV_AVX2 static void multiply(const float* a, const float* b, int n, float* out) {
+        int i = 0;
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+        core::scalar_ops::multiply(a + i, b + i, n - i, out + i);
     }
 
     PKV_AVX2 static void add_code_terms(float* o, const float* sums, int n, float half_step) {

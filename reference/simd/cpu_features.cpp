@@ -22,4 +22,16 @@ bool have_avx2() {
 #endif
 }
 
+bool have_avx512() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    // __builtin_cpu_supports reports AVX-512 only when the OS saves the zmm state (XCR0).
+    static const bool yes = have_avx2() && std::getenv("PATTERNKV_NO_AVX512") == nullptr && __builtin_cpu_supports("avx512f") &&
+                            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                            __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi");
+    return yes;
+#else
+    return false;
+#endif
+}
+
 } // namespace patternkv::simd

@@ -1,9 +1,13 @@
 #pragma once
-// Runtime CPU feature test for the AVX2 paths (internal). Every AVX2 function has a portable
-// twin computing identical bits; this only picks the faster one.
+// Runtime CPU feature tests for the AVX2 and AVX-512 paths (internal). Every SIMD function has a
+// portable twin computing identical bits; these only pick the faster one.
 namespace patternkv::simd {
 
 /// True when the CPU runs AVX2, FMA and F16C (x86-64 only) and PATTERNKV_NO_SIMD is unset.
 bool have_avx2();
+
+/// True when have_avx2() and the CPU (and OS) run AVX-512 F, BW, VL, VNNI and VBMI, and
+/// PATTERNKV_NO_AVX512 is unset (set it to measure or test the AVX2 kernels on such a CPU).
+bool have_avx512();
 
 } // namespace patternkv::simd
