@@ -36,6 +36,14 @@ PKV_HD float round_even_small(float x) {
     return (x + magic) - magic;
 }
 
+/// One multiplier: x (the input times qmax / max|a|) clamped to [-top, top], NaN to 0, rounded to
+/// even.
+PKV_HD float round_multiplier(float x, float top) {
+    x = x > top ? top : (x < -top ? -top : x);
+    if (!(x == x)) x = 0.0f;
+    return round_even_small(x);
+}
+
 /// Rounds a[0 .. n) in place to integer-valued floats m_i = round_even(a_i * (qmax / max|a|)),
 /// clamped to [-qmax, qmax] (a non-finite product becomes 0). Returns the step max|a| / qmax such
 /// that a_i ~ step * m_i; 0 (and all m_i = 0) when max|a| is 0.
@@ -50,12 +58,7 @@ PKV_HD float quantize_multipliers(float* a, int n, int qmax) {
         return 0.0f;
     }
     const float r = static_cast<float>(qmax) / amax, top = static_cast<float>(qmax);
-    for (int i = 0; i < n; ++i) {
-        float x = a[i] * r;
-        x = x > top ? top : (x < -top ? -top : x);
-        if (!(x == x)) x = 0.0f;
-        a[i] = round_even_small(x);
-    }
+    for (int i = 0; i < n; ++i) a[i] = round_multiplier(a[i] * r, top);
     return amax / static_cast<float>(qmax);
 }
 

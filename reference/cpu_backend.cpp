@@ -12,7 +12,7 @@
 #include "core/k_channel_select.hpp"
 #include "core/patterns.hpp"
 #include "layer_cache_state.hpp"
-#include "simd/code_sums_avx512.hpp"
+#include "simd/attention_ops_avx512.hpp"
 #include "simd/cpu_features.hpp"
 
 namespace patternkv {

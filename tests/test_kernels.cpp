@@ -10,7 +10,7 @@
 #include "core/kmeans.hpp"
 #include "core/page_quantizer.hpp"
 #include "reference/simd/attention_ops_avx2.hpp"
-#include "reference/simd/code_sums_avx512.hpp"
+#include "reference/simd/attention_ops_avx512.hpp"
 #include "reference/simd/cpu_features.hpp"
 #include "reference/simd/distance_avx2.hpp"
 #include "reference/simd/halves_avx2.hpp"
@@ -57,15 +57,15 @@ TEST_CASE("code_sums: AVX2 and AVX-512 equal scalar for bits 2, 3, 4, 8, int8 an
     if (skip_without_avx2()) return;
     std::mt19937 gen(1);
     const int row_words = 32;  // rows of up to 32 * 16 codes: byte-path slices at every offset below
-    std::vector<std::uint32_t> codes(static_cast<std::size_t>(136) * row_words);
+    std::vector<std::uint32_t> codes(static_cast<std::size_t>(300) * row_words);
     for (auto& w : codes) w = gen();
     int byte_cases = 0, slice_cases = 0;
     for (int qmax : {127, 2056, 32767})
         for (int bits : {2, 3, 4, 8})
-            for (int rows : {4, 24, 37, 128, 136}) {
+            for (int rows : {4, 24, 37, 128, 136, 300}) {  // 300: past the multipliers' stack storage
                 if (qmax > patternkv::core::multiplier_max(true, rows, bits)) continue;  // the bound code_sums' callers keep
                 // integer multipliers in [-qmax, qmax], the extremes included (they bound the int16 pair sums)
-                std::vector<float> m(static_cast<std::size_t>(9) * 136);
+                std::vector<float> m(static_cast<std::size_t>(9) * 300);
                 for (std::size_t i = 0; i < m.size(); ++i)
                     m[i] = i % 7 == 0 ? static_cast<float>(i % 2 ? qmax : -qmax) : static_cast<float>(static_cast<int>(gen() % (2 * qmax + 1)) - qmax);
                 for (int first : {0, 8, 32, 64, 3})
@@ -76,10 +76,10 @@ TEST_CASE("code_sums: AVX2 and AVX-512 equal scalar for bits 2, 3, 4, 8, int8 an
                             const int stride = 256;
                             const auto a = pkv_test::normal_floats(4, static_cast<std::size_t>(heads) * stride);
                             auto expect = a;
-                            scalar_ops::code_sums(codes.data(), row_words, rows, bits, first, n, m.data(), 136, heads, qmax, expect.data(), stride);
+                            scalar_ops::code_sums(codes.data(), row_words, rows, bits, first, n, m.data(), 300, heads, qmax, expect.data(), stride);
                             for_simd_ops([&]<class Ops>() {
                                 auto b = a;
-                                Ops::code_sums(codes.data(), row_words, rows, bits, first, n, m.data(), 136, heads, qmax, b.data(), stride);
+                                Ops::code_sums(codes.data(), row_words, rows, bits, first, n, m.data(), 300, heads, qmax, b.data(), stride);
                                 CHECK(same_bits(expect, b));
                             });
                             byte_cases += patternkv::simd::detail::byte_codes(bits, qmax <= 127, rows, first, n) ? 1 : 0;
@@ -90,20 +90,24 @@ TEST_CASE("code_sums: AVX2 and AVX-512 equal scalar for bits 2, 3, 4, 8, int8 an
     CHECK(slice_cases > 100);
 }
 
-TEST_CASE("quantize: AVX2 equals quantize_multipliers for lengths, bounds, ties, zeros and NaN") {
+TEST_CASE("quantize: AVX2 and AVX-512 equal quantize_multipliers for lengths, bounds, ties, zeros and NaN") {
     if (skip_without_avx2()) return;
-    for (int n : {1, 7, 8, 9, 64, 128, 130})
+    for (int n : {1, 7, 8, 9, 15, 16, 17, 64, 128, 130})
         for (int qmax : {127, 2056, 32767})
             for (int kind = 0; kind < 4; ++kind) {
                 auto a = pkv_test::normal_floats(static_cast<std::uint64_t>(n * 7 + kind), static_cast<std::size_t>(n), 3.0f);
                 if (kind == 1) for (auto& x : a) x = 0.0f;
                 if (kind == 2) for (std::size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(static_cast<int>(i % 5) - 2) * 0.5f;  // ties
                 if (kind == 3) a[a.size() / 2] = std::nanf("");
-                auto b = a;
-                const float sa = patternkv::core::quantize_multipliers(a.data(), n, qmax), sb = avx2_ops::quantize(b.data(), n, qmax);
+                const auto input = a;
+                const float sa = patternkv::core::quantize_multipliers(a.data(), n, qmax);
                 INFO("n " << n << " qmax " << qmax << " kind " << kind);
-                CHECK(std::memcmp(&sa, &sb, 4) == 0);
-                CHECK(same_bits(a, b));
+                for_simd_ops([&]<class Ops>() {
+                    auto b = input;
+                    const float sb = Ops::quantize(b.data(), n, qmax);
+                    CHECK(std::memcmp(&sa, &sb, 4) == 0);
+                    CHECK(same_bits(a, b));
+                });
             }
 }
 
@@ -283,7 +287,7 @@ TEST_CASE("quantizers: AVX2 K per-channel and token rows equal core's, bits 2, 3
             }
 }
 
-TEST_CASE("add_gathered, finish_scores, add_code_terms: AVX2 equals scalar equals scalar for lengths 0 to 40 and every byte index") {
+TEST_CASE("add_gathered, finish_scores, add_code_terms: AVX2 and AVX-512 equal scalar for lengths 0 to 40 and every byte index") {
     if (skip_without_avx2()) return;
     const auto table = pkv_test::normal_floats(11, 256, 3.0f);
     std::vector<std::uint8_t> index(300);
@@ -295,9 +299,14 @@ TEST_CASE("add_gathered, finish_scores, add_code_terms: AVX2 equals scalar equal
         INFO("n " << n);
         CHECK(same_bits(a, b));
         for (const float* t : {table.data(), static_cast<const float*>(nullptr)}) {
+            const auto input = a;
             scalar_ops::finish_scores(a.data(), n, 0.0123f, 0.37f, t, index.data() + 1);
-            avx2_ops::finish_scores(b.data(), n, 0.0123f, 0.37f, t, index.data() + 1);
-            CHECK(same_bits(a, b));
+            for_simd_ops([&]<class Ops>() {
+                auto c = input;
+                Ops::finish_scores(c.data(), n, 0.0123f, 0.37f, t, index.data() + 1);
+                CHECK(same_bits(a, c));
+            });
+            b = a;
         }
         const auto sums = pkv_test::normal_floats(13, static_cast<std::size_t>(n) + 1, 1000.0f);
         scalar_ops::add_code_terms(a.data(), sums.data(), n, 0.0071f);
@@ -306,7 +315,7 @@ TEST_CASE("add_gathered, finish_scores, add_code_terms: AVX2 equals scalar equal
     }
 }
 
-TEST_CASE("scales_and_minimums, multiply: AVX2 equals scalar for lengths, strides, every half pattern class") {
+TEST_CASE("scales_and_minimums, multiply: AVX2 (and AVX-512 multiply) equal scalar for lengths, strides, every half pattern class") {
     if (skip_without_avx2()) return;
     std::mt19937 gen(5);
     std::vector<std::uint16_t> sm(2 * 3 * 140);
@@ -325,24 +334,50 @@ TEST_CASE("scales_and_minimums, multiply: AVX2 equals scalar for lengths, stride
             }
             const auto x = pkv_test::normal_floats(14 + static_cast<std::uint64_t>(n), static_cast<std::size_t>(n), 2.0f);
             const auto y = pkv_test::normal_floats(15 + static_cast<std::uint64_t>(n), static_cast<std::size_t>(n), 1e-3f);
-            std::vector<float> pa(static_cast<std::size_t>(n) + 1, 5.0f), pb(pa);
+            std::vector<float> pa(static_cast<std::size_t>(n) + 1, 5.0f);
             scalar_ops::multiply(x.data(), y.data(), n, pa.data());
-            avx2_ops::multiply(x.data(), y.data(), n, pb.data());
-            CHECK(same_bits(pa, pb));
+            for_simd_ops([&]<class Ops>() {
+                std::vector<float> pb(static_cast<std::size_t>(n) + 1, 5.0f);
+                Ops::multiply(x.data(), y.data(), n, pb.data());
+                CHECK(same_bits(pa, pb));
+            });
         }
 }
 
-TEST_CASE("dot and lane sum: AVX2 equals core's lane order for whole and partial 32-lane blocks") {
+TEST_CASE("dot and lane sum: AVX2 and AVX-512 equal core's lane order for whole and partial 32-lane blocks") {
     if (skip_without_avx2()) return;
-    for (int n : {1, 7, 31, 32, 33, 64, 95, 96, 128, 130, 256, 512}) {
+    for (int n : {1, 7, 15, 16, 17, 31, 32, 33, 48, 64, 95, 96, 128, 130, 256, 512}) {
         const auto a = pkv_test::normal_floats(static_cast<std::uint64_t>(n) + 40, static_cast<std::size_t>(n), 3.0f);
         const auto b = pkv_test::normal_floats(static_cast<std::uint64_t>(n) + 41, static_cast<std::size_t>(n), 3.0f);
-        const float d0 = patternkv::core::lane_dot(a.data(), b.data(), n), d1 = avx2_ops::dot(a.data(), b.data(), n);
-        const float s0 = patternkv::core::lane_sum(a.data(), n), s1 = patternkv::simd::lane_reduce_avx2<false>(a.data(), nullptr, n);
+        const float d0 = patternkv::core::lane_dot(a.data(), b.data(), n), s0 = patternkv::core::lane_sum(a.data(), n);
+        const float s1 = patternkv::simd::lane_reduce_avx2<false>(a.data(), nullptr, n);
         INFO("n " << n);
-        CHECK(std::memcmp(&d0, &d1, 4) == 0);
         CHECK(std::memcmp(&s0, &s1, 4) == 0);
+        for_simd_ops([&]<class Ops>() {
+            const float d1 = Ops::dot(a.data(), b.data(), n);
+            CHECK(std::memcmp(&d0, &d1, 4) == 0);
+        });
+        if (patternkv::simd::have_avx512()) {
+            const float s2 = patternkv::simd::lane_reduce_avx512<false>(a.data(), nullptr, n);
+            CHECK(std::memcmp(&s0, &s2, 4) == 0);
+        }
     }
+}
+
+TEST_CASE("max: AVX2 and AVX-512 equal scalar, +0 for a zero maximum, for lengths and positions of the maximum") {
+    if (skip_without_avx2()) return;
+    for (int n : {1, 7, 8, 9, 15, 16, 17, 33, 100, 1024})
+        for (int kind = 0; kind < 3; ++kind) {
+            auto a = pkv_test::normal_floats(static_cast<std::uint64_t>(n) * 3 + static_cast<std::uint64_t>(kind), static_cast<std::size_t>(n), 4.0f);
+            if (kind == 1) for (auto& x : a) x = -std::fabs(x);
+            if (kind == 2) for (std::size_t i = 0; i < a.size(); ++i) a[i] = i % 3 == 0 ? -0.0f : -1.0f - static_cast<float>(i);  // zero max, -0 only
+            const float m0 = scalar_ops::max(a.data(), n);
+            INFO("n " << n << " kind " << kind);
+            for_simd_ops([&]<class Ops>() {
+                const float m1 = Ops::max(a.data(), n);
+                CHECK(std::memcmp(&m0, &m1, 4) == 0);
+            });
+        }
 }
 
 TEST_CASE("add_scaled: AVX2 (mul then add) equals scalar") {
@@ -368,7 +403,7 @@ TEST_CASE("fma_accumulate: AVX2 equals scalar") {
     }
 }
 
-TEST_CASE("exponentiate: AVX2 exp equals core::exp_fixed on a dense sweep of [-110, 95] and edge values") {
+TEST_CASE("exponentiate: AVX2 and AVX-512 exp equal core::exp_fixed on a dense sweep of [-110, 95] and edge values") {
     if (skip_without_avx2()) return;
     std::vector<float> s;
     for (float x = -110.0f; x < 95.0f; x += 0.0009765625f * 1.37f) s.push_back(x);
@@ -378,16 +413,25 @@ TEST_CASE("exponentiate: AVX2 exp equals core::exp_fixed on a dense sweep of [-1
     // every float in two narrow ranges: around 0 and around the subnormal threshold
     for (std::uint32_t u = 0x3f000000u; u < 0x3f000000u + 200000u; ++u) s.push_back(patternkv::core::bits_float(u) - 1.0f);
     for (std::uint32_t u = 0xc2ae0000u; u < 0xc2ae0000u + 200000u; ++u) s.push_back(patternkv::core::bits_float(u));
-    for (float m : {0.0f, 1.5f, -3.25f}) {
-        std::vector<float> a = s, b = s;
-        const float la = scalar_ops::exponentiate(a.data(), static_cast<int>(a.size()), m);
-        const float lb = avx2_ops::exponentiate(b.data(), static_cast<int>(b.size()), m);
-        std::size_t bad = 0;
-        for (std::size_t i = 0; i < a.size(); ++i)
-            if (std::memcmp(&a[i], &b[i], 4) != 0 && ++bad < 5) MESSAGE("x=" << s[i] << " scalar " << a[i] << " avx2 " << b[i]);
-        CHECK(bad == 0);
-        CHECK(std::memcmp(&la, &lb, 4) == 0);
-    }
+    // every float around -87 and 88, the bounds of the AVX-512 normal-result path, on both sides
+    for (std::uint32_t u = 0xc2ae0000u - 100000u; u < 0xc2ae0000u; ++u) s.push_back(patternkv::core::bits_float(u));
+    for (std::uint32_t u = 0x42b00000u - 100000u; u < 0x42b00000u + 100000u; ++u) s.push_back(patternkv::core::bits_float(u));
+    for (float m : {0.0f, 1.5f, -3.25f})
+        for (std::size_t n : {s.size(), std::size_t{0}, std::size_t{1}, std::size_t{17}, std::size_t{32}, std::size_t{45}, std::size_t{100}}) {
+            std::vector<float> a(s.begin() + static_cast<std::ptrdiff_t>(s.size() - n), s.end());  // short ones: the +-87/88 sweep's tail
+            const auto input = a;
+            const float la = scalar_ops::exponentiate(a.data(), static_cast<int>(n), m);
+            for_simd_ops([&]<class Ops>() {
+                auto b = input;
+                const float lb = Ops::exponentiate(b.data(), static_cast<int>(n), m);
+                std::size_t bad = 0;
+                for (std::size_t i = 0; i < n; ++i)
+                    if (std::memcmp(&a[i], &b[i], 4) != 0 && ++bad < 5) MESSAGE("x=" << input[i] << " scalar " << a[i] << " simd " << b[i]);
+                INFO("n " << n << " m " << m);
+                CHECK(bad == 0);
+                CHECK(std::memcmp(&la, &lb, 4) == 0);
+            });
+        }
 }
 
 TEST_CASE("whole history and window splits: AVX2 and AVX-512 primitives equal the scalar definition, every config") {

@@ -86,10 +86,11 @@ PKV_AVX2 inline void dispatch_heads(int hb, F&& f) {
 /// The integer multipliers of up to 8 heads, prepared for the kernels below from integer-valued
 /// floats m[h * m_stride + r]: bytes (int8, for the byte path with |m| <= 127) or int16 pairs
 /// (rows r, r + 2 and r + 1, r + 3 of each quad for the byte path; r, r + 1 for the pair path), and
-/// each head's sum times 2^bits - 1, which centres the codes.
+/// each head's sum times 2^bits - 1, which centres the codes. bytes and pairs point to storage for
+/// 8 * rows entries (multiplier_storage).
 struct multipliers {
-    alignas(32) std::int8_t bytes[8 * core::max_page_tokens];
-    alignas(32) std::int32_t pairs[8 * core::max_page_tokens];
+    std::int8_t* bytes;
+    std::int32_t* pairs;
     std::int32_t bias[8];
 
     PKV_AVX2 void prepare(const float* m, int m_stride, int heads, int rows, int bits, bool narrow, bool quads) {
@@ -246,10 +247,26 @@ PKV_AVX2 inline void code_sums_pairs(const std::uint32_t* codes, int row_words, 
 }
 #undef PKV_FOR_ACC
 
-/// The multipliers of the calling thread (160 KiB: too large for a worker's stack frame).
-inline multipliers& thread_multipliers() {
-    thread_local multipliers mu;
-    return mu;
+/// Room for the multipliers of 8 heads over Rows rows.
+template <int Rows>
+struct multiplier_storage {
+    alignas(32) std::int8_t bytes[8 * Rows];
+    alignas(32) std::int32_t pairs[8 * Rows];
+};
+
+/// Calls f(multipliers&) with storage for `rows` rows: on the stack up to 256 rows (10 KiB; the
+/// common pages), else the calling thread's storage for max_page_tokens rows (160 KiB, too large
+/// for a worker's stack frame; a thread_local costs a TLS lookup in a shared library, per call).
+template <class F>
+inline void with_multipliers(int rows, F&& f) {
+    if (rows <= 256) {
+        multiplier_storage<256> st;
+        multipliers mu{st.bytes, st.pairs, {}};
+        return f(mu);
+    }
+    thread_local multiplier_storage<core::max_page_tokens> st;
+    multipliers mu{st.bytes, st.pairs, {}};
+    f(mu);
 }
 
 /// code_sums_bytes as a byte-path kernel of code_sums_on_bytes: up to max_heads(bits) heads per
@@ -269,25 +286,26 @@ struct bytes_kernel {
 template <class Kernel>
 PKV_AVX2 inline void code_sums_on_bytes(const std::uint32_t* codes, int row_words, int rows, int bits, int first, int n, const float* m,
                                         int m_stride, int heads, bool narrow, float* out, int out_stride) {
-    multipliers& mu = thread_multipliers();
     const int per_pass = Kernel::max_heads(bits);
-    for (int h0 = 0; h0 < heads; h0 += 8) {
-        const int hb = heads - h0 < 8 ? heads - h0 : 8;
-        mu.prepare(m + h0 * m_stride, m_stride, hb, rows, bits, narrow, true);
-        for (int hh = 0; hh < hb; hh += per_pass) {
-            const int k = hb - hh < per_pass ? hb - hh : per_pass;
-            float* oh = out + (h0 + hh) * out_stride;
-            const auto heads_of = [&]<int B>() {
-                dispatch_heads<Kernel::max_heads(B)>(k, [&]<int HB>() {
-                    if (narrow) Kernel::template run<B, HB, true>(codes, row_words, rows, first, n, mu, hh, oh, out_stride);
-                    else Kernel::template run<B, HB, false>(codes, row_words, rows, first, n, mu, hh, oh, out_stride);
-                });
-            };
-            if (bits == 2) heads_of.template operator()<2>();
-            else if (bits == 4) heads_of.template operator()<4>();
-            else heads_of.template operator()<8>();
+    with_multipliers(rows, [&](multipliers& mu) {
+        for (int h0 = 0; h0 < heads; h0 += 8) {
+            const int hb = heads - h0 < 8 ? heads - h0 : 8;
+            mu.prepare(m + h0 * m_stride, m_stride, hb, rows, bits, narrow, true);
+            for (int hh = 0; hh < hb; hh += per_pass) {
+                const int k = hb - hh < per_pass ? hb - hh : per_pass;
+                float* oh = out + (h0 + hh) * out_stride;
+                const auto heads_of = [&]<int B>() {
+                    dispatch_heads<Kernel::max_heads(B)>(k, [&]<int HB>() {
+                        if (narrow) Kernel::template run<B, HB, true>(codes, row_words, rows, first, n, mu, hh, oh, out_stride);
+                        else Kernel::template run<B, HB, false>(codes, row_words, rows, first, n, mu, hh, oh, out_stride);
+                    });
+                };
+                if (bits == 2) heads_of.template operator()<2>();
+                else if (bits == 4) heads_of.template operator()<4>();
+                else heads_of.template operator()<8>();
+            }
         }
-    }
+    });
 }
 
 } // namespace detail
@@ -306,16 +324,17 @@ struct avx2_ops {
         if ((!bytes && !detail::vector_codes(bits, first, n)) || rows > core::max_page_tokens || multiplier_max > 32767)
             return core::scalar_ops::code_sums(codes, row_words, rows, bits, first, n, m, m_stride, heads, multiplier_max, out, out_stride);
         if (bytes) return detail::code_sums_on_bytes<detail::bytes_kernel>(codes, row_words, rows, bits, first, n, m, m_stride, heads, narrow, out, out_stride);
-        detail::multipliers& mu = detail::thread_multipliers();
-        for (int h0 = 0; h0 < heads; h0 += 8) {
-            const int hb = heads - h0 < 8 ? heads - h0 : 8;
-            mu.prepare(m + h0 * m_stride, m_stride, hb, rows, bits, false, false);
-            float* o = out + h0 * out_stride;
-            for (int p = 0; p < n; p += 8)
-                detail::dispatch_heads<8>(hb, [&]<int HB>() {
-                    detail::dispatch_bits(bits, [&]<int B>() { detail::code_sums_pairs<B, HB>(codes, row_words, rows, first + p, mu, 0, o + p, out_stride); });
-                });
-        }
+        detail::with_multipliers(rows, [&](detail::multipliers& mu) {
+            for (int h0 = 0; h0 < heads; h0 += 8) {
+                const int hb = heads - h0 < 8 ? heads - h0 : 8;
+                mu.prepare(m + h0 * m_stride, m_stride, hb, rows, bits, false, false);
+                float* o = out + h0 * out_stride;
+                for (int p = 0; p < n; p += 8)
+                    detail::dispatch_heads<8>(hb, [&]<int HB>() {
+                        detail::dispatch_bits(bits, [&]<int B>() { detail::code_sums_pairs<B, HB>(codes, row_words, rows, first + p, mu, 0, o + p, out_stride); });
+                    });
+            }
+        });
     }
 
     PKV_AVX2 static float quantize(float* a, int n, int qmax) {  // core::quantize_multipliers, 8 lanes
@@ -338,12 +357,7 @@ struct avx2_ops {
             x = _mm256_and_ps(x, _mm256_cmp_ps(x, x, _CMP_ORD_Q));  // NaN -> +0
             _mm256_storeu_ps(a + i, _mm256_sub_ps(_mm256_add_ps(x, magic), magic));
         }
-        for (; i < n; ++i) {
-            float x = a[i] * r;
-            x = x > top ? top : (x < -top ? -top : x);
-            if (!(x == x)) x = 0.0f;
-            a[i] = core::round_even_small(x);
-        }
+        for (; i < n; ++i) a[i] = core::round_multiplier(a[i] * r, top);
         return amax / static_cast<float>(qmax);
     }
 

@@ -10,15 +10,19 @@
 
 namespace patternkv::simd {
 
-/// core::fold_lanes of the 32 lanes held as four vectors (lanes 8v .. 8v + 7 in acc[v]).
-PKV_AVX2 inline float fold_lanes_avx2(const __m256 (&acc)[4]) {
-    const __m256 w16 = _mm256_add_ps(acc[0], acc[2]);  // lanes 0-7 (+16-23)
-    const __m256 w16b = _mm256_add_ps(acc[1], acc[3]); // lanes 8-15 (+24-31)
-    const __m256 w8 = _mm256_add_ps(w16, w16b);        // lanes 0-7 (+8-15)
+/// The last three halvings of core::fold_lanes, from its 8 lanes w8.
+PKV_AVX2 inline float fold8_avx2(__m256 w8) {
     const __m128 w4 = _mm_add_ps(_mm256_castps256_ps128(w8), _mm256_extractf128_ps(w8, 1));
     const __m128 w2 = _mm_add_ps(w4, _mm_movehl_ps(w4, w4));
     const __m128 w1 = _mm_add_ss(w2, _mm_shuffle_ps(w2, w2, 1));
     return _mm_cvtss_f32(w1);
+}
+
+/// core::fold_lanes of the 32 lanes held as four vectors (lanes 8v .. 8v + 7 in acc[v]).
+PKV_AVX2 inline float fold_lanes_avx2(const __m256 (&acc)[4]) {
+    const __m256 w16 = _mm256_add_ps(acc[0], acc[2]);   // lanes 0-7 (+16-23)
+    const __m256 w16b = _mm256_add_ps(acc[1], acc[3]);  // lanes 8-15 (+24-31)
+    return fold8_avx2(_mm256_add_ps(w16, w16b));        // lanes 0-7 (+8-15)
 }
 
 /// Largest (Max) or smallest of 8 lanes (exact in value; the sign of a zero result is unspecified).

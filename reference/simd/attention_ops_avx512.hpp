@@ -1,20 +1,16 @@
 #pragma once
-// The byte path of code_sums (attention_ops_avx2.hpp) on 512-bit vectors with AVX-512 VNNI and
-// VBMI: same sums (exact integers, so the same bits), a quarter of the instructions. avx512_ops is
-// avx2_ops with this code_sums; only used when simd::have_avx512() is true.
+// avx2_ops (attention_ops_avx2.hpp) with its heaviest primitives on 512-bit vectors (AVX-512 F,
+// BW, VL, VNNI, VBMI): the byte path of code_sums (exact integer sums, so the same bits in a
+// quarter of the instructions), exponentiate and quantize (the same per-lane operations, the same
+// lane order). Only used when simd::have_avx512() is true.
 #if defined(__x86_64__)
 #include <immintrin.h>
 
 #include "attention_ops_avx2.hpp"
+#include "avx512_target.hpp"
+#include "exp_avx512.hpp"
 
-#define PKV_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")))
-
-// GCC 12's AVX-512 intrinsics pass _mm512_undefined_* as the unused merge source, which
-// -Wmaybe-uninitialized reports at every use (GCC bug 105593, fixed in GCC 13).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+PKV_AVX512_WARNINGS_OFF
 
 namespace patternkv::simd {
 namespace detail {
@@ -125,7 +121,36 @@ struct slices_kernel {
 
 } // namespace detail
 
-/// avx2_ops with the byte path of code_sums on 512-bit vectors (identical bits).
+/// core::fold_lanes of the 32 lanes held as two vectors (lanes 0-15 in a, 16-31 in b).
+PKV_AVX512 inline float fold_lanes_avx512(__m512 a, __m512 b) {
+    const __m512 w16 = _mm512_add_ps(a, b);
+    return fold8_avx2(_mm256_add_ps(_mm512_castps512_ps256(w16), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(w16), 1))));
+}
+
+/// core::lane_sum (Mul = false) or core::lane_dot (Mul = true, mul then add) with the 32 lanes
+/// held as two vectors.
+template <bool Mul>
+PKV_AVX512 inline float lane_reduce_avx512(const float* x, const float* y, int n) {
+    __m512 a = _mm512_setzero_ps(), b = a;
+    const auto term = [&](int j) PKV_AVX512 {
+        const __m512 v = _mm512_loadu_ps(x + j);
+        if constexpr (Mul) return _mm512_mul_ps(v, _mm512_loadu_ps(y + j));
+        else return v;
+    };
+    int j0 = 0;
+    for (; j0 + 32 <= n; j0 += 32) {
+        a = _mm512_add_ps(a, term(j0));
+        b = _mm512_add_ps(b, term(j0 + 16));
+    }
+    if (j0 == n) return fold_lanes_avx512(a, b);
+    alignas(64) float lanes[core::reduction_lanes];
+    _mm512_store_ps(lanes, a);
+    _mm512_store_ps(lanes + 16, b);
+    for (int l = 0; j0 + l < n; ++l) lanes[l] = lanes[l] + (Mul ? x[j0 + l] * y[j0 + l] : x[j0 + l]);
+    return core::fold_lanes(lanes);
+}
+
+/// avx2_ops with the primitives that run per element of a split on 512-bit vectors (identical bits).
 struct avx512_ops : avx2_ops {
     static void code_sums(const std::uint32_t* codes, int row_words, int rows, int bits, int first, int n, const float* m, int m_stride,
                           int heads, int multiplier_max, float* out, int out_stride) {
@@ -134,11 +159,86 @@ struct avx512_ops : avx2_ops {
             return avx2_ops::code_sums(codes, row_words, rows, bits, first, n, m, m_stride, heads, multiplier_max, out, out_stride);
         detail::code_sums_on_bytes<detail::slices_kernel>(codes, row_words, rows, bits, first, n, m, m_stride, heads, narrow, out, out_stride);
     }
+
+    PKV_AVX512 static float exponentiate(float* s, int n, float m) {  // exp and the lane sum in one pass
+        const __m512 vm = _mm512_set1_ps(m);
+        __m512 a = _mm512_setzero_ps(), b = a;
+        int i = 0;
+        for (; i + 32 <= n; i += 32) {
+            const __m512 x = exp_fixed_avx512(_mm512_sub_ps(_mm512_loadu_ps(s + i), vm));
+            const __m512 y = exp_fixed_avx512(_mm512_sub_ps(_mm512_loadu_ps(s + i + 16), vm));
+            _mm512_storeu_ps(s + i, x);
+            _mm512_storeu_ps(s + i + 16, y);
+            a = _mm512_add_ps(a, x);
+            b = _mm512_add_ps(b, y);
+        }
+        if (i == n) return fold_lanes_avx512(a, b);
+        alignas(64) float lanes[core::reduction_lanes];
+        _mm512_store_ps(lanes, a);
+        _mm512_store_ps(lanes + 16, b);
+        for (int l = 0; i + l < n; ++l) {
+            s[i + l] = core::exp_fixed(s[i + l] - m);
+            lanes[l] = lanes[l] + s[i + l];
+        }
+        return core::fold_lanes(lanes);
+    }
+
+    PKV_AVX512 static float quantize(float* a, int n, int qmax) {  // core::quantize_multipliers, 16 lanes
+        __m512 vmax = _mm512_setzero_ps();
+        int i = 0;
+        for (; i + 16 <= n; i += 16) vmax = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(a + i)), vmax);  // a NaN lane keeps vmax
+        float amax = _mm512_reduce_max_ps(vmax);
+        for (; i < n; ++i) {
+            const float v = a[i] < 0.0f ? -a[i] : a[i];
+            amax = v > amax ? v : amax;
+        }
+        if (!(amax > 0.0f)) return core::quantize_multipliers(a, n, qmax);
+        const float r = static_cast<float>(qmax) / amax, top = static_cast<float>(qmax);
+        const __m512 vr = _mm512_set1_ps(r), vtop = _mm512_set1_ps(top), vbot = _mm512_set1_ps(-top), magic = _mm512_set1_ps(12582912.0f);
+        for (i = 0; i + 16 <= n; i += 16) {
+            // min(top, x) and max(-top, x) return x when it is NaN (the second operand), then NaN -> +0
+            __m512 x = _mm512_max_ps(vbot, _mm512_min_ps(vtop, _mm512_mul_ps(_mm512_loadu_ps(a + i), vr)));
+            x = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, x, _CMP_ORD_Q), x);
+            _mm512_storeu_ps(a + i, _mm512_sub_ps(_mm512_add_ps(x, magic), magic));
+        }
+        for (; i < n; ++i) a[i] = core::round_multiplier(a[i] * r, top);
+        return amax / static_cast<float>(qmax);
+    }
+
+    PKV_AVX512 static void finish_scores(float* s, int n, float half_step, float z, const float* table, const std::uint8_t* index) {
+        const __m512 hs = _mm512_set1_ps(half_step), vz = _mm512_set1_ps(z);
+        int i = 0;
+        for (; i + 16 <= n; i += 16) {
+            __m512 y = _mm512_add_ps(_mm512_mul_ps(hs, _mm512_loadu_ps(s + i)), vz);
+            if (table != nullptr) {
+                const __m512i at = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(index + i)));
+                y = _mm512_add_ps(y, _mm512_i32gather_ps(at, table, 4));
+            }
+            _mm512_storeu_ps(s + i, y);
+        }
+        avx2_ops::finish_scores(s + i, n - i, half_step, z, table, table != nullptr ? index + i : index);
+    }
+
+    PKV_AVX512 static void multiply(const float* a, const float* b, int n, float* out) {
+        int i = 0;
+        for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i)));
+        avx2_ops::multiply(a + i, b + i, n - i, out + i);
+    }
+
+    PKV_AVX512 static float dot(const float* a, const float* b, int n) { return lane_reduce_avx512<true>(a, b, n); }
+
+    PKV_AVX512 static float max(const float* s, int n) {  // order-free; +0 for a zero maximum, as the definition
+        if (n < 16) return avx2_ops::max(s, n);
+        __m512 v = _mm512_loadu_ps(s);
+        int i = 16;
+        for (; i + 16 <= n; i += 16) v = _mm512_max_ps(v, _mm512_loadu_ps(s + i));
+        float m = _mm512_reduce_max_ps(v);
+        for (; i < n; ++i) m = s[i] > m ? s[i] : m;
+        return m + 0.0f;
+    }
 };
 
 } // namespace patternkv::simd
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+PKV_AVX512_WARNINGS_ON
 #endif
