@@ -84,12 +84,20 @@ struct scalar_ops {
         for (int i = 0; i < n; ++i) o[i] = o[i] + half_step * sums[i];
     }
     /// s[i] = (half_step * s[i] + z) + table[index[i]] (K scores from centred sums: code term,
-    /// zero-point term, pattern term; no pattern term when table is nullptr).
-    PKV_HD static void finish_scores(float* s, int n, float half_step, float z, const float* table, const std::uint8_t* index) {
+    /// zero-point term, pattern term; no pattern term when table is nullptr). Every index is below
+    /// table_size, the entries table may be read at.
+    PKV_HD static void finish_scores(float* s, int n, float half_step, float z, const float* table, int table_size,
+                                     const std::uint8_t* index) {
+        (void)table_size;
         for (int i = 0; i < n; ++i) {
             s[i] = half_step * s[i] + z;
             if (table != nullptr) s[i] = s[i] + table[index[i]];
         }
+    }
+    /// pattern_indices(idx, first, n, bits, buf) (page_layout.hpp): indices first .. first + n - 1,
+    /// one byte each.
+    PKV_HD static const std::uint8_t* indices(const std::uint8_t* idx, int first, int n, int bits, std::uint8_t* buf) {
+        return pattern_indices(idx, first, n, bits, buf);
     }
     /// y[i] = y[i] + a * x[i] (mul then add, never fused).
     PKV_HD static void add_scaled(float a, const float* x, float* y, int n) {
@@ -167,10 +175,10 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
             quantize_head_multipliers<Ops>(m, d, hg.heads, qmax, steps);
             Ops::code_sums(p.k_codes, g.k_row_words(), d, g.k_bits, t0, g.k_group, m, d, hg.heads, qmax, scores + t0, score_stride);
             std::uint8_t buf[max_page_tokens];  // the group's pattern indices, one byte each, for every head
-            const std::uint8_t* idx = hg.qm != nullptr && g.k_patterns ? pattern_indices(p.k_index, t0, g.k_group, g.index_bits, buf) : nullptr;
+            const std::uint8_t* idx = hg.qm != nullptr && g.k_patterns ? Ops::indices(p.k_index, t0, g.k_group, g.index_bits, buf) : nullptr;
             for (int h = 0; h < hg.heads; ++h)
                 Ops::finish_scores(scores + h * score_stride + t0, g.k_group, steps[h], Ops::dot(hg.q_tau + h * d, mnc, d),
-                                   idx != nullptr ? hg.qm + h * hg.qm_stride : nullptr, idx);
+                                   idx != nullptr ? hg.qm + h * hg.qm_stride : nullptr, hg.qm_stride, idx);
         }
     } else {
         // Per-token K (the KIVI per-token baseline): the query is rounded once per page, the code
@@ -181,7 +189,7 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
         float* m = work;          // [d]
         float* qsum = work + d;   // [groups]: the query's sum over each channel group (channel order)
         std::uint8_t buf[max_page_tokens];
-        const std::uint8_t* idx = hg.qm != nullptr && g.k_patterns ? pattern_indices(p.k_index, 0, g.tokens, g.index_bits, buf) : nullptr;
+        const std::uint8_t* idx = hg.qm != nullptr && g.k_patterns ? Ops::indices(p.k_index, 0, g.tokens, g.index_bits, buf) : nullptr;
         for (int h = 0; h < hg.heads; ++h) {
             const float* q = hg.q_tau + h * d;
             for (int gi = 0; gi < groups; ++gi) {

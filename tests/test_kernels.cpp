@@ -298,12 +298,15 @@ TEST_CASE("add_gathered, finish_scores, add_code_terms: AVX2 and AVX-512 equal s
         avx2_ops::add_gathered(b.data(), table.data(), index.data(), n);
         INFO("n " << n);
         CHECK(same_bits(a, b));
-        for (const float* t : {table.data(), static_cast<const float*>(nullptr)}) {
+        for (const int size : {256, 16, 5, 0}) {  // tables of 256 entries (gathered), 16 and 5 (in a register), none
+            const float* t = size > 0 ? table.data() + 256 - size : nullptr;  // the last entries: a read past them would show under ASan
+            std::vector<std::uint8_t> at(index.size());
+            for (std::size_t i = 0; i < at.size(); ++i) at[i] = static_cast<std::uint8_t>(size > 0 ? index[i] % size : 0);
             const auto input = a;
-            scalar_ops::finish_scores(a.data(), n, 0.0123f, 0.37f, t, index.data() + 1);
+            scalar_ops::finish_scores(a.data(), n, 0.0123f, 0.37f, t, size, at.data() + 1);
             for_simd_ops([&]<class Ops>() {
                 auto c = input;
-                Ops::finish_scores(c.data(), n, 0.0123f, 0.37f, t, index.data() + 1);
+                Ops::finish_scores(c.data(), n, 0.0123f, 0.37f, t, size, at.data() + 1);
                 CHECK(same_bits(a, c));
             });
             b = a;
@@ -342,6 +345,22 @@ TEST_CASE("scales_and_minimums, multiply: AVX2 (and AVX-512 multiply) equal scal
                 CHECK(same_bits(pa, pb));
             });
         }
+}
+
+TEST_CASE("indices: AVX2 unpacking equals pattern_indices for 2, 4 and 8 bits, offsets and lengths") {
+    if (skip_without_avx2()) return;
+    std::mt19937 gen(9);
+    std::vector<std::uint8_t> packed(600);
+    for (auto& b : packed) b = static_cast<std::uint8_t>(gen());
+    for (int bits : {2, 4, 8})
+        for (int first : {0, 1, 4, 16, 128, 130})
+            for (int n : {0, 1, 15, 16, 17, 31, 32, 33, 64, 128, 256}) {
+                std::vector<std::uint8_t> a(300, 0xAB), b(a);
+                const std::uint8_t* pa = patternkv::core::pattern_indices(packed.data(), first, n, bits, a.data());
+                const std::uint8_t* pb = avx2_ops::indices(packed.data(), first, n, bits, b.data());
+                INFO("bits " << bits << " first " << first << " n " << n);
+                CHECK(std::memcmp(pa, pb, static_cast<std::size_t>(n)) == 0);
+            }
 }
 
 TEST_CASE("dot and lane sum: AVX2 and AVX-512 equal core's lane order for whole and partial 32-lane blocks") {

@@ -94,8 +94,10 @@ void bench_decode(const options& o, double stream_bw, double fma_peak, json_writ
             throw std::runtime_error(fmt::format("dense {} baseline self-check failed: relative error {:.3g}", half ? "fp16" : "fp32", e));
     fmt::print("\n== decode attention, {} KV heads x head_dim {}, GQA {} (one query token per sequence) ==\n", kv_heads,
                head_dim, q_heads / kv_heads);
-    fmt::print("methods run round-robin, median of the rounds; %fma = multiply-adds per second / the FMA peak;\n"
-               "floor = max(bytes / read bandwidth, multiply-adds / FMA peak), the roofline time\n");
+    fmt::print("methods run round-robin, median of the rounds; %fma = multiply-adds per second / the fp32 FMA peak;\n"
+               "floor = the roofline time: max(bytes / read bandwidth, multiply-adds / FMA peak) for fp32/fp16, whose\n"
+               "multiply-adds are fp32 FMAs; bytes / read bandwidth for the quantized methods, whose per-element\n"
+               "multiply-adds are int8/int16 dot products (docs/bit-exactness.md), so their %fma can pass 100%\n");
     fmt::print("{:>6} {:>5} {:<12} {:>9} {:>9} {:>7} {:>8} {:>5} {:>9} {:>8}\n", "ctx", "batch", "method", "ms/step", "cache MB",
                "GB/s", "%stream", "%fma", "floor ms", "vs fp16");
     for (int batch : o.batches)
@@ -132,7 +134,9 @@ void bench_decode(const options& o, double stream_bw, double fma_peak, json_writ
                 median(*std::find_if(subjects.begin(), subjects.end(), [](const decode_subject& sub) { return sub.method == "fp16"; }));
             for (const auto& sub : subjects) {
                 const double t = median(sub);
-                const double gbs = sub.bytes / t / 1e9, floor = std::max(sub.bytes / stream_bw, fma_peak > 0 ? fmas / fma_peak : 0.0);
+                const bool fp32_math = sub.dense.has_value();
+                const double gbs = sub.bytes / t / 1e9,
+                             floor = std::max(sub.bytes / stream_bw, fp32_math && fma_peak > 0 ? fmas / fma_peak : 0.0);
                 const double fma_share = fma_peak > 0 ? fmas / t / fma_peak : 0.0, speedup = fp16_time / t;
                 fmt::print("{:>6} {:>5} {:<12} {:>9.3f} {:>9.1f} {:>7.2f} {:>7.0f}% {:>4.0f}% {:>9.3f} {:>7.2f}x\n", ctx, batch, sub.method,
                            t * 1e3, sub.bytes / 1e6, gbs, 100.0 * sub.bytes / t / stream_bw, 100.0 * fma_share, floor * 1e3, speedup);

@@ -390,7 +390,8 @@ struct avx2_ops {
         core::scalar_ops::add_code_terms(o + i, sums + i, n - i, half_step);
     }
 
-    PKV_AVX2 static void finish_scores(float* s, int n, float half_step, float z, const float* table, const std::uint8_t* index) {
+    PKV_AVX2 static void finish_scores(float* s, int n, float half_step, float z, const float* table, int table_size,
+                                       const std::uint8_t* index) {
         const __m256 hs = _mm256_set1_ps(half_step), vz = _mm256_set1_ps(z);
         int i = 0;
         for (; i + 8 <= n; i += 8) {
@@ -398,7 +399,7 @@ struct avx2_ops {
             if (table != nullptr) y = _mm256_add_ps(y, gather8(table, index + i));
             _mm256_storeu_ps(s + i, y);
         }
-        core::scalar_ops::finish_scores(s + i, n - i, half_step, z, table, table != nullptr ? index + i : index);
+        core::scalar_ops::finish_scores(s + i, n - i, half_step, z, table, table_size, table != nullptr ? index + i : index);
     }
 
     PKV_AVX2 static void halves(const std::uint16_t* x, int n, float* out) {
@@ -413,6 +414,29 @@ struct avx2_ops {
         int i = 0;
         for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
         for (; i < n; ++i) y[i] = core::fma_exact(a, x[i], y[i]);
+    }
+
+    PKV_AVX2 static const std::uint8_t* indices(const std::uint8_t* idx, int first, int n, int bits, std::uint8_t* buf) {
+        if (bits == 8 || (first * bits) % 8 != 0) return core::pattern_indices(idx, first, n, bits, buf);
+        const std::uint8_t* src = idx + first * bits / 8;
+        const __m128i low = _mm_set1_epi8(static_cast<char>((1 << bits) - 1));
+        const auto field = [&](__m128i x, int shift) PKV_AVX2 { return _mm_and_si128(_mm_srli_epi16(x, shift), low); };
+        int t = 0;
+        if (bits == 4) {  // 16 indices from 8 bytes: low nibble first
+            for (; t + 16 <= n; t += 16) {
+                const __m128i x = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + t / 2));
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(buf + t), _mm_unpacklo_epi8(field(x, 0), field(x, 4)));
+            }
+        } else {  // 2 bits: 32 indices from 8 bytes, lowest bits first
+            for (; t + 32 <= n; t += 32) {
+                const __m128i x = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + t / 4));
+                const __m128i a = _mm_unpacklo_epi8(field(x, 0), field(x, 2)), b = _mm_unpacklo_epi8(field(x, 4), field(x, 6));
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(buf + t), _mm_unpacklo_epi16(a, b));
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(buf + t + 16), _mm_unpackhi_epi16(a, b));
+            }
+        }
+        core::pattern_indices(idx, first + t, n - t, bits, buf + t);
+        return buf;
     }
 
     PKV_AVX2 static void add_scaled(float a, const float* x, float* y, int n) {

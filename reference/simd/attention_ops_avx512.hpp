@@ -205,18 +205,22 @@ struct avx512_ops : avx2_ops {
         return amax / static_cast<float>(qmax);
     }
 
-    PKV_AVX512 static void finish_scores(float* s, int n, float half_step, float z, const float* table, const std::uint8_t* index) {
+    PKV_AVX512 static void finish_scores(float* s, int n, float half_step, float z, const float* table, int table_size,
+                                         const std::uint8_t* index) {
         const __m512 hs = _mm512_set1_ps(half_step), vz = _mm512_set1_ps(z);
+        // up to 16 entries (4-bit indices): the table in one register, looked up by vpermps
+        const bool in_register = table != nullptr && table_size <= 16;
+        const __m512 entries = in_register ? _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << table_size) - 1u), table) : _mm512_setzero_ps();
         int i = 0;
         for (; i + 16 <= n; i += 16) {
             __m512 y = _mm512_add_ps(_mm512_mul_ps(hs, _mm512_loadu_ps(s + i)), vz);
             if (table != nullptr) {
                 const __m512i at = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(index + i)));
-                y = _mm512_add_ps(y, _mm512_i32gather_ps(at, table, 4));
+                y = _mm512_add_ps(y, in_register ? _mm512_permutexvar_ps(at, entries) : _mm512_i32gather_ps(at, table, 4));
             }
             _mm512_storeu_ps(s + i, y);
         }
-        avx2_ops::finish_scores(s + i, n - i, half_step, z, table, table != nullptr ? index + i : index);
+        avx2_ops::finish_scores(s + i, n - i, half_step, z, table, table_size, table != nullptr ? index + i : index);
     }
 
     PKV_AVX512 static void multiply(const float* a, const float* b, int n, float* out) {
