@@ -282,15 +282,16 @@ struct bytes_kernel {
 
 /// code_sums on the byte path (2, 4 or 8 bits; the caller checked the kernel's conditions): the
 /// multipliers are prepared for up to 8 heads at a time, then Kernel::run takes passes of up to
-/// Kernel::max_heads(bits) heads.
+/// Kernel::max_heads(bits) heads. code_bits: the width the codes are centred for, when narrower
+/// codes were expanded to bytes (bits 8); 0: bits.
 template <class Kernel>
 PKV_AVX2 inline void code_sums_on_bytes(const std::uint32_t* codes, int row_words, int rows, int bits, int first, int n, const float* m,
-                                        int m_stride, int heads, bool narrow, float* out, int out_stride) {
+                                        int m_stride, int heads, bool narrow, float* out, int out_stride, int code_bits = 0) {
     const int per_pass = Kernel::max_heads(bits);
     with_multipliers(rows, [&](multipliers& mu) {
         for (int h0 = 0; h0 < heads; h0 += 8) {
             const int hb = heads - h0 < 8 ? heads - h0 : 8;
-            mu.prepare(m + h0 * m_stride, m_stride, hb, rows, bits, narrow, true);
+            mu.prepare(m + h0 * m_stride, m_stride, hb, rows, code_bits > 0 ? code_bits : bits, narrow, true);
             for (int hh = 0; hh < hb; hh += per_pass) {
                 const int k = hb - hh < per_pass ? hb - hh : per_pass;
                 float* oh = out + (h0 + hh) * out_stride;

@@ -108,6 +108,36 @@ PKV_AVX512 inline void code_sums_slices(const std::uint32_t* codes, int row_word
 }
 #undef PKV_FOR_ACC16
 
+/// Codes first .. first + n - 1 of `rows` packed 3-bit rows (ten codes per word), one byte each:
+/// out[r * n + p]. Per 64 codes of a row: the (at most 8) words they span are loaded, each qword
+/// of the result gets the two words its 8 codes lie in (vpermd), and vpmultishiftqb takes each
+/// code's bits to its own byte.
+PKV_AVX512 inline void expand_codes3(const std::uint32_t* codes, int row_words, int rows, int first, int n, std::uint8_t* out) {
+    for (int p0 = 0; p0 < n; p0 += 64) {
+        const int count = n - p0 < 64 ? n - p0 : 64, pos0 = first + p0, w0 = pos0 / 10;
+        const int words = (pos0 + count - 1) / 10 - w0 + 1;  // at most 8
+        alignas(64) std::int32_t pick[16];
+        alignas(64) std::uint8_t offset[64];
+        for (int q = 0; q < 8; ++q) {
+            const int wq = (pos0 + 8 * q) / 10 - w0;  // first word of qword q, relative to w0
+            pick[2 * q] = wq < 15 ? wq : 15;
+            pick[2 * q + 1] = wq + 1 < 15 ? wq + 1 : 15;
+            for (int j = 0; j < 8; ++j) {
+                const int pos = pos0 + 8 * q + j;
+                offset[8 * q + j] = static_cast<std::uint8_t>(3 * (pos % 10) + 32 * (pos / 10 - w0 - wq));
+            }
+        }
+        const __m512i vpick = _mm512_load_si512(pick), voffset = _mm512_load_si512(offset), seven = _mm512_set1_epi8(7);
+        const auto load_mask = static_cast<__mmask16>((1u << words) - 1u);
+        const __mmask64 store_mask = count == 64 ? ~0ull : (1ull << count) - 1ull;
+        for (int r = 0; r < rows; ++r) {
+            const __m512i w = _mm512_maskz_loadu_epi32(load_mask, codes + static_cast<std::ptrdiff_t>(r) * row_words + w0);
+            const __m512i x = _mm512_multishift_epi64_epi8(voffset, _mm512_permutexvar_epi32(vpick, w));
+            _mm512_mask_storeu_epi8(out + r * n + p0, store_mask, _mm512_and_si512(x, seven));
+        }
+    }
+}
+
 /// code_sums_slices as a byte-path kernel of code_sums_on_bytes: up to max_heads(bits) heads per
 /// pass (16 accumulators of 16 positions).
 struct slices_kernel {
@@ -152,10 +182,21 @@ PKV_AVX512 inline float lane_reduce_avx512(const float* x, const float* y, int n
 
 /// avx2_ops with the primitives that run per element of a split on 512-bit vectors (identical bits).
 struct avx512_ops : avx2_ops {
+    static constexpr int expanded_bytes = 32768;  ///< 3-bit codes expanded on the stack: a 128 x 128 page and more
+
     static void code_sums(const std::uint32_t* codes, int row_words, int rows, int bits, int first, int n, const float* m, int m_stride,
                           int heads, int multiplier_max, float* out, int out_stride) {
         const bool narrow = multiplier_max <= 127;
-        if (!detail::slice_codes(bits, narrow, rows, first, n) || rows > core::max_page_tokens || multiplier_max > 32767)
+        if (rows > core::max_page_tokens || multiplier_max > 32767)
+            return avx2_ops::code_sums(codes, row_words, rows, bits, first, n, m, m_stride, heads, multiplier_max, out, out_stride);
+        if (bits == 3 && !narrow && rows % 4 == 0 && n % 16 == 0 && rows * n <= expanded_bytes) {
+            // 3-bit codes straddle bytes: expanded to one byte each, then the 8-bit path (int16 multipliers)
+            alignas(64) std::uint8_t expanded[expanded_bytes];
+            detail::expand_codes3(codes, row_words, rows, first, n, expanded);
+            return detail::code_sums_on_bytes<detail::slices_kernel>(reinterpret_cast<const std::uint32_t*>(expanded), n / 4, rows, 8, 0, n,
+                                                                     m, m_stride, heads, false, out, out_stride, 3);
+        }
+        if (!detail::slice_codes(bits, narrow, rows, first, n))
             return avx2_ops::code_sums(codes, row_words, rows, bits, first, n, m, m_stride, heads, multiplier_max, out, out_stride);
         detail::code_sums_on_bytes<detail::slices_kernel>(codes, row_words, rows, bits, first, n, m, m_stride, heads, narrow, out, out_stride);
     }
