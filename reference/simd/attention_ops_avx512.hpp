@@ -85,16 +85,16 @@ PKV_AVX512 inline void code_sums_slices(const std::uint32_t* codes, int row_word
         const std::uint8_t* slice = base + p0 * Bits / 8;
         for (int r = 0; r < rows; r += 4) {
             const __m512i x = quad_slices(slice + r * row_bytes, row_bytes);
-            // accumulator i: head h0 + i / S, codes at shift Bits * (i % S)
+            // accumulator i: codes at shift Bits * (i / HB), head h0 + i % HB (one shift's codes serve every head, then die)
 #define PKV_DOT(i)                                                                                                        \
     if constexpr (i < S * HB) {                                                                                           \
-        const __m512i xs = _mm512_srli_epi32(x, Bits * (i % S));                                                          \
+        const __m512i xs = _mm512_srli_epi32(x, Bits * (i / HB));                                                         \
         if constexpr (Narrow) {                                                                                           \
             std::int32_t q;                                                                                               \
-            __builtin_memcpy(&q, mu.bytes + (h0 + i / S) * rows + r, 4);                                                  \
+            __builtin_memcpy(&q, mu.bytes + (h0 + i % HB) * rows + r, 4);                                                 \
             acc##i = _mm512_dpbusd_epi32(acc##i, _mm512_and_si512(xs, mask8), _mm512_set1_epi32(q));                      \
         } else {                                                                                                          \
-            const std::int32_t* q = mu.pairs + (h0 + i / S) * rows + r / 2;                                               \
+            const std::int32_t* q = mu.pairs + (h0 + i % HB) * rows + r / 2;                                              \
             acc##i = _mm512_dpwssd_epi32(acc##i, _mm512_and_si512(xs, mask16), _mm512_set1_epi32(q[0]));                  \
             acc##i = _mm512_dpwssd_epi32(acc##i, _mm512_and_si512(_mm512_srli_epi32(xs, 8), mask16), _mm512_set1_epi32(q[1])); \
         }                                                                                                                 \
@@ -103,7 +103,11 @@ PKV_AVX512 inline void code_sums_slices(const std::uint32_t* codes, int row_word
 #undef PKV_DOT
         }
         const __m512i v[16] = {acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15};
-        for (int hh = 0; hh < HB; ++hh) store_slice512<S>(v + hh * S, mu.bias[h0 + hh], out + hh * out_stride + p0);
+        for (int hh = 0; hh < HB; ++hh) {
+            __m512i x[S];
+            for (int k = 0; k < S; ++k) x[k] = v[k * HB + hh];
+            store_slice512<S>(x, mu.bias[h0 + hh], out + hh * out_stride + p0);
+        }
     }
 }
 #undef PKV_FOR_ACC16
