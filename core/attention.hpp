@@ -18,7 +18,7 @@
 //
 // The functions are templates on `Ops`, the primitives (integer code sums, fp16 conversion, the
 // fixed-order float steps). scalar_ops is the definition; a backend may pass a faster Ops computing
-// the same bits (reference/simd/ has the AVX2 one, checked by tests/test_kernels.cpp). A group of
+// the same bits (reference/simd/ has the AVX2 and AVX-512 ones, checked by tests/test_kernels.cpp). A group of
 // query heads sharing one KV head is processed together so codes are read once; every head's
 // result is the same as when processed alone.
 

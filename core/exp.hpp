@@ -33,23 +33,35 @@ PKV_HD float sqrt_rn(float x) {
 /// 2^n as a float for n in [-126, 127].
 PKV_HD float exp2_int(int n) { return bits_float(static_cast<std::uint32_t>(n + 127) << 23); }
 
+/// The constants of exp_fixed, shared with its SIMD twins (reference/simd/exp_avx*.hpp).
+namespace exp_constants {
+inline constexpr float overflow = 88.72283935546875f;     ///< larger x: +inf
+inline constexpr float underflow = -103.97283172607422f;  ///< smaller x: 0
+inline constexpr float log2e = 1.44269502162933349609375f;
+inline constexpr float minus_ln2_hi = -0.693145751953125f;  ///< n * ln2_hi is exact
+inline constexpr float minus_ln2_lo = -1.428606765330187045e-06f;
+/// exp(r) on |r| <= ln2/2: Taylor-like minimax coefficients, highest degree first (Horner).
+inline constexpr float c6 = 1.9875691500e-4f, c5 = 1.3981999507e-3f, c4 = 8.3334519073e-3f, c3 = 4.1665795894e-2f,
+                       c2 = 1.6666665459e-1f, c1 = 5.0000001201e-1f;
+} // namespace exp_constants
+
 /// e^x, within 2 ulp of the exact value for every float x (subnormal results included).
 PKV_HD float exp_fixed(float x) {
+    namespace k = exp_constants;
     if (x != x) return x;
-    if (x > 88.72283935546875f) return bits_float(0x7f800000u);
-    if (x < -103.97283172607422f) return 0.0f;
+    if (x > k::overflow) return bits_float(0x7f800000u);
+    if (x < k::underflow) return 0.0f;
     // n = round(x / ln2); r = x - n ln2 with ln2 split so n * ln2_hi is exact.
-    const float t = x * 1.44269502162933349609375f;
+    const float t = x * k::log2e;
     const float n = static_cast<float>(static_cast<int>(t + (t >= 0.0f ? 0.5f : -0.5f)));
-    float r = fma_exact(n, -0.693145751953125f, x);
-    r = fma_exact(n, -1.428606765330187045e-06f, r);
-    // exp(r) on |r| <= ln2/2: Taylor-like minimax coefficients.
-    float p = 1.9875691500e-4f;
-    p = fma_exact(p, r, 1.3981999507e-3f);
-    p = fma_exact(p, r, 8.3334519073e-3f);
-    p = fma_exact(p, r, 4.1665795894e-2f);
-    p = fma_exact(p, r, 1.6666665459e-1f);
-    p = fma_exact(p, r, 5.0000001201e-1f);
+    float r = fma_exact(n, k::minus_ln2_hi, x);
+    r = fma_exact(n, k::minus_ln2_lo, r);
+    float p = k::c6;
+    p = fma_exact(p, r, k::c5);
+    p = fma_exact(p, r, k::c4);
+    p = fma_exact(p, r, k::c3);
+    p = fma_exact(p, r, k::c2);
+    p = fma_exact(p, r, k::c1);
     p = fma_exact(p * r, r, r);
     p = p + 1.0f;
     const int ni = static_cast<int>(n);

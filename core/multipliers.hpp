@@ -44,15 +44,21 @@ PKV_HD float round_multiplier(float x, float top) {
     return round_even_small(x);
 }
 
+/// The larger of `from` and max_i |a[i]| (NaN entries are passed over): the order-free part of
+/// quantize_multipliers, also the scalar tail of its SIMD twins.
+PKV_HD float max_magnitude(const float* a, int n, float from = 0.0f) {
+    for (int i = 0; i < n; ++i) {
+        const float v = a[i] < 0.0f ? -a[i] : a[i];
+        from = v > from ? v : from;
+    }
+    return from;
+}
+
 /// Rounds a[0 .. n) in place to integer-valued floats m_i = round_even(a_i * (qmax / max|a|)),
 /// clamped to [-qmax, qmax] (a non-finite product becomes 0). Returns the step max|a| / qmax such
 /// that a_i ~ step * m_i; 0 (and all m_i = 0) when max|a| is 0.
 PKV_HD float quantize_multipliers(float* a, int n, int qmax) {
-    float amax = 0.0f;
-    for (int i = 0; i < n; ++i) {
-        const float v = a[i] < 0.0f ? -a[i] : a[i];
-        amax = v > amax ? v : amax;
-    }
+    const float amax = max_magnitude(a, n);
     if (!(amax > 0.0f)) {
         for (int i = 0; i < n; ++i) a[i] = 0.0f;
         return 0.0f;

@@ -343,11 +343,7 @@ struct avx2_ops {
         __m256 vmax = _mm256_setzero_ps();
         int i = 0;
         for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(a + i)), vmax);  // a NaN lane keeps vmax
-        float amax = lanes_extreme_avx2<true>(vmax);
-        for (; i < n; ++i) {
-            const float v = a[i] < 0.0f ? -a[i] : a[i];
-            amax = v > amax ? v : amax;
-        }
+        const float amax = core::max_magnitude(a + i, n - i, lanes_extreme_avx2<true>(vmax));
         if (!(amax > 0.0f)) return core::quantize_multipliers(a, n, qmax);
         const float r = static_cast<float>(qmax) / amax, top = static_cast<float>(qmax);
         const __m256 vr = _mm256_set1_ps(r), vtop = _mm256_set1_ps(top), vbot = _mm256_set1_ps(-top), magic = _mm256_set1_ps(12582912.0f);

@@ -1,8 +1,9 @@
 #pragma once
-// avx2_ops (attention_ops_avx2.hpp) with its heaviest primitives on 512-bit vectors (AVX-512 F,
-// BW, VL, VNNI, VBMI): the byte path of code_sums (exact integer sums, so the same bits in a
-// quarter of the instructions), exponentiate and quantize (the same per-lane operations, the same
-// lane order). Only used when simd::have_avx512() is true.
+// avx2_ops (attention_ops_avx2.hpp) with its per-element primitives on 512-bit vectors (AVX-512
+// F, BW, VL, VNNI, VBMI): the byte path of code_sums, 3-bit codes included (exact integer sums, so
+// the same bits in a quarter of the instructions); exponentiate, quantize, finish_scores, multiply,
+// dot and max (the same per-lane operations, the same lane order). Only used when
+// simd::have_avx512() is true.
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -117,18 +118,19 @@ PKV_AVX512 inline void code_sums_slices(const std::uint32_t* codes, int row_word
 /// of the result gets the two words its 8 codes lie in (vpermd), and vpmultishiftqb takes each
 /// code's bits to its own byte.
 PKV_AVX512 inline void expand_codes3(const std::uint32_t* codes, int row_words, int rows, int first, int n, std::uint8_t* out) {
+    constexpr int cpw = core::codes_per_word(3);
     for (int p0 = 0; p0 < n; p0 += 64) {
-        const int count = n - p0 < 64 ? n - p0 : 64, pos0 = first + p0, w0 = pos0 / 10;
-        const int words = (pos0 + count - 1) / 10 - w0 + 1;  // at most 8
-        alignas(64) std::int32_t pick[16];
-        alignas(64) std::uint8_t offset[64];
+        const int count = n - p0 < 64 ? n - p0 : 64, pos0 = first + p0, w0 = pos0 / cpw;
+        const int words = (pos0 + count - 1) / cpw - w0 + 1;  // at most 8
+        alignas(64) std::int32_t pick[16];    // qword q: words w0 + wq and w0 + wq + 1 (at most 8: a zero lane)
+        alignas(64) std::uint8_t offset[64];  // code 8 q + j: its bit offset in qword q
         for (int q = 0; q < 8; ++q) {
-            const int wq = (pos0 + 8 * q) / 10 - w0;  // first word of qword q, relative to w0
-            pick[2 * q] = wq < 15 ? wq : 15;
-            pick[2 * q + 1] = wq + 1 < 15 ? wq + 1 : 15;
+            const int wq = (pos0 + 8 * q) / cpw - w0;
+            pick[2 * q] = wq;
+            pick[2 * q + 1] = wq + 1;
             for (int j = 0; j < 8; ++j) {
                 const int pos = pos0 + 8 * q + j;
-                offset[8 * q + j] = static_cast<std::uint8_t>(3 * (pos % 10) + 32 * (pos / 10 - w0 - wq));
+                offset[8 * q + j] = static_cast<std::uint8_t>(3 * (pos % cpw) + 32 * (pos / cpw - w0 - wq));
             }
         }
         const __m512i vpick = _mm512_load_si512(pick), voffset = _mm512_load_si512(offset), seven = _mm512_set1_epi8(7);
@@ -180,8 +182,7 @@ PKV_AVX512 inline float lane_reduce_avx512(const float* x, const float* y, int n
     alignas(64) float lanes[core::reduction_lanes];
     _mm512_store_ps(lanes, a);
     _mm512_store_ps(lanes + 16, b);
-    for (int l = 0; j0 + l < n; ++l) lanes[l] = lanes[l] + (Mul ? x[j0 + l] * y[j0 + l] : x[j0 + l]);
-    return core::fold_lanes(lanes);
+    return fold_partial(lanes, n - j0, [&](int l) { return Mul ? x[j0 + l] * y[j0 + l] : x[j0 + l]; });
 }
 
 /// avx2_ops with the primitives that run per element of a split on 512-bit vectors (identical bits).
@@ -221,22 +222,14 @@ struct avx512_ops : avx2_ops {
         alignas(64) float lanes[core::reduction_lanes];
         _mm512_store_ps(lanes, a);
         _mm512_store_ps(lanes + 16, b);
-        for (int l = 0; i + l < n; ++l) {
-            s[i + l] = core::exp_fixed(s[i + l] - m);
-            lanes[l] = lanes[l] + s[i + l];
-        }
-        return core::fold_lanes(lanes);
+        return fold_partial(lanes, n - i, [&](int l) { return s[i + l] = core::exp_fixed(s[i + l] - m); });
     }
 
     PKV_AVX512 static float quantize(float* a, int n, int qmax) {  // core::quantize_multipliers, 16 lanes
         __m512 vmax = _mm512_setzero_ps();
         int i = 0;
         for (; i + 16 <= n; i += 16) vmax = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(a + i)), vmax);  // a NaN lane keeps vmax
-        float amax = _mm512_reduce_max_ps(vmax);
-        for (; i < n; ++i) {
-            const float v = a[i] < 0.0f ? -a[i] : a[i];
-            amax = v > amax ? v : amax;
-        }
+        const float amax = core::max_magnitude(a + i, n - i, _mm512_reduce_max_ps(vmax));
         if (!(amax > 0.0f)) return core::quantize_multipliers(a, n, qmax);
         const float r = static_cast<float>(qmax) / amax, top = static_cast<float>(qmax);
         const __m512 vr = _mm512_set1_ps(r), vtop = _mm512_set1_ps(top), vbot = _mm512_set1_ps(-top), magic = _mm512_set1_ps(12582912.0f);

@@ -21,20 +21,17 @@ PKV_AVX512 inline __m512 exp_fixed_avx512(__m512 x) {
         const __m256 hi = exp_fixed_avx2(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
         return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
     }
-    const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269502162933349609375f));
+    namespace k = core::exp_constants;
+    const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(k::log2e));
     // n = (float)(int)(t + copysign(0.5, t)), as the scalar code
     const __m512i sign = _mm512_and_si512(_mm512_castps_si512(t), _mm512_set1_epi32(static_cast<int>(0x80000000u)));
     const __m512 half = _mm512_castsi512_ps(_mm512_or_si512(sign, _mm512_castps_si512(_mm512_set1_ps(0.5f))));
     const __m512i ni = _mm512_cvttps_epi32(_mm512_add_ps(t, half));
     const __m512 n = _mm512_cvtepi32_ps(ni);
-    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693145751953125f), x);
-    r = _mm512_fmadd_ps(n, _mm512_set1_ps(-1.428606765330187045e-06f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(k::minus_ln2_hi), x);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(k::minus_ln2_lo), r);
+    __m512 p = _mm512_set1_ps(k::c6);
+    for (const float c : {k::c5, k::c4, k::c3, k::c2, k::c1}) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
     p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r);
     p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
     return _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(ni, _mm512_set1_epi32(127)), 23)));

@@ -35,6 +35,14 @@ PKV_AVX2 inline float lanes_extreme_avx2(__m256 v) {
     return _mm_cvtss_f32(m);
 }
 
+/// core's order after whole 32-element blocks: lanes holds their 32 lane sums; term(l) joins lane l
+/// for each of the `left` (< 32) remaining elements, then the lanes fold.
+template <class Term>
+inline float fold_partial(float (&lanes)[core::reduction_lanes], int left, Term&& term) {
+    for (int l = 0; l < left; ++l) lanes[l] = lanes[l] + term(l);
+    return core::fold_lanes(lanes);
+}
+
 /// sum_j a[j] (Mul = false) or sum_j a[j] * b[j] (Mul = true, mul then add) in lane order.
 template <bool Mul>
 PKV_AVX2 inline float lane_reduce_avx2(const float* a, const float* b, int n) {
@@ -57,8 +65,7 @@ PKV_AVX2 inline float lane_reduce_avx2(const float* a, const float* b, int n) {
     _mm256_store_ps(lanes + 8, s1);
     _mm256_store_ps(lanes + 16, s2);
     _mm256_store_ps(lanes + 24, s3);
-    for (int l = 0; j0 + l < n; ++l) lanes[l] = lanes[l] + (Mul ? a[j0 + l] * b[j0 + l] : a[j0 + l]);
-    return core::fold_lanes(lanes);
+    return fold_partial(lanes, n - j0, [&](int l) { return Mul ? a[j0 + l] * b[j0 + l] : a[j0 + l]; });
 }
 
 } // namespace patternkv::simd
