@@ -33,6 +33,8 @@ struct options {
     std::vector<std::int64_t> contexts{1024, 4096, 16384, 65536};
     std::vector<int> batches{1, 8};
     std::string only;  ///< comma-separated parts to run (decode, flush, prefill, threads); empty = all
+    /// decode methods: fp32, fp16 (always run: the baseline), kivi-B, patternkv-B for B in 2, 3, 4, 8
+    std::vector<std::string> methods{"fp32", "fp16", "kivi-2", "kivi-4", "patternkv-2", "patternkv-4"};
     bool runs(const char* part) const { return only.empty() || ("," + only + ",").find(std::string(",") + part + ",") != std::string::npos; }
 };
 
@@ -88,7 +90,7 @@ struct decode_subject {
 };
 
 void bench_decode(const options& o, double stream_bw, double fma_peak, json_writer& js) {
-    const std::vector<std::string> methods{"fp32", "fp16", "kivi-2", "kivi-4", "patternkv-2", "patternkv-4"};
+    const std::vector<std::string>& methods = o.methods;
     for (const bool half : {false, true})
         if (const double e = pkv_bench::dense_baseline_error(half); !(e < 1e-4))
             throw std::runtime_error(fmt::format("dense {} baseline self-check failed: relative error {:.3g}", half ? "fp16" : "fp32", e));
@@ -248,10 +250,28 @@ void bench_threads(json_writer& js) {
 void usage() {
     fmt::print(
         "usage: patternkv-bench [--quick] [--json FILE] [--contexts 1024,4096,...] [--batches 1,8]\n"
-        "                       [--only decode,flush,prefill,threads]\n"
+        "                       [--only decode,flush,prefill,threads] [--methods fp16,kivi-3,patternkv-3,...]\n"
         "  Measures, in one run: read bandwidth, decode attention of fp32/fp16 baselines, KIVI and PatternKV\n"
         "  at 2 and 4 bits, append/flush cost, prefill cost against prefill attention, thread scaling.\n"
-        "  --quick: contexts 1K-64K at batch 1 and 1K-4K at batch 8, fewer repetitions (< 2 minutes).\n");
+        "  --quick: contexts 1K-64K at batch 1 and 1K-4K at batch 8, fewer repetitions (< 2 minutes).\n"
+        "  --methods: the decode methods (fp32, fp16, kivi-B, patternkv-B, B in 2, 3, 4, 8); fp16 always runs.\n");
+}
+
+// The --methods list, checked, with the fp16 baseline added when missing.
+std::vector<std::string> decode_methods(const std::string& list) {
+    std::vector<std::string> out;
+    std::size_t at = 0;
+    while (at <= list.size()) {
+        const std::size_t end = std::min(list.find(',', at), list.size());
+        const std::string m = list.substr(at, end - at);
+        const bool quantized = (m.rfind("kivi-", 0) == 0 && m.size() == 6) || (m.rfind("patternkv-", 0) == 0 && m.size() == 11);
+        if (m != "fp32" && m != "fp16" && !(quantized && std::string("2348").find(m.back()) != std::string::npos))
+            throw std::runtime_error("--methods: unknown method '" + m + "' (fp32, fp16, kivi-B, patternkv-B with B in 2, 3, 4, 8)");
+        out.push_back(m);
+        at = end + 1;
+    }
+    if (std::find(out.begin(), out.end(), "fp16") == out.end()) out.insert(out.begin(), "fp16");
+    return out;
 }
 
 template <class T>
@@ -283,6 +303,7 @@ int main(int argc, char** argv) {
             else if (a == "--contexts") o.contexts = parse_list<std::int64_t>(next());
             else if (a == "--batches") o.batches = parse_list<int>(next());
             else if (a == "--only") o.only = next();
+            else if (a == "--methods") o.methods = decode_methods(next());
             else if (a == "--help" || a == "-h") return usage(), 0;
             else throw std::runtime_error("unknown argument " + a);
         }
