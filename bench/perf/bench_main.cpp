@@ -89,6 +89,15 @@ struct decode_subject {
     std::vector<double> times;
 };
 
+// Rounds of a decode cell: at least 11 (9 at 64K and beyond, whose steps are long), and more where
+// a round is short, so that a cell is measured for about 0.3 s: a median of 11 sub-millisecond steps
+// moved by a few percent from run to run, which is the size of the gaps this table is read for.
+int rounds_for(std::int64_t ctx, double round_seconds) {
+    const int least = ctx >= 65536 ? 9 : 11;
+    const double wanted = 0.3 / std::max(round_seconds, 1e-6);
+    return static_cast<int>(std::clamp(wanted, static_cast<double>(least), 401.0));
+}
+
 void bench_decode(const options& o, double stream_bw, double fma_peak, json_writer& js) {
     const std::vector<std::string>& methods = o.methods;
     for (const bool half : {false, true})
@@ -105,7 +114,6 @@ void bench_decode(const options& o, double stream_bw, double fma_peak, json_writ
     for (int batch : o.batches)
         for (std::int64_t ctx : o.contexts) {
             if (o.quick && batch > 1 && ctx > 4096) continue;
-            const int rounds = ctx >= 65536 ? 9 : 11;
             const auto q = pseudo_random(static_cast<std::size_t>(batch) * q_heads * head_dim, 99, 1.0f);
             std::vector<float> out(q.size());
             std::vector<decode_subject> subjects;
@@ -123,11 +131,14 @@ void bench_decode(const options& o, double stream_bw, double fma_peak, json_writ
                 if (sub.dense) return pkv_bench::dense_decode_attention(*sub.dense, q.data(), out.data());
                 sub.cache->attend(patternkv::view_f32(q.data(), batch, q_heads, head_dim), patternkv::view_f32(out.data(), batch, q_heads, head_dim));
             };
-            for (int r = -1; r < rounds; ++r)  // round -1 warms up
+            const double warm_start = pkv_bench::now_seconds();
+            for (auto& sub : subjects) step(sub);  // warms up, and times one round
+            const int rounds = rounds_for(ctx, pkv_bench::now_seconds() - warm_start);
+            for (int r = 0; r < rounds; ++r)
                 for (auto& sub : subjects) {
                     const double t0 = pkv_bench::now_seconds();
                     step(sub);
-                    if (r >= 0) sub.times.push_back(pkv_bench::now_seconds() - t0);
+                    sub.times.push_back(pkv_bench::now_seconds() - t0);
                 }
             const double fmas = 2.0 * static_cast<double>(batch) * static_cast<double>(ctx) * kv_heads * head_dim * (q_heads / kv_heads);
             for (auto& sub : subjects) std::sort(sub.times.begin(), sub.times.end());
