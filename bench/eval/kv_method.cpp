@@ -18,7 +18,8 @@ namespace pkveval {
 std::string method_names_help() {
     return "fp32, kivi-B, pertoken-B, patternkv-B, patternkv-B-nogate; B = 2, 3, 4 or 8 bits for K and V, "
            "or K-V for separate widths (kivi-4-2: K 4 bits, V 2 bits); +key=value appends a config setting "
-           "for that method only (patternkv-2+num_patterns=8)";
+           "for that method only (patternkv-2+num_patterns=8); +exact_sink=N (diagnosis, slow) attends the first N "
+           "prompt tokens at full precision over the dequantized cache and counts them as fp16";
 }
 
 std::vector<std::string> default_methods() {
@@ -87,6 +88,12 @@ method_spec parse_method(const std::string& name, const std::vector<setting>& se
     std::vector<setting> all = sets;
     all.insert(all.end(), own.begin(), own.end());  // a method's own settings win
     for (const auto& [key, value] : all) {
+        if (key == "exact_sink") {
+            s.exact_sink = parse_bits(value);
+            if (s.exact_sink < 0 && value != "0") throw eval_error(fmt::format("method {}: exact_sink={} is not a count of tokens", name, value));
+            s.exact_sink = std::max(s.exact_sink, 0);
+            continue;
+        }
         try {
             s.cfg.set(key, value);
         } catch (const patternkv::error& e) {
@@ -105,7 +112,7 @@ method_cache::method_cache(method_spec spec, const model_config& mc, std::int64_
         k_[l].resize(static_cast<std::size_t>(capacity) * mc.kv_dim());
         v_[l].resize(static_cast<std::size_t>(capacity) * mc.kv_dim());
     }
-    if (spec_.exact || mc.local_layers() > 0) scratch_.resize(static_cast<std::size_t>(capacity) * mc.n_heads);
+    if (spec_.exact || mc.local_layers() > 0 || spec_.exact_sink > 0) scratch_.resize(static_cast<std::size_t>(capacity) * mc.n_heads);
     try {
         for (int l = 0; l < mc.n_layers; ++l) {
             if (exact_layer(l)) continue;
@@ -126,6 +133,13 @@ void method_cache::prefill(int layer, const float* k, const float* v, int tokens
         size_[layer] = tokens;
         return;
     }
+    if (spec_.exact_sink > 0) {
+        sink_k_.resize(mc_.n_layers);
+        sink_v_.resize(mc_.n_layers);
+        const std::size_t n = static_cast<std::size_t>(std::min(spec_.exact_sink, tokens)) * mc_.kv_dim();
+        sink_k_[layer].assign(k, k + n);
+        sink_v_[layer].assign(v, v + n);
+    }
     try {
         caches_[library_index_[layer]].prefill(0, patternkv::view_f32(k, tokens, mc_.n_kv_heads, mc_.head_dim),
                                                patternkv::view_f32(v, tokens, mc_.n_kv_heads, mc_.head_dim));
@@ -136,30 +150,53 @@ void method_cache::prefill(int layer, const float* k, const float* v, int tokens
 
 void method_cache::step(int layer, const float* q, const float* k, const float* v, float* out) {
     const auto t0 = std::chrono::steady_clock::now();
-    const int hd = mc_.head_dim, kvd = mc_.kv_dim(), group = mc_.n_heads / mc_.n_kv_heads;
+    const int hd = mc_.head_dim, kvd = mc_.kv_dim();
     if (exact_layer(layer)) {
         int& n = size_[layer];
         if (n >= capacity_) throw eval_error("fp32 cache: capacity exhausted");
         std::copy_n(k, kvd, k_[layer].data() + static_cast<std::size_t>(n) * kvd);
         std::copy_n(v, kvd, v_[layer].data() + static_cast<std::size_t>(n) * kvd);
         ++n;
-        const int first = mc_.first_visible(layer, n - 1);
-        const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-        tbb::parallel_for(0, mc_.n_heads, [&](int h) {
-            const int kvh = h / group;
-            attend_exact(q + h * hd, k_[layer].data() + kvh * hd, v_[layer].data() + kvh * hd, first, n, kvd, hd, scale,
-                         scratch_.data() + static_cast<std::size_t>(h) * capacity_, out + h * hd);
-        });
+        attend_all_heads(layer, q, k_[layer].data(), v_[layer].data(), n, out);
     } else {
         patternkv::layer_cache& cache = caches_[library_index_[layer]];
         try {
             cache.append(patternkv::view_f32(k, 1, mc_.n_kv_heads, hd), patternkv::view_f32(v, 1, mc_.n_kv_heads, hd));
-            cache.attend(patternkv::view_f32(q, 1, mc_.n_heads, hd), patternkv::view_f32(out, 1, mc_.n_heads, hd));
+            if (spec_.exact_sink > 0) attend_dequantized(layer, q, out);
+            else cache.attend(patternkv::view_f32(q, 1, mc_.n_heads, hd), patternkv::view_f32(out, 1, mc_.n_heads, hd));
         } catch (const patternkv::error& e) {
             throw eval_error(fmt::format("method {}: layer {} decode step failed: {}", spec_.name, layer, e.what()));
         }
     }
     step_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void method_cache::attend_all_heads(int layer, const float* q, const float* k, const float* v, int n, float* out) {
+    const int hd = mc_.head_dim, kvd = mc_.kv_dim(), group = mc_.n_heads / mc_.n_kv_heads;
+    const int first = mc_.first_visible(layer, n - 1);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    tbb::parallel_for(0, mc_.n_heads, [&](int h) {
+        const int kvh = h / group;
+        attend_exact(q + h * hd, k + kvh * hd, v + kvh * hd, first, n, kvd, hd, scale, scratch_.data() + static_cast<std::size_t>(h) * capacity_,
+                     out + h * hd);
+    });
+}
+
+void method_cache::attend_dequantized(int layer, const float* q, float* out) {
+    const patternkv::layer_cache& cache = caches_[library_index_[layer]];
+    const int n = static_cast<int>(cache.size(0)), hd = mc_.head_dim;
+    dequant_k_.resize(static_cast<std::size_t>(capacity_) * mc_.kv_dim());
+    dequant_v_.resize(dequant_k_.size());
+    cache.dequantize(0, patternkv::view_f32(dequant_k_.data(), n, mc_.n_kv_heads, hd), patternkv::view_f32(dequant_v_.data(), n, mc_.n_kv_heads, hd));
+    std::copy(sink_k_[layer].begin(), sink_k_[layer].end(), dequant_k_.begin());
+    std::copy(sink_v_[layer].begin(), sink_v_[layer].end(), dequant_v_.begin());
+    attend_all_heads(layer, q, dequant_k_.data(), dequant_v_.data(), n, out);
+}
+
+std::uint64_t method_cache::sink_bytes() const {
+    std::uint64_t n = 0;
+    for (const auto& rows : sink_k_) n += 2 * 2 * rows.size();  // fp16 K and V
+    return n;
 }
 
 bool method_cache::exact_layer(int layer) const { return spec_.exact || mc_.is_local(layer); }
@@ -170,14 +207,14 @@ std::uint64_t method_cache::bytes() const {
         for (int s : size_) n += static_cast<std::uint64_t>(s) * mc_.kv_dim() * 2 * 4;
         return n;
     }
-    std::uint64_t n = 0;
+    std::uint64_t n = sink_bytes();
     for (const auto& c : caches_) n += c.memory().total_bytes();
     return n;
 }
 
 double method_cache::bits_per_element() const {
     if (spec_.exact) return 32.0;
-    std::uint64_t bytes = 0, elements = 0;
+    std::uint64_t bytes = sink_bytes(), elements = 0;
     for (const auto& c : caches_) {
         const patternkv::memory_report m = c.memory();
         bytes += m.total_bytes();

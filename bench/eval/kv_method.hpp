@@ -20,6 +20,10 @@ struct method_spec {
     std::string family;        ///< the name without its bit widths: "kivi", "patternkv-nogate", "fp32"
     bool exact = false;        ///< fp32: no library, exact attention
     patternkv::config cfg;     ///< library config (shape filled from the model)
+    /// Diagnosis (`+exact_sink=N`): the first N prompt tokens are attended at full precision and the
+    /// rest as the cache dequantizes them, by exact attention over the dequantized cache, which is
+    /// slower than attention on codes. Bits count those tokens once more, as fp16 K and V rows.
+    int exact_sink = 0;
 };
 
 using setting = std::pair<std::string, std::string>;
@@ -70,7 +74,16 @@ private:
     std::vector<std::vector<float>> k_, v_;           // exact layers: [layer][token][kv_dim] (empty for the others)
     std::vector<int> size_;                           // exact layers: tokens per layer
     std::vector<float> scratch_;
+    std::vector<std::vector<float>> sink_k_, sink_v_;  // exact_sink: [layer][token][kv_dim] of the first prompt tokens
+    std::vector<float> dequant_k_, dequant_v_;         // exact_sink: one layer's dequantized cache
     double step_seconds_ = 0.0;
+
+    /// Exact attention of every query head over k, v [n][kv_dim] (a sliding-window layer: its window).
+    void attend_all_heads(int layer, const float* q, const float* k, const float* v, int n, float* out);
+    /// exact_sink: attention over layer `layer`'s dequantized cache, its first tokens exact.
+    void attend_dequantized(int layer, const float* q, float* out);
+    /// Bytes of the fp16 sink rows exact_sink counts, over the quantized layers.
+    std::uint64_t sink_bytes() const;
 };
 
 } // namespace pkveval
