@@ -41,15 +41,20 @@ eval_bin="build-main/bench/eval/patternkv-eval"
 # --- 4. evaluation: the program's default methods (KIVI's 2/3/4-bit curve, PatternKV at 2/3/4 bits and
 #        two ablations), at a 1K and a 4K prompt, each over several chunks of the GPL-3 text ---
 mkdir -p results
-run_eval() {  # model-file name prefill tokens chunks
+run_eval() {  # model-file name prefill tokens chunks [methods]
     echo "main-job: $2 on GPL-3, $5 chunk(s) of prefill $3 + decode $4" >&2
     local t0=$(date +%s)
-    "$eval_bin" --model "$1" --prefill "$3" --tokens "$4" --chunks "$5" \
+    "$eval_bin" --model "$1" --prefill "$3" --tokens "$4" --chunks "$5" ${6:+--methods "$6"} \
         --json "results/$2.json" --plot "results/$2.svg" | tee "results/$2.txt"
     echo "wall time of the command: $(( $(date +%s) - t0 )) s" | tee -a "results/$2.txt"
 }
 run_eval "$gguf" smollm2-gpl3-1k 1024 256 3
 run_eval "$gguf" smollm2-gpl3-4k 4096 512 2
+# the attention-sink diagnosis (docs/accuracy.md, section 5): the first prompt token exact, for KIVI and
+# PatternKV alike, against the published KIVI's curve (slow path: about 5 minutes)
+sink="fp32,kivi-2,kivi-3,kivi-4,patternkv-2,patternkv-3"
+for m in kivi-2 kivi-3 patternkv-2 patternkv-3; do sink="$sink,$m+exact_sink=1"; done
+run_eval "$gguf" smollm2-sink-1k 1024 256 3 "$sink"
 
 # Gemma 3 270M (head_dim 256, sliding-window layers): a greedy generation as a smoke test, then the table
 echo "main-job: Gemma 3 270M greedy generation (smoke test)" >&2
