@@ -89,9 +89,8 @@ method_spec parse_method(const std::string& name, const std::vector<setting>& se
     all.insert(all.end(), own.begin(), own.end());  // a method's own settings win
     for (const auto& [key, value] : all) {
         if (key == "exact_sink") {
-            s.exact_sink = parse_bits(value);
-            if (s.exact_sink < 0 && value != "0") throw eval_error(fmt::format("method {}: exact_sink={} is not a count of tokens", name, value));
-            s.exact_sink = std::max(s.exact_sink, 0);
+            s.exact_sink = value == "0" ? 0 : parse_bits(value);
+            if (s.exact_sink < 0) throw eval_error(fmt::format("method {}: exact_sink={} is not a count of tokens", name, value));
             continue;
         }
         try {
