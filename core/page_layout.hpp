@@ -28,6 +28,19 @@ struct page_geometry {
     bool patterns;      ///< V pattern indices and gate bits are stored
     bool k_patterns;    ///< K is aligned to patterns too: K pattern indices are stored (config::k_patterns)
     int index_bits = 8; ///< bits per pattern index: index_bits_for(bank capacity), 2, 4 or 8
+    int sink = 0;       ///< S: a sequence's first S tokens stay in fp16 for good (config::sink_tokens)
+
+    // The fp16 rows of a (sequence, head) are one buffer of window_rows(): the sink rows [0, S),
+    // then the window [S, S + R). Its row count (window_count) covers both, so attention reads one
+    // contiguous run and a sequence holds pages * R + window_count tokens. The sink fills first;
+    // pages begin after it.
+    PKV_HD int window_rows() const { return sink + tokens; }
+    /// Whether a buffer of `count` rows is full: the next token first flushes rows [S, S + R).
+    PKV_HD bool window_full(int count) const { return count == sink + tokens; }
+    /// Pages a prompt of T tokens fills (the sink first, then whole pages; the rest stays fp16).
+    PKV_HD std::int64_t prompt_pages(std::int64_t T) const { return (T - prompt_sink(T)) / tokens; }
+    /// Sink rows a prompt of T tokens fills.
+    PKV_HD std::int64_t prompt_sink(std::int64_t T) const { return T < sink ? T : sink; }
 
     PKV_HD int k_row_words() const { return k_per_channel ? words_for_codes(tokens, k_bits) : words_for_codes(d, k_bits); }
     PKV_HD int k_code_words() const { return (k_per_channel ? d : tokens) * k_row_words(); }
@@ -97,6 +110,12 @@ PKV_HD const std::uint8_t* pattern_indices(const std::uint8_t* idx, int first, i
 } // namespace patternkv::core
 
 namespace patternkv::core {
+
+/// Tokens one attention split reads at most: a split's pages, or the sink and window rows.
+PKV_HD int split_tokens(const page_geometry& g) {
+    const int history = pages_per_split(g.tokens) * g.tokens;
+    return history > g.window_rows() ? history : g.window_rows();
+}
 
 /// All pages of one (sequence, KV head), stored as contiguous arrays indexed by page.
 struct head_pages {

@@ -127,7 +127,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     cfg.k_bits = in.pick({2, 3, 4, 8, 5});
     cfg.v_bits = in.pick({2, 3, 4, 8, 1});
     cfg.k_mode = in.u8() % 2 ? patternkv::k_quant_mode::per_token : patternkv::k_quant_mode::per_channel;
-    cfg.residual_length = cfg.pattern_window = in.pick({1, 2, 4, 8, 16, 32, 5});
+    cfg.residual_length = in.pick({1, 2, 4, 8, 16, 32, 5});
     cfg.k_group = in.pick({1, 2, 4, 8, 16, 32, 3});
     cfg.k_token_group = in.pick({0, 1, 2, 4, 8, 16});
     cfg.v_group = in.pick({0, 1, 2, 4, 8, 16});
@@ -138,7 +138,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     cfg.k_channel_select = in.u8() % 2;
     cfg.gate = static_cast<patternkv::gate_mode>(in.u8() % 3);
     cfg.kmeans_iterations = in.pick({1, 2, 3});
-    if (in.u8() == 255) cfg.pattern_window = static_cast<int>(in.u32());
+    cfg.sink_tokens = in.pick({0, 1, 2, 3, 40});
+    if (in.u8() == 255) cfg.sink_tokens = static_cast<int>(in.u32());
     if (in.u8() == 255) {
         const std::uint32_t bits = in.u32();
         std::memcpy(&cfg.softmax_scale, &bits, 4);

@@ -105,8 +105,8 @@ void config::validate() const {
     require(num_patterns >= 0 && num_patterns <= (max_patterns == 0 ? core::max_bank_patterns : max_patterns), "num_patterns",
             num_patterns, max_patterns == 0 ? fmt::format("must be in [0, {}]", core::max_bank_patterns)
                                             : fmt::format("must be in [0, max_patterns = {}]", max_patterns));
-    require(pattern_window == residual_length, "pattern_window", pattern_window,
-            fmt::format("must equal residual_length = {} in this version", residual_length));
+    require(sink_tokens >= 0 && sink_tokens <= core::max_page_tokens, "sink_tokens", sink_tokens,
+            fmt::format("must be in [0, {}]", core::max_page_tokens));
     if (!(gate_alpha > 0.0 && gate_alpha < 0.5)) invalid("gate_alpha", fmt::format("{}", gate_alpha), "must be in (0, 0.5)");
     require(kmeans_iterations >= 1, "kmeans_iterations", kmeans_iterations, "must be >= 1");
     if (!(kmeans_tolerance >= 0.0f) || !std::isfinite(kmeans_tolerance))
@@ -117,11 +117,11 @@ void config::validate() const {
 
 std::string config::describe() const {
     return fmt::format(
-        "d={} kv_heads={} q_heads={} K:{}b {} group={} V:{}b group={} R={} patterns={} (max {}, grow {}, on K {}, K channel select {}) gate={} "
+        "d={} kv_heads={} q_heads={} K:{}b {} group={} V:{}b group={} R={} sink={} patterns={} (max {}, grow {}, on K {}, K channel select {}) gate={} "
         "alpha={} kmeans(iters={}, tol={}, seed={}) scale={}",
         head_dim, num_kv_heads, num_q_heads, k_bits, k_mode == k_quant_mode::per_channel ? "per-channel" : "per-token",
         k_mode == k_quant_mode::per_channel ? k_group : k_token_group_size(), v_bits, v_group_size(), residual_length,
-        num_patterns, max_patterns, grow_patterns, k_patterns, k_channel_select, gate_name(gate), gate_alpha, kmeans_iterations, kmeans_tolerance,
+        sink_tokens, num_patterns, max_patterns, grow_patterns, k_patterns, k_channel_select, gate_name(gate), gate_alpha, kmeans_iterations, kmeans_tolerance,
         seed, scale());
 }
 
@@ -136,9 +136,9 @@ void config::set(const std::string& key, const std::string& value) {
     else if (key == "k_group") c.k_group = parse_small_int(key, value);
     else if (key == "k_token_group") c.k_token_group = parse_small_int(key, value);
     else if (key == "v_group") c.v_group = parse_small_int(key, value);
-    else if (key == "residual_length") c.residual_length = c.pattern_window = parse_small_int(key, value);
+    else if (key == "residual_length") c.residual_length = parse_small_int(key, value);
     else if (key == "num_patterns") c.num_patterns = parse_small_int(key, value);
-    else if (key == "pattern_window") c.pattern_window = parse_small_int(key, value);
+    else if (key == "sink_tokens") c.sink_tokens = parse_small_int(key, value);
     else if (key == "max_patterns") c.max_patterns = parse_small_int(key, value);
     else if (key == "grow_patterns") c.grow_patterns = parse_bool(key, value);
     else if (key == "k_patterns") c.k_patterns = parse_bool(key, value);
@@ -173,6 +173,7 @@ config kivi_config(int bits) {
     config c = patternkv_config(bits);
     c.num_patterns = 0;
     c.grow_patterns = false;
+    c.sink_tokens = 0;
     return c;
 }
 

@@ -110,10 +110,11 @@ void mine_bank(layer_cache_state& s, bool v, int seq, int h, const std::uint16_t
     (v ? s.v_bank_size : s.k_bank_size)[s.sh(seq, h)] = n;
 }
 
-// Flush of one (seq, head) for K or V: Chebyshev centre into the bank, then the window becomes a page.
+// Flush of one (seq, head) for K or V: Chebyshev centre into the bank, then the window (the rows
+// after the sink) becomes a page.
 void flush_head(layer_cache_state& s, bool v, int seq, int h) {
     const int d = s.d(), R = s.geom.tokens;
-    const std::uint16_t* w = s.window(v, seq, h);
+    const std::uint16_t* w = s.window(v, seq, h) + static_cast<std::size_t>(s.geom.sink) * d;
     if (s.side_has_patterns(v) && (v || !s.selects_k_channels())) {  // a selected K bank stays as mined
         int& nb = (v ? s.v_bank_size : s.k_bank_size)[s.sh(seq, h)];
         if (nb < s.bank_capacity) {
@@ -175,32 +176,36 @@ class cpu_backend final : public cache_backend {
 public:
     backend kind() const override { return backend::cpu; }
 
+    // The sink rows are copied as they are; banks are mined from the tokens after them.
     void prefill(layer_cache_state& s, int seq, const std::uint16_t* xk, const std::uint16_t* xv, int T) override {
-        const int R = s.geom.tokens, full = T / R;
+        const int R = s.geom.tokens, full = static_cast<int>(s.geom.prompt_pages(T)), sink = static_cast<int>(s.geom.prompt_sink(T));
+        const std::size_t d = static_cast<std::size_t>(s.d());
         tbb::parallel_for(0, 2 * s.heads(), [&](int task) {
             const bool isv = task % 2 == 1;
             const int h = task / 2;
-            const std::uint16_t* x = (isv ? xv : xk) + static_cast<std::size_t>(h) * T * s.d();
-            if (s.side_has_patterns(isv)) mine_bank(s, isv, seq, h, x, T);
-            encode_pages(s, isv, seq, h, x, 0, full, false);
-            std::copy(x + static_cast<std::size_t>(full) * R * s.d(), x + static_cast<std::size_t>(T) * s.d(), s.window(isv, seq, h));
+            const std::uint16_t* x = (isv ? xv : xk) + h * T * d;
+            const std::uint16_t* after_sink = x + sink * d;
+            if (s.side_has_patterns(isv) && T > sink) mine_bank(s, isv, seq, h, after_sink, T - sink);
+            encode_pages(s, isv, seq, h, after_sink, 0, full, false);
+            std::uint16_t* w = std::copy(x, after_sink, s.window(isv, seq, h));
+            std::copy(after_sink + full * R * d, x + T * d, w);
         });
     }
 
     // A full window is flushed when the next token arrives, i.e. after the attention that saw it
     // (method.md section 6): attention always sees 1..R window tokens.
     void append(layer_cache_state& s, std::span<const int> seqs, const std::uint16_t* xk, const std::uint16_t* xv) override {
-        const int d = s.d(), R = s.geom.tokens;
+        const int d = s.d();
         const auto n = static_cast<std::int64_t>(seqs.size());
         bool any_full = false;
-        for (std::int64_t i = 0; i < n; ++i) any_full |= s.window_count[seqs[i]] == R;
+        for (std::int64_t i = 0; i < n; ++i) any_full |= s.geom.window_full(s.window_count[seqs[i]]);
         if (any_full)
             tbb::parallel_for(std::int64_t{0}, n * s.heads() * 2, [&](std::int64_t task) {
                 const int seq = seqs[task / (2 * s.heads())];
-                if (s.window_count[seq] == R) flush_head(s, task % 2 == 1, seq, static_cast<int>(task / 2 % s.heads()));
+                if (s.geom.window_full(s.window_count[seq])) flush_head(s, task % 2 == 1, seq, static_cast<int>(task / 2 % s.heads()));
             });
         for (std::int64_t i = 0; i < n; ++i) {
-            const int seq = seqs[i], w = s.window_count[seq] == R ? 0 : s.window_count[seq];
+            const int seq = seqs[i], w = s.geom.window_full(s.window_count[seq]) ? s.geom.sink : s.window_count[seq];
             for (int h = 0; h < s.heads(); ++h) {
                 const std::size_t src = (static_cast<std::size_t>(h) * n + i) * d;
                 std::copy_n(xk + src, d, s.window(false, seq, h) + static_cast<std::size_t>(w) * d);

@@ -26,10 +26,12 @@ void layer_cache::dequantize(int seq, tensor_view k, tensor_view v) const {
         const core::head_pages hp = s.head(seq, h);
         const std::uint16_t* kb = s.bank(false, seq, h);
         const std::uint16_t* vb = s.bank(true, seq, h);
+        // token order: the sink rows, the pages, the window (the rows after the sink)
+        const std::int64_t sink = s.geom.prompt_sink(T), paged = static_cast<std::int64_t>(s.pages[seq]) * R;
         for (std::int64_t t = 0; t < T; ++t) {
-            const int p = static_cast<int>(t / R), i = static_cast<int>(t % R);
-            const bool history = p < s.pages[seq];
-            if (history) {
+            const std::int64_t u = t - sink;
+            const int p = static_cast<int>(u / R), i = static_cast<int>(u % R);
+            if (u >= 0 && u < paged) {
                 const core::page_view pv = hp.page(p);
                 core::dequantize_k_row(s.geom, pv, i, row);
                 const std::uint16_t* km = s.side_has_patterns(false) ? kb + core::pattern_index(pv.k_index, i, s.geom.index_bits) * d : nullptr;
@@ -39,8 +41,9 @@ void layer_cache::dequantize(int seq, tensor_view k, tensor_view v) const {
                 const std::uint16_t* vm = gated ? vb + core::pattern_index(pv.v_index, i, s.geom.index_bits) * d : nullptr;
                 for (int j = 0; j < d; ++j) vo[v.offset(t, h, j)] = vm != nullptr ? row[j] + core::half_to_float(vm[j]) : row[j];
             } else {
-                const std::uint16_t* wk = s.window(false, seq, h) + static_cast<std::size_t>(i) * d;
-                const std::uint16_t* wv = s.window(true, seq, h) + static_cast<std::size_t>(i) * d;
+                const std::size_t row = static_cast<std::size_t>(u < 0 ? t : sink + u - paged);
+                const std::uint16_t* wk = s.window(false, seq, h) + row * d;
+                const std::uint16_t* wv = s.window(true, seq, h) + row * d;
                 for (int j = 0; j < d; ++j) {
                     ko[k.offset(t, h, j)] = core::half_to_float(wk[j]);
                     vo[v.offset(t, h, j)] = core::half_to_float(wv[j]);

@@ -16,6 +16,8 @@
 //               v_gate   [pages * gate_words]   u32
 //               k_bank   [k_bank_size * d] fp16     v_bank [v_bank_size * d] fp16
 //               window_k [window_count * d] fp16    window_v [window_count * d] fp16
+//                        (the sink rows first, then the window: page_layout.hpp; version 4, which
+//                         stores sink_tokens where versions 2-3 stored pattern_window)
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -31,6 +33,7 @@ static_assert(std::endian::native == std::endian::little,
 inline constexpr char file_magic[8] = {'P', 'K', 'V', 'C', 'A', 'C', 'H', 'E'};
 inline constexpr char layer_magic[8] = {'P', 'K', 'V', 'L', 'A', 'Y', 'E', 'R'};
 /// 2: k_patterns in the layer header (K pattern indices only when it is 1); windows may be full.
+/// 4: sink_tokens replaces pattern_window; window rows include the sink rows.
 inline constexpr std::uint32_t format_version = cache_file_version;
 /// Written as a native u32; reads back as 0x04030201 from a byte-swapped (big-endian) file.
 inline constexpr std::uint32_t endian_marker = 0x01020304u;
@@ -59,7 +62,7 @@ struct layer_header {
     std::int32_t head_dim, num_kv_heads, num_q_heads, k_bits, v_bits;
     std::uint32_t k_mode;          ///< k_quant_mode: 0 per_channel, 1 per_token
     std::int32_t k_group, k_token_group, v_group, residual_length;
-    std::int32_t num_patterns, pattern_window, max_patterns;
+    std::int32_t num_patterns, sink_tokens, max_patterns;
     std::uint32_t grow_patterns;   ///< 0 or 1
     std::uint32_t gate;            ///< gate_mode: 0 z_test, 1 always, 2 never
     std::uint32_t kmeans_iterations;

@@ -44,7 +44,7 @@ void check_seq(const layer_cache_state& s, const char* what, int seq) {
 core::page_geometry geometry_of(const config& c) {
     const bool per_channel = c.k_mode == k_quant_mode::per_channel;
     return {c.head_dim,       c.residual_length,  c.k_bits,     c.v_bits, per_channel, per_channel ? c.k_group : c.k_token_group_size(),
-            c.v_group_size(), c.num_patterns > 0, c.k_patterns, core::index_bits_for(c.bank_capacity())};
+            c.v_group_size(), c.num_patterns > 0, c.k_patterns, core::index_bits_for(c.bank_capacity()), c.sink_tokens};
 }
 
 core::head_pages layer_cache_state::head(int seq, int h) const {
@@ -91,7 +91,7 @@ layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens, 
     const long double reserve_bytes =
         static_cast<long double>(batch) * s.heads() *
             (static_cast<long double>(s.max_pages) * static_cast<long double>(s.geom.page_bytes()) +
-             4.0L * (s.bank_capacity + s.geom.tokens) * s.d()) +
+             4.0L * (s.bank_capacity + s.geom.window_rows()) * s.d()) +
         static_cast<long double>(batch) * cfg.num_q_heads * 4.0L *
             ((static_cast<long double>(s.max_pages) + 2) * core::partial_stride(s.d(), s.bank_capacity) + 3.0L * s.d());
     if (reserve_bytes > 0x1p62L)
@@ -109,8 +109,8 @@ layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens, 
     reserve_zeroed(s.v_bank, heads * s.bank_capacity * s.d());
     reserve_zeroed(s.k_bank_size, heads);
     reserve_zeroed(s.v_bank_size, heads);
-    reserve_zeroed(s.window_k, heads * s.geom.tokens * s.d());
-    reserve_zeroed(s.window_v, heads * s.geom.tokens * s.d());
+    reserve_zeroed(s.window_k, heads * s.geom.window_rows() * s.d());
+    reserve_zeroed(s.window_v, heads * s.geom.window_rows() * s.d());
     reserve_zeroed(s.pages, static_cast<std::size_t>(batch));
     reserve_zeroed(s.window_count, static_cast<std::size_t>(batch));
     for (int i = 0; i < batch; ++i) s.all_seqs.push_back(i);
@@ -146,8 +146,8 @@ void layer_cache::prefill(int seq, const_tensor_view k, const_tensor_view v) {
     detail::to_cache_half("prefill v", v, xv);
     s.reserve_thread_scratch();
     s.impl->prefill(s, seq, xk.data(), xv.data(), static_cast<int>(T));
-    s.pages[seq] = static_cast<int>(T / s.geom.tokens);
-    s.window_count[seq] = static_cast<int>(T % s.geom.tokens);
+    s.pages[seq] = static_cast<int>(s.geom.prompt_pages(T));
+    s.window_count[seq] = static_cast<int>(T - s.geom.prompt_pages(T) * s.geom.tokens);
 }
 
 void layer_cache::append(std::span<const int> seqs, const_tensor_view k, const_tensor_view v) {
@@ -168,9 +168,9 @@ void layer_cache::append(std::span<const int> seqs, const_tensor_view k, const_t
     s.reserve_thread_scratch();
     s.impl->append(s, seqs, s.in_k.data(), s.in_v.data());
     for (const int seq : seqs) {
-        if (s.window_count[seq] == s.geom.tokens) {  // the backend flushed it before storing the new token
+        if (s.geom.window_full(s.window_count[seq])) {  // the backend flushed it before storing the new token
             ++s.pages[seq];
-            s.window_count[seq] = 0;
+            s.window_count[seq] = s.geom.sink;
         }
         ++s.window_count[seq];
     }

@@ -1,6 +1,7 @@
 #pragma once
 // Internal state of layer_cache (CPU reference backend). Arrays are indexed by sh = seq * H + head
-// and preallocated for max_tokens per sequence at construction.
+// and preallocated for max_tokens per sequence at construction. window_count counts the fp16 rows
+// of a sequence, sink included (core::page_geometry::window_rows).
 #include <algorithm>
 #include <cstdint>
 #include <memory>
@@ -86,18 +87,17 @@ struct layer_cache_state {
         return (v ? v_bank : k_bank).data() + sh(seq, h) * bank_capacity * d();
     }
     std::uint16_t* window(bool v, int seq, int h) {
-        return (v ? window_v : window_k).data() + sh(seq, h) * geom.tokens * d();
+        return (v ? window_v : window_k).data() + sh(seq, h) * geom.window_rows() * d();
     }
     const std::uint16_t* window(bool v, int seq, int h) const {
-        return (v ? window_v : window_k).data() + sh(seq, h) * geom.tokens * d();
+        return (v ? window_v : window_k).data() + sh(seq, h) * geom.window_rows() * d();
     }
     // Per-thread scratch of the CPU kernels, in floats: page encoding, a flush's centre, one
     // attention split, one split combine.
     std::size_t encode_scratch_floats() const { return static_cast<std::size_t>(2 * geom.tokens + bank_capacity) * d(); }
     std::size_t flush_scratch_floats() const { return static_cast<std::size_t>(geom.tokens + 1) * d(); }
     std::size_t split_scratch_floats() const {
-        return static_cast<std::size_t>(core::split_scratch_floats(gqa(), core::pages_per_split(geom.tokens) * geom.tokens, d(),
-                                                                   geom.tokens, d() / geom.v_group));
+        return static_cast<std::size_t>(core::split_scratch_floats(gqa(), core::split_tokens(geom), d(), geom.tokens, d() / geom.v_group));
     }
     std::size_t combine_scratch_floats() const { return static_cast<std::size_t>(bank_capacity + d()); }
     std::size_t max_scratch_floats() const {

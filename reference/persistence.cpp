@@ -157,7 +157,7 @@ void write_layer(std::vector<std::uint8_t>& out, const layer_cache& cache, std::
     lh.v_group = c.v_group;
     lh.residual_length = c.residual_length;
     lh.num_patterns = c.num_patterns;
-    lh.pattern_window = c.pattern_window;
+    lh.sink_tokens = c.sink_tokens;
     lh.max_patterns = c.max_patterns;
     lh.grow_patterns = c.grow_patterns ? 1 : 0;
     lh.gate = static_cast<std::uint32_t>(c.gate);
@@ -291,7 +291,7 @@ config config_of(const layer_header& h, std::uint32_t layer) {
     c.v_group = h.v_group;
     c.residual_length = h.residual_length;
     c.num_patterns = h.num_patterns;
-    c.pattern_window = h.pattern_window;
+    c.sink_tokens = h.sink_tokens;
     c.max_patterns = h.max_patterns;
     c.grow_patterns = h.grow_patterns != 0;
     c.k_patterns = h.k_patterns != 0;
@@ -435,9 +435,13 @@ std::uint64_t parse_layer(std::span<const std::uint8_t> image, std::uint64_t at,
     std::uint64_t longest = 0, payload = 0;
     for (std::uint64_t seq = 0; seq < B; ++seq) {
         const seq_entry& e = out.seqs[seq];
-        if (e.window_count > R)
-            corrupt(fmt::format("layer {}, sequence {}: window_count = {} (must be <= residual_length = {})", layer, seq,
-                                e.window_count, R));
+        const std::uint64_t rows = static_cast<std::uint64_t>(out.geom.window_rows()), sink = static_cast<std::uint64_t>(out.geom.sink);
+        if (e.window_count > rows)
+            corrupt(fmt::format("layer {}, sequence {}: window_count = {} (must be <= sink_tokens + residual_length = {})", layer,
+                                seq, e.window_count, rows));
+        if (e.pages > 0 && e.window_count < sink)
+            corrupt(fmt::format("layer {}, sequence {}: {} pages but window_count = {} (pages follow a full sink of {} rows)", layer,
+                                seq, e.pages, e.window_count, sink));
         const std::uint64_t tokens = static_cast<std::uint64_t>(e.pages) * R + e.window_count;
         if (tokens > static_cast<std::uint64_t>(h.max_tokens))
             corrupt(fmt::format("layer {}, sequence {}: {} tokens ({} pages + {} window) exceed the stored max_tokens = {}",

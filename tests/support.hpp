@@ -46,7 +46,7 @@ inline patternkv::config with_shape(patternkv::config c, int kv_heads, int head_
     c.head_dim = head_dim;
     c.num_kv_heads = kv_heads;
     c.num_q_heads = q_heads;
-    c.residual_length = c.pattern_window = c.k_group = R;
+    c.residual_length = c.k_group = R;
     return c;
 }
 

@@ -22,7 +22,6 @@ patternkv::config make_config(const attention_case& a) {
     c.num_kv_heads = 2;
     c.num_q_heads = 2 * a.gqa;
     c.residual_length = 32;
-    c.pattern_window = 32;
     c.k_group = 32;
     return c;
 }
@@ -83,7 +82,7 @@ TEST_CASE("a batch of sequences of different lengths attends each over its own c
     c.head_dim = 64;
     c.num_kv_heads = 2;
     c.num_q_heads = 8;
-    c.residual_length = c.pattern_window = c.k_group = 32;
+    c.residual_length = c.k_group = 32;
     const int H = 2, d = 64, Hq = 8, B = 4;
     const int prompts[B] = {5, 64, 40, 0};
     const int first_append[B] = {0, 10, 3, 1};  // sequence i joins decoding at step first_append[i]
@@ -131,7 +130,7 @@ TEST_CASE("strided and fp16/bf16 inputs give the same cache as contiguous fp32 h
     c.head_dim = 16;
     c.num_kv_heads = 2;
     c.num_q_heads = 4;
-    c.residual_length = c.pattern_window = c.k_group = 16;
+    c.residual_length = c.k_group = 16;
     const int T = 40, H = 2, d = 16;
     auto k = pkv_test::synthetic_kv(5, T, H, d, true);
     auto v = pkv_test::synthetic_kv(6, T, H, d, false);

@@ -186,7 +186,7 @@ TEST_CASE("wrong magic, version and byte order") {
     fh.version = 2;  // one byte per pattern index
     std::memcpy(f.data(), &fh, sizeof fh);
     patternkv::detail::refresh_checksums(f);
-    expect_error(f, "unsupported format version 2 (this library reads version 3)");
+    expect_error(f, "unsupported format version 2 (this library reads version 4)");
 
     f = reference_file();
     fh.version = patternkv::detail::format_version;
@@ -269,12 +269,14 @@ TEST_CASE("sequence tables and payload contents that break invariants are named"
         return f;
     };
     const std::size_t t0 = l.layers[0].table;  // seq entries {pages, window_count} x 3, then bank entries x 6
-    expect_error(edited(t0 + 4, std::uint32_t{R + 1}), "sequence 0: window_count = 17 (must be <= residual_length = 16)");
+    // layer 0 keeps one sink row before its windows
+    expect_error(edited(t0 + 4, std::uint32_t{R + 2}), "sequence 0: window_count = 18 (must be <= sink_tokens + residual_length = 17)");
     expect_error(edited(t0, std::uint32_t{1000}), "exceed the stored max_tokens");
     expect_error(edited(t0, std::uint32_t{0xffffffffu}), "exceed the stored max_tokens");
     expect_error(edited(t0 + 24, std::uint32_t{9}), "bank size 9 exceeds the bank capacity 8");
     expect_error(edited(t0 + 24 + 2 * 8 + 4, std::uint32_t{1}), "sequence 1, kv head 0: bank size 1 for an empty sequence");
-    expect_error(edited(t0 + 8, std::uint32_t{1}), "payload_bytes = ");  // counters no longer match the payload
+    expect_error(edited(t0 + 8, std::uint32_t{1}), "sequence 1: 1 pages but window_count = 0 (pages follow a full sink of 1 rows)");
+    expect_error(edited(t0 + 12, std::uint32_t{1}), "payload_bytes = ");  // counters no longer match the payload
     const std::size_t t1 = l.layers[1].table;  // KIVI: no patterns, capacity 0
     expect_error(edited(t1 + 8, std::uint32_t{1}), "bank size 1 exceeds the bank capacity 0");
 

@@ -69,7 +69,7 @@ TEST_CASE("PatternKV-2, head_dim 64, GQA 4, batch of 4 different lengths: identi
     c.head_dim = 64;
     c.num_kv_heads = 4;
     c.num_q_heads = 16;
-    c.residual_length = c.pattern_window = c.k_group = 64;  // 300 steps = several flushes per sequence
+    c.residual_length = c.k_group = 64;  // 300 steps = several flushes per sequence
     check_thread_counts(c, 4);
 }
 

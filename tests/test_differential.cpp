@@ -150,20 +150,25 @@ std::vector<diff_case> make_cases() {
     variant("v_group=16", [](config& c) { c.v_group = 16; });
     variant("k_group=32", [](config& c) { c.k_group = 32; });
     variant("k_token_group=16", [](config& c) { c.k_token_group = 16; }, "per-token");
-    variant("R=32", [](config& c) { c.residual_length = c.pattern_window = 32; c.k_group = 32; }, "patternkv", {300, 90}, 100);
-    variant("R=64", [](config& c) { c.residual_length = c.pattern_window = 64; c.k_group = 64; });
-    variant("R=2048", [](config& c) { c.residual_length = c.pattern_window = 2048; c.k_group = 2048; }, "patternkv", {4200, 10}, 20);
+    variant("R=32", [](config& c) { c.residual_length = 32; c.k_group = 32; }, "patternkv", {300, 90}, 100);
+    variant("R=64", [](config& c) { c.residual_length = 64; c.k_group = 64; });
+    variant("R=2048", [](config& c) { c.residual_length = 2048; c.k_group = 2048; }, "patternkv", {4200, 10}, 20);
     variant("max_patterns=33", [](config& c) { c.max_patterns = 33; }, "patternkv", {300, 90}, 300);  // 8-bit indices
     variant("max_patterns=4", [](config& c) { c.num_patterns = 3; c.max_patterns = 4; }, "patternkv", {300, 90}, 300);  // 2-bit
-    variant("R=5,max_patterns=4", [](config& c) { c.residual_length = c.pattern_window = 5; c.k_group = 5; c.num_patterns = 2;
+    variant("R=5,max_patterns=4", [](config& c) { c.residual_length = 5; c.k_group = 5; c.num_patterns = 2;
                                                   c.max_patterns = 4; }, "patternkv", {40, 30}, 300);  // a page's last index byte half used
     variant("grow_patterns=0", [](config& c) { c.grow_patterns = false; });
     variant("k_patterns=1", [](config& c) { c.k_patterns = true; }, "patternkv", {300, 90}, 300);
     variant("k_patterns=1,k_channel_select=0", [](config& c) { c.k_patterns = true; c.k_channel_select = false; }, "patternkv",
             {300, 90}, 300);
-    variant("k_patterns=1,R=32", [](config& c) { c.k_patterns = true; c.residual_length = c.pattern_window = 32; c.k_group = 32; },
+    variant("k_patterns=1,R=32", [](config& c) { c.k_patterns = true; c.residual_length = 32; c.k_group = 32; },
             "patternkv", {20, 90}, 100);
     variant("num_patterns=8", [](config& c) { c.num_patterns = 8; });
+    variant("sink_tokens=0", [](config& c) { c.sink_tokens = 0; });
+    // prompts shorter than the sink, an empty one, and sink rows filled by appends
+    variant("sink_tokens=5,R=32", [](config& c) { c.sink_tokens = 5; c.residual_length = 32; c.k_group = 32; }, "patternkv",
+            {3, 0, 90}, 100);
+    variant("sink_tokens=4", [](config& c) { c.sink_tokens = 4; }, "kivi", {2, 300}, 140);
     variant("kmeans_iterations=1", [](config& c) { c.kmeans_iterations = 1; });
     variant("config.seed=7", [](config& c) { c.seed = 7; });
     variant("softmax_scale=0.3", [](config& c) { c.softmax_scale = 0.3f; });

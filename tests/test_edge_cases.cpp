@@ -12,9 +12,10 @@ patternkv::config small(patternkv::config c = patternkv::patternkv_config(2)) {
     c.head_dim = d;
     c.num_kv_heads = H;
     c.num_q_heads = Hq;
-    c.residual_length = c.pattern_window = c.k_group = R;
+    c.residual_length = c.k_group = R;
     if (c.num_patterns > 0) c.num_patterns = 32;  // the paper's setting, K bank growing at every flush
     c.k_channel_select = false;
+    c.sink_tokens = 0;  // every prompt token is mined (test_sink.cpp covers the sink)
     return c;
 }
 

@@ -464,7 +464,7 @@ TEST_CASE("whole history and window splits: AVX2 and AVX-512 primitives equal th
                 c.head_dim = d;
                 c.num_kv_heads = 2;
                 c.num_q_heads = 8;
-                c.residual_length = c.pattern_window = c.k_group = 64;
+                c.residual_length = c.k_group = 64;
                 if (d == 128) c.v_group = 32;  // 256: one V group, 512-bit slices at every width
                 const int T = 300, H = 2, G = 4;
                 patternkv::layer_cache cache(c, 1, T);

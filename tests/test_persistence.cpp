@@ -71,8 +71,9 @@ std::vector<std::uint8_t> live_snapshot(const layer_cache& cache) {
             take(s.v_bank_size, sh, 1);
             take(s.k_bank, sh * s.bank_capacity * d, static_cast<std::size_t>(s.k_bank_size[sh]) * d);
             take(s.v_bank, sh * s.bank_capacity * d, static_cast<std::size_t>(s.v_bank_size[sh]) * d);
-            take(s.window_k, sh * R * d, static_cast<std::size_t>(s.window_count[seq]) * d);
-            take(s.window_v, sh * R * d, static_cast<std::size_t>(s.window_count[seq]) * d);
+            const auto w0 = static_cast<std::size_t>(s.window(false, seq, h) - s.window_k.data());  // sink and window rows
+            take(s.window_k, w0, static_cast<std::size_t>(s.window_count[seq]) * d);
+            take(s.window_v, w0, static_cast<std::size_t>(s.window_count[seq]) * d);
         }
     }
     return out;
@@ -126,7 +127,8 @@ void check_round_trip(const config& c, const std::vector<int>& lengths, std::uin
     CHECK(live_snapshot(loaded) == live_snapshot(original));
     // without stale data in `original` (no flush by the appends), even reserved memory matches
     bool flushed = false;
-    for (const int L : lengths) flushed |= L > 0 && std::max(0, L - 5) % R + 5 >= R;
+    for (std::size_t i = 0; i < lengths.size(); ++i)
+        flushed |= original.quantized_size(static_cast<int>(i)) > original.state().geom.prompt_pages(std::max(0, lengths[i] - 5)) * R;
     if (!flushed) CHECK(pkv_test::snapshot(loaded) == pkv_test::snapshot(original));
     for (int i = 0; i < original.batch(); ++i) {
         CHECK(loaded.size(i) == original.size(i));

@@ -139,6 +139,7 @@ errors measure(const patternkv::config& c, const std::vector<float>& k, const st
 patternkv::config with_shape(patternkv::config c) {
     c.head_dim = dim;
     c.num_kv_heads = c.num_q_heads = heads;
+    c.sink_tokens = 0;  // the 128 tokens form exactly one page: this measures page quantization
     return c;
 }
 

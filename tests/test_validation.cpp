@@ -14,7 +14,7 @@ patternkv::config small_config() {
     c.head_dim = d;
     c.num_kv_heads = H;
     c.num_q_heads = Hq;
-    c.residual_length = c.pattern_window = c.k_group = 16;
+    c.residual_length = c.k_group = 16;
     return c;
 }
 
@@ -65,7 +65,8 @@ TEST_CASE("invalid configurations name the field") {
     expect_config_error("num_q_heads", [](auto& c) { c.num_q_heads = 3; });
     expect_config_error("num_kv_heads", [](auto& c) { c.num_kv_heads = 0; });
     expect_config_error("residual_length", [](auto& c) { c.residual_length = 0; });
-    expect_config_error("pattern_window", [](auto& c) { c.pattern_window = 8; });
+    expect_config_error("sink_tokens", [](auto& c) { c.sink_tokens = -1; });
+    expect_config_error("sink_tokens", [](auto& c) { c.sink_tokens = 4097; });
     expect_config_error("max_patterns", [](auto& c) { c.max_patterns = 300; c.num_patterns = 32; });
     expect_config_error("num_patterns", [](auto& c) { c.num_patterns = 40; c.max_patterns = 33; });
     expect_config_error("gate_alpha", [](auto& c) { c.gate_alpha = 0.7; });

@@ -115,7 +115,7 @@ inline gpu_backend::gpu_backend(const layer_cache_state& s, backend kind)
 
     const std::size_t BQ = B * q_heads_, stride = static_cast<std::size_t>(core::partial_stride(d_, cap_));
     // one query head per thread; V's scratch holds this config's V groups per token, not the d bound
-    work_stride_ = core::split_scratch_floats(1, pps_ * R_, d_, R_, d_ / s.geom.v_group);
+    work_stride_ = core::split_scratch_floats(1, core::split_tokens(s.geom), d_, R_, d_ / s.geom.v_group);
     in_ = gpu::malloc_device<std::uint16_t>(2 * BH * d_);
     q_ = gpu::malloc_device<float>(BQ * d_);
     q_tau_ = gpu::malloc_device<float>(BQ * d_);
@@ -180,36 +180,41 @@ inline void gpu_backend::select_k_channels(const layer_cache_state& s, int seq, 
 }
 
 inline void gpu_backend::prefill(layer_cache_state& s, int seq, const std::uint16_t* xk, const std::uint16_t* xv, int T) {
+    // The sink rows stay as they are (cpu_backend.cpp: prefill); M tokens after them are mined and paged.
+    const core::page_geometry& g = arrays_.g;
     const std::int64_t H = heads_, n = H * T * d_;
-    const int full = T / R_;
+    const int full = static_cast<int>(g.prompt_pages(T)), sink = static_cast<int>(g.prompt_sink(T)), M = T - sink;
+    const int tail = M - full * R_;
     gpu::device_buffer<std::uint16_t> x = gpu::malloc_device<std::uint16_t>(static_cast<std::size_t>(2 * n));
     gpu::copy_to_device(x.get(), xk, static_cast<std::size_t>(n));
     gpu::copy_to_device(x.get() + n, xv, static_cast<std::size_t>(n));
-    gpu::device_buffer<float> rows = gpu::malloc_device<float>(static_cast<std::size_t>(2 * n));
-    gpu::launch(halves_to_floats_kernel, gpu::blocks_for(2 * n, elementwise_threads), elementwise_threads, "halves_to_floats",
-                x.get(), 2 * n, rows.get());
+    const std::int64_t m = H * M * d_;  // floats per K or V of the mined rows
+    gpu::device_buffer<float> rows = gpu::malloc_device<float>(static_cast<std::size_t>(2 * m));
+    if (M > 0)
+        gpu::launch(prompt_rows_kernel, gpu::blocks_for(2 * m, elementwise_threads), elementwise_threads, "prompt_rows", x.get(),
+                    static_cast<int>(2 * H), T, sink, d_, rows.get());
 
-    // Banks (kmeans_miner::mine): the tokens themselves when T <= num_patterns, else k-means.
+    // Banks (kmeans_miner::mine): the tokens themselves when M <= num_patterns, else k-means.
     int bank = 0;
-    if (cap_ > 0) {
+    if (cap_ > 0 && M > 0) {
         const int k = kmeans_.num_patterns;
-        if (T <= k) {
-            bank = T;
-            gpu::launch(bank_from_tokens_kernel, gpu::blocks_for(2 * n, elementwise_threads), elementwise_threads, "bank_from_tokens",
-                        arrays_, seq, rows.get(), T);
+        if (M <= k) {
+            bank = M;
+            gpu::launch(bank_from_tokens_kernel, gpu::blocks_for(2 * m, elementwise_threads), elementwise_threads, "bank_from_tokens",
+                        arrays_, seq, rows.get(), M);
         } else {
             bank = k;
             auto centroids = gpu::malloc_device<float>(static_cast<std::size_t>(2 * H * k * d_));
-            auto assign = gpu::malloc_device<int>(static_cast<std::size_t>(2 * H * T));
+            auto assign = gpu::malloc_device<int>(static_cast<std::size_t>(2 * H * M));
             auto chosen = gpu::malloc_device<int>(static_cast<std::size_t>(2 * H * k));
             auto keys = gpu::malloc_device<std::uint64_t>(static_cast<std::size_t>(2 * H * k));
-            const kmeans_args a{arrays_, seq, T, rows.get(), k, kmeans_.iterations, kmeans_.tolerance, kmeans_.seed,
+            const kmeans_args a{arrays_, seq, M, rows.get(), k, kmeans_.iterations, kmeans_.tolerance, kmeans_.seed,
                                 centroids.get(), assign.get(), chosen.get(), keys.get()};
             gpu::launch_with_barriers(kmeans_kernel, static_cast<unsigned>(2 * H), kmeans_threads, "kmeans", a);
             gpu::check(gpu::synchronize(), "k-means");  // before the scratch is freed
         }
     }
-    if (cap_ > 0 && s.selects_k_channels() && bank > 0) select_k_channels(s, seq, rows.get(), T, bank);
+    if (cap_ > 0 && s.selects_k_channels() && bank > 0) select_k_channels(s, seq, rows.get(), M, bank);
     // The new bank sizes go to the device now and to the host state only once everything succeeded.
     std::copy(s.k_bank_size.begin(), s.k_bank_size.end(), meta_host_.begin() + meta_.k_bank_size);
     std::copy(s.v_bank_size.begin(), s.v_bank_size.end(), meta_host_.begin() + meta_.v_bank_size);
@@ -225,10 +230,13 @@ inline void gpu_backend::prefill(layer_cache_state& s, int seq, const std::uint1
 
     gpu::device_buffer<float> resid;
     gpu::device_buffer<std::uint8_t> flags;
-    if (full > 0) encode(1, full, rows.get(), 0, static_cast<std::int64_t>(T) * d_, false, resid, flags);
-    if (T % R_ != 0)
-        gpu::launch(window_tail_kernel, gpu::blocks_for(2 * H * (T % R_) * d_, elementwise_threads), elementwise_threads,
-                    "window_tail", arrays_, seq, x.get(), T, full * R_);
+    if (full > 0) encode(1, full, rows.get(), 0, static_cast<std::int64_t>(M) * d_, false, resid, flags);
+    if (sink > 0)
+        gpu::launch(window_rows_kernel, gpu::blocks_for(2 * H * sink * d_, elementwise_threads), elementwise_threads, "sink_rows",
+                    arrays_, seq, x.get(), T, 0, sink, 0);
+    if (tail > 0)
+        gpu::launch(window_rows_kernel, gpu::blocks_for(2 * H * tail * d_, elementwise_threads), elementwise_threads, "window_tail",
+                    arrays_, seq, x.get(), T, sink + full * R_, tail, sink);
     gpu::check(gpu::synchronize(), "prefill");
     if (cap_ > 0)
         for (int h = 0; h < heads_; ++h) {
@@ -252,7 +260,7 @@ inline void gpu_backend::append(layer_cache_state& s, std::span<const int> seqs,
     for (int i = 0; i < n; ++i) {
         const int seq = seqs[i];
         meta_host_[meta_.seqs + i] = seq;
-        if (s.window_count[seq] != R_) continue;  // full windows flush before the new token (cpu_backend.cpp)
+        if (!arrays_.g.window_full(s.window_count[seq])) continue;  // full windows flush before the new token (cpu_backend.cpp)
         meta_host_[meta_.job_seq + jobs] = seq;
         meta_host_[meta_.job_page + jobs] = s.pages[seq];
         for (int kv = 0; kv < 2; ++kv)
@@ -277,7 +285,7 @@ inline void gpu_backend::append(layer_cache_state& s, std::span<const int> seqs,
             gpu::launch(chebyshev_centre_kernel, gpu::blocks_for(static_cast<std::int64_t>(jobs) * 2 * H * d_, E), E,
                         "chebyshev_centre", arrays_, m + meta_.job_seq, jobs, m + meta_.centre_slot, flush_rows_.get());
         encode(jobs, 1, flush_rows_.get(), 2 * H * per, per, true, flush_resid_, flush_flags_);
-        for (int i = 0; i < jobs; ++i) meta_host_[meta_.window_count + meta_host_[meta_.job_seq + i]] = 0;  // emptied
+        for (int i = 0; i < jobs; ++i) meta_host_[meta_.window_count + meta_host_[meta_.job_seq + i]] = arrays_.g.sink;  // emptied
         gpu::copy_to_device(meta_dev_.get(), meta_host_.data(), meta_.total);
     }
     gpu::launch(window_write_kernel, gpu::blocks_for(static_cast<std::int64_t>(n) * 2 * H * d_, E), E, "window_write", arrays_,

@@ -44,9 +44,9 @@ struct cache_arrays {
     PKV_HD std::uint16_t* bank(bool v, int seq, int h) const {
         return (v ? v_bank : k_bank) + sh(seq, h) * bank_capacity * g.d;
     }
-    /// fp16 window of K or V [R][d].
+    /// fp16 rows of K or V, sink then window [S + R][d].
     PKV_HD std::uint16_t* window(bool v, int seq, int h) const {
-        return (v ? window_v : window_k) + sh(seq, h) * g.tokens * g.d;
+        return (v ? window_v : window_k) + sh(seq, h) * g.window_rows() * g.d;
     }
 };
 

@@ -274,13 +274,24 @@ __global__ void __launch_bounds__(kmeans_threads) kmeans_kernel(kmeans_args p) {
     for (int i = tid; i < k * d; i += kmeans_threads) bank[i] = core::float_to_half(core::round_to_half(cent[i]));
 }
 
-/// The last T mod R prompt tokens go to the window. x: fp16 [2][H][T][d].
-__global__ void window_tail_kernel(cache_arrays a, int seq, const std::uint16_t* x, int T, int first) {
-    const std::int64_t per = static_cast<std::int64_t>(T - first) * a.g.d;
+/// Prompt rows [first, first + count) go to the fp16 rows from row `to` (the sink rows, then the
+/// tokens after the last whole page). x: fp16 [2][H][T][d].
+__global__ void window_rows_kernel(cache_arrays a, int seq, const std::uint16_t* x, int T, int first, int count, int to) {
+    const std::int64_t per = static_cast<std::int64_t>(count) * a.g.d;
     const std::int64_t idx = thread_index();
     if (idx >= 2 * a.heads * per) return;
     const int block = static_cast<int>(idx / per), kv = block / a.heads, h = block % a.heads;
-    a.window(kv == 1, seq, h)[idx % per] = x[static_cast<std::int64_t>(block) * T * a.g.d + static_cast<std::int64_t>(first) * a.g.d + idx % per];
+    a.window(kv == 1, seq, h)[static_cast<std::int64_t>(to) * a.g.d + idx % per] =
+        x[static_cast<std::int64_t>(block) * T * a.g.d + static_cast<std::int64_t>(first) * a.g.d + idx % per];
+}
+
+/// Prompt rows [first, T) of every (K/V, head) as floats: out [2][H][T - first][d]. x: fp16 [2][H][T][d].
+__global__ void prompt_rows_kernel(const std::uint16_t* x, int blocks, int T, int first, int d, float* out) {
+    const std::int64_t per = static_cast<std::int64_t>(T - first) * d;
+    const std::int64_t idx = thread_index();
+    if (idx >= blocks * per) return;
+    const std::int64_t block = idx / per;
+    out[idx] = core::half_to_float(x[block * T * d + static_cast<std::int64_t>(first) * d + idx % per]);
 }
 
 // --- append / flush -------------------------------------------------------------------------------
@@ -295,13 +306,13 @@ __global__ void window_write_kernel(cache_arrays a, cache_counters c, const int*
     a.window(kv == 1, seq, h)[c.window_count[seq] * d + j] = x[((static_cast<std::int64_t>(kv) * H + h) * n + i) * d + j];
 }
 
-/// Windows of the flushing sequences as floats: out [jobs][2][H][R][d].
+/// Windows (the rows after the sink) of the flushing sequences as floats: out [jobs][2][H][R][d].
 __global__ void window_to_float_kernel(cache_arrays a, const int* job_seq, int jobs, float* out) {
     const std::int64_t per = static_cast<std::int64_t>(a.g.tokens) * a.g.d;
     const std::int64_t idx = thread_index();
     if (idx >= static_cast<std::int64_t>(jobs) * 2 * a.heads * per) return;
     const int block = static_cast<int>(idx / per), job = block / (2 * a.heads), kv = block / a.heads % 2, h = block % a.heads;
-    out[idx] = core::half_to_float(a.window(kv == 1, job_seq[job], h)[idx % per]);
+    out[idx] = core::half_to_float(a.window(kv == 1, job_seq[job], h)[static_cast<std::int64_t>(a.g.sink) * a.g.d + idx % per]);
 }
 
 /// The Chebyshev centre of each flushing window, one channel per thread, appended to the bank at

@@ -38,11 +38,15 @@ struct config {
     // --- full-precision window ---
     int residual_length = 128;  ///< R: tokens kept unquantized; a flush quantizes R tokens
 
+    // --- attention sink ---
+    int sink_tokens = 1;        ///< S: each sequence's first S tokens are kept in fp16 for good (attention sinks:
+                                ///< the first token draws much of every head's attention, so its quantization
+                                ///< error reaches every step); not mined, not quantized. 0 = off (KIVI's default).
+                                ///< 1 was chosen by measurement (docs/accuracy.md); at most 4096
+
     // --- patterns ---
     int num_patterns = 8;       ///< patterns mined at prefill; 0 = no patterns (exactly KIVI). The paper mines 32;
                                 ///< 8 was more accurate per stored bit at 1K and 4K prompts (docs/accuracy.md)
-    int pattern_window = 128;   ///< G_pattern: tokens whose Chebyshev centre becomes a new pattern at a flush
-                                ///< (must equal residual_length in this version)
     int max_patterns = 0;       ///< bank bound (once full, flushes stop adding patterns); 0 = twice num_patterns.
                                 ///< Sets the pattern index width: 2 bits up to 4, 4 up to 16, else 8 (docs/configuration.md)
     bool grow_patterns = true;  ///< add the Chebyshev centre of each flushed window to the bank

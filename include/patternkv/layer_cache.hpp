@@ -1,6 +1,6 @@
 #pragma once
 /// @file layer_cache.hpp
-/// The PatternKV cache of one attention layer for a batch of sequences (CPU reference backend).
+/// The PatternKV cache of one attention layer for a batch of sequences, on any backend.
 
 #include <cstdint>
 #include <memory>
@@ -49,8 +49,9 @@ public:
     layer_cache(const layer_cache&) = delete;
     layer_cache& operator=(const layer_cache&) = delete;
 
-    /// Stores the prompt of sequence `seq`, which must be empty: mines its pattern banks (k-means),
-    /// quantizes whole pages of residual_length tokens and keeps the rest in the window.
+    /// Stores the prompt of sequence `seq`, which must be empty: keeps its first sink_tokens tokens
+    /// in fp16 for good, mines its pattern banks (k-means) from the tokens after them, quantizes
+    /// their whole pages of residual_length tokens and keeps the rest in the window.
     /// k, v: [tokens, num_kv_heads, head_dim], f32/f16/bf16, any strides; tokens may be 0.
     void prefill(int seq, const_tensor_view k, const_tensor_view v);
 
@@ -80,7 +81,7 @@ public:
 
     /// Tokens cached for sequence `seq` (history + window).
     std::int64_t size(int seq) const;
-    /// Tokens of sequence `seq` in quantized history.
+    /// Tokens of sequence `seq` in quantized history (the sink and the window excluded).
     std::int64_t quantized_size(int seq) const;
     /// Patterns currently in the K (v = false) or V (v = true) bank of (seq, kv head).
     int bank_size(int seq, int kv_head, bool v) const;

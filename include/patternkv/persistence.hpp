@@ -16,7 +16,7 @@
 namespace patternkv {
 
 /// The file format version this library writes; it reads exactly this version.
-inline constexpr std::uint32_t cache_file_version = 3;
+inline constexpr std::uint32_t cache_file_version = 4;
 
 /// How a saved cache is rebuilt.
 struct load_options {

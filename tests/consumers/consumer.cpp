@@ -29,7 +29,7 @@ int main() {
         cfg.head_dim = d;
         cfg.num_kv_heads = H;
         cfg.num_q_heads = Hq;
-        cfg.residual_length = cfg.pattern_window = cfg.k_group = 16;
+        cfg.residual_length = cfg.k_group = 16;
         cfg.num_patterns = 4;
         patternkv::layer_cache cache(cfg, /*batch=*/1, /*max_tokens=*/128);
         std::vector<float> k(T * H * d), v(T * H * d), q(Hq * d), out(Hq * d);
