@@ -11,6 +11,10 @@
 
 namespace patternkv::core {
 
+/// Whether a prompt of `tokens` tokens takes its tokens themselves as its bank (rounded to fp16)
+/// instead of mining k patterns by k-means: when it has no more than k.
+PKV_HD constexpr bool bank_is_tokens(int tokens, int k) { return tokens <= k; }
+
 struct kmeans_params {
     int k;               ///< clusters (>= 1, <= tokens)
     int max_iterations;  ///< >= 1

@@ -111,6 +111,16 @@ PKV_HD const std::uint8_t* pattern_indices(const std::uint8_t* idx, int first, i
 
 namespace patternkv::core {
 
+/// Attention splits over a sequence's `pages` pages: runs of pages_per_split(R) pages, in order.
+PKV_HD int history_splits(int pages, int page_tokens) {
+    const int pps = pages_per_split(page_tokens);
+    return (pages + pps - 1) / pps;
+}
+
+/// All attention splits of a sequence: its history splits, then one over its `rows` fp16 rows
+/// (sink and window) when it has any.
+PKV_HD int attention_splits(int pages, int rows, int page_tokens) { return history_splits(pages, page_tokens) + (rows > 0 ? 1 : 0); }
+
 /// Tokens one attention split reads at most: a split's pages, or the sink and window rows.
 PKV_HD int split_tokens(const page_geometry& g) {
     const int history = pages_per_split(g.tokens) * g.tokens;

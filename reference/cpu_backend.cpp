@@ -8,6 +8,7 @@
 
 #include "cache_backend.hpp"
 #include "core/attention.hpp"
+#include "core/encode_row.hpp"
 #include "core/fp16.hpp"
 #include "core/k_channel_select.hpp"
 #include "core/patterns.hpp"
@@ -50,26 +51,23 @@ void encode_pages(layer_cache_state& s, bool v, int seq, int h, const std::uint1
     for (int p = 0; p < count; ++p) {
         half_rows_to_float(x + static_cast<std::size_t>(p) * R * d, static_cast<std::size_t>(R) * d, rows);
         const core::page_ref page = s.page_mut(seq, h, first + p);
+        // the policies of the cache's config, as encode_row's alignment and gate
+        const auto align = [&](const float* x, const float*, int n) {
+            const auto by = [&](const auto& q) {
+                const std::span<const float> xs(x, d);
+                return flush ? q.align_flush(xs, bank_span, n) : q.align_prefill(xs, bank_span, n);
+            };
+            return v ? by(s.v_quantizer) : std::visit(by, s.k_quantizer);
+        };
+        const auto gate = [&](const float* x, const float* m) {
+            return std::visit([&](const auto& g) { return g.residualize({x, static_cast<std::size_t>(d)}, {m, static_cast<std::size_t>(d)}); },
+                              s.gate);
+        };
         for (int t = 0; t < R; ++t) {
-            const float* row = rows + t * d;
-            float* out = resid + t * d;
-            std::copy(row, row + d, out);
+            const core::row_choice c = core::encode_row(rows + t * d, bank, nb, d, v, align, gate, resid + t * d);
             if (!s.side_has_patterns(v)) continue;
-            const std::span<const float> xs(row, d);
-            int a = 0;
-            bool residual = false;
-            if (nb > 0) {
-                const auto align = [&](const auto& q) {
-                    return flush ? q.align_flush(xs, bank_span, nb) : q.align_prefill(xs, bank_span, nb);
-                };
-                a = v ? align(s.v_quantizer) : std::visit(align, s.k_quantizer);
-                const std::span<const float> m(bank + a * d, d);
-                residual = !v || std::visit([&](const auto& g) { return g.residualize(xs, m); }, s.gate);
-                if (residual)
-                    for (int j = 0; j < d; ++j) out[j] = row[j] - m[j];
-            }
-            core::set_pattern_index(v ? page.v_index : page.k_index, t, s.geom.index_bits, a);
-            if (v) set_gate_bit(page.v_gate, t, residual);
+            core::set_pattern_index(v ? page.v_index : page.k_index, t, s.geom.index_bits, c.index);
+            if (v) set_gate_bit(page.v_gate, t, c.residual);
         }
         const std::span<const float> rs(resid, static_cast<std::size_t>(R) * d);
         auto* sm = reinterpret_cast<std::uint16_t*>(v ? page.v_sm : page.k_sm);
@@ -115,7 +113,7 @@ void mine_bank(layer_cache_state& s, bool v, int seq, int h, const std::uint16_t
 void flush_head(layer_cache_state& s, bool v, int seq, int h) {
     const int d = s.d(), R = s.geom.tokens;
     const std::uint16_t* w = s.window(v, seq, h) + static_cast<std::size_t>(s.geom.sink) * d;
-    if (s.side_has_patterns(v) && (v || !s.selects_k_channels())) {  // a selected K bank stays as mined
+    if (s.bank_may_grow(v)) {
         int& nb = (v ? s.v_bank_size : s.k_bank_size)[s.sh(seq, h)];
         if (nb < s.bank_capacity) {
             float* buf = s.scratch();
@@ -134,12 +132,9 @@ void flush_head(layer_cache_state& s, bool v, int seq, int h) {
     encode_pages(s, v, seq, h, w, s.pages[seq], 1, true);
 }
 
-int history_splits(const layer_cache_state& s, int seq) {
-    const int pps = core::pages_per_split(s.geom.tokens);
-    return (s.pages[seq] + pps - 1) / pps;
-}
+int history_splits(const layer_cache_state& s, int seq) { return core::history_splits(s.pages[seq], s.geom.tokens); }
 
-int total_splits(const layer_cache_state& s, int seq) { return history_splits(s, seq) + (s.window_count[seq] > 0 ? 1 : 0); }
+int total_splits(const layer_cache_state& s, int seq) { return core::attention_splits(s.pages[seq], s.window_count[seq], s.geom.tokens); }
 
 // The split kernels with the fastest primitives this CPU has (identical bits either way).
 void run_history_split(const core::head_pages& hp, int first, int count, const core::head_group& hg, int cap, float* work) {

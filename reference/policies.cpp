@@ -62,7 +62,7 @@ core::page_geometry token_geometry(int d, int tokens, int bits, int group) {
 int kmeans_miner::mine(std::span<const float> x, int d, int head, bool is_v, std::span<float> bank) const {
     const int tokens = static_cast<int>(x.size()) / d;
     if (num_patterns == 0 || tokens == 0) return 0;
-    if (tokens <= num_patterns) {  // too few tokens: the tokens themselves are the patterns
+    if (core::bank_is_tokens(tokens, num_patterns)) {
         for (std::size_t i = 0; i < x.size(); ++i) bank[i] = core::round_to_half(x[i]);
         return tokens;
     }

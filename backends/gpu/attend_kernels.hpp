@@ -30,8 +30,8 @@ struct attend_params {
     float* hist_acc;          ///< [n][Hq][bank_capacity]
     float* out;               ///< [n][Hq][d]
 
-    __device__ int history_splits(int seq) const { return (c.pages[seq] + pages_per_split - 1) / pages_per_split; }
-    __device__ int total_splits(int seq) const { return history_splits(seq) + (c.window_count[seq] > 0 ? 1 : 0); }
+    __device__ int history_splits(int seq) const { return core::history_splits(c.pages[seq], a.g.tokens); }
+    __device__ int total_splits(int seq) const { return core::attention_splits(c.pages[seq], c.window_count[seq], a.g.tokens); }
     __device__ int stride() const { return core::partial_stride(a.g.d, a.bank_capacity); }
 };
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "cache_arrays.hpp"
+#include "core/encode_row.hpp"
 #include "core/fp16.hpp"
 #include "core/hash.hpp"
 #include "core/k_channel_select.hpp"
@@ -76,32 +77,36 @@ __global__ void bank_to_float_kernel(encode_params p) {
         p.bank(job, kv, h)[i] = core::half_to_float(p.a.bank(kv == 1, seq, h)[i]);
 }
 
-/// One token per thread: nearest pattern, V gate, residual row, pattern index (encode_pages).
+/// The config's alignment for core::encode_row: min-max distance at a flush, squared L2 at prefill.
+struct pattern_align {
+    bool flush;
+    int d;
+    PKV_HD int operator()(const float* x, const float* bank, int n) const {
+        return flush ? core::nearest_pattern_dmm(x, bank, n, d) : core::nearest_pattern_l2(x, bank, n, d);
+    }
+};
+
+/// The config's V gate for core::encode_row.
+struct pattern_gate {
+    core::gate_params g;
+    int d;
+    PKV_HD bool operator()(const float* v, const float* m) const { return core::gate_residualize(v, m, d, g); }
+};
+
+/// One token per thread: core::encode_row, then the pattern index and gate flag for packing.
 __global__ void align_kernel(encode_params p) {
     const int d = p.a.g.d, H = p.a.heads, n = p.tokens();
     const std::int64_t idx = thread_index();
     if (idx >= static_cast<std::int64_t>(p.jobs) * 2 * H * n) return;
     const int t = static_cast<int>(idx % n), block = static_cast<int>(idx / n);
     const int job = block / (2 * H), kv = block / H % 2, h = block % H, seq = p.job_seq[job];
-    const float* row = p.row(job, kv, h, t);
-    float* out = p.resid_row(job, kv, h, t);
-    for (int j = 0; j < d; ++j) out[j] = row[j];
-    if (p.a.bank_capacity == 0) return;
-    const int nb = p.c.bank_size(kv == 1, p.a.sh(seq, h));
-    int a = 0;
-    bool residual = false;
-    if (nb > 0) {
-        const float* bank = p.bank(job, kv, h);
-        a = p.flush ? core::nearest_pattern_dmm(row, bank, nb, d) : core::nearest_pattern_l2(row, bank, nb, d);
-        const float* m = bank + a * d;
-        residual = kv == 0 || core::gate_residualize(row, m, d, p.gate);
-        if (residual)
-            for (int j = 0; j < d; ++j) out[j] = row[j] - m[j];
-    }
-    if (kv == 0 && !p.a.g.k_patterns) return;  // K as in KIVI: no index
+    const int nb = p.a.bank_capacity == 0 ? 0 : p.c.bank_size(kv == 1, p.a.sh(seq, h));
+    const core::row_choice c = core::encode_row(p.row(job, kv, h, t), p.bank(job, kv, h), nb, d, kv == 1, pattern_align{p.flush, d},
+                                                pattern_gate{p.gate, d}, p.resid_row(job, kv, h, t));
+    if (p.a.bank_capacity == 0 || (kv == 0 && !p.a.g.k_patterns)) return;  // no patterns, or K as in KIVI: no index
     // indices below 8 bits share bytes between tokens: pack_index_kernel writes them, a byte per thread
-    p.index_flags[((static_cast<std::int64_t>(job) * 2 + kv) * H + h) * n + t] = static_cast<std::uint8_t>(a);
-    if (kv == 1) p.gate_flags[(static_cast<std::int64_t>(job) * H + h) * n + t] = residual ? 1 : 0;
+    p.index_flags[((static_cast<std::int64_t>(job) * 2 + kv) * H + h) * n + t] = static_cast<std::uint8_t>(c.index);
+    if (kv == 1) p.gate_flags[(static_cast<std::int64_t>(job) * H + h) * n + t] = c.residual ? 1 : 0;
 }
 
 /// One byte of packed pattern indices per thread (core::set_pattern_index's layout; padding bits 0).
