@@ -23,11 +23,13 @@ std::string method_names_help() {
 }
 
 std::vector<std::string> default_methods() {
-    // KIVI's 2/3/4-bit curve (the equal-storage yardstick), PatternKV's defaults at 2/3/4 bits, and two
-    // ablations at 2 bits: patterns on V only, and the paper's setting (32 patterns, a bank of up to
-    // 256 with one-byte indices, every K channel)
-    return {"fp32",        "kivi-4",      "kivi-3", "kivi-2", "patternkv-4", "patternkv-3", "patternkv-2", "patternkv-2+k_patterns=false",
-            "patternkv-2+num_patterns=32+max_patterns=256+k_channel_select=false"};
+    // KIVI's 2/3/4/8-bit curve (the equal-storage yardstick; 8 bits so that PatternKV-4, which stores
+    // more than KIVI-4, has KIVI points on both sides), PatternKV's defaults at 2/3/4 bits, and two
+    // ablations at 2 bits: no attention sink, and the paper's setting (32 patterns, a bank of up to 256
+    // with one-byte indices, every K channel, no sink)
+    return {"fp32",        "kivi-8",      "kivi-4",      "kivi-3",
+            "kivi-2",      "patternkv-4", "patternkv-3", "patternkv-2",
+            "patternkv-2+sink_tokens=0", "patternkv-2+num_patterns=32+max_patterns=256+k_channel_select=false+sink_tokens=0"};
 }
 
 namespace {
