@@ -100,8 +100,10 @@ tensor make_tensor(bytes& in, std::int64_t a, std::int64_t b, std::int64_t c) {
 void check_consistent(const patternkv::layer_cache& c) {
     const patternkv::layer_cache_state& s = c.state();
     for (int i = 0; i < c.batch(); ++i) {
-        // windows flush when the next token arrives, so a full window (R tokens) is a valid state
-        check(s.window_count[i] >= 0 && s.window_count[i] <= s.geom.tokens, "window_count in [0, R]");
+        // windows flush when the next token arrives, so a full window (R tokens) is a valid state; the
+        // sink rows count too, and pages follow a full sink
+        check(s.window_count[i] >= 0 && s.window_count[i] <= s.geom.window_rows(), "window_count in [0, S + R]");
+        check(s.pages[i] == 0 || s.window_count[i] >= s.geom.sink, "pages follow a full sink");
         check(c.size(i) <= c.max_tokens(), "size <= max_tokens");
         for (int h = 0; h < s.heads(); ++h) {
             check(c.bank_size(i, h, false) <= s.bank_capacity && c.bank_size(i, h, true) <= s.bank_capacity, "bank sizes");
