@@ -19,11 +19,9 @@ template <class Align, class Gate>
 PKV_HD row_choice encode_row(const float* x, const float* bank, int nb, int d, bool is_v, const Align& align, const Gate& gate,
                              float* out) {
     row_choice c{0, false};
-    if (nb > 0) {
-        c.index = align(x, bank, nb);
-        c.residual = !is_v || gate(x, bank + c.index * d);
-    }
+    if (nb > 0) c.index = align(x, bank, nb);
     const float* m = bank + c.index * d;
+    if (nb > 0) c.residual = !is_v || gate(x, m);
     for (int j = 0; j < d; ++j) out[j] = c.residual ? x[j] - m[j] : x[j];
     return c;
 }

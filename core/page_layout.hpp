@@ -37,10 +37,13 @@ struct page_geometry {
     PKV_HD int window_rows() const { return sink + tokens; }
     /// Whether a buffer of `count` rows is full: the next token first flushes rows [S, S + R).
     PKV_HD bool window_full(int count) const { return count == sink + tokens; }
+    /// The row a new token is written at when the buffer holds `count` rows (a full buffer is
+    /// first flushed, which leaves the sink rows).
+    PKV_HD int next_row(int count) const { return window_full(count) ? sink : count; }
+    /// Sink rows of a sequence of T tokens (the sink fills first).
+    PKV_HD std::int64_t sink_rows(std::int64_t T) const { return T < sink ? T : sink; }
     /// Pages a prompt of T tokens fills (the sink first, then whole pages; the rest stays fp16).
-    PKV_HD std::int64_t prompt_pages(std::int64_t T) const { return (T - prompt_sink(T)) / tokens; }
-    /// Sink rows a prompt of T tokens fills.
-    PKV_HD std::int64_t prompt_sink(std::int64_t T) const { return T < sink ? T : sink; }
+    PKV_HD std::int64_t prompt_pages(std::int64_t T) const { return (T - sink_rows(T)) / tokens; }
 
     PKV_HD int k_row_words() const { return k_per_channel ? words_for_codes(tokens, k_bits) : words_for_codes(d, k_bits); }
     PKV_HD int k_code_words() const { return (k_per_channel ? d : tokens) * k_row_words(); }

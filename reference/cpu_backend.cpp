@@ -47,15 +47,14 @@ void encode_pages(layer_cache_state& s, bool v, int seq, int h, const std::uint1
     float* resid = rows + R * d;
     float* bank = resid + R * d;
     half_rows_to_float(s.bank(v, seq, h), static_cast<std::size_t>(nb) * d, bank);
-    const std::span<const float> bank_span(bank, static_cast<std::size_t>(nb) * d);
     for (int p = 0; p < count; ++p) {
         half_rows_to_float(x + static_cast<std::size_t>(p) * R * d, static_cast<std::size_t>(R) * d, rows);
         const core::page_ref page = s.page_mut(seq, h, first + p);
         // the policies of the cache's config, as encode_row's alignment and gate
-        const auto align = [&](const float* x, const float*, int n) {
+        const auto align = [&](const float* x, const float* b, int n) {
             const auto by = [&](const auto& q) {
-                const std::span<const float> xs(x, d);
-                return flush ? q.align_flush(xs, bank_span, n) : q.align_prefill(xs, bank_span, n);
+                const std::span<const float> xs(x, d), bs(b, static_cast<std::size_t>(n) * d);
+                return flush ? q.align_flush(xs, bs, n) : q.align_prefill(xs, bs, n);
             };
             return v ? by(s.v_quantizer) : std::visit(by, s.k_quantizer);
         };
@@ -173,7 +172,7 @@ public:
 
     // The sink rows are copied as they are; banks are mined from the tokens after them.
     void prefill(layer_cache_state& s, int seq, const std::uint16_t* xk, const std::uint16_t* xv, int T) override {
-        const int R = s.geom.tokens, full = static_cast<int>(s.geom.prompt_pages(T)), sink = static_cast<int>(s.geom.prompt_sink(T));
+        const int R = s.geom.tokens, full = static_cast<int>(s.geom.prompt_pages(T)), sink = static_cast<int>(s.geom.sink_rows(T));
         const std::size_t d = static_cast<std::size_t>(s.d());
         tbb::parallel_for(0, 2 * s.heads(), [&](int task) {
             const bool isv = task % 2 == 1;
@@ -200,7 +199,7 @@ public:
                 if (s.geom.window_full(s.window_count[seq])) flush_head(s, task % 2 == 1, seq, static_cast<int>(task / 2 % s.heads()));
             });
         for (std::int64_t i = 0; i < n; ++i) {
-            const int seq = seqs[i], w = s.geom.window_full(s.window_count[seq]) ? s.geom.sink : s.window_count[seq];
+            const int seq = seqs[i], w = s.geom.next_row(s.window_count[seq]);
             for (int h = 0; h < s.heads(); ++h) {
                 const std::size_t src = (static_cast<std::size_t>(h) * n + i) * d;
                 std::copy_n(xk + src, d, s.window(false, seq, h) + static_cast<std::size_t>(w) * d);

@@ -27,7 +27,7 @@ void layer_cache::dequantize(int seq, tensor_view k, tensor_view v) const {
         const std::uint16_t* kb = s.bank(false, seq, h);
         const std::uint16_t* vb = s.bank(true, seq, h);
         // token order: the sink rows, the pages, the window (the rows after the sink)
-        const std::int64_t sink = s.geom.prompt_sink(T), paged = static_cast<std::int64_t>(s.pages[seq]) * R;
+        const std::int64_t sink = s.geom.sink_rows(T), paged = static_cast<std::int64_t>(s.pages[seq]) * R;
         for (std::int64_t t = 0; t < T; ++t) {
             const std::int64_t u = t - sink;
             const int p = static_cast<int>(u / R), i = static_cast<int>(u % R);

@@ -168,11 +168,8 @@ void layer_cache::append(std::span<const int> seqs, const_tensor_view k, const_t
     s.reserve_thread_scratch();
     s.impl->append(s, seqs, s.in_k.data(), s.in_v.data());
     for (const int seq : seqs) {
-        if (s.geom.window_full(s.window_count[seq])) {  // the backend flushed it before storing the new token
-            ++s.pages[seq];
-            s.window_count[seq] = s.geom.sink;
-        }
-        ++s.window_count[seq];
+        if (s.geom.window_full(s.window_count[seq])) ++s.pages[seq];  // the backend flushed it before storing the new token
+        s.window_count[seq] = s.geom.next_row(s.window_count[seq]) + 1;
     }
 }
 

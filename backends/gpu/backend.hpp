@@ -183,7 +183,7 @@ inline void gpu_backend::prefill(layer_cache_state& s, int seq, const std::uint1
     // The sink rows stay as they are (cpu_backend.cpp: prefill); M tokens after them are mined and paged.
     const core::page_geometry& g = arrays_.g;
     const std::int64_t H = heads_, n = H * T * d_;
-    const int full = static_cast<int>(g.prompt_pages(T)), sink = static_cast<int>(g.prompt_sink(T)), M = T - sink;
+    const int full = static_cast<int>(g.prompt_pages(T)), sink = static_cast<int>(g.sink_rows(T)), M = T - sink;
     const int tail = M - full * R_;
     gpu::device_buffer<std::uint16_t> x = gpu::malloc_device<std::uint16_t>(static_cast<std::size_t>(2 * n));
     gpu::copy_to_device(x.get(), xk, static_cast<std::size_t>(n));
@@ -284,7 +284,10 @@ inline void gpu_backend::append(layer_cache_state& s, std::span<const int> seqs,
             gpu::launch(chebyshev_centre_kernel, gpu::blocks_for(static_cast<std::int64_t>(jobs) * 2 * H * d_, E), E,
                         "chebyshev_centre", arrays_, m + meta_.job_seq, jobs, m + meta_.centre_slot, flush_rows_.get());
         encode(jobs, 1, flush_rows_.get(), 2 * H * per, per, true, flush_resid_, flush_flags_);
-        for (int i = 0; i < jobs; ++i) meta_host_[meta_.window_count + meta_host_[meta_.job_seq + i]] = arrays_.g.sink;  // emptied
+        for (int i = 0; i < jobs; ++i) {  // emptied down to the sink rows
+            int& count = meta_host_[meta_.window_count + meta_host_[meta_.job_seq + i]];
+            count = arrays_.g.next_row(count);
+        }
         gpu::copy_to_device(meta_dev_.get(), meta_host_.data(), meta_.total);
     }
     gpu::launch(window_write_kernel, gpu::blocks_for(static_cast<std::int64_t>(n) * 2 * H * d_, E), E, "window_write", arrays_,
