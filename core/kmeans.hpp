@@ -15,6 +15,15 @@ namespace patternkv::core {
 /// instead of mining k patterns by k-means: when it has no more than k.
 PKV_HD constexpr bool bank_is_tokens(int tokens, int k) { return tokens <= k; }
 
+/// Patterns k-means mines from a prompt of `tokens` tokens: num_patterns, or, with
+/// tokens_per_pattern > 0, at most one per tokens_per_pattern tokens (rounded up), so the bank's
+/// cost per element stays bounded on short prompts (config::tokens_per_pattern).
+PKV_HD constexpr int mined_patterns(std::int64_t tokens, int num_patterns, int tokens_per_pattern) {
+    if (tokens_per_pattern <= 0) return num_patterns;
+    const std::int64_t by_length = (tokens + tokens_per_pattern - 1) / tokens_per_pattern;
+    return by_length < num_patterns ? static_cast<int>(by_length) : num_patterns;
+}
+
 struct kmeans_params {
     int k;               ///< clusters (>= 1, <= tokens)
     int max_iterations;  ///< >= 1

@@ -78,8 +78,10 @@ float config::scale() const {
 
 int config::bank_capacity() const {
     if (num_patterns == 0) return 0;
-    // the default lets the bank double by flushes (one Chebyshev centre each) before it stops growing
-    return max_patterns > 0 ? max_patterns : std::min(2 * num_patterns, core::max_bank_patterns);
+    if (max_patterns > 0) return max_patterns;
+    // A bank that follows the context length grows by flushes up to num_patterns; without that rule
+    // the bank doubles by flushes (one Chebyshev centre each) before it stops growing, as in the paper.
+    return tokens_per_pattern > 0 ? num_patterns : std::min(2 * num_patterns, core::max_bank_patterns);
 }
 
 void config::validate() const {
@@ -101,10 +103,12 @@ void config::validate() const {
     require(v_group_size() >= 1 && head_dim % v_group_size() == 0, "v_group", v_group,
             fmt::format("must divide head_dim = {} (0 = head_dim)", head_dim));
     require(max_patterns >= 0 && max_patterns <= core::max_bank_patterns, "max_patterns", max_patterns,
-            fmt::format("must be in [0, {}] (0 = twice num_patterns; pattern indices take at most one byte)", core::max_bank_patterns));
+            fmt::format("must be in [0, {}] (0 = from num_patterns; pattern indices take at most one byte)", core::max_bank_patterns));
     require(num_patterns >= 0 && num_patterns <= (max_patterns == 0 ? core::max_bank_patterns : max_patterns), "num_patterns",
             num_patterns, max_patterns == 0 ? fmt::format("must be in [0, {}]", core::max_bank_patterns)
                                             : fmt::format("must be in [0, max_patterns = {}]", max_patterns));
+    require(tokens_per_pattern >= 0 && tokens_per_pattern <= (1 << 20), "tokens_per_pattern", tokens_per_pattern,
+            fmt::format("must be in [0, {}] (0 = always num_patterns)", 1 << 20));
     require(sink_tokens >= 0 && sink_tokens <= core::max_page_tokens, "sink_tokens", sink_tokens,
             fmt::format("must be in [0, {}]", core::max_page_tokens));
     if (!(gate_alpha > 0.0 && gate_alpha < 0.5)) invalid("gate_alpha", fmt::format("{}", gate_alpha), "must be in (0, 0.5)");
@@ -117,11 +121,11 @@ void config::validate() const {
 
 std::string config::describe() const {
     return fmt::format(
-        "d={} kv_heads={} q_heads={} K:{}b {} group={} V:{}b group={} R={} sink={} patterns={} (max {}, grow {}, on K {}, K channel select {}) gate={} "
+        "d={} kv_heads={} q_heads={} K:{}b {} group={} V:{}b group={} R={} sink={} patterns={} (one per {} tokens, max {}, grow {}, on K {}, K channel select {}) gate={} "
         "alpha={} kmeans(iters={}, tol={}, seed={}) scale={}",
         head_dim, num_kv_heads, num_q_heads, k_bits, k_mode == k_quant_mode::per_channel ? "per-channel" : "per-token",
         k_mode == k_quant_mode::per_channel ? k_group : k_token_group_size(), v_bits, v_group_size(), residual_length,
-        sink_tokens, num_patterns, max_patterns, grow_patterns, k_patterns, k_channel_select, gate_name(gate), gate_alpha, kmeans_iterations, kmeans_tolerance,
+        sink_tokens, num_patterns, tokens_per_pattern, max_patterns, grow_patterns, k_patterns, k_channel_select, gate_name(gate), gate_alpha, kmeans_iterations, kmeans_tolerance,
         seed, scale());
 }
 
@@ -138,6 +142,7 @@ void config::set(const std::string& key, const std::string& value) {
     else if (key == "v_group") c.v_group = parse_small_int(key, value);
     else if (key == "residual_length") c.residual_length = parse_small_int(key, value);
     else if (key == "num_patterns") c.num_patterns = parse_small_int(key, value);
+    else if (key == "tokens_per_pattern") c.tokens_per_pattern = parse_small_int(key, value);
     else if (key == "sink_tokens") c.sink_tokens = parse_small_int(key, value);
     else if (key == "max_patterns") c.max_patterns = parse_small_int(key, value);
     else if (key == "grow_patterns") c.grow_patterns = parse_bool(key, value);

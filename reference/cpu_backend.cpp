@@ -112,20 +112,17 @@ void mine_bank(layer_cache_state& s, bool v, int seq, int h, const std::uint16_t
 void flush_head(layer_cache_state& s, bool v, int seq, int h) {
     const int d = s.d(), R = s.geom.tokens;
     const std::uint16_t* w = s.window(v, seq, h) + static_cast<std::size_t>(s.geom.sink) * d;
-    if (s.bank_may_grow(v)) {
-        int& nb = (v ? s.v_bank_size : s.k_bank_size)[s.sh(seq, h)];
-        if (nb < s.bank_capacity) {
-            float* buf = s.scratch();
-            half_rows_to_float(w, static_cast<std::size_t>(R) * d, buf);
-            float* centre = buf + R * d;
-            const bool add = std::visit(
-                [&](const auto& m) { return m.propose({buf, static_cast<std::size_t>(R) * d}, d, {centre, static_cast<std::size_t>(d)}); },
-                s.miner);
-            if (add) {
-                std::uint16_t* dst = s.bank(v, seq, h) + static_cast<std::size_t>(nb) * d;
-                for (int j = 0; j < d; ++j) dst[j] = core::float_to_half(centre[j]);
-                ++nb;
-            }
+    if (int& nb = (v ? s.v_bank_size : s.k_bank_size)[s.sh(seq, h)]; s.bank_may_grow(v, nb, s.pages[seq] + 1)) {
+        float* buf = s.scratch();
+        half_rows_to_float(w, static_cast<std::size_t>(R) * d, buf);
+        float* centre = buf + R * d;
+        const bool add = std::visit(
+            [&](const auto& m) { return m.propose({buf, static_cast<std::size_t>(R) * d}, d, {centre, static_cast<std::size_t>(d)}); },
+            s.miner);
+        if (add) {
+            std::uint16_t* dst = s.bank(v, seq, h) + static_cast<std::size_t>(nb) * d;
+            for (int j = 0; j < d; ++j) dst[j] = core::float_to_half(centre[j]);
+            ++nb;
         }
     }
     encode_pages(s, v, seq, h, w, s.pages[seq], 1, true);

@@ -85,12 +85,14 @@ struct layer_header {
     std::uint64_t payload_bytes;
     std::uint32_t table_crc, payload_crc;
     std::uint32_t k_channel_select;  ///< config::k_channel_select, 0 or 1
+    std::int32_t tokens_per_pattern; ///< config::tokens_per_pattern (version 5)
+    std::uint32_t reserved;        ///< 0
     std::uint32_t header_crc;      ///< CRC-32C of the bytes before this field
 };
-static_assert(sizeof(layer_header) == 184 && std::has_unique_object_representations_v<layer_header>);
+static_assert(sizeof(layer_header) == 192 && std::has_unique_object_representations_v<layer_header>);
 static_assert(offsetof(layer_header, head_dim) == 16 && offsetof(layer_header, gate_alpha_bits) == 80 &&
               offsetof(layer_header, batch) == 104 && offsetof(layer_header, max_tokens) == 112 &&
-              offsetof(layer_header, table_bytes) == 152 && offsetof(layer_header, header_crc) == 180);
+              offsetof(layer_header, table_bytes) == 152 && offsetof(layer_header, header_crc) == 188);
 
 /// One sequence's counters in the table.
 struct seq_entry {

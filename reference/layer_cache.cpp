@@ -19,7 +19,7 @@ namespace {
 
 std::variant<kmeans_miner, no_pattern_miner> make_miner(const config& c) {
     if (c.num_patterns == 0) return no_pattern_miner{};
-    return kmeans_miner{c.num_patterns, c.kmeans_iterations, c.kmeans_tolerance, c.seed, c.grow_patterns};
+    return kmeans_miner{c.num_patterns, c.kmeans_iterations, c.kmeans_tolerance, c.seed, c.grow_patterns, c.tokens_per_pattern};
 }
 
 std::variant<z_test_gate, always_gate, never_gate> make_gate(const config& c) {

@@ -16,6 +16,7 @@
 
 #include "cache_backend.hpp"
 #include "core/attention.hpp"
+#include "core/kmeans.hpp"
 #include "core/page_layout.hpp"
 
 namespace patternkv {
@@ -69,9 +70,14 @@ struct layer_cache_state {
     bool side_has_patterns(bool v) const { return has_patterns() && (v || geom.k_patterns); }
     /// K patterns with per-channel selection at prefill (and a K bank that no flush grows).
     bool selects_k_channels() const { return side_has_patterns(false) && cfg.k_channel_select && geom.k_per_channel; }
-    /// Whether a flush may add a pattern to the K (v = false) or V bank (when it has room and the
-    /// miner proposes one): a side with patterns, except a channel-selected K bank, which stays as mined.
-    bool bank_may_grow(bool v) const { return side_has_patterns(v) && (v || !selects_k_channels()); }
+    /// Whether the flush that makes a sequence's page count `pages_after` may add a pattern to its K
+    /// (v = false) or V bank of `rows` patterns (when the miner proposes one): a side with patterns,
+    /// except a channel-selected K bank, which stays as mined; a bank with room; and fewer patterns
+    /// than one per tokens_per_pattern quantized tokens (the rule that sized the mined bank).
+    bool bank_may_grow(bool v, int rows, std::int64_t pages_after) const {
+        return side_has_patterns(v) && (v || !selects_k_channels()) && rows < bank_capacity &&
+               rows < core::mined_patterns(pages_after * geom.tokens, bank_capacity, cfg.tokens_per_pattern);
+    }
     int max_splits() const {  // in 64 bits: max_pages + pps - 1 may pass INT_MAX
         const std::int64_t pps = core::pages_per_split(geom.tokens);
         return static_cast<int>((max_pages + pps - 1) / pps + 1);

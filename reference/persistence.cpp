@@ -176,6 +176,7 @@ void write_layer(std::vector<std::uint8_t>& out, const layer_cache& cache, std::
     lh.index_bytes = static_cast<std::uint32_t>(g.v_index_bytes());
     lh.k_patterns = c.k_patterns ? 1 : 0;
     lh.k_channel_select = c.k_channel_select ? 1 : 0;
+    lh.tokens_per_pattern = c.tokens_per_pattern;
     lh.gate_words = static_cast<std::uint32_t>(g.gate_words());
     lh.bank_capacity = static_cast<std::uint32_t>(s.bank_capacity);
     lh.table_bytes = table.size();
@@ -277,6 +278,7 @@ config config_of(const layer_header& h, std::uint32_t layer) {
     if (h.grow_patterns > 1) field_error("grow_patterns", h.grow_patterns, "0 or 1");
     if (h.k_patterns > 1) field_error("k_patterns", h.k_patterns, "0 or 1");
     if (h.k_channel_select > 1) field_error("k_channel_select", h.k_channel_select, "0 or 1");
+    if (h.reserved != 0) field_error("reserved", h.reserved, "must be 0");
     if (h.kmeans_iterations > static_cast<std::uint32_t>(std::numeric_limits<int>::max()))
         field_error("kmeans_iterations", h.kmeans_iterations, "must fit an int");
     config c;
@@ -296,6 +298,7 @@ config config_of(const layer_header& h, std::uint32_t layer) {
     c.grow_patterns = h.grow_patterns != 0;
     c.k_patterns = h.k_patterns != 0;
     c.k_channel_select = h.k_channel_select != 0;
+    c.tokens_per_pattern = h.tokens_per_pattern;
     c.gate = static_cast<gate_mode>(h.gate);
     c.gate_alpha = std::bit_cast<double>(h.gate_alpha_bits);
     c.kmeans_iterations = static_cast<int>(h.kmeans_iterations);

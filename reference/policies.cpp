@@ -59,22 +59,25 @@ core::page_geometry token_geometry(int d, int tokens, int bits, int group) {
 
 } // namespace
 
+int kmeans_miner::patterns_for(int tokens) const { return core::mined_patterns(tokens, num_patterns, tokens_per_pattern); }
+
 int kmeans_miner::mine(std::span<const float> x, int d, int head, bool is_v, std::span<float> bank) const {
     const int tokens = static_cast<int>(x.size()) / d;
-    if (num_patterns == 0 || tokens == 0) return 0;
-    if (core::bank_is_tokens(tokens, num_patterns)) {
+    const int k = patterns_for(tokens);
+    if (k == 0 || tokens == 0) return 0;
+    if (core::bank_is_tokens(tokens, k)) {
         for (std::size_t i = 0; i < x.size(); ++i) bank[i] = core::round_to_half(x[i]);
         return tokens;
     }
-    const core::kmeans_params p{num_patterns, iterations, tolerance, seed,
+    const core::kmeans_params p{k, iterations, tolerance, seed,
                                 is_v ? core::stream_kmeans_init_v : core::stream_kmeans_init_k,
                                 is_v ? core::stream_empty_cluster_v : core::stream_empty_cluster_k,
                                 static_cast<std::uint64_t>(head)};
-    std::vector<int> assign(tokens), chosen(num_patterns);
-    std::vector<std::uint64_t> keys(num_patterns);
-    std::vector<float> sum(static_cast<std::size_t>(num_patterns) * d);
+    std::vector<int> assign(tokens), chosen(k);
+    std::vector<std::uint64_t> keys(k);
+    std::vector<float> sum(static_cast<std::size_t>(k) * d);
     const auto run = [&]<class Distance>(Distance) {
-        elkan_assignment<Distance> step(tokens, num_patterns, d);
+        elkan_assignment<Distance> step(tokens, k, d);
         core::kmeans_iterate(p, x.data(), tokens, d, bank.data(), assign.data(), chosen.data(), keys.data(), sum.data(), step);
     };
 #if defined(__x86_64__)
@@ -82,8 +85,8 @@ int kmeans_miner::mine(std::span<const float> x, int d, int head, bool is_v, std
     else
 #endif
         run(core::scalar_distance{});
-    for (int i = 0; i < num_patterns * d; ++i) bank[i] = core::round_to_half(bank[i]);
-    return num_patterns;
+    for (int i = 0; i < k * d; ++i) bank[i] = core::round_to_half(bank[i]);
+    return k;
 }
 
 bool kmeans_miner::propose(std::span<const float> window, int d, std::span<float> centre) const {

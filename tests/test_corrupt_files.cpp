@@ -183,10 +183,10 @@ TEST_CASE("wrong magic, version and byte order") {
     f = reference_file();
     file_header fh;
     std::memcpy(&fh, f.data(), sizeof fh);
-    fh.version = 2;  // one byte per pattern index
+    fh.version = 4;  // no tokens_per_pattern
     std::memcpy(f.data(), &fh, sizeof fh);
     patternkv::detail::refresh_checksums(f);
-    expect_error(f, "unsupported format version 2 (this library reads version 4)");
+    expect_error(f, "unsupported format version 4 (this library reads version " + std::to_string(patternkv::detail::format_version) + ")");
 
     f = reference_file();
     fh.version = patternkv::detail::format_version;
@@ -258,6 +258,8 @@ TEST_CASE("configs and dimensions inconsistent with the payload are named") {
     expect_error(edit_layer_header(1, [](layer_header& h) { h.layer_index = 0; }), "layer 1: layer_index = 0");
     expect_error(edit_layer_header(1, [](layer_header& h) { h.k_channel_select = 7; }), "k_channel_select = 7");
     expect_error(edit_layer_header(1, [](layer_header& h) { h.k_patterns = 2; }), "k_patterns = 2");
+    expect_error(edit_layer_header(1, [](layer_header& h) { h.reserved = 1; }), "reserved = 1");
+    expect_error(edit_layer_header(0, [](layer_header& h) { h.tokens_per_pattern = -3; }), "tokens_per_pattern");
 }
 
 TEST_CASE("sequence tables and payload contents that break invariants are named") {

@@ -164,6 +164,9 @@ std::vector<diff_case> make_cases() {
     variant("k_patterns=1,R=32", [](config& c) { c.k_patterns = true; c.residual_length = 32; c.k_group = 32; },
             "patternkv", {20, 90}, 100);
     variant("num_patterns=8", [](config& c) { c.num_patterns = 8; });
+    variant("tokens_per_pattern=0", [](config& c) { c.tokens_per_pattern = 0; });  // every prompt mines num_patterns
+    variant("tokens_per_pattern=50", [](config& c) { c.num_patterns = 8; c.tokens_per_pattern = 50; }, "patternkv",
+            {300, 90, 20}, 100);
     variant("sink_tokens=0", [](config& c) { c.sink_tokens = 0; });
     // prompts shorter than the sink, an empty one, and sink rows filled by appends
     variant("sink_tokens=5,R=32", [](config& c) { c.sink_tokens = 5; c.residual_length = 32; c.k_group = 32; }, "patternkv",

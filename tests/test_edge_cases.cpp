@@ -15,6 +15,7 @@ patternkv::config small(patternkv::config c = patternkv::patternkv_config(2)) {
     c.residual_length = c.k_group = R;
     if (c.num_patterns > 0) c.num_patterns = 32;  // the paper's setting, K bank growing at every flush
     c.k_channel_select = false;
+    c.tokens_per_pattern = 0;  // a short prompt still mines every pattern
     c.sink_tokens = 0;  // every prompt token is mined (test_sink.cpp covers the sink)
     return c;
 }

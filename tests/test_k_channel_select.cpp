@@ -95,6 +95,7 @@ TEST_CASE("a cache with K channel selection zeroes dropped K bank columns and ne
     patternkv::config c = pkv_test::with_shape(patternkv::patternkv_config(2), 2, 32, 4, 32);
     c.k_patterns = true;
     c.num_patterns = 4;
+    c.tokens_per_pattern = 0;  // four patterns from this short prompt
     patternkv::layer_cache cache(c, 1, 400);
     const int H = 2, d = 32;
     const auto k = pkv_test::synthetic_kv(11, 300, H, d, true), v = pkv_test::synthetic_kv(12, 300, H, d, false);

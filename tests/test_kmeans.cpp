@@ -12,6 +12,7 @@
 
 #include <doctest/doctest.h>
 
+#include <patternkv/patternkv.hpp>
 #include <patternkv/policies.hpp>
 
 #include "core/fp16.hpp"
@@ -286,6 +287,52 @@ TEST_CASE("kmeans_miner::mine with T <= k tokens, T = 0, and no patterns") {
     CHECK(none.mine(x, d, 0, false, bank) == 0);
     patternkv::no_pattern_miner np;
     CHECK(np.mine(x, d, 0, false, bank) == 0);
+}
+
+TEST_CASE("tokens_per_pattern: one pattern per that many mined tokens, rounded up, at most num_patterns") {
+    CHECK(core::mined_patterns(0, 8, 128) == 0);
+    CHECK(core::mined_patterns(1, 8, 128) == 1);
+    CHECK(core::mined_patterns(128, 8, 128) == 1);
+    CHECK(core::mined_patterns(129, 8, 128) == 2);
+    CHECK(core::mined_patterns(511, 8, 128) == 4);
+    CHECK(core::mined_patterns(1023, 8, 128) == 8);
+    CHECK(core::mined_patterns(100000, 8, 128) == 8);
+    CHECK(core::mined_patterns(5, 8, 0) == 8);  // 0: always num_patterns (the paper)
+    CHECK(core::mined_patterns(5, 0, 128) == 0);
+
+    const int d = 8, tokens = 300;
+    std::mt19937_64 rng(3131u);
+    std::normal_distribution<double> nd(0.0, 2.0);
+    std::vector<float> x(tokens * d);
+    for (auto& v : x) v = static_cast<float>(nd(rng));
+    patternkv::kmeans_miner m;
+    m.num_patterns = 8;
+    m.tokens_per_pattern = 128;
+    std::vector<float> bank(8 * d);
+    CHECK(m.mine(x, d, 0, false, bank) == 3);
+    // the three patterns are exactly what a miner of k = 3 writes
+    patternkv::kmeans_miner three = m;
+    three.num_patterns = 3;
+    three.tokens_per_pattern = 0;
+    std::vector<float> bank3(8 * d);
+    REQUIRE(three.mine(x, d, 0, false, bank3) == 3);
+    CHECK(std::memcmp(bank.data(), bank3.data(), 3 * d * sizeof(float)) == 0);
+
+    // through a cache (defaults: 16 patterns, one per 256 tokens): a 200-token prompt (one sink token,
+    // 199 mined) gets 1 pattern, a 1200-token one 5, a 5000-token one 16
+    for (const auto& [prompt, expect] : {std::pair{200, 1}, std::pair{1200, 5}, std::pair{5000, 16}}) {
+        patternkv::config c = patternkv::patternkv_config(2);
+        c.head_dim = d;
+        c.num_kv_heads = 1;
+        c.num_q_heads = 1;
+        patternkv::layer_cache cache(c, 1, prompt + 1);
+        std::vector<float> k(static_cast<std::size_t>(prompt) * d), v(k.size());
+        for (auto& e : k) e = static_cast<float>(nd(rng));
+        for (auto& e : v) e = static_cast<float>(nd(rng));
+        cache.prefill(0, patternkv::view_f32(k.data(), prompt, 1, d), patternkv::view_f32(v.data(), prompt, 1, d));
+        CAPTURE(prompt);
+        CHECK(cache.bank_size(0, 0, true) == expect);
+    }
 }
 
 TEST_CASE("kmeans_miner::propose is the fp16-rounded per-channel midrange") {

@@ -1,7 +1,9 @@
 // A long decode: hundreds of flushes with the bank at capacity (config::max_patterns). The bounded
 // policy (docs/configuration.md) must keep memory flat, never change a stored token, keep attention
 // exact over what is stored, and keep the quantization error of late pages in line with early ones.
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "support.hpp"
@@ -25,6 +27,7 @@ TEST_CASE("300 flushes with the bank at capacity: flat memory, stored tokens nev
     patternkv::config c = pkv_test::with_shape(patternkv::patternkv_config(2), H, d, Hq, R);
     c.num_patterns = 4;
     c.max_patterns = cap;
+    c.tokens_per_pattern = 0;  // the bank grows at every flush until it is full
     patternkv::layer_cache cache(c, 1, total);
     const auto k = pkv_test::synthetic_kv(31, total, H, d, true), v = pkv_test::synthetic_kv(32, total, H, d, false);
     cache.prefill(0, patternkv::view_f32(k.data(), prompt, H, d), patternkv::view_f32(v.data(), prompt, H, d));
@@ -66,4 +69,26 @@ TEST_CASE("300 flushes with the bank at capacity: flat memory, stored tokens nev
     MESSAGE("V rel. MSE while the bank grew " << v_grow << ", at capacity " << v_full << "; K " << k_grow << ", " << k_full);
     CHECK(v_full <= 1.25 * v_grow);
     CHECK(k_full <= 1.25 * k_grow);
+}
+
+TEST_CASE("tokens_per_pattern: the V bank grows by flushes only while it holds fewer than one pattern per that many quantized tokens") {
+    patternkv::config c = pkv_test::with_shape(patternkv::patternkv_config(2), H, d, Hq, 16);
+    c.num_patterns = 2;
+    c.max_patterns = 16;
+    c.tokens_per_pattern = 32;
+    c.sink_tokens = 0;
+    const int T = 64, steps = 400;
+    patternkv::layer_cache cache(c, 1, T + steps);
+    const auto k = pkv_test::synthetic_kv(41, T + steps, H, d, true), v = pkv_test::synthetic_kv(42, T + steps, H, d, false);
+    cache.prefill(0, patternkv::view_f32(k.data(), T, H, d), patternkv::view_f32(v.data(), T, H, d));
+    CHECK(cache.bank_size(0, 0, true) == 2);  // ceil(64 / 32), at most num_patterns
+    for (int t = T; t < T + steps; ++t) {
+        cache.append(patternkv::view_f32(k.data() + static_cast<std::size_t>(t) * H * d, 1, H, d),
+                     patternkv::view_f32(v.data() + static_cast<std::size_t>(t) * H * d, 1, H, d));
+        const std::int64_t quantized = cache.quantized_size(0);
+        const int expect = static_cast<int>(std::min<std::int64_t>(16, std::max<std::int64_t>(2, (quantized + 31) / 32)));
+        CAPTURE(t);
+        for (int h = 0; h < H; ++h) REQUIRE(cache.bank_size(0, h, true) == expect);
+    }
+    CHECK(cache.bank_size(0, 0, true) == 14);  // 448 quantized tokens
 }

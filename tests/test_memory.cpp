@@ -26,17 +26,18 @@ void fill(patternkv::layer_cache& cache, int prompt, int decode) {
 patternkv::config with_k_patterns(patternkv::config c) {
     c.num_patterns = 32;         // the paper's setting: 32 patterns, K indices and a K bank
     c.k_channel_select = false;  // growing at every flush
+    c.tokens_per_pattern = 0;    // every pattern mined from these short prompts
     return c;
 }
 
-TEST_CASE("PatternKV-2 default: 8 K and 8 V patterns per head") {
+TEST_CASE("PatternKV-2 default, 300-token prompt: 2 K and 2 V patterns per head (one per 256 mined tokens)") {
     patternkv::layer_cache cache(shape(patternkv::patternkv_config(2)), 1, 1024);
     fill(cache, 300, 0);
     const patternkv::memory_report m = cache.memory();
     CHECK(m.pattern_index_bytes == 4 * (64 + 64));            // 4 bits per quantized token for K and for V (bank of up to 16)
     CHECK(m.gate_bytes == 4 * 128 / 8);
-    CHECK(m.bank_bytes == 2 * (8 + 8) * 128 * 2);             // 8 K + 8 V fp16 patterns per head
-    CHECK(m.total_bytes() == 32768 + 4096 + 512 + 64 + 8192 + 45056);
+    CHECK(m.bank_bytes == 2 * (2 + 2) * 128 * 2);             // 2 K + 2 V fp16 patterns per head (299 mined tokens)
+    CHECK(m.total_bytes() == 32768 + 4096 + 512 + 64 + 2048 + 45056);
 }
 
 TEST_CASE("PatternKV-2 with patterns on V only: no K indices, no K bank") {
@@ -47,9 +48,9 @@ TEST_CASE("PatternKV-2 with patterns on V only: no K indices, no K bank") {
     const patternkv::memory_report m = cache.memory();
     CHECK(m.pattern_index_bytes == 4 * 64);                   // 4 bits per quantized V token
     CHECK(m.gate_bytes == 4 * 128 / 8);
-    CHECK(m.bank_bytes == 2 * 8 * 128 * 2);                   // 8 V fp16 patterns per head
+    CHECK(m.bank_bytes == 2 * 2 * 128 * 2);                   // 2 V fp16 patterns per head
     CHECK(cache.bank_size(0, 0, false) == 0);
-    CHECK(m.total_bytes() == 32768 + 4096 + 256 + 64 + 4096 + 45056);
+    CHECK(m.total_bytes() == 32768 + 4096 + 256 + 64 + 1024 + 45056);
 }
 
 TEST_CASE("PatternKV-2 with K patterns, d=128, 2 KV heads, R=128: 300-token prompt") {

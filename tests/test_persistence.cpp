@@ -19,6 +19,7 @@ config small(config c) {
     if (c.num_patterns > 0) {
         c.num_patterns = 4;
         c.max_patterns = 7;  // fills up after a few flushes: flushes then stop adding patterns
+        c.tokens_per_pattern = 24;  // not the default, so the round trip shows it is stored
     }
     return c;
 }

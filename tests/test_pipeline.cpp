@@ -19,6 +19,7 @@ patternkv::config paper_config() {
     c.num_patterns = n0;
     c.k_patterns = true;
     c.k_channel_select = false;  // every K channel subtracts its pattern, the bank grows at each flush
+    c.tokens_per_pattern = 0;    // n0 patterns from any prompt of more than n0 tokens
     c.sink_tokens = 0;           // token t of the prompt is row t % R of page t / R (test_sink.cpp covers the sink)
     return c;
 }

@@ -166,6 +166,7 @@ TEST_CASE("Qwen2.5-14B layer 0: PatternKV against KIVI at equal code bits and at
     auto paper = [](patternkv::config c) {  // the paper's setting
         c.num_patterns = 32;
         c.k_channel_select = false;
+        c.tokens_per_pattern = 0;
         return c;
     };
     auto v_only = [](patternkv::config c) {
@@ -174,6 +175,7 @@ TEST_CASE("Qwen2.5-14B layer 0: PatternKV against KIVI at equal code bits and at
     };
     auto patterns = [](patternkv::config c, int n) {
         c.num_patterns = n;
+        c.tokens_per_pattern = 0;
         return c;
     };
     const row rows[] = {{"KIVI-2", with_shape(patternkv::kivi_config(2))},
@@ -204,16 +206,16 @@ TEST_CASE("Qwen2.5-14B layer 0: PatternKV against KIVI at equal code bits and at
     CHECK(paper2.v <= 0.35 * kivi2.v);
     CHECK(paper2.k < kivi2.k);
     CHECK(pkv2.attn <= 0.6 * kivi2.attn);
-    CHECK(pkv2.k < kivi2.k);       // the selected K channels still lower K's error
+    CHECK(pkv2.k == doctest::Approx(kivi2.k).epsilon(0.01));  // one K pattern (219 prompt tokens) is about a per-channel constant
     CHECK(vonly2.k == kivi2.k);    // patterns on V only: K is stored exactly as KIVI stores it
     CHECK(pkv4.attn < kivi4.attn);
     CHECK(pkv4.v < kivi4.v);
     CHECK(kivi2.attn < pertoken2.attn);  // per-channel K beats per-token K on outlier channels
     // at equal storage: over only 128 quantized tokens the fp16 banks cost a lot (32 patterns: ~2 bits
-    // per element for K and V); the default's 8 K and 8 V patterns cost ~0.5 and lose to KIVI; 4
-    // patterns on V only (~0.3) win.
+    // per element for K and V); the default mines one pattern per 256 prompt tokens (1 here, ~0.16
+    // bits) and beats KIVI, as do 4 patterns on V only.
     CHECK(paper2.bits > kivi2.bits + 1.9);
-    CHECK(pkv2.attn > kivi_at(kivi, pkv2.bits));
+    CHECK(pkv2.attn < 0.9 * kivi_at(kivi, pkv2.bits));
     CHECK(pkv2_k4.attn < kivi_at(kivi, pkv2_k4.bits));
     // The reference prototype's KIVI figures depend on no random choice: ours must agree closely.
     // (to their printed precision: 0.0148 and 0.6315; ours 0.01481 and 0.6321)
@@ -224,6 +226,6 @@ TEST_CASE("Qwen2.5-14B layer 0: PatternKV against KIVI at equal code bits and at
     CHECK(kivi4.attn == doctest::Approx(0.0161).epsilon(0.005));
     CHECK(paper2.attn == doctest::Approx(0.1779).epsilon(0.001));
     CHECK(paper2.bits == doctest::Approx(6.316).epsilon(0.001));
-    CHECK(pkv2.attn == doctest::Approx(0.2660).epsilon(0.001));
-    CHECK(pkv2.bits == doctest::Approx(3.285).epsilon(0.001));
+    CHECK(pkv2.attn == doctest::Approx(0.3278).epsilon(0.001));
+    CHECK(pkv2.bits == doctest::Approx(2.410).epsilon(0.001));
 }

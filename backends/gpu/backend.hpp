@@ -197,7 +197,7 @@ inline void gpu_backend::prefill(layer_cache_state& s, int seq, const std::uint1
     // Banks (kmeans_miner::mine): the tokens themselves when M <= num_patterns, else k-means.
     int bank = 0;
     if (cap_ > 0 && M > 0) {
-        const int k = kmeans_.num_patterns;
+        const int k = kmeans_.patterns_for(M);
         if (core::bank_is_tokens(M, k)) {
             bank = M;
             gpu::launch(bank_from_tokens_kernel, gpu::blocks_for(2 * m, elementwise_threads), elementwise_threads, "bank_from_tokens",
@@ -268,7 +268,7 @@ inline void gpu_backend::append(layer_cache_state& s, std::span<const int> seqs,
                 int& nb = meta_host_[(kv == 1 ? meta_.v_bank_size : meta_.k_bank_size) + s.sh(seq, h)];
                 int& slot = meta_host_[meta_.centre_slot + (static_cast<std::size_t>(jobs) * 2 + kv) * H + h];
                 slot = -1;
-                if (grow_ && s.bank_may_grow(kv == 1) && nb < cap_) slot = nb++;
+                if (grow_ && s.bank_may_grow(kv == 1, nb, s.pages[seq] + 1)) slot = nb++;
             }
         ++jobs;
     }

@@ -29,7 +29,7 @@ std::vector<std::string> default_methods() {
     // with one-byte indices, every K channel, no sink)
     return {"fp32",        "kivi-8",      "kivi-4",      "kivi-3",
             "kivi-2",      "patternkv-4", "patternkv-3", "patternkv-2",
-            "patternkv-2+sink_tokens=0", "patternkv-2+num_patterns=32+max_patterns=256+k_channel_select=false+sink_tokens=0"};
+            "patternkv-2+sink_tokens=0", "patternkv-2+num_patterns=32+max_patterns=256+k_channel_select=false+sink_tokens=0+tokens_per_pattern=0"};
 }
 
 namespace {

@@ -3,6 +3,7 @@
 /// Where a cache's data lives and its kernels run, chosen at run time.
 
 #include <string>
+#include "export.hpp"
 
 namespace patternkv {
 
@@ -14,10 +15,10 @@ enum class backend {
 };
 
 /// "cpu", "cuda" or "hip".
-const char* backend_name(backend b);
+PATTERNKV_API const char* backend_name(backend b);
 
 /// Empty when `b` can be used in this process; otherwise why not (not compiled in, no device, ...).
-std::string backend_unavailable_reason(backend b);
+PATTERNKV_API std::string backend_unavailable_reason(backend b);
 
 /// backend_unavailable_reason(b).empty().
 inline bool backend_available(backend b) { return backend_unavailable_reason(b).empty(); }

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include "export.hpp"
 
 namespace patternkv {
 
@@ -21,7 +22,7 @@ enum class k_quant_mode : std::uint8_t {
 };
 
 /// Configuration of one layer's cache. Defaults are those of method.md.
-struct config {
+struct PATTERNKV_API config {
     // --- model shape ---
     int head_dim = 128;       ///< d, channels per head (1..512)
     int num_kv_heads = 8;     ///< KV heads of the layer
@@ -45,9 +46,16 @@ struct config {
                                 ///< 1 was chosen by measurement (docs/accuracy.md); at most 4096
 
     // --- patterns ---
-    int num_patterns = 8;       ///< patterns mined at prefill; 0 = no patterns (exactly KIVI). The paper mines 32;
-                                ///< 8 was more accurate per stored bit at 1K and 4K prompts (docs/accuracy.md)
-    int max_patterns = 0;       ///< bank bound (once full, flushes stop adding patterns); 0 = twice num_patterns.
+    int num_patterns = 16;      ///< patterns a bank holds at most once the context is long enough (see
+                                ///< tokens_per_pattern); 0 = no patterns (exactly KIVI). The paper mines 32 from any prompt
+    int tokens_per_pattern = 256;  ///< a bank holds at most one pattern per this many tokens: the prompt mines
+                                   ///< min(num_patterns, ceil(mined tokens / this)), and flushes add one while the
+                                   ///< bank holds fewer than ceil(quantized tokens / this). So the banks cost at most
+                                   ///< 16 / this bits per element (1/16 at 256: what the 4-bit indices cost at
+                                   ///< head_dim 64). 0 = always num_patterns (the paper). Chosen by measurement
+                                   ///< (docs/accuracy.md)
+    int max_patterns = 0;       ///< bank bound (once full, flushes stop adding patterns); 0 = num_patterns with
+                                ///< tokens_per_pattern, else twice num_patterns (the paper's growing bank).
                                 ///< Sets the pattern index width: 2 bits up to 4, 4 up to 16, else 8 (docs/configuration.md)
     bool grow_patterns = true;  ///< add the Chebyshev centre of each flushed window to the bank
     bool k_patterns = true;     ///< K aligns to patterns too (the paper); false: patterns on V only, K stored
@@ -85,10 +93,10 @@ struct config {
 };
 
 /// PatternKV defaults at the given bit width (K and V).
-config patternkv_config(int bits);
+PATTERNKV_API config patternkv_config(int bits);
 /// KIVI: no patterns, per-channel K, per-token V.
-config kivi_config(int bits);
+PATTERNKV_API config kivi_config(int bits);
 /// Per-token K and V, no patterns (LMDeploy / HF-quanto style).
-config per_token_config(int bits);
+PATTERNKV_API config per_token_config(int bits);
 
 } // namespace patternkv

@@ -10,6 +10,7 @@
 #include "config.hpp"
 #include "memory_report.hpp"
 #include "tensor_view.hpp"
+#include "export.hpp"
 
 namespace patternkv {
 
@@ -34,7 +35,7 @@ struct cache_io;  // persistence.hpp's reader and writer
 ///   cache.append(patternkv::view_f32(k1, 1, 4, 64), patternkv::view_f32(v1, 1, 4, 64));
 ///   cache.attend(patternkv::view_f32(q, 1, 8, 64), patternkv::view_f32(out, 1, 8, 64));
 /// @endcode
-class layer_cache {
+class PATTERNKV_API layer_cache {
 public:
     /// @param cfg        validated with config::validate()
     /// @param batch      number of sequence slots (>= 1)

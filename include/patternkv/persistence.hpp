@@ -12,11 +12,12 @@
 
 #include "backend.hpp"
 #include "layer_cache.hpp"
+#include "export.hpp"
 
 namespace patternkv {
 
 /// The file format version this library writes; it reads exactly this version.
-inline constexpr std::uint32_t cache_file_version = 4;
+inline constexpr std::uint32_t cache_file_version = 5;
 
 /// How a saved cache is rebuilt.
 struct load_options {
@@ -33,11 +34,11 @@ struct load_options {
 /// The file image of one layer cache (a file holding one layer).
 /// Device-backed caches are first copied to host memory (which is why this is not safe to call
 /// concurrently with other calls on `cache`).
-std::vector<std::uint8_t> serialize_layer(const layer_cache& cache);
+PATTERNKV_API std::vector<std::uint8_t> serialize_layer(const layer_cache& cache);
 /// The file image of a model's caches, in layer order (>= 1 layers; each may have its own config).
-std::vector<std::uint8_t> serialize_model(std::span<const layer_cache> layers);
+PATTERNKV_API std::vector<std::uint8_t> serialize_model(std::span<const layer_cache> layers);
 /// serialize_model() over caches held elsewhere (no pointer may be null).
-std::vector<std::uint8_t> serialize_model(std::span<const layer_cache* const> layers);
+PATTERNKV_API std::vector<std::uint8_t> serialize_model(std::span<const layer_cache* const> layers);
 
 /// Writes serialize_layer(cache) to `path` (through a temporary file renamed into place).
 /// Throws patternkv::error naming the path when the file cannot be written.
@@ -45,22 +46,22 @@ std::vector<std::uint8_t> serialize_model(std::span<const layer_cache* const> la
 ///   patternkv::save_layer(cache, "prefix.pkv");
 ///   patternkv::layer_cache again = patternkv::load_layer("prefix.pkv");
 /// @endcode
-void save_layer(const layer_cache& cache, const std::string& path);
+PATTERNKV_API void save_layer(const layer_cache& cache, const std::string& path);
 /// Writes serialize_model(layers) to `path`.
-void save_model(std::span<const layer_cache> layers, const std::string& path);
+PATTERNKV_API void save_model(std::span<const layer_cache> layers, const std::string& path);
 /// Writes serialize_model(layers) to `path`.
-void save_model(std::span<const layer_cache* const> layers, const std::string& path);
+PATTERNKV_API void save_model(std::span<const layer_cache* const> layers, const std::string& path);
 
 /// Rebuilds the cache of a one-layer file image. Validates everything first (magic, version, byte
 /// order, checksums, config, sizes, counters against capacity, pattern indices against bank sizes,
 /// fp16 values finite) and throws patternkv::error saying what is wrong; never reads out of bounds.
-layer_cache deserialize_layer(std::span<const std::uint8_t> bytes, const load_options& options = {});
+PATTERNKV_API layer_cache deserialize_layer(std::span<const std::uint8_t> bytes, const load_options& options = {});
 /// Rebuilds every layer of a file image (validating all layers before constructing any).
-std::vector<layer_cache> deserialize_model(std::span<const std::uint8_t> bytes, const load_options& options = {});
+PATTERNKV_API std::vector<layer_cache> deserialize_model(std::span<const std::uint8_t> bytes, const load_options& options = {});
 
 /// deserialize_layer() of the file at `path` (which must hold exactly one layer).
-layer_cache load_layer(const std::string& path, const load_options& options = {});
+PATTERNKV_API layer_cache load_layer(const std::string& path, const load_options& options = {});
 /// deserialize_model() of the file at `path`.
-std::vector<layer_cache> load_model(const std::string& path, const load_options& options = {});
+PATTERNKV_API std::vector<layer_cache> load_model(const std::string& path, const load_options& options = {});
 
 } // namespace patternkv

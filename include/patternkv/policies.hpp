@@ -8,19 +8,23 @@
 
 #include "concepts.hpp"
 #include "config.hpp"
+#include "export.hpp"
 
 namespace patternkv {
 
 /// PatternKV's miner: seeded k-means at prefill (tokens themselves when fewer than num_patterns),
 /// the Chebyshev centre (per-channel midrange) of the window at each flush.
-struct kmeans_miner {
+struct PATTERNKV_API kmeans_miner {
     int num_patterns = 32;    ///< k: patterns mined per bank (config::num_patterns)
     int iterations = 30;      ///< at most this many Lloyd iterations (config::kmeans_iterations)
     float tolerance = 1e-4f;  ///< stop once no centroid coordinate moves more (config::kmeans_tolerance)
     std::uint64_t seed = 0;   ///< seeds initialisation and empty-cluster repair (config::seed)
     bool grow = true;         ///< propose a pattern at each flush (config::grow_patterns)
+    int tokens_per_pattern = 0;  ///< 0, or mine at most ceil(tokens / this) patterns (config::tokens_per_pattern)
+    /// Patterns mined from a prompt of `tokens` tokens (core::mined_patterns).
+    int patterns_for(int tokens) const;
     /// Mines the bank of one head: x [tokens][d]; writes fp16-representable patterns [count][d]
-    /// to bank (capacity >= num_patterns rows) and returns count = min(tokens, num_patterns).
+    /// to bank (capacity >= num_patterns rows) and returns count = min(tokens, patterns_for(tokens)).
     int mine(std::span<const float> x, int d, int head, bool is_v, std::span<float> bank) const;
     /// Writes the fp16-rounded Chebyshev centre (per-channel midrange) of window [n][d] to centre
     /// and returns true, or returns false when growth is off.
@@ -36,7 +40,7 @@ struct no_pattern_miner {
 };
 
 /// The one-sided z-test gate of method.md section 5 at level alpha for head_dim d.
-struct z_test_gate {
+struct PATTERNKV_API z_test_gate {
     /// The gate at significance level alpha (0 < alpha < 0.5) for vectors of head_dim channels.
     z_test_gate(double alpha, int head_dim);
     /// True iff 1 - rho^2 >= c sqrt(1 + rho^4), rho = range(v - m) / range(v) (ranges >= 1e-12).
@@ -59,7 +63,7 @@ struct never_gate {
 
 /// Per-channel quantizer (K in KIVI and PatternKV): groups of `group` tokens per channel, codes
 /// packed along tokens.
-struct channel_quantizer {
+struct PATTERNKV_API channel_quantizer {
     int d;       ///< channels per vector (head_dim)
     int tokens;  ///< tokens per page (residual_length)
     int bits;    ///< bits per code: 2, 3, 4 or 8
@@ -81,7 +85,7 @@ struct channel_quantizer {
 
 /// Per-token quantizer (V always; K in the per-token baseline): groups of `group` channels of one
 /// token, codes packed along channels.
-struct token_quantizer {
+struct PATTERNKV_API token_quantizer {
     int d;       ///< channels per vector (head_dim)
     int tokens;  ///< tokens per page (residual_length)
     int bits;    ///< bits per code: 2, 3, 4 or 8

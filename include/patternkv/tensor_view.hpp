@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 #include <type_traits>
+#include "export.hpp"
 
 namespace patternkv {
 
@@ -13,7 +14,7 @@ namespace patternkv {
 enum class dtype : std::uint8_t { f32, f16, bf16 };
 
 /// Name of a dtype ("f32", "f16", "bf16").
-const char* dtype_name(dtype t);
+PATTERNKV_API const char* dtype_name(dtype t);
 
 /// A rank-3 strided view. Strides are in elements. Unused leading dimensions have extent 1.
 /// The library reads inputs through `const_tensor_view` and writes outputs through `tensor_view`.
