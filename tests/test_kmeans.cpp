@@ -318,9 +318,9 @@ TEST_CASE("tokens_per_pattern: one pattern per that many mined tokens, rounded u
     REQUIRE(three.mine(x, d, 0, false, bank3) == 3);
     CHECK(std::memcmp(bank.data(), bank3.data(), 3 * d * sizeof(float)) == 0);
 
-    // through a cache (defaults: 16 patterns, one per 256 tokens): a 200-token prompt (one sink token,
-    // 199 mined) gets 1 pattern, a 1200-token one 5, a 5000-token one 16
-    for (const auto& [prompt, expect] : {std::pair{200, 1}, std::pair{1200, 5}, std::pair{5000, 16}}) {
+    // through a cache (defaults: 16 patterns, one per 128 tokens): a 200-token prompt (one sink token,
+    // 199 mined) gets 2 patterns, a 1200-token one 10, a 5000-token one 16
+    for (const auto& [prompt, expect] : {std::pair{200, 2}, std::pair{1200, 10}, std::pair{5000, 16}}) {
         patternkv::config c = patternkv::patternkv_config(2);
         c.head_dim = d;
         c.num_kv_heads = 1;

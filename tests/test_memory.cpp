@@ -30,14 +30,14 @@ patternkv::config with_k_patterns(patternkv::config c) {
     return c;
 }
 
-TEST_CASE("PatternKV-2 default, 300-token prompt: 2 K and 2 V patterns per head (one per 256 mined tokens)") {
+TEST_CASE("PatternKV-2 default, 300-token prompt: 3 K and 3 V patterns per head (one per 128 mined tokens)") {
     patternkv::layer_cache cache(shape(patternkv::patternkv_config(2)), 1, 1024);
     fill(cache, 300, 0);
     const patternkv::memory_report m = cache.memory();
     CHECK(m.pattern_index_bytes == 4 * (64 + 64));            // 4 bits per quantized token for K and for V (bank of up to 16)
     CHECK(m.gate_bytes == 4 * 128 / 8);
-    CHECK(m.bank_bytes == 2 * (2 + 2) * 128 * 2);             // 2 K + 2 V fp16 patterns per head (299 mined tokens)
-    CHECK(m.total_bytes() == 32768 + 4096 + 512 + 64 + 2048 + 45056);
+    CHECK(m.bank_bytes == 2 * (3 + 3) * 128 * 2);             // 3 K + 3 V fp16 patterns per head (299 mined tokens)
+    CHECK(m.total_bytes() == 32768 + 4096 + 512 + 64 + 3072 + 45056);
 }
 
 TEST_CASE("PatternKV-2 with patterns on V only: no K indices, no K bank") {
@@ -48,9 +48,9 @@ TEST_CASE("PatternKV-2 with patterns on V only: no K indices, no K bank") {
     const patternkv::memory_report m = cache.memory();
     CHECK(m.pattern_index_bytes == 4 * 64);                   // 4 bits per quantized V token
     CHECK(m.gate_bytes == 4 * 128 / 8);
-    CHECK(m.bank_bytes == 2 * 2 * 128 * 2);                   // 2 V fp16 patterns per head
+    CHECK(m.bank_bytes == 2 * 3 * 128 * 2);                   // 3 V fp16 patterns per head
     CHECK(cache.bank_size(0, 0, false) == 0);
-    CHECK(m.total_bytes() == 32768 + 4096 + 256 + 64 + 1024 + 45056);
+    CHECK(m.total_bytes() == 32768 + 4096 + 256 + 64 + 1536 + 45056);
 }
 
 TEST_CASE("PatternKV-2 with K patterns, d=128, 2 KV heads, R=128: 300-token prompt") {

@@ -206,13 +206,13 @@ TEST_CASE("Qwen2.5-14B layer 0: PatternKV against KIVI at equal code bits and at
     CHECK(paper2.v <= 0.35 * kivi2.v);
     CHECK(paper2.k < kivi2.k);
     CHECK(pkv2.attn <= 0.6 * kivi2.attn);
-    CHECK(pkv2.k == doctest::Approx(kivi2.k).epsilon(0.01));  // one K pattern (219 prompt tokens) is about a per-channel constant
+    CHECK(pkv2.k < kivi2.k);  // the selected K channels still lower K's error
     CHECK(vonly2.k == kivi2.k);    // patterns on V only: K is stored exactly as KIVI stores it
     CHECK(pkv4.attn < kivi4.attn);
     CHECK(pkv4.v < kivi4.v);
     CHECK(kivi2.attn < pertoken2.attn);  // per-channel K beats per-token K on outlier channels
     // at equal storage: over only 128 quantized tokens the fp16 banks cost a lot (32 patterns: ~2 bits
-    // per element for K and V); the default mines one pattern per 256 prompt tokens (1 here, ~0.16
+    // per element for K and V); the default mines one pattern per 128 prompt tokens (2 here, ~0.3
     // bits) and beats KIVI, as do 4 patterns on V only.
     CHECK(paper2.bits > kivi2.bits + 1.9);
     CHECK(pkv2.attn < 0.9 * kivi_at(kivi, pkv2.bits));
@@ -226,6 +226,6 @@ TEST_CASE("Qwen2.5-14B layer 0: PatternKV against KIVI at equal code bits and at
     CHECK(kivi4.attn == doctest::Approx(0.0161).epsilon(0.005));
     CHECK(paper2.attn == doctest::Approx(0.1779).epsilon(0.001));
     CHECK(paper2.bits == doctest::Approx(6.316).epsilon(0.001));
-    CHECK(pkv2.attn == doctest::Approx(0.3278).epsilon(0.001));
-    CHECK(pkv2.bits == doctest::Approx(2.410).epsilon(0.001));
+    CHECK(pkv2.attn == doctest::Approx(0.2964).epsilon(0.001));
+    CHECK(pkv2.bits == doctest::Approx(2.535).epsilon(0.001));
 }

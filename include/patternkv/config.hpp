@@ -48,12 +48,12 @@ struct PATTERNKV_API config {
     // --- patterns ---
     int num_patterns = 16;      ///< patterns a bank holds at most once the context is long enough (see
                                 ///< tokens_per_pattern); 0 = no patterns (exactly KIVI). The paper mines 32 from any prompt
-    int tokens_per_pattern = 256;  ///< a bank holds at most one pattern per this many tokens: the prompt mines
+    int tokens_per_pattern = 128;  ///< a bank holds at most one pattern per this many tokens: the prompt mines
                                    ///< min(num_patterns, ceil(mined tokens / this)), and flushes add one while the
                                    ///< bank holds fewer than ceil(quantized tokens / this). So the banks cost at most
-                                   ///< 16 / this bits per element (1/16 at 256: what the 4-bit indices cost at
-                                   ///< head_dim 64). 0 = always num_patterns (the paper). Chosen by measurement
-                                   ///< (docs/accuracy.md)
+                                   ///< 16 / this bits per element, and a bank grows with the context at the paper's
+                                   ///< rate (one pattern per flush of 128 tokens). 0 = always num_patterns (the
+                                   ///< paper). 128 was chosen over 256 by measurement (docs/accuracy.md, section 7)
     int max_patterns = 0;       ///< bank bound (once full, flushes stop adding patterns); 0 = num_patterns with
                                 ///< tokens_per_pattern, else twice num_patterns (the paper's growing bank).
                                 ///< Sets the pattern index width: 2 bits up to 4, 4 up to 16, else 8 (docs/configuration.md)
