@@ -296,7 +296,7 @@ PKV_HD void attend_window_split(const std::uint16_t* wk, const std::uint16_t* wv
     float* row = work + hg.heads * n;  // [d]
     for (int t = 0; t < n; ++t) {
         Ops::halves(wk + t * d, d, row);
-        for (int h = 0; h < hg.heads; ++h) scores[h * n + t] = lane_dot(hg.q_tau + h * d, row, d);
+        for (int h = 0; h < hg.heads; ++h) scores[h * n + t] = Ops::dot(hg.q_tau + h * d, row, d);
     }
     for (int h = 0; h < hg.heads; ++h) {
         float* rec = hg.recs + h * hg.rec_stride;

@@ -158,6 +158,7 @@ void run_combine(const float* recs, int splits, int d, int cap, const std::uint1
 void run_window_split(const std::uint16_t* wk, const std::uint16_t* wv, int n, int d, const core::head_group& hg, int cap,
                       float* work) {
 #if defined(__x86_64__)
+    if (simd::have_avx512()) return core::attend_window_split<simd::avx512_ops>(wk, wv, n, d, hg, cap, work);
     if (simd::have_avx2()) return core::attend_window_split<simd::avx2_ops>(wk, wv, n, d, hg, cap, work);
 #endif
     core::attend_window_split<core::scalar_ops>(wk, wv, n, d, hg, cap, work);

@@ -98,13 +98,19 @@ int rounds_for(std::int64_t ctx, double round_seconds) {
     return static_cast<int>(std::clamp(wanted, static_cast<double>(least), 401.0));
 }
 
+// Tokens beyond the context that every cell's caches hold: half a window (R = 128). A context of
+// whole pages would leave KIVI's fp16 window empty and PatternKV's (one sink row, then 127 rows)
+// nearly full; decode sees every fill from 1 to R, 64 on average, so every method is measured there.
+constexpr std::int64_t window_fill = 64;
+
 void bench_decode(const options& o, double stream_bw, double fma_peak, json_writer& js) {
     const std::vector<std::string>& methods = o.methods;
     for (const bool half : {false, true})
         if (const double e = pkv_bench::dense_baseline_error(half); !(e < 1e-4))
             throw std::runtime_error(fmt::format("dense {} baseline self-check failed: relative error {:.3g}", half ? "fp16" : "fp32", e));
-    fmt::print("\n== decode attention, {} KV heads x head_dim {}, GQA {} (one query token per sequence) ==\n", kv_heads,
-               head_dim, q_heads / kv_heads);
+    fmt::print("\n== decode attention, {} KV heads x head_dim {}, GQA {} (one query token per sequence; ctx + {} tokens cached:\n"
+               "   a half-full window, the mean a decode step sees) ==\n",
+               kv_heads, head_dim, q_heads / kv_heads, window_fill);
     fmt::print("methods run round-robin, median of the rounds; %fma = multiply-adds per second / the fp32 FMA peak;\n"
                "floor = the roofline time: max(bytes / read bandwidth, multiply-adds / FMA peak) for fp32/fp16, whose\n"
                "multiply-adds are fp32 FMAs; bytes / read bandwidth for the quantized methods, whose per-element\n"
@@ -112,18 +118,19 @@ void bench_decode(const options& o, double stream_bw, double fma_peak, json_writ
     fmt::print("{:>6} {:>5} {:<12} {:>9} {:>9} {:>7} {:>8} {:>5} {:>9} {:>8}\n", "ctx", "batch", "method", "ms/step", "cache MB",
                "GB/s", "%stream", "%fma", "floor ms", "vs fp16");
     for (int batch : o.batches)
-        for (std::int64_t ctx : o.contexts) {
+        for (const std::int64_t ctx : o.contexts) {
             if (o.quick && batch > 1 && ctx > 4096) continue;
+            const std::int64_t tokens = ctx + window_fill;
             const auto q = pseudo_random(static_cast<std::size_t>(batch) * q_heads * head_dim, 99, 1.0f);
             std::vector<float> out(q.size());
             std::vector<decode_subject> subjects;
             for (const auto& m : methods) {
                 decode_subject& sub = subjects.emplace_back(decode_subject{m, {}, {}, 0.0, {}});
                 if (m == "fp32" || m == "fp16") {
-                    sub.dense = pkv_bench::make_dense_cache({batch, kv_heads, q_heads, head_dim, ctx}, m == "fp16", 7);
+                    sub.dense = pkv_bench::make_dense_cache({batch, kv_heads, q_heads, head_dim, tokens}, m == "fp16", 7);
                     sub.bytes = static_cast<double>(sub.dense->bytes());
                 } else {
-                    sub.cache.emplace(make_cache(m, batch, ctx));
+                    sub.cache.emplace(make_cache(m, batch, tokens));
                     sub.bytes = static_cast<double>(sub.cache->memory().total_bytes());
                 }
             }
@@ -140,7 +147,7 @@ void bench_decode(const options& o, double stream_bw, double fma_peak, json_writ
                     step(sub);
                     sub.times.push_back(pkv_bench::now_seconds() - t0);
                 }
-            const double fmas = 2.0 * static_cast<double>(batch) * static_cast<double>(ctx) * kv_heads * head_dim * (q_heads / kv_heads);
+            const double fmas = 2.0 * static_cast<double>(batch) * static_cast<double>(tokens) * kv_heads * head_dim * (q_heads / kv_heads);
             for (auto& sub : subjects) std::sort(sub.times.begin(), sub.times.end());
             const auto median = [](const decode_subject& sub) { return sub.times[sub.times.size() / 2]; };
             const double fp16_time =
