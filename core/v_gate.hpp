@@ -2,7 +2,7 @@
 // The V gate (method.md section 5): residualize a V token iff the one-sided z-test says its
 // residual's variance is smaller than the raw vector's:
 //     1 - rho^2 >= c * sqrt(1 + rho^4),   rho = R_flat / R_raw,   c = 2 z / sqrt(5 d).
-// c is computed once on the host (gate_constant) and passed to every backend as the same float.
+// c is computed once on the host (z_test_gate's constructor) and passed to every backend as the same float.
 
 #include "exp.hpp"
 #include "patterns.hpp"

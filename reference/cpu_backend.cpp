@@ -3,8 +3,12 @@
 // quantizes the window; attention runs on codes, one task per (sequence, KV head, split), its
 // query heads sharing the KV head's codes, splits combined in core order.
 #include <algorithm>
+#include <cmath>
 
+#include <fmt/format.h>
 #include <tbb/parallel_for.h>
+
+#include <patternkv/error.hpp>
 
 #include "cache_backend.hpp"
 #include "core/attention.hpp"
@@ -22,6 +26,14 @@ namespace {
 void set_gate_bit(std::uint32_t* gate, int t, bool on) {
     const std::uint32_t bit = 1u << (t & 31);
     gate[t >> 5] = on ? (gate[t >> 5] | bit) : (gate[t >> 5] & ~bit);
+}
+
+// Patterns from a miner must be finite and within the input bound (so residuals stay in fp16's
+// range, docs/configuration.md); a user's miner is checked like the library's own.
+void check_patterns(const char* what, const float* x, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i)
+        if (!(std::fabs(x[i]) <= core::max_abs_input))
+            throw error(fmt::format("{}: value {} at element {} is not finite or exceeds {}", what, x[i], i, core::max_abs_input));
 }
 
 // fp16 rows to floats with the shared primitive (F16C when the CPU has it; exact either way).
@@ -101,6 +113,9 @@ void mine_bank(layer_cache_state& s, bool v, int seq, int h, const std::uint16_t
     std::vector<float> rows(static_cast<std::size_t>(T) * d), bank(static_cast<std::size_t>(s.bank_capacity) * d);
     half_rows_to_float(x, rows.size(), rows.data());
     const int n = std::visit([&](const auto& m) { return m.mine(rows, d, h, v, bank); }, s.miner);
+    if (n < 0 || n > std::min(T, s.bank_capacity))
+        throw error(fmt::format("prefill: the miner returned {} patterns for {} tokens (must be in [0, {}])", n, T, std::min(T, s.bank_capacity)));
+    check_patterns("prefill: the miner's pattern", bank.data(), static_cast<std::size_t>(n) * d);
     std::uint16_t* dst = s.bank(v, seq, h);
     if (!v && s.selects_k_channels()) select_k_channels(s, rows.data(), T, bank.data(), n);
     for (std::size_t i = 0; i < static_cast<std::size_t>(n) * d; ++i) dst[i] = core::float_to_half(bank[i]);
@@ -120,6 +135,7 @@ void flush_head(layer_cache_state& s, bool v, int seq, int h) {
             [&](const auto& m) { return m.propose({buf, static_cast<std::size_t>(R) * d}, d, {centre, static_cast<std::size_t>(d)}); },
             s.miner);
         if (add) {
+            check_patterns("append: the miner's proposed pattern", centre, static_cast<std::size_t>(d));
             std::uint16_t* dst = s.bank(v, seq, h) + static_cast<std::size_t>(nb) * d;
             for (int j = 0; j < d; ++j) dst[j] = core::float_to_half(centre[j]);
             ++nb;

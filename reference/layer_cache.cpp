@@ -17,12 +17,12 @@
 namespace patternkv {
 namespace {
 
-std::variant<kmeans_miner, no_pattern_miner> make_miner(const config& c) {
+std::variant<kmeans_miner, no_pattern_miner, any_miner> make_miner(const config& c) {
     if (c.num_patterns == 0) return no_pattern_miner{};
     return kmeans_miner{c.num_patterns, c.kmeans_iterations, c.kmeans_tolerance, c.seed, c.grow_patterns, c.tokens_per_pattern};
 }
 
-std::variant<z_test_gate, always_gate, never_gate> make_gate(const config& c) {
+std::variant<z_test_gate, always_gate, never_gate, any_gate> make_gate(const config& c) {
     switch (c.gate) {
     case gate_mode::z_test: return z_test_gate(c.gate_alpha, c.head_dim);
     case gate_mode::always: return always_gate{};
@@ -126,6 +126,29 @@ layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens, 
     s.reserve_thread_scratch();
 }
 
+namespace {
+backend cpu_only(backend where) {
+    if (where != backend::cpu)
+        throw error(fmt::format("layer_cache: user policies run on the CPU backend only; the {} backend's kernels are compiled "
+                                "with the library's own miner and gate (docs/embedding.md)", backend_name(where)));
+    return where;
+}
+} // namespace
+
+layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens, const user_policies& policies, backend where)
+    : layer_cache(cfg, batch, max_tokens, cpu_only(where)) {
+    if ((policies.miner || policies.gate) && cfg.num_patterns == 0)
+        throw error("layer_cache: user policies given, but config::num_patterns = 0 (a cache without patterns mines and gates nothing)");
+    layer_cache_state& s = *state_;
+    if (policies.miner) s.miner = *policies.miner;
+    if (policies.gate) s.gate = *policies.gate;
+    s.user_code = policies.miner.has_value() || policies.gate.has_value();
+    if (s.user_code) {
+        s.undo_k_bank_size.resize(s.k_bank_size.size());
+        s.undo_v_bank_size.resize(s.v_bank_size.size());
+    }
+}
+
 layer_cache::~layer_cache() = default;
 layer_cache::layer_cache(layer_cache&&) noexcept = default;
 layer_cache& layer_cache::operator=(layer_cache&&) noexcept = default;
@@ -145,7 +168,12 @@ void layer_cache::prefill(int seq, const_tensor_view k, const_tensor_view v) {
     detail::to_cache_half("prefill k", k, xk);
     detail::to_cache_half("prefill v", v, xv);
     s.reserve_thread_scratch();
-    s.impl->prefill(s, seq, xk.data(), xv.data(), static_cast<int>(T));
+    try {
+        s.impl->prefill(s, seq, xk.data(), xv.data(), static_cast<int>(T));
+    } catch (...) {  // a user miner or gate failed: the sequence stays empty, as it was
+        for (int h = 0; h < s.heads(); ++h) s.k_bank_size[s.sh(seq, h)] = s.v_bank_size[s.sh(seq, h)] = 0;
+        throw;
+    }
     s.pages[seq] = static_cast<int>(s.geom.prompt_pages(T));
     s.window_count[seq] = static_cast<int>(T - s.geom.prompt_pages(T) * s.geom.tokens);
 }
@@ -166,7 +194,19 @@ void layer_cache::append(std::span<const int> seqs, const_tensor_view k, const_t
     detail::to_cache_half("append v", v, s.in_v);
 
     s.reserve_thread_scratch();
-    s.impl->append(s, seqs, s.in_k.data(), s.in_v.data());
+    if (s.user_code) {  // user code may throw during a flush: its banks go back to their sizes before it
+        s.undo_k_bank_size = s.k_bank_size;  // same size: no allocation
+        s.undo_v_bank_size = s.v_bank_size;
+        try {
+            s.impl->append(s, seqs, s.in_k.data(), s.in_v.data());
+        } catch (...) {
+            s.k_bank_size = s.undo_k_bank_size;
+            s.v_bank_size = s.undo_v_bank_size;
+            throw;
+        }
+    } else {
+        s.impl->append(s, seqs, s.in_k.data(), s.in_v.data());
+    }
     for (const int seq : seqs) {
         if (s.geom.window_full(s.window_count[seq])) ++s.pages[seq];  // the backend flushed it before storing the new token
         s.window_count[seq] = s.geom.next_row(s.window_count[seq]) + 1;

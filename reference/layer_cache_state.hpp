@@ -1,5 +1,5 @@
 #pragma once
-// Internal state of layer_cache (CPU reference backend). Arrays are indexed by sh = seq * H + head
+// Internal state of layer_cache, shared by every backend. Arrays are indexed by sh = seq * H + head
 // and preallocated for max_tokens per sequence at construction. window_count counts the fp16 rows
 // of a sequence, sink included (core::page_geometry::window_rows).
 #include <algorithm>
@@ -32,9 +32,11 @@ struct layer_cache_state {
     int bank_capacity = 0;  ///< patterns reserved per bank (0 without patterns)
     core::page_geometry geom{};
 
-    std::variant<kmeans_miner, no_pattern_miner> miner;
-    std::variant<z_test_gate, always_gate, never_gate> gate{always_gate{}};
+    std::variant<kmeans_miner, no_pattern_miner, any_miner> miner;
+    std::variant<z_test_gate, always_gate, never_gate, any_gate> gate{always_gate{}};
     std::variant<channel_quantizer, token_quantizer> k_quantizer;
+    bool user_code = false;  ///< a user miner or gate (user_policies.hpp): append keeps the bank sizes to undo
+    std::vector<int> undo_k_bank_size, undo_v_bank_size;
     token_quantizer v_quantizer{};
 
     // quantized history, [sh][page][...] (page_layout.hpp)

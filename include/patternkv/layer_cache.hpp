@@ -10,6 +10,7 @@
 #include "config.hpp"
 #include "memory_report.hpp"
 #include "tensor_view.hpp"
+#include "user_policies.hpp"
 #include "export.hpp"
 
 namespace patternkv {
@@ -42,6 +43,9 @@ public:
     /// @param max_tokens capacity per sequence in tokens (>= 1)
     /// @param where      compute backend (throws if unavailable; see backend_unavailable_reason)
     layer_cache(const config& cfg, int batch, std::int64_t max_tokens, backend where = backend::cpu);
+    /// A cache whose miner and/or V gate are the user's own (user_policies.hpp); CPU backend only
+    /// (a GPU backend throws). Files saved from it load with the config's policies.
+    layer_cache(const config& cfg, int batch, std::int64_t max_tokens, const user_policies& policies, backend where = backend::cpu);
     ~layer_cache();
     /// Takes over another cache's storage (the moved-from object may only be destroyed or assigned).
     layer_cache(layer_cache&&) noexcept;

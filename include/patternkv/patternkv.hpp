@@ -11,4 +11,5 @@
 #include "persistence.hpp"
 #include "policies.hpp"
 #include "tensor_view.hpp"
+#include "user_policies.hpp"
 #include "version.hpp"
