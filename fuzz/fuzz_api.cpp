@@ -17,7 +17,7 @@
 
 #include "core/fp16.hpp"
 
-#include "reference/layer_cache_state.hpp"
+#include "src/layer_cache_state.hpp"
 
 namespace {
 
@@ -47,7 +47,7 @@ struct bytes {
 
 // Everything the cache stores, byte for byte (for "unchanged after an error").
 std::vector<std::uint8_t> snapshot(const patternkv::layer_cache& c) {
-    const patternkv::layer_cache_state& s = c.state();
+    const patternkv::layer_cache_state& s = patternkv::state_of(c);
     std::vector<std::uint8_t> out;
     const auto add = [&](const auto& v) {
         const auto* b = reinterpret_cast<const std::uint8_t*>(v.data());
@@ -98,7 +98,7 @@ tensor make_tensor(bytes& in, std::int64_t a, std::int64_t b, std::int64_t c) {
 }
 
 void check_consistent(const patternkv::layer_cache& c) {
-    const patternkv::layer_cache_state& s = c.state();
+    const patternkv::layer_cache_state& s = patternkv::state_of(c);
     for (int i = 0; i < c.batch(); ++i) {
         // windows flush when the next token arrives, so a full window (R tokens) is a valid state; the
         // sink rows count too, and pages follow a full sink

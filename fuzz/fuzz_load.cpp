@@ -10,7 +10,7 @@
 
 #include <patternkv/patternkv.hpp>
 
-#include "reference/file_format.hpp"
+#include "src/file_format.hpp"
 
 namespace {
 

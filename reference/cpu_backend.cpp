@@ -10,13 +10,13 @@
 
 #include <patternkv/error.hpp>
 
-#include "cache_backend.hpp"
+#include "src/cache_backend.hpp"
 #include "core/attention.hpp"
 #include "core/encode_row.hpp"
 #include "core/fp16.hpp"
 #include "core/k_channel_select.hpp"
 #include "core/patterns.hpp"
-#include "layer_cache_state.hpp"
+#include "src/layer_cache_state.hpp"
 #include "simd/attention_ops_avx512.hpp"
 #include "simd/cpu_features.hpp"
 

@@ -4,7 +4,7 @@
 #include <cstring>
 #include <vector>
 
-#include "reference/layer_cache_state.hpp"
+#include "src/layer_cache_state.hpp"
 
 namespace pkv_test {
 
@@ -16,7 +16,7 @@ void append_bytes(std::vector<std::uint8_t>& out, const std::vector<T>& v) {
 
 /// Codes, scales/mins, indices, gate bits, banks, bank sizes, windows and lengths, as bytes.
 inline std::vector<std::uint8_t> snapshot(const patternkv::layer_cache& cache) {
-    const patternkv::layer_cache_state& s = cache.state();
+    const patternkv::layer_cache_state& s = patternkv::state_of(cache);
     std::vector<std::uint8_t> out;
     append_bytes(out, s.k_codes);
     append_bytes(out, s.v_codes);

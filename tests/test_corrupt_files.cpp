@@ -4,8 +4,8 @@
 #include <cstring>
 #include <optional>
 
-#include "reference/file_format.hpp"
-#include "reference/layer_cache_state.hpp"
+#include "src/file_format.hpp"
+#include "src/layer_cache_state.hpp"
 #include "support.hpp"
 
 namespace {
@@ -284,7 +284,7 @@ TEST_CASE("sequence tables and payload contents that break invariants are named"
 
     // payload of layer 0, (seq 0, head 0): 4 pages of K codes, K sm, V codes, V sm, K index, ...
     const patternkv::layer_cache probe(small(patternkv::patternkv_config(2)), 1, 16);
-    const auto& g = probe.state().geom;
+    const auto& g = patternkv::state_of(probe).geom;
     const std::size_t pages = 4, p0 = l.layers[0].payload;
     const std::size_t k_index = p0 + pages * (4 * g.k_code_words() + 4 * g.k_groups() + 4 * g.v_code_words() + 4 * g.v_groups());
     const std::size_t v_index = k_index + pages * g.k_index_bytes();

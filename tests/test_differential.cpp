@@ -24,7 +24,7 @@
 
 #include <patternkv/patternkv.hpp>
 
-#include "reference/layer_cache_state.hpp"
+#include "src/layer_cache_state.hpp"
 #include "support.hpp"
 
 // The GPU backend's kernels and class compiled for the CPU (backends/gpu/emulation.hpp):
@@ -198,7 +198,7 @@ std::vector<diff_case> make_cases() {
 /// The GPU backend's data arrays copied into the state's host arrays (internal API; the state is not
 /// a const object, only the accessor is).
 patternkv::layer_cache_state& synced_state(const layer_cache& cache) {
-    auto& s = const_cast<patternkv::layer_cache_state&>(cache.state());
+    auto& s = const_cast<patternkv::layer_cache_state&>(patternkv::state_of(cache));
     s.impl->sync_to_host(s);
     return s;
 }
@@ -222,7 +222,7 @@ bool same_bytes(const char* field, const std::vector<T>& a, const std::vector<T>
 }
 
 bool same_state(const layer_cache& cpu, const layer_cache& gpu, std::string& why) {
-    const patternkv::layer_cache_state& a = cpu.state();
+    const patternkv::layer_cache_state& a = patternkv::state_of(cpu);
     const patternkv::layer_cache_state& b = synced_state(gpu);
     return same_bytes("k_codes", a.k_codes, b.k_codes, why) && same_bytes("v_codes", a.v_codes, b.v_codes, why) &&
            same_bytes("v_gate", a.v_gate, b.v_gate, why) && same_bytes("k_sm", a.k_sm, b.k_sm, why) &&
@@ -294,7 +294,7 @@ struct target {
     layer_cache make(const diff_case& c) const {
         if (!emulated) return layer_cache(c.cfg, c.batch, c.max_tokens(), kind);
         layer_cache cache(c.cfg, c.batch, c.max_tokens(), backend::cpu);
-        auto& s = const_cast<patternkv::layer_cache_state&>(cache.state());
+        auto& s = const_cast<patternkv::layer_cache_state&>(patternkv::state_of(cache));
         s.impl = patternkv::emulated::make_gpu_backend(s, backend::cpu);
         return cache;
     }
@@ -354,8 +354,8 @@ struct runner {
                 if (!check_state("after reset and prefill")) return false;
             }
             if (c.reload_midway && step == c.steps / 2) {
-                auto& g = const_cast<patternkv::layer_cache_state&>(gpu.state());
-                const patternkv::layer_cache_state& s = cpu.state();
+                auto& g = const_cast<patternkv::layer_cache_state&>(patternkv::state_of(gpu));
+                const patternkv::layer_cache_state& s = patternkv::state_of(cpu);
                 g.k_codes = s.k_codes, g.v_codes = s.v_codes, g.v_gate = s.v_gate, g.k_sm = s.k_sm, g.v_sm = s.v_sm;
                 g.k_index = s.k_index, g.v_index = s.v_index, g.k_bank = s.k_bank, g.v_bank = s.v_bank;
                 g.k_bank_size = s.k_bank_size, g.v_bank_size = s.v_bank_size, g.window_k = s.window_k, g.window_v = s.window_v;

@@ -44,7 +44,7 @@ TEST_CASE("a prompt shorter than num_patterns uses its tokens as patterns") {
     cache.prefill(0, patternkv::view_f32(k.data(), 5, H, d), patternkv::view_f32(v.data(), 5, H, d));
     CHECK(cache.bank_size(0, 0, false) == 5);
     CHECK(cache.bank_size(0, 1, true) == 5);
-    const auto& s = cache.state();
+    const auto& s = patternkv::state_of(cache);
     for (int t = 0; t < 5; ++t)
         for (int j = 0; j < d; ++j)
             CHECK(s.bank(false, 0, 1)[t * d + j] == patternkv::core::float_to_half(k[(static_cast<std::size_t>(t) * H + 1) * d + j]));
@@ -95,7 +95,7 @@ TEST_CASE("constant groups store scale 0 and reconstruct exactly") {
         cache.dequantize(0, patternkv::view_f32(kh.data(), 64, H, d), patternkv::view_f32(vh.data(), 64, H, d));
         CHECK(kh == k);
         CHECK(vh == v);
-        for (const auto& sm : cache.state().k_sm) CHECK(sm.scale == 0);
+        for (const auto& sm : patternkv::state_of(cache).k_sm) CHECK(sm.scale == 0);
         check_attention(cache, 11);
     }
 }
@@ -165,7 +165,7 @@ TEST_CASE("gate modes: never stores V raw, always residualizes every V token") {
         patternkv::layer_cache cache(c, 1, 64);
         cache.prefill(0, patternkv::view_f32(k.data(), 64, H, d), patternkv::view_f32(v.data(), 64, H, d));
         int on = 0;
-        for (std::uint32_t w : cache.state().v_gate) on += __builtin_popcount(w);
+        for (std::uint32_t w : patternkv::state_of(cache).v_gate) on += __builtin_popcount(w);
         if (mode == patternkv::gate_mode::never) CHECK(on == 0);
         if (mode == patternkv::gate_mode::always) CHECK(on == 64 * H);
         MESSAGE("gate mode " << static_cast<int>(mode) << ": " << on << " of " << 64 * H << " V tokens residualized");

@@ -6,7 +6,7 @@
 #include <doctest/doctest.h>
 
 #include "core/k_channel_select.hpp"
-#include "reference/layer_cache_state.hpp"
+#include "src/layer_cache_state.hpp"
 #include "support.hpp"
 
 namespace core = patternkv::core;
@@ -100,7 +100,7 @@ TEST_CASE("a cache with K channel selection zeroes dropped K bank columns and ne
     const int H = 2, d = 32;
     const auto k = pkv_test::synthetic_kv(11, 300, H, d, true), v = pkv_test::synthetic_kv(12, 300, H, d, false);
     cache.prefill(0, patternkv::view_f32(k.data(), 200, H, d), patternkv::view_f32(v.data(), 200, H, d));
-    const auto& s = cache.state();
+    const auto& s = patternkv::state_of(cache);
     int zero_columns = 0;
     for (int h = 0; h < H; ++h)
         for (int j = 0; j < d; ++j) {

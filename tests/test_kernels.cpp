@@ -471,7 +471,7 @@ TEST_CASE("whole history and window splits: AVX2 and AVX-512 primitives equal th
                 const auto k = pkv_test::synthetic_kv(static_cast<std::uint64_t>(bits * d), T, H, d, true);
                 const auto v = pkv_test::synthetic_kv(static_cast<std::uint64_t>(bits * d + 1), T, H, d, false);
                 cache.prefill(0, patternkv::view_f32(k.data(), T, H, d), patternkv::view_f32(v.data(), T, H, d));
-                const auto& s = cache.state();
+                const auto& s = patternkv::state_of(cache);
                 const int cap = s.bank_capacity, stride = patternkv::core::partial_stride(d, cap);
                 const auto q = pkv_test::normal_floats(7, static_cast<std::size_t>(G) * d, 0.3f);
                 std::vector<float> qm(static_cast<std::size_t>(G) * (cap + 1), 0.0f);

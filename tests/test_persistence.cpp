@@ -3,7 +3,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "reference/file_format.hpp"
+#include "src/file_format.hpp"
 #include "state_snapshot.hpp"
 #include "support.hpp"
 
@@ -49,7 +49,7 @@ layer_cache make_cache(const config& c, std::vector<int> lengths, std::uint64_t 
 
 // Live data only (pages in use, live bank rows, window rows, counters): what a file must preserve.
 std::vector<std::uint8_t> live_snapshot(const layer_cache& cache) {
-    const patternkv::layer_cache_state& s = cache.state();
+    const patternkv::layer_cache_state& s = patternkv::state_of(cache);
     const auto& g = s.geom;
     std::vector<std::uint8_t> out;
     const auto take = [&](const auto& vec, std::size_t first, std::size_t n) {
@@ -129,7 +129,7 @@ void check_round_trip(const config& c, const std::vector<int>& lengths, std::uin
     // without stale data in `original` (no flush by the appends), even reserved memory matches
     bool flushed = false;
     for (std::size_t i = 0; i < lengths.size(); ++i)
-        flushed |= original.quantized_size(static_cast<int>(i)) > original.state().geom.prompt_pages(std::max(0, lengths[i] - 5)) * R;
+        flushed |= original.quantized_size(static_cast<int>(i)) > patternkv::state_of(original).geom.prompt_pages(std::max(0, lengths[i] - 5)) * R;
     if (!flushed) CHECK(pkv_test::snapshot(loaded) == pkv_test::snapshot(original));
     for (int i = 0; i < original.batch(); ++i) {
         CHECK(loaded.size(i) == original.size(i));

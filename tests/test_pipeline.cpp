@@ -7,7 +7,7 @@
 #include <limits>
 
 #include "core/fp16.hpp"
-#include "reference/layer_cache_state.hpp"
+#include "src/layer_cache_state.hpp"
 #include "support.hpp"
 
 namespace {
@@ -71,7 +71,7 @@ TEST_CASE("prefill aligns by L2, flushes by min-max over a bank holding the new 
     for (int t = prompt; t < total; ++t)
         cache.append(patternkv::view_f32(k.data() + static_cast<std::size_t>(t) * H * d, 1, H, d),
                      patternkv::view_f32(v.data() + static_cast<std::size_t>(t) * H * d, 1, H, d));
-    const auto& s = cache.state();
+    const auto& s = patternkv::state_of(cache);
     const int pages = s.pages[0], prefill_pages = prompt / R;
     REQUIRE(pages == prefill_pages + 3);
     std::vector<float> kh(static_cast<std::size_t>(total) * H * d), vh(kh.size());

@@ -13,7 +13,7 @@
 #include <patternkv/patternkv.hpp>
 
 #include "core/fp16.hpp"
-#include "reference/layer_cache_state.hpp"
+#include "src/layer_cache_state.hpp"
 #include "support.hpp"
 
 namespace {
@@ -108,7 +108,7 @@ TEST_CASE("a user miner and gate run through prefill, flushes and attention") {
     const int prompt = 100, steps = 3 * R + 1;  // three flushes
     const auto k = pkv_test::synthetic_kv(71, prompt, H, d, true);
     const run r = drive(cache, prompt, steps);
-    const auto& s = cache.state();
+    const auto& s = patternkv::state_of(cache);
     for (int h = 0; h < H; ++h) {
         // 3 mined rows (the prompt's first tokens after the sink) + one proposal per flush, up to the bank's capacity
         CHECK(cache.bank_size(0, h, false) == std::min(3 + 3, c.bank_capacity()));

@@ -14,8 +14,8 @@
 #include "attend_kernels.hpp"
 #include "cache_arrays.hpp"
 #include "encode_kernels.hpp"
-#include "reference/cache_backend.hpp"
-#include "reference/layer_cache_state.hpp"
+#include "src/cache_backend.hpp"
+#include "src/layer_cache_state.hpp"
 #include "runtime.hpp"
 
 namespace patternkv::PKV_GPU_NS {

@@ -9,7 +9,7 @@
 #include <fmt/format.h>
 
 #include "core/fp16.hpp"
-#include "reference/layer_cache_state.hpp"
+#include "src/layer_cache_state.hpp"
 
 namespace pkveval {
 namespace {
@@ -57,7 +57,7 @@ void add_errors(const patternkv::layer_cache& cache, const float* k, const float
 int rope_pair_of(int j, const model_config& mc) { return mc.rope == rope_pairs::halves ? j % (mc.head_dim / 2) : j / 2; }
 
 layer_ranges measure_layer(const patternkv::layer_cache& cache, const float* k, const float* v, const model_config& mc) {
-    const patternkv::layer_cache_state& s = cache.state();
+    const patternkv::layer_cache_state& s = patternkv::state_of(cache);
     const int d = mc.head_dim, H = mc.n_kv_heads, R = s.geom.tokens, pages = s.pages[0];
     const int kg = s.cfg.k_group, vg = s.cfg.v_group_size();
     layer_ranges out;

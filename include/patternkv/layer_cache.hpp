@@ -17,7 +17,8 @@ namespace patternkv {
 
 struct layer_cache_state;  // implementation detail
 namespace detail {
-struct cache_io;  // persistence.hpp's reader and writer
+struct cache_io;      // persistence.hpp's reader and writer
+struct state_access;  // the library's own tests and tools (src/layer_cache_state.hpp)
 }
 
 /// KV cache of one layer holding `batch` independent sequences of different lengths, each with its
@@ -102,11 +103,9 @@ public:
     /// What is stored, byte by byte (see memory_report).
     memory_report memory() const;
 
-    /// Internal state, for tests, backends and persistence (not a stable API).
-    const layer_cache_state& state() const { return *state_; }
-
 private:
     friend struct detail::cache_io;
+    friend struct detail::state_access;
     std::unique_ptr<layer_cache_state> state_;
 };
 

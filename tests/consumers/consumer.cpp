@@ -9,8 +9,9 @@
 #include <patternkv/patternkv.hpp>
 
 // Consumers get include/ only: the library's internals must not be on their include path.
-#if __has_include("core/attention.hpp") || __has_include("reference/layer_cache_state.hpp") || __has_include("backends/gpu/backend.hpp")
-#error "libpatternkv's internal headers (core/, reference/, backends/) leak onto the consumer's include path"
+#if __has_include("core/attention.hpp") || __has_include("src/layer_cache_state.hpp") || __has_include("reference/simd/cpu_features.hpp") || \
+    __has_include("backends/gpu/backend.hpp")
+#error "libpatternkv's internal headers (core/, src/, reference/, backends/) leak onto the consumer's include path"
 #endif
 
 #define PKV_STR2(x) #x

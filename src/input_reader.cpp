@@ -13,8 +13,8 @@
 
 #include "core/fp16.hpp"
 #include "core/platform.hpp"
-#include "simd/cpu_features.hpp"
-#include "simd/halves_avx2.hpp"
+#include "reference/simd/cpu_features.hpp"
+#include "reference/simd/halves_avx2.hpp"
 
 namespace patternkv::detail {
 namespace {

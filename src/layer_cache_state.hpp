@@ -125,4 +125,14 @@ struct layer_cache_state {
     float* scratch() const { return thread_scratch[static_cast<std::size_t>(tbb::this_task_arena::current_thread_index())].data(); }
 };
 
+namespace detail {
+/// A cache's internal state, for the library's own tests, fuzzers and diagnostics (not part of the API).
+struct state_access {
+    static const layer_cache_state& of(const layer_cache& c) { return *c.state_; }
+};
+} // namespace detail
+
+/// The internal state of `c` (detail::state_access).
+inline const layer_cache_state& state_of(const layer_cache& c) { return detail::state_access::of(c); }
+
 } // namespace patternkv
