@@ -136,11 +136,11 @@ PKV_HD constexpr int split_scratch_floats(int heads, int split_tokens, int d, in
 
 /// Where the per-head inputs and outputs of a head group live.
 struct head_group {
-    int heads;              ///< query heads in the group (the GQA ratio, or fewer)
-    const float* q_tau;     ///< scaled queries [heads][d]
-    const float* qm;        ///< q_tau . K patterns [heads][qm_stride], or nullptr without patterns
+    int heads;           ///< query heads in the group (the GQA ratio, or fewer)
+    const float* q_tau;  ///< scaled queries [heads][d]
+    const float* qm;     ///< q_tau . K patterns [heads][qm_stride], or nullptr without patterns
     int qm_stride;
-    float* recs;            ///< partial records, head h at recs + h * rec_stride
+    float* recs;  ///< partial records, head h at recs + h * rec_stride
     int rec_stride;
 };
 
@@ -159,8 +159,7 @@ PKV_HD void quantize_head_multipliers(float* m, int n, int heads, int qmax, floa
 /// code term is their integer sum with the centred codes, and the centre moves into the zero-point
 /// term q . (mn + centre * s). work: heads * d + 2 * d + heads floats.
 template <class Ops>
-PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_group& hg, float* scores, int score_stride,
-                        float* work) {
+PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_group& hg, float* scores, int score_stride, float* work) {
     const int d = g.d;
     if (g.k_per_channel) {
         float* m = work;                     // [heads][d]
@@ -175,7 +174,8 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
             quantize_head_multipliers<Ops>(m, d, hg.heads, qmax, steps);
             Ops::code_sums(p.k_codes, g.k_row_words(), d, g.k_bits, t0, g.k_group, m, d, hg.heads, qmax, scores + t0, score_stride);
             std::uint8_t buf[max_page_tokens];  // the group's pattern indices, one byte each, for every head
-            const std::uint8_t* idx = hg.qm != nullptr && g.k_patterns ? Ops::indices(p.k_index, t0, g.k_group, g.index_bits, buf) : nullptr;
+            const std::uint8_t* idx =
+                hg.qm != nullptr && g.k_patterns ? Ops::indices(p.k_index, t0, g.k_group, g.index_bits, buf) : nullptr;
             for (int h = 0; h < hg.heads; ++h)
                 Ops::finish_scores(scores + h * score_stride + t0, g.k_group, steps[h], Ops::dot(hg.q_tau + h * d, mnc, d),
                                    idx != nullptr ? hg.qm + h * hg.qm_stride : nullptr, hg.qm_stride, idx);
@@ -186,8 +186,8 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
         const int groups = d / g.k_group;
         const float centre = code_centre(g.k_bits);
         const auto off = static_cast<std::int32_t>(code_mask(g.k_bits));
-        float* m = work;          // [d]
-        float* qsum = work + d;   // [groups]: the query's sum over each channel group (channel order)
+        float* m = work;         // [d]
+        float* qsum = work + d;  // [groups]: the query's sum over each channel group (channel order)
         std::uint8_t buf[max_page_tokens];
         const std::uint8_t* idx = hg.qm != nullptr && g.k_patterns ? Ops::indices(p.k_index, 0, g.tokens, g.index_bits, buf) : nullptr;
         for (int h = 0; h < hg.heads; ++h) {
@@ -223,13 +223,13 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
 /// patterns). o, zsum, hist of head h: rec + 2, zsum + h * groups, rec + 2 + d. w: heads * R +
 /// 2 * R + heads * v_group + heads floats of scratch.
 template <class Ops>
-PKV_HD void page_accumulate_v(const page_geometry& g, const page_view& p, const head_group& hg, const float* e, int e_stride,
-                              float* zsum, float* w) {
+PKV_HD void page_accumulate_v(const page_geometry& g, const page_view& p, const head_group& hg, const float* e, int e_stride, float* zsum,
+                              float* w) {
     const int groups = g.d / g.v_group, R = g.tokens, vg = g.v_group;
-    float* scale = w + hg.heads * R;         // [R]: one group's scales
-    float* mnc = scale + R;                  // [R]: one group's centred minimums
-    float* sums = mnc + R;                   // [heads][v_group]: one group's integer sums
-    float* steps = sums + hg.heads * vg;     // [heads]: half steps
+    float* scale = w + hg.heads * R;      // [R]: one group's scales
+    float* mnc = scale + R;               // [R]: one group's centred minimums
+    float* sums = mnc + R;                // [heads][v_group]: one group's integer sums
+    float* steps = sums + hg.heads * vg;  // [heads]: half steps
     const float centre = code_centre(g.v_bits);
     const int qmax = multiplier_max(true, R, g.v_bits);
     for (int gi = 0; gi < groups; ++gi) {
@@ -245,7 +245,7 @@ PKV_HD void page_accumulate_v(const page_geometry& g, const page_view& p, const 
     }
     if (hg.qm == nullptr) return;
     for (int w = 0; w < g.gate_words(); ++w) {  // gated tokens in order, from the set bits (no branch per token)
-        const int in_word = R - 32 * w;           // tokens of the page in this word (bits past R are ignored)
+        const int in_word = R - 32 * w;         // tokens of the page in this word (bits past R are ignored)
         for (std::uint32_t bits = p.v_gate[w] & (in_word >= 32 ? ~0u : (1u << in_word) - 1u); bits != 0; bits &= bits - 1) {
             const int t = 32 * w + lowest_bit(bits), a = pattern_index(p.v_index, t, g.index_bits);
             for (int h = 0; h < hg.heads; ++h) {
@@ -260,13 +260,12 @@ PKV_HD void page_accumulate_v(const page_geometry& g, const page_view& p, const 
 /// histogram entries of each record to clear, at least the V bank size in use (entries past it are
 /// never read; the bank capacity is always safe). work: split_scratch_floats(heads, count * R, d, R).
 template <class Ops>
-PKV_HD void attend_history_split(const head_pages& hp, int first, int count, const head_group& hg, int hist_entries,
-                                 float* work) {
+PKV_HD void attend_history_split(const head_pages& hp, int first, int count, const head_group& hg, int hist_entries, float* work) {
     const page_geometry& g = hp.g;
     const int n = count * g.tokens, groups = g.d / g.v_group;
-    float* scores = work;                        // [heads][n]
-    float* zsum = work + hg.heads * n;           // [heads][groups]
-    float* page_work = zsum + hg.heads * g.d;    // page_scores' work, then page_accumulate_v's weights
+    float* scores = work;                      // [heads][n]
+    float* zsum = work + hg.heads * n;         // [heads][groups]
+    float* page_work = zsum + hg.heads * g.d;  // page_scores' work, then page_accumulate_v's weights
     for (int h = 0; h < hg.heads; ++h) {
         float* rec = hg.recs + h * hg.rec_stride;
         for (int j = 0; j < g.d + hist_entries; ++j) rec[2 + j] = 0.0f;
@@ -278,8 +277,7 @@ PKV_HD void attend_history_split(const head_pages& hp, int first, int count, con
         rec[0] = Ops::max(scores + h * n, n);
         rec[1] = Ops::exponentiate(scores + h * n, n, rec[0]);
     }
-    for (int i = 0; i < count; ++i)
-        page_accumulate_v<Ops>(g, hp.page(first + i), hg, scores + i * g.tokens, n, zsum, page_work);
+    for (int i = 0; i < count; ++i) page_accumulate_v<Ops>(g, hp.page(first + i), hg, scores + i * g.tokens, n, zsum, page_work);
     for (int h = 0; h < hg.heads; ++h) {
         float* o = hg.recs + h * hg.rec_stride + 2;
         for (int gi = 0; gi < groups; ++gi)
@@ -290,9 +288,9 @@ PKV_HD void attend_history_split(const head_pages& hp, int first, int count, con
 /// The window split for a group of heads: n >= 1 fp16 tokens wk, wv [n][d]; hist_entries as for
 /// attend_history_split. work: heads * n + d floats.
 template <class Ops>
-PKV_HD void attend_window_split(const std::uint16_t* wk, const std::uint16_t* wv, int n, int d, const head_group& hg,
-                                int hist_entries, float* work) {
-    float* scores = work;            // [heads][n]
+PKV_HD void attend_window_split(const std::uint16_t* wk, const std::uint16_t* wv, int n, int d, const head_group& hg, int hist_entries,
+                                float* work) {
+    float* scores = work;              // [heads][n]
     float* row = work + hg.heads * n;  // [d]
     for (int t = 0; t < n; ++t) {
         Ops::halves(wk + t * d, d, row);
@@ -313,8 +311,7 @@ PKV_HD void attend_window_split(const std::uint16_t* wk, const std::uint16_t* wv
 /// q_tau . m_c for the first `bank` patterns of an fp16 bank [bank][d] (canonical order), for
 /// `heads` queries q_tau + h * d into qm + h * qm_stride.
 template <class Ops = scalar_ops>
-PKV_HD void pattern_scores(const float* q_tau, const std::uint16_t* bank_k, int bank, int d, float* qm, int heads = 1,
-                           int qm_stride = 0) {
+PKV_HD void pattern_scores(const float* q_tau, const std::uint16_t* bank_k, int bank, int d, float* qm, int heads = 1, int qm_stride = 0) {
     for (int c = 0; c < bank; ++c) {
         float m[max_head_dim];
         Ops::halves(bank_k + c * d, d, m);
@@ -325,8 +322,8 @@ PKV_HD void pattern_scores(const float* q_tau, const std::uint16_t* bank_k, int 
 /// Combines `splits` partial records (in order) into the output [d]. bank_v: fp16 V patterns
 /// [bank][d], bank = patterns in use (<= bank_capacity); hist_acc: scratch [bank].
 template <class Ops = scalar_ops>
-PKV_HD void combine_splits(const float* recs, int splits, int d, int bank_capacity, const std::uint16_t* bank_v, int bank,
-                           float* hist_acc, float* out) {
+PKV_HD void combine_splits(const float* recs, int splits, int d, int bank_capacity, const std::uint16_t* bank_v, int bank, float* hist_acc,
+                           float* out) {
     const int stride = partial_stride(d, bank_capacity);
     float big_m = recs[0];
     for (int s = 1; s < splits; ++s) big_m = recs[s * stride] > big_m ? recs[s * stride] : big_m;
@@ -349,4 +346,4 @@ PKV_HD void combine_splits(const float* recs, int splits, int d, int bank_capaci
     for (int j = 0; j < d; ++j) out[j] = out[j] / big_l;
 }
 
-} // namespace patternkv::core
+}  // namespace patternkv::core

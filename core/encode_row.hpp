@@ -26,4 +26,4 @@ PKV_HD row_choice encode_row(const float* x, const float* bank, int nb, int d, b
     return c;
 }
 
-} // namespace patternkv::core
+}  // namespace patternkv::core

@@ -41,9 +41,9 @@ inline constexpr float log2e = 1.44269502162933349609375f;
 inline constexpr float minus_ln2_hi = -0.693145751953125f;  ///< n * ln2_hi is exact
 inline constexpr float minus_ln2_lo = -1.428606765330187045e-06f;
 /// exp(r) on |r| <= ln2/2: Taylor-like minimax coefficients, highest degree first (Horner).
-inline constexpr float c6 = 1.9875691500e-4f, c5 = 1.3981999507e-3f, c4 = 8.3334519073e-3f, c3 = 4.1665795894e-2f,
-                       c2 = 1.6666665459e-1f, c1 = 5.0000001201e-1f;
-} // namespace exp_constants
+inline constexpr float c6 = 1.9875691500e-4f, c5 = 1.3981999507e-3f, c4 = 8.3334519073e-3f, c3 = 4.1665795894e-2f, c2 = 1.6666665459e-1f,
+                       c1 = 5.0000001201e-1f;
+}  // namespace exp_constants
 
 /// e^x, within 2 ulp of the exact value for every float x (subnormal results included).
 PKV_HD float exp_fixed(float x) {
@@ -69,4 +69,4 @@ PKV_HD float exp_fixed(float x) {
     return (p * exp2_int(ni + 64)) * exp2_int(-64);  // subnormal result: one rounding, at the end
 }
 
-} // namespace patternkv::core
+}  // namespace patternkv::core

@@ -19,12 +19,16 @@ PKV_HD float half_to_float(std::uint16_t h) {
     const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
     const std::uint32_t exp = (h >> 10) & 0x1fu;
     std::uint32_t mant = h & 0x3ffu;
-    if (exp == 0x1f) return bits_float(sign | 0x7f800000u | (mant != 0 ? 0x400000u : 0u) | (mant << 13));  // inf; NaN quieted as by hardware
+    if (exp == 0x1f)
+        return bits_float(sign | 0x7f800000u | (mant != 0 ? 0x400000u : 0u) | (mant << 13));  // inf; NaN quieted as by hardware
     if (exp != 0) return bits_float(sign | ((exp + 112u) << 23) | (mant << 13));
     if (mant == 0) return bits_float(sign);
     // subnormal half: value = mant * 2^-24, exactly representable as a normal float
     int e = -1;
-    do { mant <<= 1; ++e; } while ((mant & 0x400u) == 0);
+    do {
+        mant <<= 1;
+        ++e;
+    } while ((mant & 0x400u) == 0);
     return bits_float(sign | (static_cast<std::uint32_t>(112 - e) << 23) | ((mant & 0x3ffu) << 13));
 }
 
@@ -36,8 +40,8 @@ PKV_HD std::uint16_t float_to_half(float f) {
     if (abs >= 0x7f800000u)  // inf or nan
         return static_cast<std::uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0u));
     if (abs >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // rounds to >= 65520
-    if (abs < 0x38800000u) {  // below 2^-14: subnormal half or zero
-        if (abs < 0x33000000u) return sign;  // below 2^-25: rounds to zero (ties to even: 0)
+    if (abs < 0x38800000u) {                                                    // below 2^-14: subnormal half or zero
+        if (abs < 0x33000000u) return sign;                                     // below 2^-25: rounds to zero (ties to even: 0)
         const std::uint32_t e = abs >> 23;
         const std::uint32_t m = (abs & 0x7fffffu) | 0x800000u;
         const std::uint32_t shift = 126u - e;  // 14..24 (value = m * 2^(e-150), half unit 2^-24)
@@ -57,14 +61,16 @@ PKV_HD std::uint16_t float_to_half(float f) {
 /// Largest binary16 value <= f (f finite and within the half range).
 PKV_HD std::uint16_t float_to_half_down(float f) {
     std::uint16_t h = float_to_half(f);
-    if (half_to_float(h) > f) h = (h & 0x8000u) ? static_cast<std::uint16_t>(h + 1) : (h == 0 ? std::uint16_t(0x8001u) : static_cast<std::uint16_t>(h - 1));
+    if (half_to_float(h) > f)
+        h = (h & 0x8000u) ? static_cast<std::uint16_t>(h + 1) : (h == 0 ? std::uint16_t(0x8001u) : static_cast<std::uint16_t>(h - 1));
     return h;
 }
 
 /// Smallest binary16 value >= f (f finite and within the half range).
 PKV_HD std::uint16_t float_to_half_up(float f) {
     std::uint16_t h = float_to_half(f);
-    if (half_to_float(h) < f) h = (h & 0x8000u) ? (h == 0x8000u ? std::uint16_t(1) : static_cast<std::uint16_t>(h - 1)) : static_cast<std::uint16_t>(h + 1);
+    if (half_to_float(h) < f)
+        h = (h & 0x8000u) ? (h == 0x8000u ? std::uint16_t(1) : static_cast<std::uint16_t>(h - 1)) : static_cast<std::uint16_t>(h + 1);
     return h;
 }
 
@@ -82,4 +88,4 @@ PKV_HD std::uint16_t float_to_bf16(float f) {
     return static_cast<std::uint16_t>((u + rounding) >> 16);
 }
 
-} // namespace patternkv::core
+}  // namespace patternkv::core

@@ -32,4 +32,4 @@ enum hash_stream : std::uint64_t {
     stream_empty_cluster_v = 4,
 };
 
-} // namespace patternkv::core
+}  // namespace patternkv::core

@@ -39,8 +39,8 @@ PKV_HD int k_select_groups(int T, int page_tokens, int group) { return T / page_
 /// measured. It reads only column j of the bank, so callers may zero a dropped column at once.
 /// res_col: scratch of `group` floats; codes: `group` bytes. Without a whole
 /// group there is no evidence and the channel keeps its patterns.
-PKV_HD bool keep_k_pattern_channel(const float* x, int d, const float* bank, const int* assign, int groups, int group, int bits,
-                                   int j, float* res_col, std::uint8_t* codes) {
+PKV_HD bool keep_k_pattern_channel(const float* x, int d, const float* bank, const int* assign, int groups, int group, int bits, int j,
+                                   float* res_col, std::uint8_t* codes) {
     double with = 0.0, without = 0.0;
     for (int gi = 0; gi < groups; ++gi) {
         const float* xg = x + static_cast<std::int64_t>(gi) * group * d + j;
@@ -51,4 +51,4 @@ PKV_HD bool keep_k_pattern_channel(const float* x, int d, const float* bank, con
     return groups == 0 || with < without;
 }
 
-} // namespace patternkv::core
+}  // namespace patternkv::core

@@ -30,7 +30,7 @@ struct kmeans_params {
     float tolerance;     ///< stop when the largest coordinate change is <= this (from iteration 2)
     std::uint64_t seed;
     std::uint64_t init_stream, empty_stream;  ///< hash streams (K and V differ)
-    std::uint64_t head;  ///< KV head index: part of every hash key
+    std::uint64_t head;                       ///< KV head index: part of every hash key
 };
 
 /// Writes to `chosen` the k token indices with the smallest counter_hash(seed, stream, head, t),
@@ -53,8 +53,8 @@ PKV_HD void kmeans_init_tokens(const kmeans_params& p, int tokens, int* chosen, 
 
 /// Token that refills empty cluster c at iteration `iter`.
 PKV_HD int kmeans_empty_cluster_token(const kmeans_params& p, int tokens, int iter, int c) {
-    const std::uint64_t h = counter_hash(p.seed, p.empty_stream, p.head,
-                                         (static_cast<std::uint64_t>(iter) << 32) | static_cast<std::uint32_t>(c));
+    const std::uint64_t h =
+        counter_hash(p.seed, p.empty_stream, p.head, (static_cast<std::uint64_t>(iter) << 32) | static_cast<std::uint32_t>(c));
     return static_cast<int>(h % static_cast<std::uint64_t>(tokens));
 }
 
@@ -117,8 +117,7 @@ PKV_HD float kmeans_update_centroids(const kmeans_params& p, const float* x, int
 /// Coordinate j of kmeans_update_centroids, for backends that give each (centroid, coordinate) its
 /// own thread: the member sum of coordinate j is the same chain in token order, then the same
 /// kmeans_set_coordinate. Returns the member count; *delta is the |change| (0 when empty).
-PKV_HD int kmeans_update_coordinate(const float* x, int tokens, int d, const int* assign, int c, int j,
-                                    float* centroid_j, float* delta) {
+PKV_HD int kmeans_update_coordinate(const float* x, int tokens, int d, const int* assign, int c, int j, float* centroid_j, float* delta) {
     int count = 0;
     float sum = 0.0f;
     for (int t = 0; t < tokens; ++t) {
@@ -146,8 +145,8 @@ struct full_assignment {
 /// sum [k][d]. Sequential reference driver; a GPU
 /// backend runs the same steps with the assignment and centroid loops spread over threads.
 template <class Assignment>
-PKV_HD void kmeans_iterate(const kmeans_params& p, const float* x, int tokens, int d, float* centroids, int* assign,
-                           int* chosen, std::uint64_t* keys, float* sum, Assignment&& assignment) {
+PKV_HD void kmeans_iterate(const kmeans_params& p, const float* x, int tokens, int d, float* centroids, int* assign, int* chosen,
+                           std::uint64_t* keys, float* sum, Assignment&& assignment) {
     kmeans_init_tokens(p, tokens, chosen, keys);
     for (int c = 0; c < p.k; ++c)
         for (int j = 0; j < d; ++j) centroids[c * d + j] = x[chosen[c] * d + j];
@@ -160,9 +159,9 @@ PKV_HD void kmeans_iterate(const kmeans_params& p, const float* x, int tokens, i
 
 /// k-means with the defining assignment step (full_assignment<Distance>).
 template <class Distance = scalar_distance>
-PKV_HD void kmeans_run(const kmeans_params& p, const float* x, int tokens, int d, float* centroids, int* assign,
-                       int* chosen, std::uint64_t* keys, float* sum) {
+PKV_HD void kmeans_run(const kmeans_params& p, const float* x, int tokens, int d, float* centroids, int* assign, int* chosen,
+                       std::uint64_t* keys, float* sum) {
     kmeans_iterate(p, x, tokens, d, centroids, assign, chosen, keys, sum, full_assignment<Distance>{});
 }
 
-} // namespace patternkv::core
+}  // namespace patternkv::core

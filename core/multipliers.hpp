@@ -68,4 +68,4 @@ PKV_HD float quantize_multipliers(float* a, int n, int qmax) {
     return amax / static_cast<float>(qmax);
 }
 
-} // namespace patternkv::core
+}  // namespace patternkv::core

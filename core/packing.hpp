@@ -40,4 +40,4 @@ PKV_HD void unpack_codes(const std::uint32_t* words, int n, int bits, std::uint8
     for (int i = 0; i < n; ++i) codes[i] = static_cast<std::uint8_t>(unpack_code(words, i, bits));
 }
 
-} // namespace patternkv::core
+}  // namespace patternkv::core

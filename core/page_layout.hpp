@@ -19,16 +19,16 @@
 namespace patternkv::core {
 
 struct page_geometry {
-    int d;              ///< head_dim
-    int tokens;         ///< R, tokens per page
+    int d;       ///< head_dim
+    int tokens;  ///< R, tokens per page
     int k_bits, v_bits;
     bool k_per_channel;
-    int k_group;        ///< per-channel: tokens per group; per-token: channels per group
-    int v_group;        ///< channels per V group
-    bool patterns;      ///< V pattern indices and gate bits are stored
-    bool k_patterns;    ///< K is aligned to patterns too: K pattern indices are stored (config::k_patterns)
-    int index_bits = 8; ///< bits per pattern index: index_bits_for(bank capacity), 2, 4 or 8
-    int sink = 0;       ///< S: a sequence's first S tokens stay in fp16 for good (config::sink_tokens)
+    int k_group;         ///< per-channel: tokens per group; per-token: channels per group
+    int v_group;         ///< channels per V group
+    bool patterns;       ///< V pattern indices and gate bits are stored
+    bool k_patterns;     ///< K is aligned to patterns too: K pattern indices are stored (config::k_patterns)
+    int index_bits = 8;  ///< bits per pattern index: index_bits_for(bank capacity), 2, 4 or 8
+    int sink = 0;        ///< S: a sequence's first S tokens stay in fp16 for good (config::sink_tokens)
 
     // The fp16 rows of a (sequence, head) are one buffer of window_rows(): the sink rows [0, S),
     // then the window [S, S + R). Its row count (window_count) covers both, so attention reads one
@@ -110,7 +110,7 @@ PKV_HD const std::uint8_t* pattern_indices(const std::uint8_t* idx, int first, i
     return buf;
 }
 
-} // namespace patternkv::core
+}  // namespace patternkv::core
 
 namespace patternkv::core {
 
@@ -142,11 +142,11 @@ struct head_pages {
     const std::uint32_t* v_gate;
 
     PKV_HD page_view page(int i) const {
-        return {k_codes + static_cast<std::int64_t>(i) * g.k_code_words(), k_sm + static_cast<std::int64_t>(i) * g.k_groups(),
+        return {k_codes + static_cast<std::int64_t>(i) * g.k_code_words(),  k_sm + static_cast<std::int64_t>(i) * g.k_groups(),
                 k_index + static_cast<std::int64_t>(i) * g.k_index_bytes(), v_codes + static_cast<std::int64_t>(i) * g.v_code_words(),
-                v_sm + static_cast<std::int64_t>(i) * g.v_groups(), v_index + static_cast<std::int64_t>(i) * g.v_index_bytes(),
+                v_sm + static_cast<std::int64_t>(i) * g.v_groups(),         v_index + static_cast<std::int64_t>(i) * g.v_index_bytes(),
                 v_gate + static_cast<std::int64_t>(i) * g.gate_words()};
     }
 };
 
-} // namespace patternkv::core
+}  // namespace patternkv::core

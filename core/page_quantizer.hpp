@@ -31,8 +31,8 @@ PKV_HD void dequantize_k_row(const page_geometry& g, const page_view& p, int t, 
     if (g.k_per_channel) {
         const scale_min* sm = p.k_sm + (t / g.k_group) * g.d;
         for (int j = 0; j < g.d; ++j)
-            out[j] = dequantize_value(unpack_code(p.k_codes + j * g.k_row_words(), t, g.k_bits),
-                                      half_to_float(sm[j].scale), half_to_float(sm[j].min));
+            out[j] = dequantize_value(unpack_code(p.k_codes + j * g.k_row_words(), t, g.k_bits), half_to_float(sm[j].scale),
+                                      half_to_float(sm[j].min));
     } else {
         const std::uint32_t* row = p.k_codes + t * g.k_row_words();
         const scale_min* sm = p.k_sm + t * (g.d / g.k_group);
@@ -47,8 +47,8 @@ PKV_HD void dequantize_v_row(const page_geometry& g, const page_view& p, int t, 
     const std::uint32_t* row = p.v_codes + t * g.v_row_words();
     const scale_min* sm = p.v_sm + t * (g.d / g.v_group);
     for (int j = 0; j < g.d; ++j)
-        out[j] = dequantize_value(unpack_code(row, j, g.v_bits), half_to_float(sm[j / g.v_group].scale),
-                                  half_to_float(sm[j / g.v_group].min));
+        out[j] =
+            dequantize_value(unpack_code(row, j, g.v_bits), half_to_float(sm[j / g.v_group].scale), half_to_float(sm[j / g.v_group].min));
 }
 
-} // namespace patternkv::core
+}  // namespace patternkv::core

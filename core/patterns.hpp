@@ -14,7 +14,10 @@ PKV_HD int nearest_pattern_l2(const float* x, const float* bank, int count, int 
     float best_d = lane_sq_dist(x, bank, d);
     for (int c = 1; c < count; ++c) {
         const float dist = lane_sq_dist(x, bank + c * d, d);
-        if (dist < best_d) { best_d = dist; best = c; }
+        if (dist < best_d) {
+            best_d = dist;
+            best = c;
+        }
     }
     return best;
 }
@@ -57,7 +60,10 @@ PKV_HD int nearest_pattern_dmm(const float* x, const float* bank, int count, int
     float best_d = residual_range(x, bank, d);
     for (int c = 1; c < count; ++c) {
         const float dist = residual_range(x, bank + c * d, d);
-        if (dist < best_d) { best_d = dist; best = c; }
+        if (dist < best_d) {
+            best_d = dist;
+            best = c;
+        }
     }
     return best;
 }
@@ -76,4 +82,4 @@ PKV_HD void chebyshev_centre(const float* x, int n, int d, int stride, float* ce
     }
 }
 
-} // namespace patternkv::core
+}  // namespace patternkv::core

@@ -46,8 +46,6 @@ PKV_HD int lowest_bit(std::uint32_t w) {
 #endif
 }
 
-PKV_HD constexpr int pages_per_split(int page_tokens) {
-    return page_tokens >= split_target_tokens ? 1 : split_target_tokens / page_tokens;
-}
+PKV_HD constexpr int pages_per_split(int page_tokens) { return page_tokens >= split_target_tokens ? 1 : split_target_tokens / page_tokens; }
 
-} // namespace patternkv::core
+}  // namespace patternkv::core

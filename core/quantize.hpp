@@ -69,4 +69,4 @@ PKV_HD scale_min quantize_group(const float* x, int n, int stride, int bits, std
     return sm;
 }
 
-} // namespace patternkv::core
+}  // namespace patternkv::core

@@ -47,4 +47,4 @@ PKV_HD float lane_sq_dist(const float* a, const float* b, int n) {
     return fold_lanes(acc);
 }
 
-} // namespace patternkv::core
+}  // namespace patternkv::core

@@ -33,4 +33,4 @@ PKV_HD bool gate_residualize(const float* v, const float* m, int d, gate_params 
     return gate_accepts(flat / raw, g.c);
 }
 
-} // namespace patternkv::core
+}  // namespace patternkv::core

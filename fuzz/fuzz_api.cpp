@@ -76,7 +76,8 @@ tensor make_tensor(bytes& in, std::int64_t a, std::int64_t b, std::int64_t c) {
     for (std::size_t i = 0; i < n; ++i) {
         if (fill < 128) {
             const float x = (static_cast<float>(in.u8()) - 128.0f) / 16.0f;
-            if (type == patternkv::dtype::f32) std::memcpy(&t.buf[4 * i], &x, 4);
+            if (type == patternkv::dtype::f32)
+                std::memcpy(&t.buf[4 * i], &x, 4);
             else {
                 std::uint32_t u;
                 std::memcpy(&u, &x, 4);
@@ -117,7 +118,7 @@ void round_trip(const patternkv::layer_cache& c) {
     check(patternkv::serialize_layer(back) == file, "save(load(save(c))) == save(c)");
 }
 
-} // namespace
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     bytes in{data, size};
@@ -187,44 +188,48 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         bool small_queries = false;
         try {
             switch (kind) {
-            case 0:
-            case 1: {
-                const int seq = static_cast<int>(in.u8() % (batch + 1));
-                const std::int64_t T = in.u8() % (max_tokens + 3);
-                tensor k = make_tensor(in, T, H, d), v = make_tensor(in, T, in.u8() == 0 ? H + 1 : H, d);
-                cache.prefill(seq, k.view, v.view);
-                break;
-            }
-            case 2: {
-                tensor k = make_tensor(in, rows, H, d), v = make_tensor(in, rows, H, d);
-                cache.append(seqs, k.view, v.view);
-                break;
-            }
-            case 3: {
-                tensor q = make_tensor(in, rows, Hq, d);
-                std::vector<float> out(static_cast<std::size_t>(std::max<std::int64_t>(rows, 0)) * Hq * d, -7.0f);
-                cache.attend(seqs, q.view, patternkv::view_f32(out.data(), rows, Hq, d));
-                small_queries = true;
-                for (std::int64_t i = 0; i < rows * Hq * d; ++i) {
-                    float x = 0;
-                    if (q.view.type == patternkv::dtype::f32) std::memcpy(&x, q.buf.data() + 4 * i, 4);
-                    else small_queries = false;
-                    small_queries &= std::fabs(x) <= 1000.0f;
+                case 0:
+                case 1: {
+                    const int seq = static_cast<int>(in.u8() % (batch + 1));
+                    const std::int64_t T = in.u8() % (max_tokens + 3);
+                    tensor k = make_tensor(in, T, H, d), v = make_tensor(in, T, in.u8() == 0 ? H + 1 : H, d);
+                    cache.prefill(seq, k.view, v.view);
+                    break;
                 }
-                if (small_queries)
-                    for (const float x : out) check(std::isfinite(x), "attend output finite for |q| <= 1000");
-                break;
-            }
-            case 4: cache.reset(static_cast<int>(in.u8() % (batch + 1))); break;
-            case 5: {
-                const int seq = static_cast<int>(in.u8() % (batch + 1));
-                const std::int64_t T = seq < batch ? cache.size(seq) : 1;
-                std::vector<float> k(static_cast<std::size_t>(T) * H * d), v(k.size());
-                cache.dequantize(seq, patternkv::view_f32(k.data(), T, H, d), patternkv::view_f32(v.data(), T, H, d));
-                for (const float x : k) check(std::isfinite(x), "dequantized K finite");
-                for (const float x : v) check(std::isfinite(x), "dequantized V finite");
-                break;
-            }
+                case 2: {
+                    tensor k = make_tensor(in, rows, H, d), v = make_tensor(in, rows, H, d);
+                    cache.append(seqs, k.view, v.view);
+                    break;
+                }
+                case 3: {
+                    tensor q = make_tensor(in, rows, Hq, d);
+                    std::vector<float> out(static_cast<std::size_t>(std::max<std::int64_t>(rows, 0)) * Hq * d, -7.0f);
+                    cache.attend(seqs, q.view, patternkv::view_f32(out.data(), rows, Hq, d));
+                    small_queries = true;
+                    for (std::int64_t i = 0; i < rows * Hq * d; ++i) {
+                        float x = 0;
+                        if (q.view.type == patternkv::dtype::f32)
+                            std::memcpy(&x, q.buf.data() + 4 * i, 4);
+                        else
+                            small_queries = false;
+                        small_queries &= std::fabs(x) <= 1000.0f;
+                    }
+                    if (small_queries)
+                        for (const float x : out) check(std::isfinite(x), "attend output finite for |q| <= 1000");
+                    break;
+                }
+                case 4:
+                    cache.reset(static_cast<int>(in.u8() % (batch + 1)));
+                    break;
+                case 5: {
+                    const int seq = static_cast<int>(in.u8() % (batch + 1));
+                    const std::int64_t T = seq < batch ? cache.size(seq) : 1;
+                    std::vector<float> k(static_cast<std::size_t>(T) * H * d), v(k.size());
+                    cache.dequantize(seq, patternkv::view_f32(k.data(), T, H, d), patternkv::view_f32(v.data(), T, H, d));
+                    for (const float x : k) check(std::isfinite(x), "dequantized K finite");
+                    for (const float x : v) check(std::isfinite(x), "dequantized V finite");
+                    break;
+                }
             }
         } catch (const patternkv::error&) {
             check(snapshot(cache) == before, "a throwing call changed the cache");

@@ -42,7 +42,7 @@ void exercise(patternkv::layer_cache& c) {
                  patternkv::view_f32(kv.data(), m, cfg.num_kv_heads, cfg.head_dim));
 }
 
-} // namespace
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     if (size < 1) return 0;

@@ -71,8 +71,11 @@ void encode_pages(layer_cache_state& s, bool v, int seq, int h, const std::uint1
             return v ? by(s.v_quantizer) : std::visit(by, s.k_quantizer);
         };
         const auto gate = [&](const float* x, const float* m) {
-            return std::visit([&](const auto& g) { return g.residualize({x, static_cast<std::size_t>(d)}, {m, static_cast<std::size_t>(d)}); },
-                              s.gate);
+            return std::visit(
+                [&](const auto& g) {
+                    return g.residualize({x, static_cast<std::size_t>(d)}, {m, static_cast<std::size_t>(d)});
+                },
+                s.gate);
         };
         for (int t = 0; t < R; ++t) {
             const core::row_choice c = core::encode_row(rows + t * d, bank, nb, d, v, align, gate, resid + t * d);
@@ -86,10 +89,12 @@ void encode_pages(layer_cache_state& s, bool v, int seq, int h, const std::uint1
             s.v_quantizer.quantize(rs, {page.v_codes, static_cast<std::size_t>(s.geom.v_code_words())},
                                    {sm, 2 * static_cast<std::size_t>(s.geom.v_groups())});
         } else {
-            std::visit([&](const auto& q) {
-                q.quantize(rs, {page.k_codes, static_cast<std::size_t>(s.geom.k_code_words())},
-                           {sm, 2 * static_cast<std::size_t>(s.geom.k_groups())});
-            }, s.k_quantizer);
+            std::visit(
+                [&](const auto& q) {
+                    q.quantize(rs, {page.k_codes, static_cast<std::size_t>(s.geom.k_code_words())},
+                               {sm, 2 * static_cast<std::size_t>(s.geom.k_groups())});
+                },
+                s.k_quantizer);
         }
     }
 }
@@ -114,7 +119,8 @@ void mine_bank(layer_cache_state& s, bool v, int seq, int h, const std::uint16_t
     half_rows_to_float(x, rows.size(), rows.data());
     const int n = std::visit([&](const auto& m) { return m.mine(rows, d, h, v, bank); }, s.miner);
     if (n < 0 || n > std::min(T, s.bank_capacity))
-        throw error(fmt::format("prefill: the miner returned {} patterns for {} tokens (must be in [0, {}])", n, T, std::min(T, s.bank_capacity)));
+        throw error(
+            fmt::format("prefill: the miner returned {} patterns for {} tokens (must be in [0, {}])", n, T, std::min(T, s.bank_capacity)));
     check_patterns("prefill: the miner's pattern", bank.data(), static_cast<std::size_t>(n) * d);
     std::uint16_t* dst = s.bank(v, seq, h);
     if (!v && s.selects_k_channels()) select_k_channels(s, rows.data(), T, bank.data(), n);
@@ -132,7 +138,9 @@ void flush_head(layer_cache_state& s, bool v, int seq, int h) {
         half_rows_to_float(w, static_cast<std::size_t>(R) * d, buf);
         float* centre = buf + R * d;
         const bool add = std::visit(
-            [&](const auto& m) { return m.propose({buf, static_cast<std::size_t>(R) * d}, d, {centre, static_cast<std::size_t>(d)}); },
+            [&](const auto& m) {
+                return m.propose({buf, static_cast<std::size_t>(R) * d}, d, {centre, static_cast<std::size_t>(d)});
+            },
             s.miner);
         if (add) {
             check_patterns("append: the miner's proposed pattern", centre, static_cast<std::size_t>(d));
@@ -171,8 +179,7 @@ void run_combine(const float* recs, int splits, int d, int cap, const std::uint1
     core::combine_splits<core::scalar_ops>(recs, splits, d, cap, bank_v, bank, hist, out);
 }
 
-void run_window_split(const std::uint16_t* wk, const std::uint16_t* wv, int n, int d, const core::head_group& hg, int cap,
-                      float* work) {
+void run_window_split(const std::uint16_t* wk, const std::uint16_t* wv, int n, int d, const core::head_group& hg, int cap, float* work) {
 #if defined(__x86_64__)
     if (simd::have_avx512()) return core::attend_window_split<simd::avx512_ops>(wk, wv, n, d, hg, cap, work);
     if (simd::have_avx2()) return core::attend_window_split<simd::avx2_ops>(wk, wv, n, d, hg, cap, work);
@@ -223,60 +230,64 @@ public:
     }
 
     void attend(const layer_cache_state& s, std::span<const int> seqs, const float* q, float* out) const override {
-    const int n = static_cast<int>(seqs.size()), d = s.d(), H = s.heads(), G = s.gqa(), Hq = s.cfg.num_q_heads;
-    const int cap = s.bank_capacity, stride = core::partial_stride(d, cap), ms = s.max_splits();
-    const int pps = core::pages_per_split(s.geom.tokens);
-    const float tau = s.cfg.scale();
-    const auto qh_index = [&](int i, int hq) { return static_cast<std::size_t>(i) * Hq + hq; };
+        const int n = static_cast<int>(seqs.size()), d = s.d(), H = s.heads(), G = s.gqa(), Hq = s.cfg.num_q_heads;
+        const int cap = s.bank_capacity, stride = core::partial_stride(d, cap), ms = s.max_splits();
+        const int pps = core::pages_per_split(s.geom.tokens);
+        const float tau = s.cfg.scale();
+        const auto qh_index = [&](int i, int hq) { return static_cast<std::size_t>(i) * Hq + hq; };
 
-    // 1. scaled queries and the q . K-pattern tables, per (sequence, KV head) so the bank is
-    //    decoded once for its query heads (unused table entries are 0: pages encoded before any
-    //    pattern existed carry index 0 and add nothing).
-    tbb::parallel_for(0, n * H, [&](int task) {
-        const int i = task / H, h = task % H, seq = seqs[i];
-        const std::size_t q0 = qh_index(i, h * G);
-        for (std::size_t e = q0 * d; e < (q0 + G) * d; ++e) s.q_tau[e] = q[e] * tau;
-        if (!s.side_has_patterns(false)) return;  // no K pattern term (core::page_scores skips it)
-        const int nb = s.k_bank_size[s.sh(seq, h)];
-        run_pattern_scores(s.q_tau.data() + q0 * d, s.bank(false, seq, h), nb, d, s.qm.data() + q0 * cap, G, cap);
-        for (int g = 0; g < G; ++g)
-            for (int c = nb; c < cap; ++c) s.qm[(q0 + g) * cap + c] = 0.0f;
-    });
+        // 1. scaled queries and the q . K-pattern tables, per (sequence, KV head) so the bank is
+        //    decoded once for its query heads (unused table entries are 0: pages encoded before any
+        //    pattern existed carry index 0 and add nothing).
+        tbb::parallel_for(0, n * H, [&](int task) {
+            const int i = task / H, h = task % H, seq = seqs[i];
+            const std::size_t q0 = qh_index(i, h * G);
+            for (std::size_t e = q0 * d; e < (q0 + G) * d; ++e) s.q_tau[e] = q[e] * tau;
+            if (!s.side_has_patterns(false)) return;  // no K pattern term (core::page_scores skips it)
+            const int nb = s.k_bank_size[s.sh(seq, h)];
+            run_pattern_scores(s.q_tau.data() + q0 * d, s.bank(false, seq, h), nb, d, s.qm.data() + q0 * cap, G, cap);
+            for (int g = 0; g < G; ++g)
+                for (int c = nb; c < cap; ++c) s.qm[(q0 + g) * cap + c] = 0.0f;
+        });
 
-    // 2. one task per (sequence, KV head, split); the KV head's query heads share its codes.
-    tbb::parallel_for(0, n * H * ms, [&](int task) {
-        const int i = task / (H * ms), h = task / ms % H, split = task % ms, seq = seqs[i];
-        if (split >= total_splits(s, seq)) return;
-        const bool window = split == history_splits(s, seq);
-        float* buf = s.scratch();
-        const std::size_t q0 = qh_index(i, h * G);
-        const core::head_group hg{G, s.q_tau.data() + q0 * d, s.has_patterns() ? s.qm.data() + q0 * cap : nullptr, cap,
-                                  s.partials.data() + (q0 * ms + split) * stride, ms * stride};
-        // only the V patterns in use can have histogram mass: clear just those entries
-        const int hist = s.has_patterns() ? s.v_bank_size[s.sh(seq, h)] : 0;
-        if (window) {
-            run_window_split(s.window(false, seq, h), s.window(true, seq, h), s.window_count[seq], d, hg, hist, buf);
-        } else {
-            const int first = split * pps;
-            run_history_split(s.head(seq, h), first, std::min(pps, s.pages[seq] - first), hg, hist, buf);
-        }
-    });
+        // 2. one task per (sequence, KV head, split); the KV head's query heads share its codes.
+        tbb::parallel_for(0, n * H * ms, [&](int task) {
+            const int i = task / (H * ms), h = task / ms % H, split = task % ms, seq = seqs[i];
+            if (split >= total_splits(s, seq)) return;
+            const bool window = split == history_splits(s, seq);
+            float* buf = s.scratch();
+            const std::size_t q0 = qh_index(i, h * G);
+            const core::head_group hg{G,
+                                      s.q_tau.data() + q0 * d,
+                                      s.has_patterns() ? s.qm.data() + q0 * cap : nullptr,
+                                      cap,
+                                      s.partials.data() + (q0 * ms + split) * stride,
+                                      ms * stride};
+            // only the V patterns in use can have histogram mass: clear just those entries
+            const int hist = s.has_patterns() ? s.v_bank_size[s.sh(seq, h)] : 0;
+            if (window) {
+                run_window_split(s.window(false, seq, h), s.window(true, seq, h), s.window_count[seq], d, hg, hist, buf);
+            } else {
+                const int first = split * pps;
+                run_history_split(s.head(seq, h), first, std::min(pps, s.pages[seq] - first), hg, hist, buf);
+            }
+        });
 
-    // 3. combine the splits of each (sequence, query head) in order.
-    tbb::parallel_for(0, n * Hq, [&](int task) {
-        const int i = task / Hq, hq = task % Hq, seq = seqs[i];
-        float* buf = s.scratch();
-        const int nb = s.has_patterns() ? s.v_bank_size[s.sh(seq, hq / G)] : 0;
-        float* o = buf + cap;
-        run_combine(s.partials.data() + qh_index(i, hq) * ms * stride, total_splits(s, seq), d, cap,
-                             s.bank(true, seq, hq / G), nb, buf, o);
-        std::copy(o, o + d, out + qh_index(i, hq) * d);
-    });
+        // 3. combine the splits of each (sequence, query head) in order.
+        tbb::parallel_for(0, n * Hq, [&](int task) {
+            const int i = task / Hq, hq = task % Hq, seq = seqs[i];
+            float* buf = s.scratch();
+            const int nb = s.has_patterns() ? s.v_bank_size[s.sh(seq, hq / G)] : 0;
+            float* o = buf + cap;
+            run_combine(s.partials.data() + qh_index(i, hq) * ms * stride, total_splits(s, seq), d, cap, s.bank(true, seq, hq / G), nb, buf,
+                        o);
+            std::copy(o, o + d, out + qh_index(i, hq) * d);
+        });
     }
 };
 
-} // namespace
+}  // namespace
 
 std::unique_ptr<cache_backend> make_cpu_backend() { return std::make_unique<cpu_backend>(); }
 
-} // namespace patternkv
+}  // namespace patternkv

@@ -27,8 +27,16 @@ class elkan_assignment {
 public:
     /// The step for up to `tokens` rows of `d` floats and `k` centroids.
     elkan_assignment(int tokens, int k, int d)
-        : lower_(static_cast<std::size_t>(tokens) * k), upper_(tokens), others_(tokens), previous_(static_cast<std::size_t>(k) * d),
-          moved_(k), drift_(k), between_(static_cast<std::size_t>(k) * k), closest_other_(k), which_(k), q_(k) {}
+        : lower_(static_cast<std::size_t>(tokens) * k),
+          upper_(tokens),
+          others_(tokens),
+          previous_(static_cast<std::size_t>(k) * d),
+          moved_(k),
+          drift_(k),
+          between_(static_cast<std::size_t>(k) * k),
+          closest_other_(k),
+          which_(k),
+          q_(k) {}
 
     /// Same contract as core::full_assignment<Distance>::operator().
     void operator()(const float* x, int tokens, int d, const float* centroids, int k, int* assign) {
@@ -211,4 +219,4 @@ private:
     bool started_ = false;
 };
 
-} // namespace patternkv
+}  // namespace patternkv

@@ -19,9 +19,7 @@ namespace {
 
 // Storage of fp16 scale/min pairs as the core struct (same layout: two uint16_t).
 core::scale_min* as_scale_min(std::span<std::uint16_t> s) { return reinterpret_cast<core::scale_min*>(s.data()); }
-const core::scale_min* as_scale_min(std::span<const std::uint16_t> s) {
-    return reinterpret_cast<const core::scale_min*>(s.data());
-}
+const core::scale_min* as_scale_min(std::span<const std::uint16_t> s) { return reinterpret_cast<const core::scale_min*>(s.data()); }
 
 // Inverse of the standard normal CDF by bisection on erfc (host-only, double; the result is
 // rounded once to the float constant every backend uses).
@@ -57,7 +55,7 @@ core::page_geometry token_geometry(int d, int tokens, int bits, int group) {
     return {d, tokens, bits, bits, false, group, group, false, false};
 }
 
-} // namespace
+}  // namespace
 
 int kmeans_miner::patterns_for(int tokens) const { return core::mined_patterns(tokens, num_patterns, tokens_per_pattern); }
 
@@ -69,7 +67,10 @@ int kmeans_miner::mine(std::span<const float> x, int d, int head, bool is_v, std
         for (std::size_t i = 0; i < x.size(); ++i) bank[i] = core::round_to_half(x[i]);
         return tokens;
     }
-    const core::kmeans_params p{k, iterations, tolerance, seed,
+    const core::kmeans_params p{k,
+                                iterations,
+                                tolerance,
+                                seed,
                                 is_v ? core::stream_kmeans_init_v : core::stream_kmeans_init_k,
                                 is_v ? core::stream_empty_cluster_v : core::stream_empty_cluster_k,
                                 static_cast<std::uint64_t>(head)};
@@ -81,7 +82,8 @@ int kmeans_miner::mine(std::span<const float> x, int d, int head, bool is_v, std
         core::kmeans_iterate(p, x.data(), tokens, d, bank.data(), assign.data(), chosen.data(), keys.data(), sum.data(), step);
     };
 #if defined(__x86_64__)
-    if (simd::have_avx2()) run(simd::avx2_distance{});
+    if (simd::have_avx2())
+        run(simd::avx2_distance{});
     else
 #endif
         run(core::scalar_distance{});
@@ -173,4 +175,4 @@ void token_quantizer::dequantize(std::span<const std::uint32_t> codes, std::span
     core::dequantize_v_row(g, p, t, out.data());
 }
 
-} // namespace patternkv
+}  // namespace patternkv

@@ -19,27 +19,31 @@ std::unique_ptr<cache_backend> make_hip_backend(const layer_cache_state& s);
 
 const char* backend_name(backend b) {
     switch (b) {
-    case backend::cpu: return "cpu";
-    case backend::cuda: return "cuda";
-    case backend::hip: return "hip";
+        case backend::cpu:
+            return "cpu";
+        case backend::cuda:
+            return "cuda";
+        case backend::hip:
+            return "hip";
     }
     return "?";
 }
 
 std::string backend_unavailable_reason(backend b) {
     switch (b) {
-    case backend::cpu: return {};
-    case backend::cuda:
+        case backend::cpu:
+            return {};
+        case backend::cuda:
 #if PATTERNKV_WITH_CUDA
-        return cuda_unavailable_reason();
+            return cuda_unavailable_reason();
 #else
-        return "this build of libpatternkv has no CUDA backend (configure with -Dcuda=enabled)";
+            return "this build of libpatternkv has no CUDA backend (configure with -Dcuda=enabled)";
 #endif
-    case backend::hip:
+        case backend::hip:
 #if PATTERNKV_WITH_HIP
-        return hip_unavailable_reason();
+            return hip_unavailable_reason();
 #else
-        return "this build of libpatternkv has no HIP backend (configure with -Dhip=enabled)";
+            return "this build of libpatternkv has no HIP backend (configure with -Dhip=enabled)";
 #endif
     }
     return fmt::format("unknown backend code {}", static_cast<int>(b));
@@ -50,13 +54,16 @@ std::unique_ptr<cache_backend> make_backend(backend kind, [[maybe_unused]] const
         throw error(fmt::format("layer_cache: backend {} unavailable: {}", backend_name(kind), why));
     switch (kind) {
 #if PATTERNKV_WITH_CUDA
-    case backend::cuda: return make_cuda_backend(s);
+        case backend::cuda:
+            return make_cuda_backend(s);
 #endif
 #if PATTERNKV_WITH_HIP
-    case backend::hip: return make_hip_backend(s);
+        case backend::hip:
+            return make_hip_backend(s);
 #endif
-    default: return make_cpu_backend();
+        default:
+            return make_cpu_backend();
     }
 }
 
-} // namespace patternkv
+}  // namespace patternkv

@@ -38,4 +38,4 @@ std::unique_ptr<cache_backend> make_cpu_backend();
 /// A backend of the given kind for `s` (throws patternkv::error when unavailable).
 std::unique_ptr<cache_backend> make_backend(backend kind, const layer_cache_state& s);
 
-} // namespace patternkv
+}  // namespace patternkv

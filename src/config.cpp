@@ -27,9 +27,12 @@ void require(bool ok, const char* field, long long value, const std::string& why
 
 const char* gate_name(gate_mode g) {
     switch (g) {
-    case gate_mode::z_test: return "z_test";
-    case gate_mode::always: return "always";
-    case gate_mode::never: return "never";
+        case gate_mode::z_test:
+            return "z_test";
+        case gate_mode::always:
+            return "always";
+        case gate_mode::never:
+            return "never";
     }
     return "?";
 }
@@ -61,13 +64,16 @@ int parse_small_int(const std::string& key, const std::string& text) {
     return static_cast<int>(v);
 }
 
-} // namespace
+}  // namespace
 
 const char* dtype_name(dtype t) {
     switch (t) {
-    case dtype::f32: return "f32";
-    case dtype::f16: return "f16";
-    case dtype::bf16: return "bf16";
+        case dtype::f32:
+            return "f32";
+        case dtype::f16:
+            return "f16";
+        case dtype::bf16:
+            return "bf16";
     }
     return "?";
 }
@@ -85,8 +91,7 @@ int config::bank_capacity() const {
 }
 
 void config::validate() const {
-    require(head_dim >= 1 && head_dim <= core::max_head_dim, "head_dim", head_dim,
-            fmt::format("must be in [1, {}]", core::max_head_dim));
+    require(head_dim >= 1 && head_dim <= core::max_head_dim, "head_dim", head_dim, fmt::format("must be in [1, {}]", core::max_head_dim));
     require(num_kv_heads >= 1, "num_kv_heads", num_kv_heads, "must be >= 1");
     require(num_q_heads >= 1 && num_q_heads % num_kv_heads == 0, "num_q_heads", num_q_heads,
             fmt::format("must be a positive multiple of num_kv_heads = {}", num_kv_heads));
@@ -104,9 +109,9 @@ void config::validate() const {
             fmt::format("must divide head_dim = {} (0 = head_dim)", head_dim));
     require(max_patterns >= 0 && max_patterns <= core::max_bank_patterns, "max_patterns", max_patterns,
             fmt::format("must be in [0, {}] (0 = from num_patterns; pattern indices take at most one byte)", core::max_bank_patterns));
-    require(num_patterns >= 0 && num_patterns <= (max_patterns == 0 ? core::max_bank_patterns : max_patterns), "num_patterns",
-            num_patterns, max_patterns == 0 ? fmt::format("must be in [0, {}]", core::max_bank_patterns)
-                                            : fmt::format("must be in [0, max_patterns = {}]", max_patterns));
+    require(num_patterns >= 0 && num_patterns <= (max_patterns == 0 ? core::max_bank_patterns : max_patterns), "num_patterns", num_patterns,
+            max_patterns == 0 ? fmt::format("must be in [0, {}]", core::max_bank_patterns)
+                              : fmt::format("must be in [0, max_patterns = {}]", max_patterns));
     require(tokens_per_pattern >= 0 && tokens_per_pattern <= (1 << 20), "tokens_per_pattern", tokens_per_pattern,
             fmt::format("must be in [0, {}] (0 = always num_patterns)", 1 << 20));
     require(sink_tokens >= 0 && sink_tokens <= core::max_page_tokens, "sink_tokens", sink_tokens,
@@ -121,47 +126,77 @@ void config::validate() const {
 
 std::string config::describe() const {
     return fmt::format(
-        "d={} kv_heads={} q_heads={} K:{}b {} group={} V:{}b group={} R={} sink={} patterns={} (one per {} tokens, max {}, grow {}, on K {}, K channel select {}) gate={} "
+        "d={} kv_heads={} q_heads={} K:{}b {} group={} V:{}b group={} R={} sink={} patterns={} (one per {} tokens, max {}, grow {}, on K "
+        "{}, K channel select {}) gate={} "
         "alpha={} kmeans(iters={}, tol={}, seed={}) scale={}",
         head_dim, num_kv_heads, num_q_heads, k_bits, k_mode == k_quant_mode::per_channel ? "per-channel" : "per-token",
-        k_mode == k_quant_mode::per_channel ? k_group : k_token_group_size(), v_bits, v_group_size(), residual_length,
-        sink_tokens, num_patterns, tokens_per_pattern, max_patterns, grow_patterns, k_patterns, k_channel_select, gate_name(gate), gate_alpha, kmeans_iterations, kmeans_tolerance,
-        seed, scale());
+        k_mode == k_quant_mode::per_channel ? k_group : k_token_group_size(), v_bits, v_group_size(), residual_length, sink_tokens,
+        num_patterns, tokens_per_pattern, max_patterns, grow_patterns, k_patterns, k_channel_select, gate_name(gate), gate_alpha,
+        kmeans_iterations, kmeans_tolerance, seed, scale());
 }
 
 void config::set(const std::string& key, const std::string& value) {
     config c = *this;
-    if (key == "head_dim") c.head_dim = parse_small_int(key, value);
-    else if (key == "num_kv_heads") c.num_kv_heads = parse_small_int(key, value);
-    else if (key == "num_q_heads") c.num_q_heads = parse_small_int(key, value);
-    else if (key == "k_bits") c.k_bits = parse_small_int(key, value);
-    else if (key == "v_bits") c.v_bits = parse_small_int(key, value);
-    else if (key == "bits") c.k_bits = c.v_bits = parse_small_int(key, value);
-    else if (key == "k_group") c.k_group = parse_small_int(key, value);
-    else if (key == "k_token_group") c.k_token_group = parse_small_int(key, value);
-    else if (key == "v_group") c.v_group = parse_small_int(key, value);
-    else if (key == "residual_length") c.residual_length = parse_small_int(key, value);
-    else if (key == "num_patterns") c.num_patterns = parse_small_int(key, value);
-    else if (key == "tokens_per_pattern") c.tokens_per_pattern = parse_small_int(key, value);
-    else if (key == "sink_tokens") c.sink_tokens = parse_small_int(key, value);
-    else if (key == "max_patterns") c.max_patterns = parse_small_int(key, value);
-    else if (key == "grow_patterns") c.grow_patterns = parse_bool(key, value);
-    else if (key == "k_patterns") c.k_patterns = parse_bool(key, value);
-    else if (key == "k_channel_select") c.k_channel_select = parse_bool(key, value);
-    else if (key == "gate_alpha") c.gate_alpha = parse_double(key, value);
-    else if (key == "kmeans_iterations") c.kmeans_iterations = parse_small_int(key, value);
-    else if (key == "kmeans_tolerance") c.kmeans_tolerance = static_cast<float>(parse_double(key, value));
-    else if (key == "seed") c.seed = static_cast<std::uint64_t>(parse_int(key, value));
-    else if (key == "softmax_scale") c.softmax_scale = static_cast<float>(parse_double(key, value));
+    if (key == "head_dim")
+        c.head_dim = parse_small_int(key, value);
+    else if (key == "num_kv_heads")
+        c.num_kv_heads = parse_small_int(key, value);
+    else if (key == "num_q_heads")
+        c.num_q_heads = parse_small_int(key, value);
+    else if (key == "k_bits")
+        c.k_bits = parse_small_int(key, value);
+    else if (key == "v_bits")
+        c.v_bits = parse_small_int(key, value);
+    else if (key == "bits")
+        c.k_bits = c.v_bits = parse_small_int(key, value);
+    else if (key == "k_group")
+        c.k_group = parse_small_int(key, value);
+    else if (key == "k_token_group")
+        c.k_token_group = parse_small_int(key, value);
+    else if (key == "v_group")
+        c.v_group = parse_small_int(key, value);
+    else if (key == "residual_length")
+        c.residual_length = parse_small_int(key, value);
+    else if (key == "num_patterns")
+        c.num_patterns = parse_small_int(key, value);
+    else if (key == "tokens_per_pattern")
+        c.tokens_per_pattern = parse_small_int(key, value);
+    else if (key == "sink_tokens")
+        c.sink_tokens = parse_small_int(key, value);
+    else if (key == "max_patterns")
+        c.max_patterns = parse_small_int(key, value);
+    else if (key == "grow_patterns")
+        c.grow_patterns = parse_bool(key, value);
+    else if (key == "k_patterns")
+        c.k_patterns = parse_bool(key, value);
+    else if (key == "k_channel_select")
+        c.k_channel_select = parse_bool(key, value);
+    else if (key == "gate_alpha")
+        c.gate_alpha = parse_double(key, value);
+    else if (key == "kmeans_iterations")
+        c.kmeans_iterations = parse_small_int(key, value);
+    else if (key == "kmeans_tolerance")
+        c.kmeans_tolerance = static_cast<float>(parse_double(key, value));
+    else if (key == "seed")
+        c.seed = static_cast<std::uint64_t>(parse_int(key, value));
+    else if (key == "softmax_scale")
+        c.softmax_scale = static_cast<float>(parse_double(key, value));
     else if (key == "gate") {
-        if (value == "z_test") c.gate = gate_mode::z_test;
-        else if (value == "always") c.gate = gate_mode::always;
-        else if (value == "never") c.gate = gate_mode::never;
-        else throw error(fmt::format("config key 'gate': '{}' is not one of z_test, always, never", value));
+        if (value == "z_test")
+            c.gate = gate_mode::z_test;
+        else if (value == "always")
+            c.gate = gate_mode::always;
+        else if (value == "never")
+            c.gate = gate_mode::never;
+        else
+            throw error(fmt::format("config key 'gate': '{}' is not one of z_test, always, never", value));
     } else if (key == "k_mode") {
-        if (value == "per_channel") c.k_mode = k_quant_mode::per_channel;
-        else if (value == "per_token") c.k_mode = k_quant_mode::per_token;
-        else throw error(fmt::format("config key 'k_mode': '{}' is not one of per_channel, per_token", value));
+        if (value == "per_channel")
+            c.k_mode = k_quant_mode::per_channel;
+        else if (value == "per_token")
+            c.k_mode = k_quant_mode::per_token;
+        else
+            throw error(fmt::format("config key 'k_mode': '{}' is not one of per_channel, per_token", value));
     } else {
         throw error(fmt::format("unknown config key '{}'", key));
     }
@@ -192,8 +227,8 @@ std::string memory_report::describe() const {
     return fmt::format(
         "codes {} B, scales/mins {} B, pattern indices {} B, gate bits {} B, banks {} B, window {} B; "
         "total {} B for {} elements ({} quantized + {} window tokens): {:.4f} bits/element",
-        code_bytes, scale_min_bytes, pattern_index_bytes, gate_bytes, bank_bytes, window_bytes, total_bytes(), elements,
-        quantized_tokens, window_tokens, bits_per_element());
+        code_bytes, scale_min_bytes, pattern_index_bytes, gate_bytes, bank_bytes, window_bytes, total_bytes(), elements, quantized_tokens,
+        window_tokens, bits_per_element());
 }
 
-} // namespace patternkv
+}  // namespace patternkv

@@ -26,4 +26,4 @@ inline std::uint32_t crc32c(const void* data, std::size_t n, std::uint32_t crc =
     return ~crc;
 }
 
-} // namespace patternkv::detail
+}  // namespace patternkv::detail

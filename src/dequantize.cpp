@@ -34,7 +34,8 @@ void layer_cache::dequantize(int seq, tensor_view k, tensor_view v) const {
             if (u >= 0 && u < paged) {
                 const core::page_view pv = hp.page(p);
                 core::dequantize_k_row(s.geom, pv, i, row);
-                const std::uint16_t* km = s.side_has_patterns(false) ? kb + core::pattern_index(pv.k_index, i, s.geom.index_bits) * d : nullptr;
+                const std::uint16_t* km =
+                    s.side_has_patterns(false) ? kb + core::pattern_index(pv.k_index, i, s.geom.index_bits) * d : nullptr;
                 for (int j = 0; j < d; ++j) ko[k.offset(t, h, j)] = km != nullptr ? row[j] + core::half_to_float(km[j]) : row[j];
                 core::dequantize_v_row(s.geom, pv, i, row);
                 const bool gated = s.has_patterns() && core::gate_bit(pv.v_gate, i);
@@ -53,4 +54,4 @@ void layer_cache::dequantize(int seq, tensor_view k, tensor_view v) const {
     }
 }
 
-} // namespace patternkv
+}  // namespace patternkv

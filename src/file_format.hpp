@@ -51,43 +51,43 @@ struct file_header {
     std::uint32_t header_crc;       ///< CRC-32C of the bytes before this field
 };
 static_assert(sizeof(file_header) == 48 && std::has_unique_object_representations_v<file_header>);
-static_assert(offsetof(file_header, version) == 8 && offsetof(file_header, layer_count) == 20 &&
-              offsetof(file_header, file_bytes) == 24 && offsetof(file_header, header_crc) == 44);
+static_assert(offsetof(file_header, version) == 8 && offsetof(file_header, layer_count) == 20 && offsetof(file_header, file_bytes) == 24 &&
+              offsetof(file_header, header_crc) == 44);
 
 struct layer_header {
-    char magic[8];                 ///< "PKVLAYER"
-    std::uint32_t header_bytes;    ///< sizeof(layer_header)
-    std::uint32_t layer_index;     ///< position in the file, 0-based
+    char magic[8];               ///< "PKVLAYER"
+    std::uint32_t header_bytes;  ///< sizeof(layer_header)
+    std::uint32_t layer_index;   ///< position in the file, 0-based
     // config (include/patternkv/config.hpp), in declaration order
     std::int32_t head_dim, num_kv_heads, num_q_heads, k_bits, v_bits;
-    std::uint32_t k_mode;          ///< k_quant_mode: 0 per_channel, 1 per_token
+    std::uint32_t k_mode;  ///< k_quant_mode: 0 per_channel, 1 per_token
     std::int32_t k_group, k_token_group, v_group, residual_length;
     std::int32_t num_patterns, sink_tokens, max_patterns;
-    std::uint32_t grow_patterns;   ///< 0 or 1
-    std::uint32_t gate;            ///< gate_mode: 0 z_test, 1 always, 2 never
+    std::uint32_t grow_patterns;  ///< 0 or 1
+    std::uint32_t gate;           ///< gate_mode: 0 z_test, 1 always, 2 never
     std::uint32_t kmeans_iterations;
-    std::uint64_t gate_alpha_bits;        ///< double
+    std::uint64_t gate_alpha_bits;  ///< double
     std::uint64_t seed;
     std::uint32_t kmeans_tolerance_bits;  ///< float
     std::uint32_t softmax_scale_bits;     ///< float
     // cache shape
     std::int32_t batch;
-    std::uint32_t backend;         ///< where the cache ran when saved (informational)
-    std::int64_t max_tokens;       ///< capacity per sequence when saved
+    std::uint32_t backend;    ///< where the cache ran when saved (informational)
+    std::int64_t max_tokens;  ///< capacity per sequence when saved
     // page geometry derived from the config (cross-checked by the reader)
     std::uint32_t k_code_words, k_groups, v_code_words, v_groups;
-    std::uint32_t index_bytes;     ///< V pattern index bytes per page (K: the same when k_patterns, else 0)
+    std::uint32_t index_bytes;  ///< V pattern index bytes per page (K: the same when k_patterns, else 0)
     std::uint32_t gate_words;
-    std::uint32_t bank_capacity;   ///< max_patterns with patterns, else 0
-    std::uint32_t k_patterns;      ///< config::k_patterns, 0 or 1
+    std::uint32_t bank_capacity;  ///< max_patterns with patterns, else 0
+    std::uint32_t k_patterns;     ///< config::k_patterns, 0 or 1
     // sections
-    std::uint64_t table_bytes;     ///< 8 * batch + 8 * batch * num_kv_heads
+    std::uint64_t table_bytes;  ///< 8 * batch + 8 * batch * num_kv_heads
     std::uint64_t payload_bytes;
     std::uint32_t table_crc, payload_crc;
-    std::uint32_t k_channel_select;  ///< config::k_channel_select, 0 or 1
-    std::int32_t tokens_per_pattern; ///< config::tokens_per_pattern (version 5)
-    std::uint32_t reserved;        ///< 0
-    std::uint32_t header_crc;      ///< CRC-32C of the bytes before this field
+    std::uint32_t k_channel_select;   ///< config::k_channel_select, 0 or 1
+    std::int32_t tokens_per_pattern;  ///< config::tokens_per_pattern (version 5)
+    std::uint32_t reserved;           ///< 0
+    std::uint32_t header_crc;         ///< CRC-32C of the bytes before this field
 };
 static_assert(sizeof(layer_header) == 192 && std::has_unique_object_representations_v<layer_header>);
 static_assert(offsetof(layer_header, head_dim) == 16 && offsetof(layer_header, gate_alpha_bits) == 80 &&
@@ -104,7 +104,7 @@ struct bank_entry {
 };
 static_assert(sizeof(seq_entry) == 8 && sizeof(bank_entry) == 8);
 
-} // namespace patternkv::detail
+}  // namespace patternkv::detail
 
 #include <cstring>
 #include <span>
@@ -144,4 +144,4 @@ inline void refresh_checksums(std::span<std::uint8_t> image) {
     std::memcpy(image.data(), &fh, sizeof fh);
 }
 
-} // namespace patternkv::detail
+}  // namespace patternkv::detail

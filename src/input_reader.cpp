@@ -22,14 +22,14 @@ namespace {
 template <class View>
 void check_shape_impl(const char* name, const View& v, std::int64_t a, std::int64_t b, std::int64_t c) {
     if (v.shape[0] != a || v.shape[1] != b || v.shape[2] != c)
-        throw error(fmt::format("{}: shape [{}, {}, {}] does not match the expected [{}, {}, {}]", name, v.shape[0],
-                                v.shape[1], v.shape[2], a, b, c));
+        throw error(fmt::format("{}: shape [{}, {}, {}] does not match the expected [{}, {}, {}]", name, v.shape[0], v.shape[1], v.shape[2],
+                                a, b, c));
     if (v.type != dtype::f32 && v.type != dtype::f16 && v.type != dtype::bf16)
         throw error(fmt::format("{}: unsupported dtype code {}", name, static_cast<int>(v.type)));
     if (a * b * c > 0 && v.data == nullptr) throw error(fmt::format("{}: null data pointer", name));
 }
 
-} // namespace
+}  // namespace
 
 void check_shape(const char* name, const const_tensor_view& v, std::int64_t a, std::int64_t b, std::int64_t c) {
     check_shape_impl(name, v, a, b, c);
@@ -41,9 +41,12 @@ void check_shape(const char* name, const tensor_view& v, std::int64_t a, std::in
 float read_element(const const_tensor_view& v, std::int64_t i, std::int64_t j, std::int64_t k) {
     const std::int64_t off = v.offset(i, j, k);
     switch (v.type) {
-    case dtype::f32: return static_cast<const float*>(v.data)[off];
-    case dtype::f16: return core::half_to_float(static_cast<const std::uint16_t*>(v.data)[off]);
-    case dtype::bf16: return core::bf16_to_float(static_cast<const std::uint16_t*>(v.data)[off]);
+        case dtype::f32:
+            return static_cast<const float*>(v.data)[off];
+        case dtype::f16:
+            return core::half_to_float(static_cast<const std::uint16_t*>(v.data)[off]);
+        case dtype::bf16:
+            return core::bf16_to_float(static_cast<const std::uint16_t*>(v.data)[off]);
     }
     return 0.0f;
 }
@@ -74,7 +77,7 @@ bool row_to_half(const const_tensor_view& v, std::int64_t i, std::int64_t j, std
     return ok;
 }
 
-} // namespace
+}  // namespace
 
 void to_cache_half(const char* name, const const_tensor_view& v, std::vector<std::uint16_t>& out) {
     const std::int64_t a = v.shape[0], b = v.shape[1], c = v.shape[2];  // (lambdas below capture them)
@@ -120,4 +123,4 @@ void to_finite_floats(const char* name, const const_tensor_view& v, std::vector<
             }
 }
 
-} // namespace patternkv::detail
+}  // namespace patternkv::detail

@@ -21,4 +21,4 @@ void to_cache_half(const char* name, const const_tensor_view& v, std::vector<std
 /// Converts a [a][b][c] view to floats laid out [a][b][c]; throws for NaN/Inf.
 void to_finite_floats(const char* name, const const_tensor_view& v, std::vector<float>& out);
 
-} // namespace patternkv::detail
+}  // namespace patternkv::detail

@@ -24,27 +24,35 @@ std::variant<kmeans_miner, no_pattern_miner, any_miner> make_miner(const config&
 
 std::variant<z_test_gate, always_gate, never_gate, any_gate> make_gate(const config& c) {
     switch (c.gate) {
-    case gate_mode::z_test: return z_test_gate(c.gate_alpha, c.head_dim);
-    case gate_mode::always: return always_gate{};
-    case gate_mode::never: return never_gate{};
+        case gate_mode::z_test:
+            return z_test_gate(c.gate_alpha, c.head_dim);
+        case gate_mode::always:
+            return always_gate{};
+        case gate_mode::never:
+            return never_gate{};
     }
     throw error("invalid config: gate");
 }
 
 template <class T>
-void reserve_zeroed(std::vector<T>& v, std::size_t n) { v.assign(n, T{}); }
-
-void check_seq(const layer_cache_state& s, const char* what, int seq) {
-    if (seq < 0 || seq >= s.batch)
-        throw error(fmt::format("{}: sequence index {} out of range [0, {})", what, seq, s.batch));
+void reserve_zeroed(std::vector<T>& v, std::size_t n) {
+    v.assign(n, T{});
 }
 
-} // namespace
+void check_seq(const layer_cache_state& s, const char* what, int seq) {
+    if (seq < 0 || seq >= s.batch) throw error(fmt::format("{}: sequence index {} out of range [0, {})", what, seq, s.batch));
+}
+
+}  // namespace
 
 core::page_geometry geometry_of(const config& c) {
     const bool per_channel = c.k_mode == k_quant_mode::per_channel;
-    return {c.head_dim,       c.residual_length,  c.k_bits,     c.v_bits, per_channel, per_channel ? c.k_group : c.k_token_group_size(),
-            c.v_group_size(), c.num_patterns > 0, c.k_patterns, core::index_bits_for(c.bank_capacity()), c.sink_tokens};
+    return {c.head_dim,       c.residual_length,
+            c.k_bits,         c.v_bits,
+            per_channel,      per_channel ? c.k_group : c.k_token_group_size(),
+            c.v_group_size(), c.num_patterns > 0,
+            c.k_patterns,     core::index_bits_for(c.bank_capacity()),
+            c.sink_tokens};
 }
 
 core::head_pages layer_cache_state::head(int seq, int h) const {
@@ -61,9 +69,8 @@ core::head_pages layer_cache_state::head(int seq, int h) const {
 
 core::page_ref layer_cache_state::page_mut(int seq, int h, int page) {
     const std::size_t p = sh(seq, h) * static_cast<std::size_t>(max_pages) + page;
-    return {k_codes.data() + p * geom.k_code_words(), k_sm.data() + p * geom.k_groups(),
-            k_index.data() + p * geom.k_index_bytes(),  v_codes.data() + p * geom.v_code_words(),
-            v_sm.data() + p * geom.v_groups(),         v_index.data() + p * geom.v_index_bytes(),
+    return {k_codes.data() + p * geom.k_code_words(), k_sm.data() + p * geom.k_groups(), k_index.data() + p * geom.k_index_bytes(),
+            v_codes.data() + p * geom.v_code_words(), v_sm.data() + p * geom.v_groups(), v_index.data() + p * geom.v_index_bytes(),
             v_gate.data() + p * geom.gate_words()};
 }
 
@@ -82,8 +89,10 @@ layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens, 
     s.bank_capacity = cfg.bank_capacity();
     s.miner = make_miner(cfg);
     s.gate = make_gate(cfg);
-    if (s.geom.k_per_channel) s.k_quantizer = channel_quantizer{s.d(), s.geom.tokens, cfg.k_bits, s.geom.k_group};
-    else s.k_quantizer = token_quantizer{s.d(), s.geom.tokens, cfg.k_bits, s.geom.k_group};
+    if (s.geom.k_per_channel)
+        s.k_quantizer = channel_quantizer{s.d(), s.geom.tokens, cfg.k_bits, s.geom.k_group};
+    else
+        s.k_quantizer = token_quantizer{s.d(), s.geom.tokens, cfg.k_bits, s.geom.k_group};
     s.v_quantizer = token_quantizer{s.d(), s.geom.tokens, cfg.v_bits, s.geom.v_group};
 
     // Refuse shapes whose reservation would overflow the size computations below (they would
@@ -95,8 +104,8 @@ layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens, 
         static_cast<long double>(batch) * cfg.num_q_heads * 4.0L *
             ((static_cast<long double>(s.max_pages) + 2) * core::partial_stride(s.d(), s.bank_capacity) + 3.0L * s.d());
     if (reserve_bytes > 0x1p62L)
-        throw error(fmt::format("layer_cache: batch = {}, num_kv_heads = {}, max_tokens = {} would reserve about {:.3g} bytes",
-                                batch, s.heads(), max_tokens, static_cast<double>(reserve_bytes)));
+        throw error(fmt::format("layer_cache: batch = {}, num_kv_heads = {}, max_tokens = {} would reserve about {:.3g} bytes", batch,
+                                s.heads(), max_tokens, static_cast<double>(reserve_bytes)));
     const std::size_t heads = static_cast<std::size_t>(batch) * s.heads(), pages = heads * s.max_pages;
     reserve_zeroed(s.k_codes, pages * s.geom.k_code_words());
     reserve_zeroed(s.v_codes, pages * s.geom.v_code_words());
@@ -129,11 +138,13 @@ layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens, 
 namespace {
 backend cpu_only(backend where) {
     if (where != backend::cpu)
-        throw error(fmt::format("layer_cache: user policies run on the CPU backend only; the {} backend's kernels are compiled "
-                                "with the library's own miner and gate (docs/embedding.md)", backend_name(where)));
+        throw error(
+            fmt::format("layer_cache: user policies run on the CPU backend only; the {} backend's kernels are compiled "
+                        "with the library's own miner and gate (docs/embedding.md)",
+                        backend_name(where)));
     return where;
 }
-} // namespace
+}  // namespace
 
 layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens, const user_policies& policies, backend where)
     : layer_cache(cfg, batch, max_tokens, cpu_only(where)) {
@@ -156,11 +167,9 @@ layer_cache& layer_cache::operator=(layer_cache&&) noexcept = default;
 void layer_cache::prefill(int seq, const_tensor_view k, const_tensor_view v) {
     layer_cache_state& s = *state_;
     check_seq(s, "prefill", seq);
-    if (s.tokens(seq) != 0)
-        throw error(fmt::format("prefill: sequence {} already holds {} tokens; reset() it first", seq, s.tokens(seq)));
+    if (s.tokens(seq) != 0) throw error(fmt::format("prefill: sequence {} already holds {} tokens; reset() it first", seq, s.tokens(seq)));
     const std::int64_t T = k.shape[0];
-    if (T < 0 || T > s.max_tokens)
-        throw error(fmt::format("prefill: {} tokens exceed the capacity max_tokens = {}", T, s.max_tokens));
+    if (T < 0 || T > s.max_tokens) throw error(fmt::format("prefill: {} tokens exceed the capacity max_tokens = {}", T, s.max_tokens));
     detail::check_shape("prefill k", k, T, s.heads(), s.d());
     detail::check_shape("prefill v", v, T, s.heads(), s.d());
     if (T == 0) return;
@@ -194,7 +203,7 @@ void layer_cache::append(std::span<const int> seqs, const_tensor_view k, const_t
     detail::to_cache_half("append v", v, s.in_v);
 
     s.reserve_thread_scratch();
-    if (s.user_code) {  // user code may throw during a flush: its banks go back to their sizes before it
+    if (s.user_code) {                       // user code may throw during a flush: its banks go back to their sizes before it
         s.undo_k_bank_size = s.k_bank_size;  // same size: no allocation
         s.undo_v_bank_size = s.v_bank_size;
         try {
@@ -213,9 +222,7 @@ void layer_cache::append(std::span<const int> seqs, const_tensor_view k, const_t
     }
 }
 
-void layer_cache::append(const_tensor_view k, const_tensor_view v) {
-    append(state_->all_seqs, k, v);
-}
+void layer_cache::append(const_tensor_view k, const_tensor_view v) { append(state_->all_seqs, k, v); }
 
 void layer_cache::attend(std::span<const int> seqs, const_tensor_view q, tensor_view out) const {
     const layer_cache_state& s = *state_;
@@ -227,8 +234,7 @@ void layer_cache::attend(std::span<const int> seqs, const_tensor_view q, tensor_
         check_seq(s, "attend", seqs[i]);
         for (std::int64_t j = 0; j < i; ++j)
             if (seqs[j] == seqs[i]) throw error(fmt::format("attend: sequence {} listed twice", seqs[i]));
-        if (s.tokens(seqs[i]) == 0)
-            throw error(fmt::format("attend: sequence {} holds no tokens (query for an empty cache)", seqs[i]));
+        if (s.tokens(seqs[i]) == 0) throw error(fmt::format("attend: sequence {} holds no tokens (query for an empty cache)", seqs[i]));
     }
     detail::to_finite_floats("attend q", q, s.q_in);
     s.reserve_thread_scratch();
@@ -236,7 +242,8 @@ void layer_cache::attend(std::span<const int> seqs, const_tensor_view q, tensor_
     float* dst = static_cast<float*>(out.data);
     for (std::int64_t i = 0; i < n; ++i)
         for (int h = 0; h < s.cfg.num_q_heads; ++h)
-            for (int j = 0; j < s.d(); ++j) dst[out.offset(i, h, j)] = s.out[(static_cast<std::size_t>(i) * s.cfg.num_q_heads + h) * s.d() + j];
+            for (int j = 0; j < s.d(); ++j)
+                dst[out.offset(i, h, j)] = s.out[(static_cast<std::size_t>(i) * s.cfg.num_q_heads + h) * s.d() + j];
 }
 
 void layer_cache::attend(const_tensor_view q, tensor_view out) const { attend(state_->all_seqs, q, out); }
@@ -282,8 +289,7 @@ memory_report layer_cache::memory() const {
         r.scale_min_bytes += pages * sizeof(core::scale_min) * (g.k_groups() + g.v_groups());
         r.pattern_index_bytes += pages * (g.k_index_bytes() + g.v_index_bytes());
         r.gate_bytes += pages * 4 * g.gate_words();
-        for (int h = 0; h < s.heads(); ++h)
-            r.bank_bytes += 2ull * s.d() * (s.k_bank_size[s.sh(seq, h)] + s.v_bank_size[s.sh(seq, h)]);
+        for (int h = 0; h < s.heads(); ++h) r.bank_bytes += 2ull * s.d() * (s.k_bank_size[s.sh(seq, h)] + s.v_bank_size[s.sh(seq, h)]);
         r.window_bytes += 2ull * 2 * s.window_count[seq] * s.heads() * s.d();
         r.quantized_tokens += static_cast<std::uint64_t>(s.pages[seq]) * g.tokens;
         r.window_tokens += static_cast<std::uint64_t>(s.window_count[seq]);
@@ -292,4 +298,4 @@ memory_report layer_cache::memory() const {
     return r;
 }
 
-} // namespace patternkv
+}  // namespace patternkv

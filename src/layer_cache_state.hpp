@@ -54,12 +54,12 @@ struct layer_cache_state {
     std::vector<int> all_seqs;      ///< 0 .. batch - 1
 
     // scratch (reused; grows only on first use)
-    std::vector<std::uint16_t> in_k, in_v;  ///< converted append/prefill inputs
-    mutable std::vector<float> q_in;        ///< converted queries [n][Hq][d]
-    mutable std::vector<float> q_tau;       ///< scaled queries [n][Hq][d]
-    mutable std::vector<float> qm;          ///< q . K patterns [n][Hq][bank_capacity]
-    mutable std::vector<float> partials;    ///< split records [n][Hq][max_splits][stride]
-    mutable std::vector<float> out;         ///< attention output [n][Hq][d] before the copy into the user's view
+    std::vector<std::uint16_t> in_k, in_v;                   ///< converted append/prefill inputs
+    mutable std::vector<float> q_in;                         ///< converted queries [n][Hq][d]
+    mutable std::vector<float> q_tau;                        ///< scaled queries [n][Hq][d]
+    mutable std::vector<float> qm;                           ///< q . K patterns [n][Hq][bank_capacity]
+    mutable std::vector<float> partials;                     ///< split records [n][Hq][max_splits][stride]
+    mutable std::vector<float> out;                          ///< attention output [n][Hq][d] before the copy into the user's view
     mutable std::vector<std::vector<float>> thread_scratch;  ///< [arena thread slot], each max_scratch_floats()
 
     std::unique_ptr<cache_backend> impl;  ///< where the data lives and the kernels run
@@ -85,21 +85,13 @@ struct layer_cache_state {
         return static_cast<int>((max_pages + pps - 1) / pps + 1);
     }
     std::size_t sh(int seq, int h) const { return static_cast<std::size_t>(seq) * heads() + h; }
-    std::int64_t tokens(int seq) const {
-        return static_cast<std::int64_t>(pages[seq]) * geom.tokens + window_count[seq];
-    }
+    std::int64_t tokens(int seq) const { return static_cast<std::int64_t>(pages[seq]) * geom.tokens + window_count[seq]; }
 
     core::head_pages head(int seq, int h) const;
     core::page_ref page_mut(int seq, int h, int page);
-    std::uint16_t* bank(bool v, int seq, int h) {
-        return (v ? v_bank : k_bank).data() + sh(seq, h) * bank_capacity * d();
-    }
-    const std::uint16_t* bank(bool v, int seq, int h) const {
-        return (v ? v_bank : k_bank).data() + sh(seq, h) * bank_capacity * d();
-    }
-    std::uint16_t* window(bool v, int seq, int h) {
-        return (v ? window_v : window_k).data() + sh(seq, h) * geom.window_rows() * d();
-    }
+    std::uint16_t* bank(bool v, int seq, int h) { return (v ? v_bank : k_bank).data() + sh(seq, h) * bank_capacity * d(); }
+    const std::uint16_t* bank(bool v, int seq, int h) const { return (v ? v_bank : k_bank).data() + sh(seq, h) * bank_capacity * d(); }
+    std::uint16_t* window(bool v, int seq, int h) { return (v ? window_v : window_k).data() + sh(seq, h) * geom.window_rows() * d(); }
     const std::uint16_t* window(bool v, int seq, int h) const {
         return (v ? window_v : window_k).data() + sh(seq, h) * geom.window_rows() * d();
     }
@@ -130,9 +122,9 @@ namespace detail {
 struct state_access {
     static const layer_cache_state& of(const layer_cache& c) { return *c.state_; }
 };
-} // namespace detail
+}  // namespace detail
 
 /// The internal state of `c` (detail::state_access).
 inline const layer_cache_state& state_of(const layer_cache& c) { return detail::state_access::of(c); }
 
-} // namespace patternkv
+}  // namespace patternkv

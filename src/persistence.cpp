@@ -32,7 +32,7 @@ struct cache_io {
     static layer_cache_state& state(const layer_cache& c) { return *c.state_; }
 };
 
-} // namespace patternkv::detail
+}  // namespace patternkv::detail
 
 namespace patternkv {
 namespace {
@@ -44,8 +44,8 @@ using detail::seq_entry;
 
 // The arrays stored per (sequence, kv head), in file order.
 enum class section { k_codes, k_sm, v_codes, v_sm, k_index, v_index, v_gate, k_bank, v_bank, window_k, window_v };
-constexpr section all_sections[] = {section::k_codes, section::k_sm,    section::v_codes, section::v_sm,
-                                    section::k_index, section::v_index, section::v_gate,  section::k_bank,
+constexpr section all_sections[] = {section::k_codes, section::k_sm,     section::v_codes, section::v_sm,
+                                    section::k_index, section::v_index,  section::v_gate,  section::k_bank,
                                     section::v_bank,  section::window_k, section::window_v};
 
 // Live counters of one (sequence, kv head).
@@ -57,38 +57,52 @@ struct head_counts {
 std::uint64_t section_elements(const core::page_geometry& g, section id, const head_counts& n) {
     const std::uint64_t d = static_cast<std::uint64_t>(g.d);
     switch (id) {
-    case section::k_codes: return n.pages * g.k_code_words();
-    case section::k_sm: return n.pages * g.k_groups();
-    case section::v_codes: return n.pages * g.v_code_words();
-    case section::v_sm: return n.pages * g.v_groups();
-    case section::k_index: return n.pages * g.k_index_bytes();
-    case section::v_index: return n.pages * g.v_index_bytes();
-    case section::v_gate: return n.pages * g.gate_words();
-    case section::k_bank: return n.k_bank * d;
-    case section::v_bank: return n.v_bank * d;
-    case section::window_k:
-    case section::window_v: return n.window * d;
+        case section::k_codes:
+            return n.pages * g.k_code_words();
+        case section::k_sm:
+            return n.pages * g.k_groups();
+        case section::v_codes:
+            return n.pages * g.v_code_words();
+        case section::v_sm:
+            return n.pages * g.v_groups();
+        case section::k_index:
+            return n.pages * g.k_index_bytes();
+        case section::v_index:
+            return n.pages * g.v_index_bytes();
+        case section::v_gate:
+            return n.pages * g.gate_words();
+        case section::k_bank:
+            return n.k_bank * d;
+        case section::v_bank:
+            return n.v_bank * d;
+        case section::window_k:
+        case section::window_v:
+            return n.window * d;
     }
     return 0;
 }
 
 std::size_t element_bytes(section id) {
     switch (id) {
-    case section::k_codes:
-    case section::v_codes:
-    case section::v_gate: return 4;
-    case section::k_sm:
-    case section::v_sm: return sizeof(core::scale_min);
-    case section::k_index:
-    case section::v_index: return 1;
-    default: return 2;  // fp16
+        case section::k_codes:
+        case section::v_codes:
+        case section::v_gate:
+            return 4;
+        case section::k_sm:
+        case section::v_sm:
+            return sizeof(core::scale_min);
+        case section::k_index:
+        case section::v_index:
+            return 1;
+        default:
+            return 2;  // fp16
     }
 }
 
 const char* section_name(section id) {
-    constexpr const char* names[] = {"K codes", "K scales/mins", "V codes", "V scales/mins", "K pattern indices",
-                                     "V pattern indices", "V gate bits", "K pattern bank", "V pattern bank",
-                                     "K window", "V window"};
+    constexpr const char* names[] = {"K codes",           "K scales/mins",     "V codes",     "V scales/mins",
+                                     "K pattern indices", "V pattern indices", "V gate bits", "K pattern bank",
+                                     "V pattern bank",    "K window",          "V window"};
     return names[static_cast<int>(id)];
 }
 
@@ -98,17 +112,28 @@ std::uint8_t* section_data(layer_cache_state& s, section id, int seq, int h) {
     const auto at = [](auto& vec, std::size_t i) { return reinterpret_cast<std::uint8_t*>(vec.data() + i); };
     const core::page_geometry& g = s.geom;
     switch (id) {
-    case section::k_codes: return at(s.k_codes, page0 * g.k_code_words());
-    case section::k_sm: return at(s.k_sm, page0 * g.k_groups());
-    case section::v_codes: return at(s.v_codes, page0 * g.v_code_words());
-    case section::v_sm: return at(s.v_sm, page0 * g.v_groups());
-    case section::k_index: return at(s.k_index, page0 * g.k_index_bytes());
-    case section::v_index: return at(s.v_index, page0 * g.v_index_bytes());
-    case section::v_gate: return at(s.v_gate, page0 * g.gate_words());
-    case section::k_bank: return reinterpret_cast<std::uint8_t*>(s.bank(false, seq, h));
-    case section::v_bank: return reinterpret_cast<std::uint8_t*>(s.bank(true, seq, h));
-    case section::window_k: return reinterpret_cast<std::uint8_t*>(s.window(false, seq, h));
-    case section::window_v: return reinterpret_cast<std::uint8_t*>(s.window(true, seq, h));
+        case section::k_codes:
+            return at(s.k_codes, page0 * g.k_code_words());
+        case section::k_sm:
+            return at(s.k_sm, page0 * g.k_groups());
+        case section::v_codes:
+            return at(s.v_codes, page0 * g.v_code_words());
+        case section::v_sm:
+            return at(s.v_sm, page0 * g.v_groups());
+        case section::k_index:
+            return at(s.k_index, page0 * g.k_index_bytes());
+        case section::v_index:
+            return at(s.v_index, page0 * g.v_index_bytes());
+        case section::v_gate:
+            return at(s.v_gate, page0 * g.gate_words());
+        case section::k_bank:
+            return reinterpret_cast<std::uint8_t*>(s.bank(false, seq, h));
+        case section::v_bank:
+            return reinterpret_cast<std::uint8_t*>(s.bank(true, seq, h));
+        case section::window_k:
+            return reinterpret_cast<std::uint8_t*>(s.window(false, seq, h));
+        case section::window_v:
+            return reinterpret_cast<std::uint8_t*>(s.window(true, seq, h));
     }
     return nullptr;
 }
@@ -117,7 +142,6 @@ head_counts counts_of(const layer_cache_state& s, int seq, int h) {
     return {static_cast<std::uint64_t>(s.pages[seq]), static_cast<std::uint64_t>(s.window_count[seq]),
             static_cast<std::uint64_t>(s.k_bank_size[s.sh(seq, h)]), static_cast<std::uint64_t>(s.v_bank_size[s.sh(seq, h)])};
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // writer
@@ -337,7 +361,8 @@ std::uint64_t reserved_bytes(const parsed_layer& p) {
     const std::uint64_t per_head = add(mul(max_pages, g.page_bytes()), 4 * cap * d + 4 * static_cast<std::uint64_t>(g.tokens) * d);
     const std::uint64_t splits = max_pages / core::pages_per_split(g.tokens) + 2;
     const std::uint64_t q_heads = mul(static_cast<std::uint64_t>(p.batch), static_cast<std::uint64_t>(c.num_q_heads));
-    const std::uint64_t per_q = add(4 * (3 * d + cap), mul(4 * splits, static_cast<std::uint64_t>(core::partial_stride(c.head_dim, p.bank_capacity))));
+    const std::uint64_t per_q =
+        add(4 * (3 * d + cap), mul(4 * splits, static_cast<std::uint64_t>(core::partial_stride(c.head_dim, p.bank_capacity))));
     return add(mul(heads, per_head), mul(q_heads, per_q));
 }
 
@@ -350,56 +375,57 @@ void check_section(section id, const std::uint8_t* p, std::uint64_t elements, co
                    std::uint32_t layer, int seq, int h) {
     const auto where = [&] { return fmt::format("layer {}, sequence {}, kv head {}", layer, seq, h); };
     switch (id) {
-    case section::k_index:
-    case section::v_index: {
-        const std::uint64_t bank = id == section::k_index ? n.k_bank : n.v_bank;
-        const std::uint64_t limit = std::max<std::uint64_t>(bank, 1);  // pages encoded before any pattern carry 0
-        const std::uint64_t pages = g.index_bytes() == 0 ? 0 : elements / g.index_bytes();
-        for (std::uint64_t pg = 0; pg < pages; ++pg)
-            for (int t = 0; t < g.tokens; ++t) {
-                const auto a = static_cast<std::uint64_t>(core::pattern_index(p + pg * g.index_bytes(), t, g.index_bits));
-                if (a >= limit)
-                    corrupt(fmt::format("{}: {} {} = {} is not below the bank size {}", where(), section_name(id), pg * g.tokens + t,
-                                        a, bank));
-            }
-        return;
-    }
-    case section::k_sm:
-    case section::v_sm:
-    case section::k_bank:
-    case section::v_bank:
-    case section::window_k:
-    case section::window_v: {
-        const bool window = id == section::window_k || id == section::window_v;
-        const std::uint64_t halves = elements * (element_bytes(id) / 2);
-        for (std::uint64_t i = 0; i < halves; ++i) {
-            std::uint16_t x;
-            std::memcpy(&x, p + 2 * i, 2);
-            if (!finite_half(x) || (window && std::fabs(core::half_to_float(x)) > core::max_abs_input))
-                corrupt(fmt::format("{}: {} value {} (fp16 0x{:04x}) is not finite{}", where(), section_name(id), i, x,
-                                    window ? fmt::format(" or exceeds |x| <= {}", core::max_abs_input) : ""));
+        case section::k_index:
+        case section::v_index: {
+            const std::uint64_t bank = id == section::k_index ? n.k_bank : n.v_bank;
+            const std::uint64_t limit = std::max<std::uint64_t>(bank, 1);  // pages encoded before any pattern carry 0
+            const std::uint64_t pages = g.index_bytes() == 0 ? 0 : elements / g.index_bytes();
+            for (std::uint64_t pg = 0; pg < pages; ++pg)
+                for (int t = 0; t < g.tokens; ++t) {
+                    const auto a = static_cast<std::uint64_t>(core::pattern_index(p + pg * g.index_bytes(), t, g.index_bits));
+                    if (a >= limit)
+                        corrupt(fmt::format("{}: {} {} = {} is not below the bank size {}", where(), section_name(id), pg * g.tokens + t, a,
+                                            bank));
+                }
+            return;
         }
-        return;
-    }
-    default: return;  // codes and gate bits: every bit pattern is a valid encoding
+        case section::k_sm:
+        case section::v_sm:
+        case section::k_bank:
+        case section::v_bank:
+        case section::window_k:
+        case section::window_v: {
+            const bool window = id == section::window_k || id == section::window_v;
+            const std::uint64_t halves = elements * (element_bytes(id) / 2);
+            for (std::uint64_t i = 0; i < halves; ++i) {
+                std::uint16_t x;
+                std::memcpy(&x, p + 2 * i, 2);
+                if (!finite_half(x) || (window && std::fabs(core::half_to_float(x)) > core::max_abs_input))
+                    corrupt(fmt::format("{}: {} value {} (fp16 0x{:04x}) is not finite{}", where(), section_name(id), i, x,
+                                        window ? fmt::format(" or exceeds |x| <= {}", core::max_abs_input) : ""));
+            }
+            return;
+        }
+        default:
+            return;  // codes and gate bits: every bit pattern is a valid encoding
     }
 }
 
 // Validates the layer starting at image[at], whose header was read; returns where it ends.
-std::uint64_t parse_layer(std::span<const std::uint8_t> image, std::uint64_t at, std::uint32_t layer,
-                          const load_options& options, parsed_layer& out) {
+std::uint64_t parse_layer(std::span<const std::uint8_t> image, std::uint64_t at, std::uint32_t layer, const load_options& options,
+                          parsed_layer& out) {
     const std::uint64_t size = image.size();
     if (size - at < sizeof(layer_header))
-        corrupt(fmt::format("truncated: layer {} header needs {} bytes at offset {}, only {} remain", layer,
-                            sizeof(layer_header), at, size - at));
+        corrupt(fmt::format("truncated: layer {} header needs {} bytes at offset {}, only {} remain", layer, sizeof(layer_header), at,
+                            size - at));
     layer_header h;
     std::memcpy(&h, image.data() + at, sizeof h);
     if (std::memcmp(h.magic, detail::layer_magic, sizeof h.magic) != 0)
         corrupt(fmt::format("layer {}: bad layer magic at offset {} (expected \"PKVLAYER\")", layer, at));
     const std::uint32_t crc = detail::crc32c(&h, offsetof(layer_header, header_crc));
     if (crc != h.header_crc)
-        corrupt(fmt::format("layer {}: header checksum mismatch (stored 0x{:08x}, computed 0x{:08x}): header corrupt", layer,
-                            h.header_crc, crc));
+        corrupt(fmt::format("layer {}: header checksum mismatch (stored 0x{:08x}, computed 0x{:08x}): header corrupt", layer, h.header_crc,
+                            crc));
     if (h.header_bytes != sizeof(layer_header))
         corrupt(fmt::format("layer {}: header_bytes = {} (expected {})", layer, h.header_bytes, sizeof(layer_header)));
     if (h.layer_index != layer) corrupt(fmt::format("layer {}: layer_index = {} in its header", layer, h.layer_index));
@@ -417,16 +443,14 @@ std::uint64_t parse_layer(std::span<const std::uint8_t> image, std::uint64_t at,
     const std::uint64_t H = static_cast<std::uint64_t>(out.cfg.num_kv_heads), B = static_cast<std::uint64_t>(h.batch);
     const std::uint64_t table_bytes = add(mul(B, sizeof(seq_entry)), mul(mul(B, H), sizeof(bank_entry)));
     if (h.table_bytes != table_bytes)
-        corrupt(fmt::format("layer {}: table_bytes = {}, but batch {} x {} kv heads implies {}", layer, h.table_bytes, B, H,
-                            table_bytes));
+        corrupt(fmt::format("layer {}: table_bytes = {}, but batch {} x {} kv heads implies {}", layer, h.table_bytes, B, H, table_bytes));
     at += sizeof(layer_header);
     if (size - at < table_bytes)
-        corrupt(fmt::format("truncated: layer {} sequence table needs {} bytes at offset {}, only {} remain", layer,
-                            table_bytes, at, size - at));
+        corrupt(fmt::format("truncated: layer {} sequence table needs {} bytes at offset {}, only {} remain", layer, table_bytes, at,
+                            size - at));
     const std::uint8_t* table = image.data() + at;
     if (const std::uint32_t tcrc = detail::crc32c(table, table_bytes); tcrc != h.table_crc)
-        corrupt(fmt::format("layer {}: sequence table checksum mismatch (stored 0x{:08x}, computed 0x{:08x})", layer,
-                            h.table_crc, tcrc));
+        corrupt(fmt::format("layer {}: sequence table checksum mismatch (stored 0x{:08x}, computed 0x{:08x})", layer, h.table_crc, tcrc));
     out.seqs.resize(B);
     out.banks.resize(B * H);
     std::memcpy(out.seqs.data(), table, B * sizeof(seq_entry));
@@ -440,50 +464,46 @@ std::uint64_t parse_layer(std::span<const std::uint8_t> image, std::uint64_t at,
         const seq_entry& e = out.seqs[seq];
         const std::uint64_t rows = static_cast<std::uint64_t>(out.geom.window_rows()), sink = static_cast<std::uint64_t>(out.geom.sink);
         if (e.window_count > rows)
-            corrupt(fmt::format("layer {}, sequence {}: window_count = {} (must be <= sink_tokens + residual_length = {})", layer,
-                                seq, e.window_count, rows));
+            corrupt(fmt::format("layer {}, sequence {}: window_count = {} (must be <= sink_tokens + residual_length = {})", layer, seq,
+                                e.window_count, rows));
         if (e.pages > 0 && e.window_count < sink)
-            corrupt(fmt::format("layer {}, sequence {}: {} pages but window_count = {} (pages follow a full sink of {} rows)", layer,
-                                seq, e.pages, e.window_count, sink));
+            corrupt(fmt::format("layer {}, sequence {}: {} pages but window_count = {} (pages follow a full sink of {} rows)", layer, seq,
+                                e.pages, e.window_count, sink));
         const std::uint64_t tokens = static_cast<std::uint64_t>(e.pages) * R + e.window_count;
         if (tokens > static_cast<std::uint64_t>(h.max_tokens))
-            corrupt(fmt::format("layer {}, sequence {}: {} tokens ({} pages + {} window) exceed the stored max_tokens = {}",
-                                layer, seq, tokens, e.pages, e.window_count, h.max_tokens));
+            corrupt(fmt::format("layer {}, sequence {}: {} tokens ({} pages + {} window) exceed the stored max_tokens = {}", layer, seq,
+                                tokens, e.pages, e.window_count, h.max_tokens));
         longest = std::max(longest, tokens);
         for (std::uint64_t hd = 0; hd < H; ++hd) {
             const bank_entry& b = out.banks[seq * H + hd];
             for (const std::uint32_t n : {b.k_bank_size, b.v_bank_size}) {
                 if (n > static_cast<std::uint32_t>(out.bank_capacity))
-                    corrupt(fmt::format("layer {}, sequence {}, kv head {}: bank size {} exceeds the bank capacity {}", layer,
-                                        seq, hd, n, out.bank_capacity));
+                    corrupt(fmt::format("layer {}, sequence {}, kv head {}: bank size {} exceeds the bank capacity {}", layer, seq, hd, n,
+                                        out.bank_capacity));
                 if (n != 0 && tokens == 0)
-                    corrupt(fmt::format("layer {}, sequence {}, kv head {}: bank size {} for an empty sequence", layer, seq,
-                                        hd, n));
+                    corrupt(fmt::format("layer {}, sequence {}, kv head {}: bank size {} for an empty sequence", layer, seq, hd, n));
             }
             const head_counts n{e.pages, e.window_count, b.k_bank_size, b.v_bank_size};
-            for (const section id : all_sections)
-                payload = add(payload, mul(section_elements(out.geom, id, n), element_bytes(id)));
+            for (const section id : all_sections) payload = add(payload, mul(section_elements(out.geom, id, n), element_bytes(id)));
         }
     }
     out.capacity = options.max_tokens == 0 ? h.max_tokens : options.max_tokens;
     if (static_cast<std::uint64_t>(out.capacity) < longest)
-        throw error(fmt::format("load: max_tokens = {} is below the {} tokens of the longest stored sequence (layer {})",
-                                out.capacity, longest, layer));
+        throw error(fmt::format("load: max_tokens = {} is below the {} tokens of the longest stored sequence (layer {})", out.capacity,
+                                longest, layer));
     if (h.payload_bytes != payload)
-        corrupt(fmt::format("layer {}: payload_bytes = {}, but the stored counters and config imply {}", layer,
-                            h.payload_bytes, payload));
+        corrupt(fmt::format("layer {}: payload_bytes = {}, but the stored counters and config imply {}", layer, h.payload_bytes, payload));
     if (size - at < payload)
-        corrupt(fmt::format("truncated: layer {} payload needs {} bytes at offset {}, only {} remain", layer, payload, at,
-                            size - at));
+        corrupt(fmt::format("truncated: layer {} payload needs {} bytes at offset {}, only {} remain", layer, payload, at, size - at));
     out.payload = image.data() + at;
     if (const std::uint32_t pcrc = detail::crc32c(out.payload, payload); pcrc != h.payload_crc)
-        corrupt(fmt::format("layer {}: payload checksum mismatch (stored 0x{:08x}, computed 0x{:08x}): data corrupt", layer,
-                            h.payload_crc, pcrc));
+        corrupt(fmt::format("layer {}: payload checksum mismatch (stored 0x{:08x}, computed 0x{:08x}): data corrupt", layer, h.payload_crc,
+                            pcrc));
     if (options.max_reserved_bytes != 0) {
         const std::uint64_t need = reserved_bytes(out);
         if (need > options.max_reserved_bytes)
-            throw error(fmt::format("load: layer {} would reserve {} bytes, above load_options::max_reserved_bytes = {}",
-                                    layer, need, options.max_reserved_bytes));
+            throw error(fmt::format("load: layer {} would reserve {} bytes, above load_options::max_reserved_bytes = {}", layer, need,
+                                    options.max_reserved_bytes));
     }
 
     // payload contents
@@ -506,8 +526,8 @@ std::vector<parsed_layer> parse_file(std::span<const std::uint8_t> image, const 
     const std::uint64_t size = image.size();
     constexpr std::uint64_t fh_size = sizeof(file_header);
     if (size < sizeof detail::file_magic)
-        corrupt(fmt::format("truncated: {} bytes, less than the {}-byte magic (not a PatternKV cache file?)", size,
-                            sizeof detail::file_magic));
+        corrupt(
+            fmt::format("truncated: {} bytes, less than the {}-byte magic (not a PatternKV cache file?)", size, sizeof detail::file_magic));
     if (std::memcmp(image.data(), detail::file_magic, sizeof detail::file_magic) != 0)
         corrupt("bad magic: not a PatternKV cache file (expected \"PKVCACHE\")");
     if (size < offsetof(file_header, endian))
@@ -523,8 +543,7 @@ std::vector<parsed_layer> parse_file(std::span<const std::uint8_t> image, const 
         corrupt(fmt::format("endianness marker 0x{:08x} (expected 0x{:08x}{})", fh.endian, detail::endian_marker,
                             fh.endian == 0x04030201u ? ": the file is byte-swapped (big-endian)" : ""));
     if (const std::uint32_t crc = detail::crc32c(&fh, offsetof(file_header, header_crc)); crc != fh.header_crc)
-        corrupt(fmt::format("file header checksum mismatch (stored 0x{:08x}, computed 0x{:08x}): header corrupt",
-                            fh.header_crc, crc));
+        corrupt(fmt::format("file header checksum mismatch (stored 0x{:08x}, computed 0x{:08x}): header corrupt", fh.header_crc, crc));
     if (fh.header_bytes != fh_size) corrupt(fmt::format("header_bytes = {} (expected {})", fh.header_bytes, fh_size));
     if (fh.flags != 0 || fh.reserved != 0) corrupt(fmt::format("flags = {}, reserved = {} (must be 0)", fh.flags, fh.reserved));
     if (fh.file_bytes != size)
@@ -547,8 +566,7 @@ layer_cache build(const parsed_layer& p, const load_options& options) {
     try {
         made.emplace(p.cfg, p.batch, p.capacity, options.where);
     } catch (const std::bad_alloc&) {
-        throw error(fmt::format("load: cannot reserve memory for batch {} x max_tokens {} ({})", p.batch, p.capacity,
-                                p.cfg.describe()));
+        throw error(fmt::format("load: cannot reserve memory for batch {} x max_tokens {} ({})", p.batch, p.capacity, p.cfg.describe()));
     }
     layer_cache_state& s = detail::cache_io::state(*made);
     const std::uint8_t* src = p.payload;
@@ -594,7 +612,7 @@ auto with_path(const std::string& path, F f) {
     }
 }
 
-} // namespace
+}  // namespace
 
 std::vector<std::uint8_t> serialize_layer(const layer_cache& cache) {
     const layer_cache* one[] = {&cache};
@@ -611,9 +629,7 @@ std::vector<std::uint8_t> serialize_model(std::span<const layer_cache> layers) {
 
 void save_layer(const layer_cache& cache, const std::string& path) { write_to_path(serialize_layer(cache), path); }
 void save_model(std::span<const layer_cache> layers, const std::string& path) { write_to_path(serialize_model(layers), path); }
-void save_model(std::span<const layer_cache* const> layers, const std::string& path) {
-    write_to_path(serialize_model(layers), path);
-}
+void save_model(std::span<const layer_cache* const> layers, const std::string& path) { write_to_path(serialize_model(layers), path); }
 
 std::vector<layer_cache> deserialize_model(std::span<const std::uint8_t> bytes, const load_options& options) {
     const std::vector<parsed_layer> parsed = parse_file(bytes, options);
@@ -625,8 +641,7 @@ std::vector<layer_cache> deserialize_model(std::span<const std::uint8_t> bytes, 
 
 layer_cache deserialize_layer(std::span<const std::uint8_t> bytes, const load_options& options) {
     const std::vector<parsed_layer> parsed = parse_file(bytes, options);
-    if (parsed.size() != 1)
-        throw error(fmt::format("load: the file holds {} layers; use load_model / deserialize_model", parsed.size()));
+    if (parsed.size() != 1) throw error(fmt::format("load: the file holds {} layers; use load_model / deserialize_model", parsed.size()));
     return build(parsed[0], options);
 }
 
@@ -638,4 +653,4 @@ std::vector<layer_cache> load_model(const std::string& path, const load_options&
     return with_path(path, [&] { return deserialize_model(read_path(path), options); });
 }
 
-} // namespace patternkv
+}  // namespace patternkv

@@ -15,14 +15,14 @@
 namespace {
 std::mutex skip_mutex;
 std::vector<std::string> skip_reasons;
-} // namespace
+}  // namespace
 
 namespace pkv_test {
 void skip(const std::string& why) {  // a case that skips from inside a loop says so once
     const std::lock_guard<std::mutex> lock(skip_mutex);
     if (std::find(skip_reasons.begin(), skip_reasons.end(), why) == skip_reasons.end()) skip_reasons.push_back(why);
 }
-} // namespace pkv_test
+}  // namespace pkv_test
 
 int main(int argc, char** argv) {
     doctest::Context context(argc, argv);

@@ -36,4 +36,4 @@ inline std::vector<std::uint8_t> snapshot(const patternkv::layer_cache& cache) {
     return out;
 }
 
-} // namespace pkv_test
+}  // namespace pkv_test

@@ -128,4 +128,4 @@ inline std::string data_file(const std::string& name) {
     return p.string();
 }
 
-} // namespace pkv_test
+}  // namespace pkv_test

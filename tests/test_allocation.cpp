@@ -13,7 +13,7 @@
 namespace {
 std::atomic<long> allocations{0};
 std::atomic<bool> counting{false};
-} // namespace
+}  // namespace
 
 void* operator new(std::size_t n) {
     if (counting.load(std::memory_order_relaxed)) allocations.fetch_add(1, std::memory_order_relaxed);
@@ -35,7 +35,7 @@ void decode(patternkv::layer_cache& cache, const std::vector<float>& k, const st
     }
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("append and attend never allocate after warm-up, flushes included") {
     const int H = 2, Hq = 4, d = 64, R = 32;

@@ -15,7 +15,7 @@ struct attention_case {
 };
 
 patternkv::config make_config(const attention_case& a) {
-    patternkv::config c = std::string(a.method) == "kivi"      ? patternkv::kivi_config(a.bits)
+    patternkv::config c = std::string(a.method) == "kivi"       ? patternkv::kivi_config(a.bits)
                           : std::string(a.method) == "pertoken" ? patternkv::per_token_config(a.bits)
                                                                 : patternkv::patternkv_config(a.bits);
     c.head_dim = a.d;
@@ -44,7 +44,7 @@ double run_case(const attention_case& a, std::uint64_t seed) {
     return max_head_relative_error(out.data(), naive_attention(cache, 0, q.data()), Hq, d);
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("attend equals double-precision attention over the dequantized cache") {
     // window only (prompt < R), history only (whole pages), mixed, and many flushes.
@@ -59,8 +59,8 @@ TEST_CASE("attend equals double-precision attention over the dequantized cache")
                         const attention_case a{m, bits, d, gqa, sh[0], sh[1]};
                         const std::uint64_t seed = 1000u + static_cast<std::uint64_t>(d * 7 + gqa * 3 + bits + sh[0] + sh[1]);
                         const double err = run_case(a, seed);
-                        INFO(fmt::format("{}-{} d={} gqa={} prompt={} decode={} seed={}: rel err {:.3g}", m, bits, d, gqa,
-                                         sh[0], sh[1], seed, err));
+                        INFO(fmt::format("{}-{} d={} gqa={} prompt={} decode={} seed={}: rel err {:.3g}", m, bits, d, gqa, sh[0], sh[1],
+                                         seed, err));
                         CHECK(err <= pkv_test::on_codes_tolerance(make_config(a)));
                     }
 }

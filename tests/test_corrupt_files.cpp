@@ -110,7 +110,7 @@ bytes_t edit_layer_header(std::size_t i, Edit edit) {
     return f;
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("the reference file loads") {
     CHECK(patternkv::deserialize_model(reference_file()).size() == 2);
@@ -132,8 +132,10 @@ TEST_CASE("truncation at every byte of every header and table, and inside payloa
     for (const std::size_t n : cuts) {
         INFO("truncated to " << n << " of " << ref.size() << " bytes");
         const bytes_t f(ref.begin(), ref.begin() + static_cast<std::ptrdiff_t>(n));
-        if (n < 8) expect_error(f, "truncated");
-        else expect_error(f, "truncated");
+        if (n < 8)
+            expect_error(f, "truncated");
+        else
+            expect_error(f, "truncated");
         // the same cut with a file header claiming the shorter size: the layer parser reports it
         if (n >= sizeof(file_header)) {
             bytes_t g = f;
@@ -229,7 +231,8 @@ TEST_CASE("file-level sizes: trailing bytes, layer counts") {
 }
 
 TEST_CASE("configs and dimensions inconsistent with the payload are named") {
-    expect_error(edit_layer_header(0, [](layer_header& h) { h.k_bits = 5; }), "layer 0: the stored config is invalid: invalid config: k_bits = 5");
+    expect_error(edit_layer_header(0, [](layer_header& h) { h.k_bits = 5; }),
+                 "layer 0: the stored config is invalid: invalid config: k_bits = 5");
     expect_error(edit_layer_header(0, [](layer_header& h) { h.head_dim = 0; }), "head_dim = 0");
     expect_error(edit_layer_header(1, [](layer_header& h) { h.num_q_heads = 3; }), "num_q_heads = 3");
     expect_error(edit_layer_header(0, [](layer_header& h) { h.gate = 9; }), "gate = 9");
@@ -240,14 +243,30 @@ TEST_CASE("configs and dimensions inconsistent with the payload are named") {
     // a valid config of another shape: the stored geometry no longer matches it
     expect_error(edit_layer_header(0, [](layer_header& h) { h.head_dim = 32; }), "k_code_words = ");
     expect_error(edit_layer_header(0, [](layer_header& h) { h.k_bits = 4; }), "k_code_words = ");
-    expect_error(edit_layer_header(0, [](layer_header& h) { h.max_patterns = 9; }), "bank_capacity = 8 in the header, but the config implies 9");
+    expect_error(edit_layer_header(0, [](layer_header& h) { h.max_patterns = 9; }),
+                 "bank_capacity = 8 in the header, but the config implies 9");
     expect_error(edit_layer_header(0, [](layer_header& h) { h.v_group = 8; }), "v_groups = ");
     // ... and with geometry fixed up too, the sizes no longer add up
-    expect_error(edit_layer_header(0, [](layer_header& h) { h.k_bits = 4; h.k_code_words = 16 * 2; }), "payload_bytes = ");
-    expect_error(edit_layer_header(0, [](layer_header& h) { h.num_kv_heads = 1; h.num_q_heads = 2; }), "table_bytes = ");
+    expect_error(edit_layer_header(0,
+                                   [](layer_header& h) {
+                                       h.k_bits = 4;
+                                       h.k_code_words = 16 * 2;
+                                   }),
+                 "payload_bytes = ");
+    expect_error(edit_layer_header(0,
+                                   [](layer_header& h) {
+                                       h.num_kv_heads = 1;
+                                       h.num_q_heads = 2;
+                                   }),
+                 "table_bytes = ");
     expect_error(edit_layer_header(0, [](layer_header& h) { h.batch = 0; }), "batch = 0");
     expect_error(edit_layer_header(0, [](layer_header& h) { h.batch = 0x7fffffff; }), "table_bytes");
-    expect_error(edit_layer_header(0, [](layer_header& h) { h.num_kv_heads = 0x7fffffff; h.num_q_heads = 0x7fffffff; }), "table_bytes");
+    expect_error(edit_layer_header(0,
+                                   [](layer_header& h) {
+                                       h.num_kv_heads = 0x7fffffff;
+                                       h.num_q_heads = 0x7fffffff;
+                                   }),
+                 "table_bytes");
     expect_error(edit_layer_header(0, [](layer_header& h) { h.max_tokens = 0; }), "max_tokens = 0");
     expect_error(edit_layer_header(0, [](layer_header& h) { h.max_tokens = std::int64_t{1} << 40; }), "max_tokens = 1099511627776");
     expect_error(edit_layer_header(0, [](layer_header& h) { h.max_tokens = 50; }), "exceed the stored max_tokens = 50");
@@ -279,7 +298,7 @@ TEST_CASE("sequence tables and payload contents that break invariants are named"
     expect_error(edited(t0 + 24 + 2 * 8 + 4, std::uint32_t{1}), "sequence 1, kv head 0: bank size 1 for an empty sequence");
     expect_error(edited(t0 + 8, std::uint32_t{1}), "sequence 1: 1 pages but window_count = 0 (pages follow a full sink of 1 rows)");
     expect_error(edited(t0 + 12, std::uint32_t{1}), "payload_bytes = ");  // counters no longer match the payload
-    const std::size_t t1 = l.layers[1].table;  // KIVI: no patterns, capacity 0
+    const std::size_t t1 = l.layers[1].table;                             // KIVI: no patterns, capacity 0
     expect_error(edited(t1 + 8, std::uint32_t{1}), "bank size 1 exceeds the bank capacity 0");
 
     // payload of layer 0, (seq 0, head 0): 4 pages of K codes, K sm, V codes, V sm, K index, ...

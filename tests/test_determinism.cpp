@@ -62,7 +62,7 @@ void check_thread_counts(const patternkv::config& c, int batch) {
     }
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("PatternKV-2, head_dim 64, GQA 4, batch of 4 different lengths: identical bits for 1, 2, 8 threads") {
     patternkv::config c = patternkv::patternkv_config(2);

@@ -46,11 +46,11 @@ struct diff_case {
     int steps = 0;                  ///< decode steps after the prompts
     int attend_every = 1;           ///< attention after the prompts and every n-th step (and the last)
     std::uint64_t seed = 1;
-    bool subsets = false;           ///< steps append to alternating subsets of the batch
-    bool duplicate_rows = false;    ///< prompts of 3 distinct rows per head (k-means empty clusters)
-    bool reset_midway = false;      ///< reset() sequence 0 half way and prefill it again
-    bool reload_midway = false;     ///< half way, load the CPU state into the GPU cache (sync_from_host)
-    std::string extra;              ///< non-default config fields, for the name
+    bool subsets = false;         ///< steps append to alternating subsets of the batch
+    bool duplicate_rows = false;  ///< prompts of 3 distinct rows per head (k-means empty clusters)
+    bool reset_midway = false;    ///< reset() sequence 0 half way and prefill it again
+    bool reload_midway = false;   ///< half way, load the CPU state into the GPU cache (sync_from_host)
+    std::string extra;            ///< non-default config fields, for the name
 
     std::string method() const {
         if (cfg.num_patterns == 0) return cfg.k_mode == patternkv::k_quant_mode::per_token ? "per-token" : "kivi";
@@ -62,10 +62,10 @@ struct diff_case {
             if (i > 0) p += ',';
             p += std::to_string(prompts[i]);
         }
-        return fmt::format("{}/{} K{}V{} d{} kv{} q{} R{} batch{} prompts{} steps{}{}{}{}{}{} seed{}", family, method(),
-                           cfg.k_bits, cfg.v_bits, cfg.head_dim, cfg.num_kv_heads, cfg.num_q_heads, cfg.residual_length, batch,
-                           p, steps, extra.empty() ? "" : " " + extra, subsets ? " subsets" : "",
-                           duplicate_rows ? " duplicates" : "", reset_midway ? " reset" : "", reload_midway ? " reload" : "", seed);
+        return fmt::format("{}/{} K{}V{} d{} kv{} q{} R{} batch{} prompts{} steps{}{}{}{}{}{} seed{}", family, method(), cfg.k_bits,
+                           cfg.v_bits, cfg.head_dim, cfg.num_kv_heads, cfg.num_q_heads, cfg.residual_length, batch, p, steps,
+                           extra.empty() ? "" : " " + extra, subsets ? " subsets" : "", duplicate_rows ? " duplicates" : "",
+                           reset_midway ? " reset" : "", reload_midway ? " reload" : "", seed);
     }
     std::int64_t max_tokens() const {
         int m = 1;
@@ -75,8 +75,9 @@ struct diff_case {
 };
 
 config base(const std::string& method, int kb, int vb, int d, int hkv, int hq) {
-    config c = method == "kivi" ? patternkv::kivi_config(kb) : method == "per-token" ? patternkv::per_token_config(kb)
-                                                                                      : patternkv::patternkv_config(kb);
+    config c = method == "kivi"        ? patternkv::kivi_config(kb)
+               : method == "per-token" ? patternkv::per_token_config(kb)
+                                       : patternkv::patternkv_config(kb);
     c.k_bits = kb;
     c.v_bits = vb;
     c.head_dim = d;
@@ -149,29 +150,83 @@ std::vector<diff_case> make_cases() {
     variant("gate_alpha=0.3", [](config& c) { c.gate_alpha = 0.3; });
     variant("v_group=16", [](config& c) { c.v_group = 16; });
     variant("k_group=32", [](config& c) { c.k_group = 32; });
-    variant("k_token_group=16", [](config& c) { c.k_token_group = 16; }, "per-token");
-    variant("R=32", [](config& c) { c.residual_length = 32; c.k_group = 32; }, "patternkv", {300, 90}, 100);
-    variant("R=64", [](config& c) { c.residual_length = 64; c.k_group = 64; });
-    variant("R=2048", [](config& c) { c.residual_length = 2048; c.k_group = 2048; }, "patternkv", {4200, 10}, 20);
-    variant("max_patterns=33", [](config& c) { c.max_patterns = 33; }, "patternkv", {300, 90}, 300);  // 8-bit indices
-    variant("max_patterns=4", [](config& c) { c.num_patterns = 3; c.max_patterns = 4; }, "patternkv", {300, 90}, 300);  // 2-bit
-    variant("R=5,max_patterns=4", [](config& c) { c.residual_length = 5; c.k_group = 5; c.num_patterns = 2;
-                                                  c.max_patterns = 4; }, "patternkv", {40, 30}, 300);  // a page's last index byte half used
+    variant(
+        "k_token_group=16", [](config& c) { c.k_token_group = 16; }, "per-token");
+    variant(
+        "R=32",
+        [](config& c) {
+            c.residual_length = 32;
+            c.k_group = 32;
+        },
+        "patternkv", {300, 90}, 100);
+    variant("R=64", [](config& c) {
+        c.residual_length = 64;
+        c.k_group = 64;
+    });
+    variant(
+        "R=2048",
+        [](config& c) {
+            c.residual_length = 2048;
+            c.k_group = 2048;
+        },
+        "patternkv", {4200, 10}, 20);
+    variant(
+        "max_patterns=33", [](config& c) { c.max_patterns = 33; }, "patternkv", {300, 90}, 300);  // 8-bit indices
+    variant(
+        "max_patterns=4",
+        [](config& c) {
+            c.num_patterns = 3;
+            c.max_patterns = 4;
+        },
+        "patternkv", {300, 90}, 300);  // 2-bit
+    variant(
+        "R=5,max_patterns=4",
+        [](config& c) {
+            c.residual_length = 5;
+            c.k_group = 5;
+            c.num_patterns = 2;
+            c.max_patterns = 4;
+        },
+        "patternkv", {40, 30}, 300);  // a page's last index byte half used
     variant("grow_patterns=0", [](config& c) { c.grow_patterns = false; });
-    variant("k_patterns=1", [](config& c) { c.k_patterns = true; }, "patternkv", {300, 90}, 300);
-    variant("k_patterns=1,k_channel_select=0", [](config& c) { c.k_patterns = true; c.k_channel_select = false; }, "patternkv",
-            {300, 90}, 300);
-    variant("k_patterns=1,R=32", [](config& c) { c.k_patterns = true; c.residual_length = 32; c.k_group = 32; },
-            "patternkv", {20, 90}, 100);
+    variant(
+        "k_patterns=1", [](config& c) { c.k_patterns = true; }, "patternkv", {300, 90}, 300);
+    variant(
+        "k_patterns=1,k_channel_select=0",
+        [](config& c) {
+            c.k_patterns = true;
+            c.k_channel_select = false;
+        },
+        "patternkv", {300, 90}, 300);
+    variant(
+        "k_patterns=1,R=32",
+        [](config& c) {
+            c.k_patterns = true;
+            c.residual_length = 32;
+            c.k_group = 32;
+        },
+        "patternkv", {20, 90}, 100);
     variant("num_patterns=8", [](config& c) { c.num_patterns = 8; });
     variant("tokens_per_pattern=0", [](config& c) { c.tokens_per_pattern = 0; });  // every prompt mines num_patterns
-    variant("tokens_per_pattern=50", [](config& c) { c.num_patterns = 8; c.tokens_per_pattern = 50; }, "patternkv",
-            {300, 90, 20}, 100);
+    variant(
+        "tokens_per_pattern=50",
+        [](config& c) {
+            c.num_patterns = 8;
+            c.tokens_per_pattern = 50;
+        },
+        "patternkv", {300, 90, 20}, 100);
     variant("sink_tokens=0", [](config& c) { c.sink_tokens = 0; });
     // prompts shorter than the sink, an empty one, and sink rows filled by appends
-    variant("sink_tokens=5,R=32", [](config& c) { c.sink_tokens = 5; c.residual_length = 32; c.k_group = 32; }, "patternkv",
-            {3, 0, 90}, 100);
-    variant("sink_tokens=4", [](config& c) { c.sink_tokens = 4; }, "kivi", {2, 300}, 140);
+    variant(
+        "sink_tokens=5,R=32",
+        [](config& c) {
+            c.sink_tokens = 5;
+            c.residual_length = 32;
+            c.k_group = 32;
+        },
+        "patternkv", {3, 0, 90}, 100);
+    variant(
+        "sink_tokens=4", [](config& c) { c.sink_tokens = 4; }, "kivi", {2, 300}, 140);
     variant("kmeans_iterations=1", [](config& c) { c.kmeans_iterations = 1; });
     variant("config.seed=7", [](config& c) { c.seed = 7; });
     variant("softmax_scale=0.3", [](config& c) { c.softmax_scale = 0.3f; });
@@ -216,8 +271,8 @@ bool same_bytes(const char* field, const std::vector<T>& a, const std::vector<T>
     while (pa[byte] == pb[byte]) ++byte;
     std::size_t count = 0;
     for (std::size_t i = 0; i < a.size() * sizeof(T); ++i) count += pa[i] != pb[i];
-    why = fmt::format("{}: {} bytes differ, first at element {} (byte {:#04x} vs {:#04x})", field, count, byte / sizeof(T),
-                      pa[byte], pb[byte]);
+    why = fmt::format("{}: {} bytes differ, first at element {} (byte {:#04x} vs {:#04x})", field, count, byte / sizeof(T), pa[byte],
+                      pb[byte]);
     return false;
 }
 
@@ -236,10 +291,10 @@ bool same_state(const layer_cache& cpu, const layer_cache& gpu, std::string& why
 
 bool same_memory(const layer_cache& cpu, const layer_cache& gpu, std::string& why) {
     const patternkv::memory_report a = cpu.memory(), b = gpu.memory();
-    const std::uint64_t va[] = {a.code_bytes, a.scale_min_bytes, a.pattern_index_bytes, a.gate_bytes, a.bank_bytes,
-                                a.window_bytes, a.quantized_tokens, a.window_tokens, a.elements};
-    const std::uint64_t vb[] = {b.code_bytes, b.scale_min_bytes, b.pattern_index_bytes, b.gate_bytes, b.bank_bytes,
-                                b.window_bytes, b.quantized_tokens, b.window_tokens, b.elements};
+    const std::uint64_t va[] = {a.code_bytes,   a.scale_min_bytes,  a.pattern_index_bytes, a.gate_bytes, a.bank_bytes,
+                                a.window_bytes, a.quantized_tokens, a.window_tokens,       a.elements};
+    const std::uint64_t vb[] = {b.code_bytes,   b.scale_min_bytes,  b.pattern_index_bytes, b.gate_bytes, b.bank_bytes,
+                                b.window_bytes, b.quantized_tokens, b.window_tokens,       b.elements};
     if (std::memcmp(va, vb, sizeof va) == 0) return true;
     why = fmt::format("memory report: cpu [{}] vs gpu [{}]", a.describe(), b.describe());
     return false;
@@ -306,8 +361,7 @@ struct runner {
     std::string why;
     int attends = 0;
 
-    runner(const diff_case& dc, const target& t)
-        : c(dc), cpu(dc.cfg, dc.batch, dc.max_tokens(), backend::cpu), gpu(t.make(dc)) {}
+    runner(const diff_case& dc, const target& t) : c(dc), cpu(dc.cfg, dc.batch, dc.max_tokens(), backend::cpu), gpu(t.make(dc)) {}
 
     bool fail(const std::string& where) {
         why = where + ": " + why;
@@ -395,9 +449,7 @@ struct options {
     std::vector<target> targets;
 };
 
-void usage() {
-    fmt::print("usage: test_differential [--list] [--filter SUBSTR]... [--backend cuda|hip|cpu|emulated]...\n");
-}
+void usage() { fmt::print("usage: test_differential [--list] [--filter SUBSTR]... [--backend cuda|hip|cpu|emulated]...\n"); }
 
 options parse(int argc, char** argv) {
     options o;
@@ -410,14 +462,20 @@ options parse(int argc, char** argv) {
             }
             return argv[++i];
         };
-        if (a == "--list") o.list = true;
-        else if (a == "--filter") o.filters.push_back(value());
+        if (a == "--list")
+            o.list = true;
+        else if (a == "--filter")
+            o.filters.push_back(value());
         else if (a == "--backend") {
             const std::string b = value();
-            if (b == "cuda") o.targets.push_back({b, backend::cuda});
-            else if (b == "hip") o.targets.push_back({b, backend::hip});
-            else if (b == "cpu") o.targets.push_back({b, backend::cpu});
-            else if (b == "emulated") o.targets.push_back({b, backend::cpu, true});
+            if (b == "cuda")
+                o.targets.push_back({b, backend::cuda});
+            else if (b == "hip")
+                o.targets.push_back({b, backend::hip});
+            else if (b == "cpu")
+                o.targets.push_back({b, backend::cpu});
+            else if (b == "emulated")
+                o.targets.push_back({b, backend::cpu, true});
             else {
                 usage();
                 std::exit(2);
@@ -437,7 +495,7 @@ bool selected(const options& o, const std::string& name) {
     return false;
 }
 
-} // namespace
+}  // namespace
 
 int main(int argc, char** argv) {
     const options opt = parse(argc, argv);
@@ -502,10 +560,11 @@ int main(int argc, char** argv) {
                 why = std::string("exception: ") + e.what();
             }
             const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-            fmt::print("[{}] {:4} {} ({} attentions, {:.0f} ms){}\n", b.name, ok ? "OK" : "FAIL", name, attends,
-                       ms, ok ? "" : "\n       " + why);
+            fmt::print("[{}] {:4} {} ({} attentions, {:.0f} ms){}\n", b.name, ok ? "OK" : "FAIL", name, attends, ms,
+                       ok ? "" : "\n       " + why);
             std::fflush(stdout);
-            if (ok) ++passed;
+            if (ok)
+                ++passed;
             else {
                 ++failed;
                 failures.push_back(fmt::format("[{}] {}: {}", b.name, name, why));

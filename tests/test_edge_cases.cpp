@@ -16,7 +16,7 @@ patternkv::config small(patternkv::config c = patternkv::patternkv_config(2)) {
     if (c.num_patterns > 0) c.num_patterns = 32;  // the paper's setting, K bank growing at every flush
     c.k_channel_select = false;
     c.tokens_per_pattern = 0;  // a short prompt still mines every pattern
-    c.sink_tokens = 0;  // every prompt token is mined (test_sink.cpp covers the sink)
+    c.sink_tokens = 0;         // every prompt token is mined (test_sink.cpp covers the sink)
     return c;
 }
 
@@ -36,7 +36,7 @@ void check_attention(const patternkv::layer_cache& cache, std::uint64_t seed) {
           pkv_test::on_codes_tolerance(cache.cfg()));
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("a prompt shorter than num_patterns uses its tokens as patterns") {
     patternkv::layer_cache cache(small(), 1, 256);

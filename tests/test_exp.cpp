@@ -32,9 +32,14 @@ struct ulp_stats {
         const long double exact = std::exp(static_cast<long double>(x));
         const float got = core::exp_fixed(x);
         long double err;
-        if (!std::isfinite(got)) err = std::numeric_limits<long double>::infinity();
-        else err = std::fabs(static_cast<long double>(got) - exact) / float_ulp_at(exact);
-        if (err > max_ulp) { max_ulp = err; worst_x = x; }
+        if (!std::isfinite(got))
+            err = std::numeric_limits<long double>::infinity();
+        else
+            err = std::fabs(static_cast<long double>(got) - exact) / float_ulp_at(exact);
+        if (err > max_ulp) {
+            max_ulp = err;
+            worst_x = x;
+        }
         if (err > bound) ++over;
         ++count;
     }
@@ -44,7 +49,7 @@ struct ulp_stats {
     }
 };
 
-} // namespace
+}  // namespace
 
 TEST_CASE("exp_fixed special values") {
     CHECK(core::exp_fixed(0.0f) == 1.0f);
@@ -73,10 +78,10 @@ TEST_CASE("exp_fixed is within 2 ulp on [-100, 80] (dense sweeps + 5M evenly spr
     ulp_stats st;
     const long double bound = 2.0L;
     // dense: every float in these sub-ranges
-    st.sweep(-100.0f, -99.0f, bound);         // deep subnormal results
-    st.sweep(-87.5f, -87.0f, bound);          // normal/subnormal boundary (-87.336)
-    st.sweep(-0.36f, -0.34f, bound);          // around -ln2/2 (range-reduction switch)
-    st.sweep(0.34f, 0.36f, bound);            // around +ln2/2
+    st.sweep(-100.0f, -99.0f, bound);  // deep subnormal results
+    st.sweep(-87.5f, -87.0f, bound);   // normal/subnormal boundary (-87.336)
+    st.sweep(-0.36f, -0.34f, bound);   // around -ln2/2 (range-reduction switch)
+    st.sweep(0.34f, 0.36f, bound);     // around +ln2/2
     st.sweep(1.0f, 1.0625f, bound);
     st.sweep(-1.0625f, -1.0f, bound);
     st.sweep(79.0f, 80.0f, bound);
@@ -96,16 +101,16 @@ TEST_CASE("exp_fixed is within 2 ulp on [-100, 80] (dense sweeps + 5M evenly spr
         if (x < -100.0f || x > 80.0f) continue;
         st.add(x, bound);
     }
-    MESSAGE("exp_fixed on [-100, 80]: " << st.count << " points (" << dense << " dense), max error "
-                                        << static_cast<double>(st.max_ulp) << " ulp at x = " << st.worst_x);
+    MESSAGE("exp_fixed on [-100, 80]: " << st.count << " points (" << dense << " dense), max error " << static_cast<double>(st.max_ulp)
+                                        << " ulp at x = " << st.worst_x);
     CHECK(st.over == 0);
     CHECK(st.max_ulp <= bound);
 }
 
 TEST_CASE("exp_fixed is within 2 ulp on the rest of its finite range [-103.97, -100] and [80, 88.7228]") {
     ulp_stats st;
-    st.sweep(-103.97f, -100.0f, 2.0L);                // every float: subnormal results down to 2^-149
-    st.sweep(80.0f, 88.72283172607422f, 2.0L);        // every float up to the overflow threshold
+    st.sweep(-103.97f, -100.0f, 2.0L);          // every float: subnormal results down to 2^-149
+    st.sweep(80.0f, 88.72283172607422f, 2.0L);  // every float up to the overflow threshold
     MESSAGE("exp_fixed on the range ends: " << st.count << " points, max error " << static_cast<double>(st.max_ulp)
                                             << " ulp at x = " << st.worst_x);
     CHECK(st.over == 0);

@@ -86,26 +86,42 @@ std::vector<float> interesting_floats() {
     std::vector<float> v;
     for (std::uint32_t h = 0; h < 0x7c00u; ++h) {
         const float x = core::half_to_float(static_cast<std::uint16_t>(h));
-        const double mid = (half_value_unbounded(static_cast<std::uint16_t>(h)) +
-                            half_value_unbounded(static_cast<std::uint16_t>(h + 1))) * 0.5;
+        const double mid =
+            (half_value_unbounded(static_cast<std::uint16_t>(h)) + half_value_unbounded(static_cast<std::uint16_t>(h + 1))) * 0.5;
         const float t = static_cast<float>(mid);  // exact: a half midpoint has <= 12 significant bits
-        for (float y : {x, t, std::nextafter(t, 0.0f), std::nextafter(t, 1e30f), std::nextafter(x, 0.0f),
-                        std::nextafter(x, 1e30f)}) {
+        for (float y : {x, t, std::nextafter(t, 0.0f), std::nextafter(t, 1e30f), std::nextafter(x, 0.0f), std::nextafter(x, 1e30f)}) {
             v.push_back(y);
             v.push_back(-y);
         }
     }
-    for (float y : {0.0f, std::numeric_limits<float>::denorm_min(), std::numeric_limits<float>::min(),
-                    std::numeric_limits<float>::max(), std::numeric_limits<float>::infinity(), 65504.0f, 65519.996f,
-                    65520.0f, 65536.0f, 1e10f, 0x1p-24f, 0x1p-25f, 0x1.000002p-25f, 0x1.fffffep-26f, 0x1p-14f,
-                    0x1.ffcp-15f, 0x1.ffep-15f, 0x1p-26f, 0x1.8p-24f, 0x1.4p-24f, 0x1.cp-24f}) {
+    for (float y : {0.0f,
+                    std::numeric_limits<float>::denorm_min(),
+                    std::numeric_limits<float>::min(),
+                    std::numeric_limits<float>::max(),
+                    std::numeric_limits<float>::infinity(),
+                    65504.0f,
+                    65519.996f,
+                    65520.0f,
+                    65536.0f,
+                    1e10f,
+                    0x1p-24f,
+                    0x1p-25f,
+                    0x1.000002p-25f,
+                    0x1.fffffep-26f,
+                    0x1p-14f,
+                    0x1.ffcp-15f,
+                    0x1.ffep-15f,
+                    0x1p-26f,
+                    0x1.8p-24f,
+                    0x1.4p-24f,
+                    0x1.cp-24f}) {
         v.push_back(y);
         v.push_back(-y);
     }
     return v;
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("_Float16 is an IEEE round-to-nearest-even conversion (sanity of the oracle)") {
     CHECK(hw_float_to_half(1.0f) == 0x3c00);
@@ -177,34 +193,33 @@ TEST_CASE("float_to_half agrees with hardware on 2,000,000 random floats (seed 2
     for (int i = 0; i < 2'000'000; ++i) {
         float f;
         switch (i % 4) {
-        case 0:  // any bit pattern
-            f = core::bits_float(static_cast<std::uint32_t>(rng()));
-            break;
-        case 1: {  // exponents around the half range: 2^-30 .. 2^17
-            const std::uint32_t e = 97u + static_cast<std::uint32_t>(rng() % 48u);
-            f = core::bits_float((static_cast<std::uint32_t>(rng() & 1u) << 31) | (e << 23) |
-                                 static_cast<std::uint32_t>(rng() & 0x7fffffu));
-            break;
-        }
-        case 2: {  // a random half plus a small number of float ulps either side of its midpoint
-            const std::uint16_t h = static_cast<std::uint16_t>(rng() % 0x7c00u);
-            const double mid = (half_value_unbounded(h) + half_value_unbounded(static_cast<std::uint16_t>(h + 1))) * 0.5;
-            const std::uint32_t b = core::float_bits(static_cast<float>(mid));
-            f = core::bits_float(b + static_cast<std::uint32_t>(static_cast<int>(rng() % 7u) - 3));
-            if (rng() & 1u) f = -f;
-            break;
-        }
-        default: {  // uniform reals in the typical KV range
-            std::uniform_real_distribution<float> u(-70000.0f, 70000.0f);
-            f = u(rng);
-            break;
-        }
+            case 0:  // any bit pattern
+                f = core::bits_float(static_cast<std::uint32_t>(rng()));
+                break;
+            case 1: {  // exponents around the half range: 2^-30 .. 2^17
+                const std::uint32_t e = 97u + static_cast<std::uint32_t>(rng() % 48u);
+                f = core::bits_float((static_cast<std::uint32_t>(rng() & 1u) << 31) | (e << 23) |
+                                     static_cast<std::uint32_t>(rng() & 0x7fffffu));
+                break;
+            }
+            case 2: {  // a random half plus a small number of float ulps either side of its midpoint
+                const std::uint16_t h = static_cast<std::uint16_t>(rng() % 0x7c00u);
+                const double mid = (half_value_unbounded(h) + half_value_unbounded(static_cast<std::uint16_t>(h + 1))) * 0.5;
+                const std::uint32_t b = core::float_bits(static_cast<float>(mid));
+                f = core::bits_float(b + static_cast<std::uint32_t>(static_cast<int>(rng() % 7u) - 3));
+                if (rng() & 1u) f = -f;
+                break;
+            }
+            default: {  // uniform reals in the typical KV range
+                std::uniform_real_distribution<float> u(-70000.0f, 70000.0f);
+                f = u(rng);
+                break;
+            }
         }
         const std::uint16_t c = core::float_to_half(f);
         const std::uint16_t h = hw_float_to_half(f);
         const bool ok = std::isnan(f) ? half_is_nan(c) : c == h;
-        if (!ok && ++mismatches < 10)
-            MESSAGE("f bits 0x" << std::hex << core::float_bits(f) << " core 0x" << c << " hw 0x" << h);
+        if (!ok && ++mismatches < 10) MESSAGE("f bits 0x" << std::hex << core::float_bits(f) << " core 0x" << c << " hw 0x" << h);
     }
     CHECK(mismatches == 0);
 }
@@ -222,15 +237,14 @@ TEST_CASE("float_to_half_down / float_to_half_up give the neighbouring halves") 
             ok = ok && vu > x;
             ok = ok && core::float_to_half(static_cast<float>(vd)) == d;
             // the code right above d (by value) must exceed f
-            const std::uint16_t next_up = (d & 0x8000u) ? (d == 0x8000u ? std::uint16_t(1) : static_cast<std::uint16_t>(d - 1))
-                                                        : static_cast<std::uint16_t>(d + 1);
-            const std::uint16_t next_dn = (u & 0x8000u) ? static_cast<std::uint16_t>(u + 1)
-                                                        : (u == 0 ? std::uint16_t(0x8001) : static_cast<std::uint16_t>(u - 1));
+            const std::uint16_t next_up =
+                (d & 0x8000u) ? (d == 0x8000u ? std::uint16_t(1) : static_cast<std::uint16_t>(d - 1)) : static_cast<std::uint16_t>(d + 1);
+            const std::uint16_t next_dn =
+                (u & 0x8000u) ? static_cast<std::uint16_t>(u + 1) : (u == 0 ? std::uint16_t(0x8001) : static_cast<std::uint16_t>(u - 1));
             ok = ok && static_cast<double>(core::half_to_float(next_up)) > x;
             ok = ok && static_cast<double>(core::half_to_float(next_dn)) < x;
         }
-        if (!ok && ++bad < 10)
-            MESSAGE("f=" << f << " down 0x" << std::hex << d << " (" << vd << ") up 0x" << u << " (" << vu << ")");
+        if (!ok && ++bad < 10) MESSAGE("f=" << f << " down 0x" << std::hex << d << " (" << vd << ") up 0x" << u << " (" << vu << ")");
     };
     int bad = 0;
     for (std::uint32_t h = 0; h < 0x7c00u; ++h) {  // every finite half and values just around it
@@ -277,7 +291,7 @@ TEST_CASE("float_to_bf16 rounds to nearest even (independent double reference); 
     };
     for (int i = 0; i < 2'000'000; ++i) {
         std::uint32_t u = static_cast<std::uint32_t>(rng());
-        if (i % 3 == 1) u = (u & 0xffff0000u) | 0x8000u;                  // exact tie
+        if (i % 3 == 1) u = (u & 0xffff0000u) | 0x8000u;                                   // exact tie
         if (i % 3 == 2) u = (u & 0xffff0000u) | 0x8000u | (u & 0x1u ? 0x0001u : 0x0000u);  // tie / just above
         check_one(core::bits_float(u));
     }
@@ -291,8 +305,8 @@ TEST_CASE("float_to_bf16 rounds to nearest even (independent double reference); 
     }
     CHECK(mismatches == 0);
     CHECK(core::float_to_bf16(1.0f) == 0x3f80);
-    CHECK(core::float_to_bf16(core::bits_float(0x3f808000u)) == 0x3f80);  // tie, even stays
-    CHECK(core::float_to_bf16(core::bits_float(0x3f818000u)) == 0x3f82);  // tie, odd rounds up
+    CHECK(core::float_to_bf16(core::bits_float(0x3f808000u)) == 0x3f80);      // tie, even stays
+    CHECK(core::float_to_bf16(core::bits_float(0x3f818000u)) == 0x3f82);      // tie, odd rounds up
     CHECK(core::float_to_bf16(std::numeric_limits<float>::max()) == 0x7f80);  // overflows to inf
     CHECK(core::float_to_bf16(std::numeric_limits<float>::infinity()) == 0x7f80);
     CHECK(std::isnan(core::bf16_to_float(core::float_to_bf16(core::bits_float(0x7f800001u)))));  // payload only in low bits

@@ -28,10 +28,13 @@ void make_pair(int d, double rho, std::mt19937_64& rng, std::vector<float>& v, s
     for (int j = 0; j < d; ++j) m[j] = static_cast<float>(v[j] - (rho * v[j] + shift));
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("z_test_gate constant and rho* match method.md") {
-    struct row { int d; double rho; };
+    struct row {
+        int d;
+        double rho;
+    };
     for (row r : {row{64, 0.8764}, row{96, 0.8984}, row{128, 0.9116}, row{256, 0.9368}}) {
         CAPTURE(r.d);
         const z_test_gate g(0.05, r.d);

@@ -37,7 +37,7 @@ struct fixture {
     }
 };
 
-} // namespace
+}  // namespace
 
 TEST_CASE("a channel the patterns explain keeps them; a near-constant channel with outliers drops them") {
     fixture f;

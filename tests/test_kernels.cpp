@@ -51,7 +51,7 @@ void for_simd_ops(F&& f) {
     }
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("code_sums: AVX2 and AVX-512 equal scalar for bits 2, 3, 4, 8, int8 and int16 multipliers, rows, offsets, head counts") {
     if (skip_without_avx2()) return;
@@ -62,21 +62,24 @@ TEST_CASE("code_sums: AVX2 and AVX-512 equal scalar for bits 2, 3, 4, 8, int8 an
     int byte_cases = 0, slice_cases = 0;
     for (int qmax : {127, 2056, 32767})
         for (int bits : {2, 3, 4, 8})
-            for (int rows : {4, 24, 37, 128, 136, 300}) {  // 300: past the multipliers' stack storage
+            for (int rows : {4, 24, 37, 128, 136, 300}) {                                // 300: past the multipliers' stack storage
                 if (qmax > patternkv::core::multiplier_max(true, rows, bits)) continue;  // the bound code_sums' callers keep
                 // integer multipliers in [-qmax, qmax], the extremes included (they bound the int16 pair sums)
                 std::vector<float> m(static_cast<std::size_t>(9) * 300);
                 for (std::size_t i = 0; i < m.size(); ++i)
-                    m[i] = i % 7 == 0 ? static_cast<float>(i % 2 ? qmax : -qmax) : static_cast<float>(static_cast<int>(gen() % (2 * qmax + 1)) - qmax);
+                    m[i] = i % 7 == 0 ? static_cast<float>(i % 2 ? qmax : -qmax)
+                                      : static_cast<float>(static_cast<int>(gen() % (2 * qmax + 1)) - qmax);
                 for (int first : {0, 8, 32, 64, 3})
                     for (int n : {8, 16, 32, 64, 128, 256, 5})
                         for (int heads : {1, 2, 3, 4, 5, 8, 9}) {
                             if (first + n > row_words * (32 / bits)) continue;
-                            INFO("qmax " << qmax << " bits " << bits << " rows " << rows << " first " << first << " n " << n << " heads " << heads);
+                            INFO("qmax " << qmax << " bits " << bits << " rows " << rows << " first " << first << " n " << n << " heads "
+                                         << heads);
                             const int stride = 256;
                             const auto a = pkv_test::normal_floats(4, static_cast<std::size_t>(heads) * stride);
                             auto expect = a;
-                            scalar_ops::code_sums(codes.data(), row_words, rows, bits, first, n, m.data(), 300, heads, qmax, expect.data(), stride);
+                            scalar_ops::code_sums(codes.data(), row_words, rows, bits, first, n, m.data(), 300, heads, qmax, expect.data(),
+                                                  stride);
                             for_simd_ops([&]<class Ops>() {
                                 auto b = a;
                                 Ops::code_sums(codes.data(), row_words, rows, bits, first, n, m.data(), 300, heads, qmax, b.data(), stride);
@@ -96,8 +99,10 @@ TEST_CASE("quantize: AVX2 and AVX-512 equal quantize_multipliers for lengths, bo
         for (int qmax : {127, 2056, 32767})
             for (int kind = 0; kind < 4; ++kind) {
                 auto a = pkv_test::normal_floats(static_cast<std::uint64_t>(n * 7 + kind), static_cast<std::size_t>(n), 3.0f);
-                if (kind == 1) for (auto& x : a) x = 0.0f;
-                if (kind == 2) for (std::size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(static_cast<int>(i % 5) - 2) * 0.5f;  // ties
+                if (kind == 1)
+                    for (auto& x : a) x = 0.0f;
+                if (kind == 2)
+                    for (std::size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(static_cast<int>(i % 5) - 2) * 0.5f;  // ties
                 if (kind == 3) a[a.size() / 2] = std::nanf("");
                 const auto input = a;
                 const float sa = patternkv::core::quantize_multipliers(a.data(), n, qmax);
@@ -120,7 +125,7 @@ TEST_CASE("quantize_multipliers: integers in [-qmax, qmax], the largest magnitud
     CHECK(a[0] == 32.0f);  // 0.5 * 63.5 = 31.75 -> 32
     CHECK(a[2] == 64.0f);  // 63.5: ties to even
     CHECK(a[3] == 0.0f);
-    CHECK(a[4] == 1.0f);   // 0.635
+    CHECK(a[4] == 1.0f);  // 0.635
     std::vector<float> b = {3.0f, -1.0f};
     CHECK(quantize_multipliers(b.data(), 2, 32767) == 3.0f / 32767.0f);
     CHECK(b[0] == 32767.0f);
@@ -185,8 +190,8 @@ TEST_CASE("k-means with the AVX2 distance gives the scalar definition's centroid
         std::vector<int> assign(T), chosen(k);
         std::vector<std::uint64_t> keys(k);
         patternkv::core::kmeans_run(p, x.data(), T, d, ca.data(), assign.data(), chosen.data(), keys.data(), sum.data());
-        patternkv::core::kmeans_run<patternkv::simd::avx2_distance>(p, x.data(), T, d, cb.data(), assign.data(), chosen.data(),
-                                                                    keys.data(), sum.data());
+        patternkv::core::kmeans_run<patternkv::simd::avx2_distance>(p, x.data(), T, d, cb.data(), assign.data(), chosen.data(), keys.data(),
+                                                                    sum.data());
         INFO("d " << d);
         CHECK(same_bits(ca, cb));
     }
@@ -245,10 +250,10 @@ std::vector<float> quantizer_rows(std::uint64_t seed, int tokens, int d) {
     for (int t = 0; t < tokens; ++t)
         for (int j = 0; j < d; ++j) {
             float& v = x[static_cast<std::size_t>(t) * d + j];
-            if (t % 7 == 3) v = 1.25f;                                    // constant token row
-            if (j % 9 == 4) v = 0.5f;                                     // constant channel
-            if (j % 11 == 5) v = (t % 2 == 0) ? 0.0f : -0.0f;             // signed zeros
-            if (t % 13 == 6 && j % 16 < 8) v = (t + j) % 2 ? 0.0f : -0.0f;  // zero extremes in a row group
+            if (t % 7 == 3) v = 1.25f;                                                              // constant token row
+            if (j % 9 == 4) v = 0.5f;                                                               // constant channel
+            if (j % 11 == 5) v = (t % 2 == 0) ? 0.0f : -0.0f;                                       // signed zeros
+            if (t % 13 == 6 && j % 16 < 8) v = (t + j) % 2 ? 0.0f : -0.0f;                          // zero extremes in a row group
             if (t % 17 == 8) v = j % 5 == 2 ? ((j / 5) % 2 ? 0.0f : -0.0f) : std::fabs(v) + 0.1f;   // min is a signed zero
             if (t % 19 == 9) v = j % 5 == 3 ? ((j / 5) % 2 ? -0.0f : 0.0f) : -std::fabs(v) - 0.1f;  // max is a signed zero
             if (t == 5 && j == 6) v = 16384.0f;
@@ -257,7 +262,7 @@ std::vector<float> quantizer_rows(std::uint64_t seed, int tokens, int d) {
     return x;
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("quantizers: AVX2 K per-channel and token rows equal core's, bits 2, 3, 4, 8, groups, signed zeros") {
     if (skip_without_avx2()) return;
@@ -280,7 +285,8 @@ TEST_CASE("quantizers: AVX2 K per-channel and token rows equal core's, bits 2, 3
                 std::vector<patternkv::core::scale_min> ta(static_cast<std::size_t>(tokens) * (d / vg)), tb(ta.size());
                 for (int t = 0; t < tokens; ++t) {
                     patternkv::core::quantize_token_row(rows.data() + t * d, d, vg, bits, va.data() + t * words, ta.data() + t * (d / vg));
-                    patternkv::simd::avx2_quantizer::token_row(rows.data() + t * d, d, vg, bits, vb.data() + t * words, tb.data() + t * (d / vg));
+                    patternkv::simd::avx2_quantizer::token_row(rows.data() + t * d, d, vg, bits, vb.data() + t * words,
+                                                               tb.data() + t * (d / vg));
                 }
                 CHECK(same_bits(va, vb));
                 CHECK(same_bits(ta, tb));
@@ -323,7 +329,8 @@ TEST_CASE("scales_and_minimums, multiply: AVX2 (and AVX-512 multiply) equal scal
     std::mt19937 gen(5);
     std::vector<std::uint16_t> sm(2 * 3 * 140);
     for (std::size_t i = 0; i < sm.size(); ++i)  // random halves, with zeros, negative zeros, subnormals and infinities among them
-        sm[i] = i % 11 == 0 ? static_cast<std::uint16_t>(std::array<int, 4>{0, 0x8000, 0x0001, 0x7C00}[i / 11 % 4]) : static_cast<std::uint16_t>(gen() & 0x7BFF);
+        sm[i] = i % 11 == 0 ? static_cast<std::uint16_t>(std::array<int, 4>{0, 0x8000, 0x0001, 0x7C00}[i / 11 % 4])
+                            : static_cast<std::uint16_t>(gen() & 0x7BFF);
     for (int stride : {1, 2, 3})
         for (int n : {0, 1, 7, 8, 9, 16, 33, 128, 140}) {
             if (stride * n > 140 * 3 / stride * stride) continue;
@@ -387,9 +394,12 @@ TEST_CASE("max: AVX2 and AVX-512 equal scalar, +0 for a zero maximum, for length
     if (skip_without_avx2()) return;
     for (int n : {1, 7, 8, 9, 15, 16, 17, 33, 100, 1024})
         for (int kind = 0; kind < 3; ++kind) {
-            auto a = pkv_test::normal_floats(static_cast<std::uint64_t>(n) * 3 + static_cast<std::uint64_t>(kind), static_cast<std::size_t>(n), 4.0f);
-            if (kind == 1) for (auto& x : a) x = -std::fabs(x);
-            if (kind == 2) for (std::size_t i = 0; i < a.size(); ++i) a[i] = i % 3 == 0 ? -0.0f : -1.0f - static_cast<float>(i);  // zero max, -0 only
+            auto a = pkv_test::normal_floats(static_cast<std::uint64_t>(n) * 3 + static_cast<std::uint64_t>(kind),
+                                             static_cast<std::size_t>(n), 4.0f);
+            if (kind == 1)
+                for (auto& x : a) x = -std::fabs(x);
+            if (kind == 2)
+                for (std::size_t i = 0; i < a.size(); ++i) a[i] = i % 3 == 0 ? -0.0f : -1.0f - static_cast<float>(i);  // zero max, -0 only
             const float m0 = scalar_ops::max(a.data(), n);
             INFO("n " << n << " kind " << kind);
             for_simd_ops([&]<class Ops>() {
@@ -426,8 +436,8 @@ TEST_CASE("exponentiate: AVX2 and AVX-512 exp equal core::exp_fixed on a dense s
     if (skip_without_avx2()) return;
     std::vector<float> s;
     for (float x = -110.0f; x < 95.0f; x += 0.0009765625f * 1.37f) s.push_back(x);
-    for (float x : {0.0f, -0.0f, -103.97283172607422f, -103.9728f, -87.33654f, -87.3366f, 88.72283935546875f, 88.7229f,
-                    -126.0f, 1e-30f, -1e-30f, 0.5f, -0.5f, 0.34657359f, -0.34657359f})
+    for (float x : {0.0f, -0.0f, -103.97283172607422f, -103.9728f, -87.33654f, -87.3366f, 88.72283935546875f, 88.7229f, -126.0f, 1e-30f,
+                    -1e-30f, 0.5f, -0.5f, 0.34657359f, -0.34657359f})
         s.push_back(x);
     // every float in two narrow ranges: around 0 and around the subnormal threshold
     for (std::uint32_t u = 0x3f000000u; u < 0x3f000000u + 200000u; ++u) s.push_back(patternkv::core::bits_float(u) - 1.0f);
@@ -436,7 +446,8 @@ TEST_CASE("exponentiate: AVX2 and AVX-512 exp equal core::exp_fixed on a dense s
     for (std::uint32_t u = 0xc2ae0000u - 100000u; u < 0xc2ae0000u; ++u) s.push_back(patternkv::core::bits_float(u));
     for (std::uint32_t u = 0x42b00000u - 100000u; u < 0x42b00000u + 100000u; ++u) s.push_back(patternkv::core::bits_float(u));
     for (float m : {0.0f, 1.5f, -3.25f})
-        for (std::size_t n : {s.size(), std::size_t{0}, std::size_t{1}, std::size_t{17}, std::size_t{32}, std::size_t{45}, std::size_t{100}}) {
+        for (std::size_t n :
+             {s.size(), std::size_t{0}, std::size_t{1}, std::size_t{17}, std::size_t{32}, std::size_t{45}, std::size_t{100}}) {
             std::vector<float> a(s.begin() + static_cast<std::ptrdiff_t>(s.size() - n), s.end());  // short ones: the +-87/88 sweep's tail
             const auto input = a;
             const float la = scalar_ops::exponentiate(a.data(), static_cast<int>(n), m);

@@ -69,7 +69,7 @@ clustered make_clusters(const core::kmeans_params& p, int tokens, int d, std::mt
     return c;
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("kmeans_init_tokens returns the k distinct tokens with the smallest hashes, sorted") {
     for (std::uint64_t seed : {0ull, 1ull, 12345ull}) {
@@ -90,8 +90,8 @@ TEST_CASE("kmeans_init_tokens returns the k distinct tokens with the smallest ha
                 CHECK(std::is_sorted(keys.begin(), keys.end()));
                 bool keys_ok = true;
                 for (int i = 0; i < k; ++i)
-                    keys_ok = keys_ok && keys[i] == core::counter_hash(seed, core::stream_kmeans_init_k, 3,
-                                                                      static_cast<std::uint64_t>(chosen[i]));
+                    keys_ok = keys_ok &&
+                              keys[i] == core::counter_hash(seed, core::stream_kmeans_init_k, 3, static_cast<std::uint64_t>(chosen[i]));
                 CHECK(keys_ok);
                 // brute force: sort all (hash, token) pairs
                 std::vector<std::pair<std::uint64_t, int>> all;
@@ -182,8 +182,8 @@ TEST_CASE("kmeans_run recovers well-separated clusters (8 clusters, 400 tokens, 
             }
         }
         MESSAGE("max |centroid - cluster mean| = " << worst_mean << ", max |centroid - true centre| = " << worst_true);
-        CHECK(worst_mean < 1e-4);   // float sums of ~50 values of magnitude ~60
-        CHECK(worst_true < 0.5);    // noise sd 0.5, ~50 members per cluster
+        CHECK(worst_mean < 1e-4);  // float sums of ~50 values of magnitude ~60
+        CHECK(worst_true < 0.5);   // noise sd 0.5, ~50 members per cluster
     }
 }
 

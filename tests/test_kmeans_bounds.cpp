@@ -78,8 +78,10 @@ std::vector<float> repeated_rows(std::uint64_t seed, int tokens, int d, int dist
     const auto rows = uniform(seed, static_cast<std::size_t>(distinct) * d, 2.0f);
     std::vector<float> x(static_cast<std::size_t>(tokens) * d);
     for (int t = 0; t < tokens; ++t) {
-        const int r = static_cast<int>(core::counter_hash(seed, 1, static_cast<std::uint64_t>(t), 0) % static_cast<std::uint64_t>(distinct));
-        std::memcpy(x.data() + static_cast<std::size_t>(t) * d, rows.data() + static_cast<std::size_t>(r) * d, static_cast<std::size_t>(d) * 4);
+        const int r =
+            static_cast<int>(core::counter_hash(seed, 1, static_cast<std::uint64_t>(t), 0) % static_cast<std::uint64_t>(distinct));
+        std::memcpy(x.data() + static_cast<std::size_t>(t) * d, rows.data() + static_cast<std::size_t>(r) * d,
+                    static_cast<std::size_t>(d) * 4);
     }
     return x;
 }
@@ -89,8 +91,10 @@ void compare_all(const char* distance_name) {
     INFO("distance " << distance_name);
     for (int d : {8, 24, 64, 128}) {
         compare<Distance>(uniform(static_cast<std::uint64_t>(d), static_cast<std::size_t>(700) * d, 2.0f), 700, d, 32, 30, "uniform noise");
-        compare<Distance>(rounded(pkv_test::synthetic_kv(static_cast<std::uint64_t>(d), 900, 1, d, true)), 900, d, 32, 30, "clustered keys");
-        compare<Distance>(rounded(pkv_test::synthetic_kv(static_cast<std::uint64_t>(d) + 1, 900, 1, d, false)), 900, d, 16, 30, "clustered values");
+        compare<Distance>(rounded(pkv_test::synthetic_kv(static_cast<std::uint64_t>(d), 900, 1, d, true)), 900, d, 32, 30,
+                          "clustered keys");
+        compare<Distance>(rounded(pkv_test::synthetic_kv(static_cast<std::uint64_t>(d) + 1, 900, 1, d, false)), 900, d, 16, 30,
+                          "clustered values");
         compare<Distance>(repeated_rows(static_cast<std::uint64_t>(d), 400, d, 5), 400, d, 32, 30, "5 distinct rows");
         compare<Distance>(repeated_rows(static_cast<std::uint64_t>(d) + 9, 400, d, 40), 400, d, 32, 30, "40 distinct rows");
         compare<Distance>(uniform(static_cast<std::uint64_t>(d) + 2, static_cast<std::size_t>(300) * d, 3e-6f), 300, d, 32, 30,
@@ -98,12 +102,14 @@ void compare_all(const char* distance_name) {
         compare<Distance>(uniform(static_cast<std::uint64_t>(d) + 3, static_cast<std::size_t>(300) * d, 16384.0f), 300, d, 32, 30,
                           "largest inputs");
         compare<Distance>(uniform(static_cast<std::uint64_t>(d) + 4, static_cast<std::size_t>(200) * d, 1.0f), 200, d, 1, 30, "k = 1");
-        compare<Distance>(uniform(static_cast<std::uint64_t>(d) + 5, static_cast<std::size_t>(33) * d, 1.0f), 33, d, 32, 30, "k = tokens - 1");
-        compare<Distance>(uniform(static_cast<std::uint64_t>(d) + 6, static_cast<std::size_t>(300) * d, 1.0f), 300, d, 32, 1, "one iteration");
+        compare<Distance>(uniform(static_cast<std::uint64_t>(d) + 5, static_cast<std::size_t>(33) * d, 1.0f), 33, d, 32, 30,
+                          "k = tokens - 1");
+        compare<Distance>(uniform(static_cast<std::uint64_t>(d) + 6, static_cast<std::size_t>(300) * d, 1.0f), 300, d, 32, 1,
+                          "one iteration");
     }
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("bounded k-means assignment equals the defining step in every iteration (scalar distance)") {
     compare_all<core::scalar_distance>("scalar");
@@ -116,12 +122,13 @@ TEST_CASE("bounded k-means assignment equals the defining step in every iteratio
 
 TEST_CASE("the bounds skip most distances once k-means settles (clustered keys, 2000 tokens, d = 128, k = 32)") {
     const int tokens = 2000, d = 128, k = 32;
-    const outcome o = compare<core::scalar_distance>(rounded(pkv_test::synthetic_kv(77, tokens, 1, d, true)), tokens, d, k, 30,
-                                                     "clustered keys");
-    MESSAGE("distances evaluated: " << o.evaluated << " of " << o.full << " (" << 100.0 * static_cast<double>(o.evaluated) / static_cast<double>(o.full)
-                                    << "%)");
+    const outcome o =
+        compare<core::scalar_distance>(rounded(pkv_test::synthetic_kv(77, tokens, 1, d, true)), tokens, d, k, 30, "clustered keys");
+    MESSAGE("distances evaluated: " << o.evaluated << " of " << o.full << " ("
+                                    << 100.0 * static_cast<double>(o.evaluated) / static_cast<double>(o.full) << "%)");
     CHECK(o.evaluated * 2 < o.full);
-    const outcome n = compare<core::scalar_distance>(uniform(78, static_cast<std::size_t>(tokens) * d, 2.0f), tokens, d, k, 30, "uniform noise");
-    MESSAGE("uniform noise (no structure; reported, not checked): " << n.evaluated << " of " << n.full << " ("
-                                                                    << 100.0 * static_cast<double>(n.evaluated) / static_cast<double>(n.full) << "%)");
+    const outcome n =
+        compare<core::scalar_distance>(uniform(78, static_cast<std::size_t>(tokens) * d, 2.0f), tokens, d, k, 30, "uniform noise");
+    MESSAGE("uniform noise (no structure; reported, not checked): "
+            << n.evaluated << " of " << n.full << " (" << 100.0 * static_cast<double>(n.evaluated) / static_cast<double>(n.full) << "%)");
 }

@@ -21,7 +21,7 @@ double rel_error(const std::vector<float>& x, const std::vector<float>& xh, int 
     return e / n;
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("300 flushes with the bank at capacity: flat memory, stored tokens never change, attention exact") {
     patternkv::config c = pkv_test::with_shape(patternkv::patternkv_config(2), H, d, Hq, R);

@@ -21,7 +21,7 @@ void fill(patternkv::layer_cache& cache, int prompt, int decode) {
                      patternkv::view_f32(v.data() + static_cast<std::size_t>(t) * H * d, 1, H, d));
 }
 
-} // namespace
+}  // namespace
 
 patternkv::config with_k_patterns(patternkv::config c) {
     c.num_patterns = 32;         // the paper's setting: 32 patterns, K indices and a K bank
@@ -34,9 +34,9 @@ TEST_CASE("PatternKV-2 default, 300-token prompt: 3 K and 3 V patterns per head 
     patternkv::layer_cache cache(shape(patternkv::patternkv_config(2)), 1, 1024);
     fill(cache, 300, 0);
     const patternkv::memory_report m = cache.memory();
-    CHECK(m.pattern_index_bytes == 4 * (64 + 64));            // 4 bits per quantized token for K and for V (bank of up to 16)
+    CHECK(m.pattern_index_bytes == 4 * (64 + 64));  // 4 bits per quantized token for K and for V (bank of up to 16)
     CHECK(m.gate_bytes == 4 * 128 / 8);
-    CHECK(m.bank_bytes == 2 * (3 + 3) * 128 * 2);             // 3 K + 3 V fp16 patterns per head (299 mined tokens)
+    CHECK(m.bank_bytes == 2 * (3 + 3) * 128 * 2);  // 3 K + 3 V fp16 patterns per head (299 mined tokens)
     CHECK(m.total_bytes() == 32768 + 4096 + 512 + 64 + 3072 + 45056);
 }
 
@@ -46,9 +46,9 @@ TEST_CASE("PatternKV-2 with patterns on V only: no K indices, no K bank") {
     patternkv::layer_cache cache(c, 1, 1024);
     fill(cache, 300, 0);
     const patternkv::memory_report m = cache.memory();
-    CHECK(m.pattern_index_bytes == 4 * 64);                   // 4 bits per quantized V token
+    CHECK(m.pattern_index_bytes == 4 * 64);  // 4 bits per quantized V token
     CHECK(m.gate_bytes == 4 * 128 / 8);
-    CHECK(m.bank_bytes == 2 * 3 * 128 * 2);                   // 3 V fp16 patterns per head
+    CHECK(m.bank_bytes == 2 * 3 * 128 * 2);  // 3 V fp16 patterns per head
     CHECK(cache.bank_size(0, 0, false) == 0);
     CHECK(m.total_bytes() == 32768 + 4096 + 256 + 64 + 1536 + 45056);
 }
@@ -61,11 +61,11 @@ TEST_CASE("PatternKV-2 with K patterns, d=128, 2 KV heads, R=128: 300-token prom
     CHECK(m.quantized_tokens == 256);
     CHECK(m.window_tokens == 44);
     CHECK(m.code_bytes == 4 * (128 * 128 * 2 / 8 + 128 * 128 * 2 / 8));  // K and V codes: 2 bits x 128 x 128 each
-    CHECK(m.scale_min_bytes == 4 * (128 + 128) * 4);          // K: one group per channel; V: one per token; 2 x fp16
-    CHECK(m.pattern_index_bytes == 4 * (128 + 128));          // one byte per token for K and for V (a bank of up to 64)
-    CHECK(m.gate_bytes == 4 * 128 / 8);                       // one bit per V token
-    CHECK(m.bank_bytes == 2 * (32 + 32) * 128 * 2);           // 32 K + 32 V fp16 patterns per head
-    CHECK(m.window_bytes == 44 * 2 * 128 * 2 * 2);            // fp16 K and V
+    CHECK(m.scale_min_bytes == 4 * (128 + 128) * 4);                     // K: one group per channel; V: one per token; 2 x fp16
+    CHECK(m.pattern_index_bytes == 4 * (128 + 128));                     // one byte per token for K and for V (a bank of up to 64)
+    CHECK(m.gate_bytes == 4 * 128 / 8);                                  // one bit per V token
+    CHECK(m.bank_bytes == 2 * (32 + 32) * 128 * 2);                      // 32 K + 32 V fp16 patterns per head
+    CHECK(m.window_bytes == 44 * 2 * 128 * 2 * 2);                       // fp16 K and V
     CHECK(m.elements == 300 * 2 * 128 * 2);
     CHECK(m.total_bytes() == 32768 + 4096 + 1024 + 64 + 32768 + 45056);
     CHECK(m.bits_per_element() == doctest::Approx(115776.0 * 8 / 153600));

@@ -48,8 +48,10 @@ TEST_CASE("pack_codes / unpack_codes round trip, layout and zero padding (seed 4
                 const std::uint32_t maxc = (1u << bits) - 1u;
                 std::vector<std::uint8_t> codes(n);
                 for (auto& c : codes) c = static_cast<std::uint8_t>(rng() % (maxc + 1u));
-                if (rep == 1) for (auto& c : codes) c = static_cast<std::uint8_t>(maxc);  // all bits set
-                if (rep == 2) for (auto& c : codes) c = 0;
+                if (rep == 1)
+                    for (auto& c : codes) c = static_cast<std::uint8_t>(maxc);  // all bits set
+                if (rep == 2)
+                    for (auto& c : codes) c = 0;
                 const int nw = core::words_for_codes(n, bits);
                 // canary after the words: pack must write exactly nw words
                 std::vector<std::uint32_t> words(nw + 2, 0xdeadbeefu);
@@ -66,8 +68,7 @@ TEST_CASE("pack_codes / unpack_codes round trip, layout and zero padding (seed 4
                 bool zero_ok = true;
                 for (int w = 0; w < nw; ++w) {
                     std::uint32_t expect = 0;
-                    for (int s = 0; s < per && w * per + s < n; ++s)
-                        expect |= static_cast<std::uint32_t>(codes[w * per + s]) << (s * bits);
+                    for (int s = 0; s < per && w * per + s < n; ++s) expect |= static_cast<std::uint32_t>(codes[w * per + s]) << (s * bits);
                     if (words[w] != expect) zero_ok = false;
                     if (bits == 3 && (words[w] >> 30) != 0) zero_ok = false;  // 2 spare bits at 3 bits
                 }

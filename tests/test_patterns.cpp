@@ -50,7 +50,7 @@ float ref_lane_sum(const std::vector<float>& terms) {
 
 bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("chebyshev_centre minimizes the L-inf radius (seed 1001)") {
     std::mt19937_64 rng(1001u);
@@ -126,14 +126,18 @@ TEST_CASE("nearest_pattern_dmm picks the smallest residual range; ties to the lo
                         hid = std::max(hid, rdd);
                     }
                     const float dist = hi - lo;
-                    if (c == 0 || dist < best_fd) { best_fd = dist; best_f = c; }
+                    if (c == 0 || dist < best_fd) {
+                        best_fd = dist;
+                        best_f = c;
+                    }
                     rd[c] = hid - lod;
                 }
                 if (got != best_f) ++mismatch_float;
                 // double brute force where the winner is unambiguous (margin far above float rounding)
                 const int best_d = static_cast<int>(std::min_element(rd.begin(), rd.end()) - rd.begin());
                 double second = 1e300;
-                for (int c = 0; c < count; ++c) if (c != best_d) second = std::min(second, rd[c]);
+                for (int c = 0; c < count; ++c)
+                    if (c != best_d) second = std::min(second, rd[c]);
                 if (second - rd[best_d] > 1e-4 * (1 + rd[best_d])) {
                     ++unambiguous;
                     if (got != best_d) ++mismatch_double;
@@ -191,7 +195,10 @@ TEST_CASE("nearest_pattern_l2 picks the nearest pattern; ties to the lowest inde
                         const double t = static_cast<double>(x[j]) - bank[c * d + j];
                         s += t * t;
                     }
-                    if (s < best_dd) { best_dd = s; best = c; }
+                    if (s < best_dd) {
+                        best_dd = s;
+                        best = c;
+                    }
                 }
                 if (got != best) ++mismatch;
                 // and in the canonical float order
@@ -204,7 +211,10 @@ TEST_CASE("nearest_pattern_l2 picks the nearest pattern; ties to the lowest inde
                         terms[j] = t * t;
                     }
                     const float s = ref_lane_sum(terms);
-                    if (c == 0 || s < best_cd) { best_cd = s; best_c = c; }
+                    if (c == 0 || s < best_cd) {
+                        best_cd = s;
+                        best_c = c;
+                    }
                 }
                 if (got != best_c) ++mismatch_canon;
             }

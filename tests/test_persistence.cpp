@@ -18,7 +18,7 @@ config small(config c) {
     c = pkv_test::with_shape(c, H, d, Hq, R);
     if (c.num_patterns > 0) {
         c.num_patterns = 4;
-        c.max_patterns = 7;  // fills up after a few flushes: flushes then stop adding patterns
+        c.max_patterns = 7;         // fills up after a few flushes: flushes then stop adding patterns
         c.tokens_per_pattern = 24;  // not the default, so the round trip shows it is stored
     }
     return c;
@@ -129,7 +129,8 @@ void check_round_trip(const config& c, const std::vector<int>& lengths, std::uin
     // without stale data in `original` (no flush by the appends), even reserved memory matches
     bool flushed = false;
     for (std::size_t i = 0; i < lengths.size(); ++i)
-        flushed |= original.quantized_size(static_cast<int>(i)) > patternkv::state_of(original).geom.prompt_pages(std::max(0, lengths[i] - 5)) * R;
+        flushed |=
+            original.quantized_size(static_cast<int>(i)) > patternkv::state_of(original).geom.prompt_pages(std::max(0, lengths[i] - 5)) * R;
     if (!flushed) CHECK(pkv_test::snapshot(loaded) == pkv_test::snapshot(original));
     for (int i = 0; i < original.batch(); ++i) {
         CHECK(loaded.size(i) == original.size(i));
@@ -146,7 +147,7 @@ void check_round_trip(const config& c, const std::vector<int>& lengths, std::uin
 
 const std::vector<int> ragged = {37, 0, 70, 15, 3};
 
-} // namespace
+}  // namespace
 
 TEST_CASE("PatternKV caches round-trip bit for bit at every bit width") {
     for (const int kb : {2, 3, 4, 8})
@@ -270,8 +271,7 @@ TEST_CASE("whole-model files: several layers with their own configs, through the
     CHECK(live_snapshot(patternkv::load_layer(path)) == live_snapshot(model[1]));
     std::filesystem::remove(path);
     CHECK_THROWS_WITH_AS(patternkv::load_layer(path), doctest::Contains("cannot open"), patternkv::error);
-    CHECK_THROWS_WITH_AS(patternkv::save_layer(model[0], "/nonexistent-dir/x.pkv"), doctest::Contains("cannot open"),
-                         patternkv::error);
+    CHECK_THROWS_WITH_AS(patternkv::save_layer(model[0], "/nonexistent-dir/x.pkv"), doctest::Contains("cannot open"), patternkv::error);
     CHECK_THROWS_AS(patternkv::serialize_model(std::span<const layer_cache>{}), patternkv::error);
 }
 

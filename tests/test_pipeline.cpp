@@ -60,7 +60,7 @@ void check_nearest(int stored, int count, Dist dist, const char* what) {
     CHECK(dist(stored) <= best * (1 + 1e-5) + 1e-9);
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("prefill aligns by L2, flushes by min-max over a bank holding the new centre, V gates on its own pattern, K never") {
     const patternkv::config c = paper_config();
@@ -92,16 +92,19 @@ TEST_CASE("prefill aligns by L2, flushes by min-max over a bank holding the new 
                     for (int j = 0; j < d; ++j) {
                         double lo = x_at(x, p * R, h, j), hi = lo;
                         for (int t = p * R; t < (p + 1) * R; ++t) lo = std::min(lo, x_at(x, t, h, j)), hi = std::max(hi, x_at(x, t, h, j));
-                        CHECK(bank[(count - 1) * d + j] == patternkv::core::half_to_float(patternkv::core::float_to_half(static_cast<float>((lo + hi) / 2))));
+                        CHECK(bank[(count - 1) * d + j] ==
+                              patternkv::core::half_to_float(patternkv::core::float_to_half(static_cast<float>((lo + hi) / 2))));
                     }
                 }
                 for (int i = 0; i < R; ++i) {
                     const int t = p * R + i, a = patternkv::core::pattern_index(isv ? pv.v_index : pv.k_index, i, s.geom.index_bits);
                     if (flushed) {
-                        check_nearest(a, count, [&](int cc) { return dmm(x, t, h, bank, cc); }, "flush: min-max distance");
+                        check_nearest(
+                            a, count, [&](int cc) { return dmm(x, t, h, bank, cc); }, "flush: min-max distance");
                         new_centre_used += a == count - 1;
                     } else {
-                        check_nearest(a, count, [&](int cc) { return l2(x, t, h, bank, cc); }, "prefill: squared L2");
+                        check_nearest(
+                            a, count, [&](int cc) { return l2(x, t, h, bank, cc); }, "prefill: squared L2");
                     }
                     const std::vector<float>& xh = isv ? vh : kh;
                     if (!isv) {  // K: always a residual of its own pattern, so the reconstruction is within half a step

@@ -138,8 +138,8 @@ struct group_index_fn {
 // Runs a quantizer's round trip; returns the largest (error - bound), bound = s/2 + 2^-22 (|x| + |mn| + s)
 // (test_quantize.cpp explains the allowance).
 template <ResidualQuantizer Q>
-double round_trip_excess(const Q& q, const std::vector<float>& rows, int tokens, int d, group_index_fn gi, int bits,
-                         bool& codes_fit, bool& same_as_core) {
+double round_trip_excess(const Q& q, const std::vector<float>& rows, int tokens, int d, group_index_fn gi, int bits, bool& codes_fit,
+                         bool& same_as_core) {
     std::vector<std::uint32_t> codes(q.code_words() + 1, 0xa5a5a5a5u);
     std::vector<std::uint16_t> sm(2 * q.groups() + 2, 0xdead);
     q.quantize(rows, std::span<std::uint32_t>(codes.data(), q.code_words()), std::span<std::uint16_t>(sm.data(), 2 * q.groups()));
@@ -166,16 +166,15 @@ double round_trip_excess(const Q& q, const std::vector<float>& rows, int tokens,
         for (int j = 0; j < d; ++j) {
             if (gi.per_channel ? (t % gi.group != 0) : (j % gi.group != 0)) continue;
             std::vector<std::uint8_t> c(std::max(gi.group, 1));
-            const core::scale_min ref = gi.per_channel
-                                            ? core::quantize_group(rows.data() + t * d + j, gi.group, d, bits, c.data())
-                                            : core::quantize_group(rows.data() + t * d + j, gi.group, 1, bits, c.data());
+            const core::scale_min ref = gi.per_channel ? core::quantize_group(rows.data() + t * d + j, gi.group, d, bits, c.data())
+                                                       : core::quantize_group(rows.data() + t * d + j, gi.group, 1, bits, c.data());
             const int g = gi(t, j);
             if (sm[2 * g] != ref.scale || sm[2 * g + 1] != ref.min) same_as_core = false;
         }
     return excess;
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("channel_quantizer round-trips pages within s/2 (seed 31337)") {
     std::mt19937_64 rng(31337u);

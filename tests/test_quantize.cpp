@@ -27,8 +27,8 @@ struct group_result {
     double max_excess = -1e300;  // largest |x - x_hat| - (s/2 + eps), should stay <= 0
     double max_ratio = 0;        // largest |x - x_hat| / (s/2)
     bool codes_in_range = true;
-    bool covers = true;           // mn_h <= min and the grid reaches max (exact arithmetic, with eps)
-    bool never_clamped = true;    // float-evaluated (max - mn)/s <= levels: the top value is not clipped
+    bool covers = true;         // mn_h <= min and the grid reaches max (exact arithmetic, with eps)
+    bool never_clamped = true;  // float-evaluated (max - mn)/s <= levels: the top value is not clipped
 };
 
 group_result check_group(const std::vector<float>& buf, int n, int stride, int bits) {
@@ -75,7 +75,7 @@ group_result check_group(const std::vector<float>& buf, int n, int stride, int b
     return r;
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("round_half_even_nonneg") {
     CHECK(core::round_half_even_nonneg(0.0f) == 0);
@@ -120,8 +120,7 @@ TEST_CASE("quantize_group error <= s/2 (+ float allowance) for random groups (se
             // scale 2^-28 .. 2^12 (below 2^-14 the fp16 scale is subnormal), offset up to +-4 * scale
             // (or a large offset relative to the spread)
             const double scale = std::ldexp(1.0, static_cast<int>(rng() % 41) - 28);
-            const double offset = (static_cast<double>(rng() % 2001) / 1000.0 - 1.0) * 4.0 * scale *
-                                  (g % 10 == 0 ? 50.0 : 1.0);
+            const double offset = (static_cast<double>(rng() % 2001) / 1000.0 - 1.0) * 4.0 * scale * (g % 10 == 0 ? 50.0 : 1.0);
             std::normal_distribution<double> nd(0.0, 1.0);
             std::vector<float> buf(static_cast<std::size_t>(n) * stride, 12345.0f);  // poison between strided elements
             for (int i = 0; i < n; ++i) {
@@ -139,7 +138,7 @@ TEST_CASE("quantize_group error <= s/2 (+ float allowance) for random groups (se
             unclamped = unclamped && r.never_clamped;
         }
         MESSAGE("bits " << bits << ": worst (error - bound) = " << worst << ", worst error / (s/2) = " << worst_ratio
-                         << ", constant groups " << constant_groups << " of 3000");
+                        << ", constant groups " << constant_groups << " of 3000");
         CHECK(constant_groups < 300);
         CHECK(worst <= 0.0);
         CHECK(codes_ok);
@@ -161,8 +160,8 @@ TEST_CASE("quantize_group: the fp16 minimum is rounded down and the grid covers 
         CHECK(core::float_to_half(static_cast<float>(mn)) == core::float_to_half_down(-0.0001234f));
         CHECK(mn + ((1 << bits) - 1) * s >= 1.2345f);
         CHECK(s > 0.0);
-        CHECK(codes[4] == 0);                       // the minimum quantizes to code 0
-        CHECK(codes[3] == (1 << bits) - 1);         // the maximum to the top code (step rounded up slightly)
+        CHECK(codes[4] == 0);                // the minimum quantizes to code 0
+        CHECK(codes[3] == (1 << bits) - 1);  // the maximum to the top code (step rounded up slightly)
     }
 }
 
@@ -197,9 +196,9 @@ TEST_CASE("quantize_group: a constant group stores scale 0 and reconstructs to f
 
 TEST_CASE("quantize_value clamps and handles s == 0") {
     CHECK(core::quantize_value(5.0f, 0.0f, 1.0f, 3) == 0);
-    CHECK(core::quantize_value(-1.0f, 1.0f, 0.0f, 3) == 0);   // below the grid: code 0
-    CHECK(core::quantize_value(10.0f, 1.0f, 0.0f, 3) == 3);   // above the grid: top code
-    CHECK(core::quantize_value(1.5f, 1.0f, 0.0f, 3) == 2);    // tie -> even
+    CHECK(core::quantize_value(-1.0f, 1.0f, 0.0f, 3) == 0);  // below the grid: code 0
+    CHECK(core::quantize_value(10.0f, 1.0f, 0.0f, 3) == 3);  // above the grid: top code
+    CHECK(core::quantize_value(1.5f, 1.0f, 0.0f, 3) == 2);   // tie -> even
     CHECK(core::quantize_value(2.5f, 1.0f, 0.0f, 3) == 2);
     CHECK(core::quantize_value(0.5f, 1.0f, 0.0f, 15) == 0);
     CHECK(core::dequantize_value(3, 0.5f, -1.0f) == 0.5f);
@@ -276,12 +275,10 @@ TEST_CASE("page_quantizer: K per-channel, K per-token and V rows round trip with
                 for (int j = 0; j < d; ++j) core::quantize_k_channel(g, rows.data(), j, kc.data(), ks.data());
             } else {
                 for (int t = 0; t < tokens; ++t)
-                    core::quantize_token_row(rows.data() + t * d, d, kg, bits, kc.data() + t * g.k_row_words(),
-                                             ks.data() + t * (d / kg));
+                    core::quantize_token_row(rows.data() + t * d, d, kg, bits, kc.data() + t * g.k_row_words(), ks.data() + t * (d / kg));
             }
             for (int t = 0; t < tokens; ++t)
-                core::quantize_token_row(rows.data() + t * d, d, vg, bits, vc.data() + t * g.v_row_words(),
-                                         vs.data() + t * (d / vg));
+                core::quantize_token_row(rows.data() + t * d, d, vg, bits, vc.data() + t * g.v_row_words(), vs.data() + t * (d / vg));
             const core::page_view pv{kc.data(), ks.data(), nullptr, vc.data(), vs.data(), nullptr, nullptr};
             double worst = -1e300;
             std::vector<float> ko(d), vo(d);

@@ -27,9 +27,9 @@ std::vector<float> load_dump(const std::string& name) {
 
 struct errors {
     double k, v, attn;
-    double attend;  ///< attention error of attend() on the codes of a cache of the 128 tokens only
+    double attend;      ///< attention error of attend() on the codes of a cache of the 128 tokens only
     double attend_ref;  ///< the same cache's attention error computed from its dequantized K and V
-    double bits;  ///< stored bits per element of the quantized history (codes, scales, indices, gate bits, banks)
+    double bits;        ///< stored bits per element of the quantized history (codes, scales, indices, gate bits, banks)
 };
 
 double sq(double x) { return x * x; }
@@ -143,7 +143,6 @@ patternkv::config with_shape(patternkv::config c) {
     return c;
 }
 
-
 // KIVI's error at `bits`, log-linear between the two KIVI rows around it (NaN outside them).
 double kivi_at(const std::vector<errors>& kivi, double bits) {
     for (std::size_t i = 0; i + 1 < kivi.size(); ++i)
@@ -154,7 +153,7 @@ double kivi_at(const std::vector<errors>& kivi, double bits) {
     return std::nan("");
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("Qwen2.5-14B layer 0: PatternKV against KIVI at equal code bits and at equal storage") {
     const auto k = load_dump("qwen2.5-14b_L0_keys_8x220x128.f16");
@@ -199,15 +198,14 @@ TEST_CASE("Qwen2.5-14B layer 0: PatternKV against KIVI at equal code bits and at
         // attention of the same cache's dequantized K and V (issue 13's accuracy budget)
         CHECK(e[i].attend <= 1.01 * e[i].attend_ref);
     }
-    const errors kivi2 = e[0], kivi4 = e[2], pkv2 = e[3], paper2 = e[4], vonly2 = e[5], pkv2_k4 = e[6], pkv4 = e[7],
-                 pertoken2 = e[8];
+    const errors kivi2 = e[0], kivi4 = e[2], pkv2 = e[3], paper2 = e[4], vonly2 = e[5], pkv2_k4 = e[6], pkv4 = e[7], pertoken2 = e[8];
     // at equal code bits (what method.md's reference numbers compare)
     CHECK(paper2.attn <= 0.5 * kivi2.attn);
     CHECK(paper2.v <= 0.35 * kivi2.v);
     CHECK(paper2.k < kivi2.k);
     CHECK(pkv2.attn <= 0.6 * kivi2.attn);
-    CHECK(pkv2.k < kivi2.k);  // the selected K channels still lower K's error
-    CHECK(vonly2.k == kivi2.k);    // patterns on V only: K is stored exactly as KIVI stores it
+    CHECK(pkv2.k < kivi2.k);     // the selected K channels still lower K's error
+    CHECK(vonly2.k == kivi2.k);  // patterns on V only: K is stored exactly as KIVI stores it
     CHECK(pkv4.attn < kivi4.attn);
     CHECK(pkv4.v < kivi4.v);
     CHECK(kivi2.attn < pertoken2.attn);  // per-channel K beats per-token K on outlier channels

@@ -48,7 +48,7 @@ run feed(int sink, const std::vector<float>& k, const std::vector<float>& v, int
     return {std::move(c), prompt};
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("sink rows are stored exactly and the rest is encoded as if the sequence began after them") {
     const int total = 61, S = 3;

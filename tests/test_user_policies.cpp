@@ -90,13 +90,15 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
     return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("the library's own k-means and gate, given as user policies, give the same bits as the config's") {
     const patternkv::config c = small();
     patternkv::layer_cache plain(c, 1, 400);
-    const patternkv::kmeans_miner km{c.num_patterns, c.kmeans_iterations, c.kmeans_tolerance, c.seed, c.grow_patterns, c.tokens_per_pattern};
-    patternkv::layer_cache wrapped(c, 1, 400, {patternkv::any_miner(km), patternkv::any_gate(patternkv::z_test_gate(c.gate_alpha, c.head_dim))});
+    const patternkv::kmeans_miner km{c.num_patterns, c.kmeans_iterations, c.kmeans_tolerance,
+                                     c.seed,         c.grow_patterns,     c.tokens_per_pattern};
+    patternkv::layer_cache wrapped(c, 1, 400,
+                                   {patternkv::any_miner(km), patternkv::any_gate(patternkv::z_test_gate(c.gate_alpha, c.head_dim))});
     const run a = drive(plain, 100, 120), b = drive(wrapped, 100, 120);
     CHECK(same_bits(a.out, b.out));
     CHECK(a.file == b.file);
@@ -135,7 +137,8 @@ TEST_CASE("a misbehaving user miner is an error that leaves the cache as it was"
         patternkv::layer_cache cache(c, 1, 400, {patternkv::any_miner(bad_miner{how}), std::nullopt});
         const auto before = patternkv::serialize_layer(cache);
         CHECK_THROWS_WITH_AS(cache.prefill(0, patternkv::view_f32(k.data(), 50, H, d), patternkv::view_f32(v.data(), 50, H, d)),
-                             doctest::Contains(how == bad_miner::too_many ? "the miner returned" : "the miner's pattern"), patternkv::error);
+                             doctest::Contains(how == bad_miner::too_many ? "the miner returned" : "the miner's pattern"),
+                             patternkv::error);
         CHECK(cache.size(0) == 0);
         CHECK(patternkv::serialize_layer(cache) == before);
     }

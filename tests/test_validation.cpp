@@ -52,7 +52,7 @@ void expect_config_error(const std::string& needle, Op change) {
     }
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("invalid configurations name the field") {
     expect_config_error("head_dim", [](auto& c) { c.head_dim = 0; });
@@ -61,14 +61,23 @@ TEST_CASE("invalid configurations name the field") {
     expect_config_error("v_bits", [](auto& c) { c.v_bits = 1; });
     expect_config_error("v_group", [](auto& c) { c.v_group = 5; });
     expect_config_error("k_group", [](auto& c) { c.k_group = 5; });
-    expect_config_error("k_token_group", [](auto& c) { c.k_mode = patternkv::k_quant_mode::per_token; c.k_token_group = 3; });
+    expect_config_error("k_token_group", [](auto& c) {
+        c.k_mode = patternkv::k_quant_mode::per_token;
+        c.k_token_group = 3;
+    });
     expect_config_error("num_q_heads", [](auto& c) { c.num_q_heads = 3; });
     expect_config_error("num_kv_heads", [](auto& c) { c.num_kv_heads = 0; });
     expect_config_error("residual_length", [](auto& c) { c.residual_length = 0; });
     expect_config_error("sink_tokens", [](auto& c) { c.sink_tokens = -1; });
     expect_config_error("sink_tokens", [](auto& c) { c.sink_tokens = 4097; });
-    expect_config_error("max_patterns", [](auto& c) { c.max_patterns = 300; c.num_patterns = 32; });
-    expect_config_error("num_patterns", [](auto& c) { c.num_patterns = 40; c.max_patterns = 33; });
+    expect_config_error("max_patterns", [](auto& c) {
+        c.max_patterns = 300;
+        c.num_patterns = 32;
+    });
+    expect_config_error("num_patterns", [](auto& c) {
+        c.num_patterns = 40;
+        c.max_patterns = 33;
+    });
     expect_config_error("gate_alpha", [](auto& c) { c.gate_alpha = 0.7; });
     expect_config_error("kmeans_iterations", [](auto& c) { c.kmeans_iterations = 0; });
     expect_config_error("softmax_scale", [](auto& c) { c.softmax_scale = -1.0f; });
@@ -92,15 +101,14 @@ TEST_CASE("prefill rejects bad input and leaves the cache unchanged") {
     fixture f;
     auto kv = [&](std::int64_t T, std::int64_t heads, std::int64_t dim) { return patternkv::view_f32(f.k.data(), T, heads, dim); };
     auto vv = [&](std::int64_t T) { return patternkv::view_f32(f.v.data(), T, H, d); };
-    expect_rejected(f, "shape", [&] { f.cache.prefill(1, kv(10, H, 8), vv(10)); });           // wrong head_dim
-    expect_rejected(f, "shape", [&] { f.cache.prefill(1, kv(10, 3, d), vv(10)); });           // wrong head count
-    expect_rejected(f, "prefill v", [&] { f.cache.prefill(1, kv(10, H, d), vv(12)); });       // K/V token mismatch
-    expect_rejected(f, "out of range", [&] { f.cache.prefill(2, kv(10, H, d), vv(10)); });    // no such sequence
+    expect_rejected(f, "shape", [&] { f.cache.prefill(1, kv(10, H, 8), vv(10)); });             // wrong head_dim
+    expect_rejected(f, "shape", [&] { f.cache.prefill(1, kv(10, 3, d), vv(10)); });             // wrong head count
+    expect_rejected(f, "prefill v", [&] { f.cache.prefill(1, kv(10, H, d), vv(12)); });         // K/V token mismatch
+    expect_rejected(f, "out of range", [&] { f.cache.prefill(2, kv(10, H, d), vv(10)); });      // no such sequence
     expect_rejected(f, "already holds 40", [&] { f.cache.prefill(0, kv(10, H, d), vv(10)); });  // non-empty
     std::vector<float> big(100 * H * d, 0.5f);
-    expect_rejected(f, "capacity", [&] {
-        f.cache.prefill(1, patternkv::view_f32(big.data(), 100, H, d), patternkv::view_f32(big.data(), 100, H, d));
-    });
+    expect_rejected(f, "capacity",
+                    [&] { f.cache.prefill(1, patternkv::view_f32(big.data(), 100, H, d), patternkv::view_f32(big.data(), 100, H, d)); });
     for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(), 20000.0f}) {
         std::vector<float> k = f.k;
         k[5 * H * d + 3] = bad;
@@ -137,23 +145,20 @@ TEST_CASE("attend rejects bad input") {
     std::vector<float> q(2 * Hq * d, 0.1f), out(2 * Hq * d);
     std::vector<std::uint16_t> out16(2 * Hq * d);
     const int zero[] = {0}, one[] = {1};
-    expect_rejected(f, "empty cache", [&] {
-        f.cache.attend(one, patternkv::view_f32(q.data(), 1, Hq, d), patternkv::view_f32(out.data(), 1, Hq, d));
-    });
+    expect_rejected(f, "empty cache",
+                    [&] { f.cache.attend(one, patternkv::view_f32(q.data(), 1, Hq, d), patternkv::view_f32(out.data(), 1, Hq, d)); });
     expect_rejected(f, "empty cache", [&] {  // sequence 1 of the whole batch is empty
         f.cache.attend(patternkv::view_f32(q.data(), 2, Hq, d), patternkv::view_f32(out.data(), 2, Hq, d));
     });
-    expect_rejected(f, "attend q", [&] {
-        f.cache.attend(zero, patternkv::view_f32(q.data(), 1, H, d), patternkv::view_f32(out.data(), 1, Hq, d));
-    });
+    expect_rejected(f, "attend q",
+                    [&] { f.cache.attend(zero, patternkv::view_f32(q.data(), 1, H, d), patternkv::view_f32(out.data(), 1, Hq, d)); });
     expect_rejected(f, "f32", [&] {
         f.cache.attend(zero, patternkv::view_f32(q.data(), 1, Hq, d),
                        patternkv::tensor_view::contiguous(out16.data(), patternkv::dtype::f16, 1, Hq, d));
     });
     q[3] = std::numeric_limits<float>::infinity();
-    expect_rejected(f, "attend q[0, 0, 3]", [&] {
-        f.cache.attend(zero, patternkv::view_f32(q.data(), 1, Hq, d), patternkv::view_f32(out.data(), 1, Hq, d));
-    });
+    expect_rejected(f, "attend q[0, 0, 3]",
+                    [&] { f.cache.attend(zero, patternkv::view_f32(q.data(), 1, Hq, d), patternkv::view_f32(out.data(), 1, Hq, d)); });
     CHECK_THROWS_WITH_AS(f.cache.reset(9), doctest::Contains("out of range"), patternkv::error);
     CHECK_THROWS_WITH_AS(f.cache.bank_size(0, 5, false), doctest::Contains("kv_head"), patternkv::error);
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and tests need (skips apt when all are present).
 set -euo pipefail
-packages=(meson ninja-build g++ pkg-config cmake libtbb-dev libfmt-dev doctest-dev libpcre2-dev python3 doxygen clang "$@")
+packages=(meson ninja-build g++ pkg-config cmake libtbb-dev libfmt-dev doctest-dev libpcre2-dev python3 doxygen clang clang-format "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,4 +7,4 @@ std::string cuda_unavailable_reason() { return cuda::gpu::unavailable_reason(); 
 
 std::unique_ptr<cache_backend> make_cuda_backend(const layer_cache_state& s) { return cuda::make_gpu_backend(s, backend::cuda); }
 
-} // namespace patternkv
+}  // namespace patternkv

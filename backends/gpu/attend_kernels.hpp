@@ -21,14 +21,14 @@ struct attend_params {
     int q_heads, gqa;  ///< Hq and Hq / H
     float tau;
     int max_splits, pages_per_split;
-    const float* q;           ///< [n][Hq][d]
-    float* q_tau;             ///< [n][Hq][d]
-    float* qm;                ///< [n][Hq][bank_capacity]
-    float* partials;          ///< [n][Hq][max_splits][partial_stride]
-    float* work;              ///< [n][Hq][max_splits][work_stride]
+    const float* q;   ///< [n][Hq][d]
+    float* q_tau;     ///< [n][Hq][d]
+    float* qm;        ///< [n][Hq][bank_capacity]
+    float* partials;  ///< [n][Hq][max_splits][partial_stride]
+    float* work;      ///< [n][Hq][max_splits][work_stride]
     std::int64_t work_stride;
-    float* hist_acc;          ///< [n][Hq][bank_capacity]
-    float* out;               ///< [n][Hq][d]
+    float* hist_acc;  ///< [n][Hq][bank_capacity]
+    float* out;       ///< [n][Hq][d]
 
     __device__ int history_splits(int seq) const { return core::history_splits(c.pages[seq], a.g.tokens); }
     __device__ int total_splits(int seq) const { return core::attention_splits(c.pages[seq], c.window_count[seq], a.g.tokens); }
@@ -60,16 +60,16 @@ __global__ void __launch_bounds__(heavy_threads) attend_splits_kernel(attend_par
     const int split = static_cast<int>(idx % ms), i = static_cast<int>(qh / p.q_heads), hq = static_cast<int>(qh % p.q_heads);
     const int seq = p.seqs[i], h = hq / p.gqa;
     if (split >= p.total_splits(seq)) return;
-    const core::head_group hg{1, p.q_tau + qh * d, cap > 0 ? p.qm + qh * cap : nullptr, cap,
-                              p.partials + idx * p.stride(), ms * p.stride()};
+    const core::head_group hg{
+        1, p.q_tau + qh * d, cap > 0 ? p.qm + qh * cap : nullptr, cap, p.partials + idx * p.stride(), ms * p.stride()};
     float* work = p.work + idx * p.work_stride;
     if (split == p.history_splits(seq)) {
-        core::attend_window_split<core::scalar_ops>(p.a.window(false, seq, h), p.a.window(true, seq, h),
-                                                    p.c.window_count[seq], d, hg, cap, work);
+        core::attend_window_split<core::scalar_ops>(p.a.window(false, seq, h), p.a.window(true, seq, h), p.c.window_count[seq], d, hg, cap,
+                                                    work);
     } else {
         const int first = split * p.pages_per_split, left = p.c.pages[seq] - first;
-        core::attend_history_split<core::scalar_ops>(p.a.head(seq, h), first, left < p.pages_per_split ? left : p.pages_per_split,
-                                                     hg, cap, work);
+        core::attend_history_split<core::scalar_ops>(p.a.head(seq, h), first, left < p.pages_per_split ? left : p.pages_per_split, hg, cap,
+                                                     work);
     }
 }
 
@@ -84,4 +84,4 @@ __global__ void combine_splits_kernel(attend_params p) {
                          p.hist_acc + idx * cap, p.out + idx * d);
 }
 
-} // namespace patternkv::PKV_GPU_NS
+}  // namespace patternkv::PKV_GPU_NS

@@ -74,16 +74,27 @@ private:
 };
 
 inline gpu_backend::gpu_backend(const layer_cache_state& s, backend kind)
-    : kind_(kind), batch_(s.batch), heads_(s.heads()), d_(s.d()), R_(s.geom.tokens), cap_(s.bank_capacity),
-      q_heads_(s.cfg.num_q_heads), gqa_(s.gqa()), max_splits_(s.max_splits()), pps_(core::pages_per_split(s.geom.tokens)),
+    : kind_(kind),
+      batch_(s.batch),
+      heads_(s.heads()),
+      d_(s.d()),
+      R_(s.geom.tokens),
+      cap_(s.bank_capacity),
+      q_heads_(s.cfg.num_q_heads),
+      gqa_(s.gqa()),
+      max_splits_(s.max_splits()),
+      pps_(core::pages_per_split(s.geom.tokens)),
       tau_(s.cfg.scale()) {
     if (const auto* m = std::get_if<kmeans_miner>(&s.miner)) {
         kmeans_ = *m;
         grow_ = m->grow;
     }
-    if (const auto* g = std::get_if<z_test_gate>(&s.gate)) gate_ = {core::gate_rule::z_test, g->c};
-    else if (std::holds_alternative<never_gate>(s.gate)) gate_ = {core::gate_rule::never, 0.0f};
-    else gate_ = {core::gate_rule::always, 0.0f};
+    if (const auto* g = std::get_if<z_test_gate>(&s.gate))
+        gate_ = {core::gate_rule::z_test, g->c};
+    else if (std::holds_alternative<never_gate>(s.gate))
+        gate_ = {core::gate_rule::never, 0.0f};
+    else
+        gate_ = {core::gate_rule::always, 0.0f};
 
     k_codes_ = gpu::malloc_device<std::uint32_t>(s.k_codes.size());
     v_codes_ = gpu::malloc_device<std::uint32_t>(s.v_codes.size());
@@ -96,9 +107,8 @@ inline gpu_backend::gpu_backend(const layer_cache_state& s, backend kind)
     v_bank_ = gpu::malloc_device<std::uint16_t>(s.v_bank.size());
     window_k_ = gpu::malloc_device<std::uint16_t>(s.window_k.size());
     window_v_ = gpu::malloc_device<std::uint16_t>(s.window_v.size());
-    arrays_ = {s.geom,        heads_,        s.max_pages,    cap_,          k_codes_.get(), v_codes_.get(),
-               v_gate_.get(), k_sm_.get(),   v_sm_.get(),    k_index_.get(), v_index_.get(), k_bank_.get(),
-               v_bank_.get(), window_k_.get(), window_v_.get()};
+    arrays_ = {s.geom,      heads_,         s.max_pages,    cap_,          k_codes_.get(), v_codes_.get(),  v_gate_.get(),  k_sm_.get(),
+               v_sm_.get(), k_index_.get(), v_index_.get(), k_bank_.get(), v_bank_.get(),  window_k_.get(), window_v_.get()};
 
     const std::size_t B = static_cast<std::size_t>(batch_), BH = B * heads_;
     meta_.pages = 0;
@@ -139,16 +149,28 @@ inline void gpu_backend::upload_meta(const layer_cache_state& s) const {
     gpu::copy_to_device(meta_dev_.get(), meta_host_.data(), meta_.total);
 }
 
-inline void gpu_backend::encode(int jobs, int pages, const float* rows, std::int64_t job_stride, std::int64_t head_stride,
-                                bool flush, gpu::device_buffer<float>& resid, gpu::device_buffer<std::uint8_t>& flags) {
+inline void gpu_backend::encode(int jobs, int pages, const float* rows, std::int64_t job_stride, std::int64_t head_stride, bool flush,
+                                gpu::device_buffer<float>& resid, gpu::device_buffer<std::uint8_t>& flags) {
     const std::int64_t tokens = static_cast<std::int64_t>(pages) * R_, H = heads_;
     gpu::ensure_capacity(resid, static_cast<std::size_t>(jobs * 2 * H * tokens * d_));
     gpu::ensure_capacity(flags, static_cast<std::size_t>(jobs * 3 * H * tokens));  // gate flags, then K and V indices
     gpu::ensure_capacity(bank_f_, static_cast<std::size_t>(jobs) * 2 * H * cap_ * d_);
     const int* m = meta_dev_.get();
-    const encode_params p{arrays_,    counters(),  m + meta_.job_seq, m + meta_.job_page, jobs,
-                          pages,      rows,        job_stride,        head_stride,        resid.get(),
-                          bank_f_.get(), flags.get(), flags.get() + jobs * H * tokens, flush, gate_};
+    const encode_params p{arrays_,
+                          counters(),
+                          m + meta_.job_seq,
+                          m + meta_.job_page,
+                          jobs,
+                          pages,
+                          rows,
+                          job_stride,
+                          head_stride,
+                          resid.get(),
+                          bank_f_.get(),
+                          flags.get(),
+                          flags.get() + jobs * H * tokens,
+                          flush,
+                          gate_};
     const int E = elementwise_threads, Hv = heavy_threads;
     if (cap_ > 0) gpu::launch(bank_to_float_kernel, gpu::blocks_for(jobs * 2 * H * cap_ * d_, E), E, "bank_to_float", p);
     gpu::launch(align_kernel, gpu::blocks_for(jobs * 2 * H * tokens, Hv), Hv, "align", p);
@@ -174,8 +196,8 @@ inline void gpu_backend::select_k_channels(const layer_cache_state& s, int seq, 
                 bank_f.get());
     gpu::launch(k_select_assign_kernel, gpu::blocks_for(H * T, E), E, "k_select_assign", arrays_, rows, T, bank_f.get(), count,
                 assign.get());
-    gpu::launch(k_select_channels_kernel, gpu::blocks_for(H * d_, E), E, "k_select_channels", arrays_, seq, rows, T, bank_f.get(),
-                count, assign.get(), s.cfg.k_group, s.cfg.k_bits);
+    gpu::launch(k_select_channels_kernel, gpu::blocks_for(H * d_, E), E, "k_select_channels", arrays_, seq, rows, T, bank_f.get(), count,
+                assign.get(), s.cfg.k_group, s.cfg.k_bits);
     gpu::check(gpu::synchronize(), "K channel selection");  // before the scratch is freed
 }
 
@@ -208,8 +230,9 @@ inline void gpu_backend::prefill(layer_cache_state& s, int seq, const std::uint1
             auto assign = gpu::malloc_device<int>(static_cast<std::size_t>(2 * H * M));
             auto chosen = gpu::malloc_device<int>(static_cast<std::size_t>(2 * H * k));
             auto keys = gpu::malloc_device<std::uint64_t>(static_cast<std::size_t>(2 * H * k));
-            const kmeans_args a{arrays_, seq, M, rows.get(), k, kmeans_.iterations, kmeans_.tolerance, kmeans_.seed,
-                                centroids.get(), assign.get(), chosen.get(), keys.get()};
+            const kmeans_args a{
+                arrays_,      seq,          M,         rows.get(), k, kmeans_.iterations, kmeans_.tolerance, kmeans_.seed, centroids.get(),
+                assign.get(), chosen.get(), keys.get()};
             gpu::launch_with_barriers(kmeans_kernel, static_cast<unsigned>(2 * H), kmeans_threads, "kmeans", a);
             gpu::check(gpu::synchronize(), "k-means");  // before the scratch is freed
         }
@@ -232,8 +255,8 @@ inline void gpu_backend::prefill(layer_cache_state& s, int seq, const std::uint1
     gpu::device_buffer<std::uint8_t> flags;
     if (full > 0) encode(1, full, rows.get(), 0, static_cast<std::int64_t>(M) * d_, false, resid, flags);
     if (sink > 0)
-        gpu::launch(window_rows_kernel, gpu::blocks_for(2 * H * sink * d_, elementwise_threads), elementwise_threads, "sink_rows",
-                    arrays_, seq, x.get(), T, 0, sink, 0);
+        gpu::launch(window_rows_kernel, gpu::blocks_for(2 * H * sink * d_, elementwise_threads), elementwise_threads, "sink_rows", arrays_,
+                    seq, x.get(), T, 0, sink, 0);
     if (tail > 0)
         gpu::launch(window_rows_kernel, gpu::blocks_for(2 * H * tail * d_, elementwise_threads), elementwise_threads, "window_tail",
                     arrays_, seq, x.get(), T, sink + full * R_, tail, sink);
@@ -278,11 +301,11 @@ inline void gpu_backend::append(layer_cache_state& s, std::span<const int> seqs,
     if (jobs > 0) {
         const std::int64_t per = static_cast<std::int64_t>(R_) * d_;
         gpu::ensure_capacity(flush_rows_, static_cast<std::size_t>(jobs * 2 * H * per));
-        gpu::launch(window_to_float_kernel, gpu::blocks_for(jobs * 2 * H * per, E), E, "window_to_float", arrays_, m + meta_.job_seq,
-                    jobs, flush_rows_.get());
+        gpu::launch(window_to_float_kernel, gpu::blocks_for(jobs * 2 * H * per, E), E, "window_to_float", arrays_, m + meta_.job_seq, jobs,
+                    flush_rows_.get());
         if (cap_ > 0)
-            gpu::launch(chebyshev_centre_kernel, gpu::blocks_for(static_cast<std::int64_t>(jobs) * 2 * H * d_, E), E,
-                        "chebyshev_centre", arrays_, m + meta_.job_seq, jobs, m + meta_.centre_slot, flush_rows_.get());
+            gpu::launch(chebyshev_centre_kernel, gpu::blocks_for(static_cast<std::int64_t>(jobs) * 2 * H * d_, E), E, "chebyshev_centre",
+                        arrays_, m + meta_.job_seq, jobs, m + meta_.centre_slot, flush_rows_.get());
         encode(jobs, 1, flush_rows_.get(), 2 * H * per, per, true, flush_resid_, flush_flags_);
         for (int i = 0; i < jobs; ++i) {  // emptied down to the sink rows
             int& count = meta_host_[meta_.window_count + meta_host_[meta_.job_seq + i]];
@@ -290,8 +313,8 @@ inline void gpu_backend::append(layer_cache_state& s, std::span<const int> seqs,
         }
         gpu::copy_to_device(meta_dev_.get(), meta_host_.data(), meta_.total);
     }
-    gpu::launch(window_write_kernel, gpu::blocks_for(static_cast<std::int64_t>(n) * 2 * H * d_, E), E, "window_write", arrays_,
-                counters(), m + meta_.seqs, n, in_.get());
+    gpu::launch(window_write_kernel, gpu::blocks_for(static_cast<std::int64_t>(n) * 2 * H * d_, E), E, "window_write", arrays_, counters(),
+                m + meta_.seqs, n, in_.get());
     gpu::check(gpu::synchronize(), "append");
     for (std::size_t i = 0; i < s.k_bank_size.size(); ++i) {
         s.k_bank_size[i] = meta_host_[meta_.k_bank_size + i];
@@ -308,9 +331,23 @@ inline void gpu_backend::attend(const layer_cache_state& s, std::span<const int>
     std::copy(s.v_bank_size.begin(), s.v_bank_size.end(), meta_host_.begin() + meta_.v_bank_size);
     std::copy(seqs.begin(), seqs.end(), meta_host_.begin() + meta_.seqs);
     upload_meta(s);
-    const attend_params p{arrays_,      counters(),  meta_dev_.get() + meta_.seqs, n,           q_heads_,   gqa_,
-                          tau_,         max_splits_, pps_,                         q_.get(),    q_tau_.get(), qm_.get(),
-                          partials_.get(), work_.get(), work_stride_,              hist_.get(), out_.get()};
+    const attend_params p{arrays_,
+                          counters(),
+                          meta_dev_.get() + meta_.seqs,
+                          n,
+                          q_heads_,
+                          gqa_,
+                          tau_,
+                          max_splits_,
+                          pps_,
+                          q_.get(),
+                          q_tau_.get(),
+                          qm_.get(),
+                          partials_.get(),
+                          work_.get(),
+                          work_stride_,
+                          hist_.get(),
+                          out_.get()};
     const std::int64_t nq = static_cast<std::int64_t>(n) * q_heads_;
     gpu::launch(prepare_queries_kernel, gpu::blocks_for(nq, elementwise_threads), elementwise_threads, "prepare_queries", p);
     gpu::launch(attend_splits_kernel, gpu::blocks_for(nq * max_splits_, heavy_threads), heavy_threads, "attend_splits", p);
@@ -352,4 +389,4 @@ inline std::unique_ptr<cache_backend> make_gpu_backend(const layer_cache_state& 
     return std::make_unique<gpu_backend>(s, kind);
 }
 
-} // namespace patternkv::PKV_GPU_NS
+}  // namespace patternkv::PKV_GPU_NS

@@ -32,8 +32,8 @@ struct cache_arrays {
 
     PKV_HD core::page_ref page(int seq, int h, int page) const {
         const std::int64_t p = sh(seq, h) * max_pages + page;
-        return {k_codes + p * g.k_code_words(), k_sm + p * g.k_groups(),   k_index + p * g.k_index_bytes(),
-                v_codes + p * g.v_code_words(), v_sm + p * g.v_groups(),   v_index + p * g.v_index_bytes(),
+        return {k_codes + p * g.k_code_words(), k_sm + p * g.k_groups(), k_index + p * g.k_index_bytes(),
+                v_codes + p * g.v_code_words(), v_sm + p * g.v_groups(), v_index + p * g.v_index_bytes(),
                 v_gate + p * g.gate_words()};
     }
     PKV_HD core::head_pages head(int seq, int h) const {
@@ -41,13 +41,9 @@ struct cache_arrays {
         return {g, p.k_codes, p.k_sm, p.k_index, p.v_codes, p.v_sm, p.v_index, p.v_gate};
     }
     /// fp16 bank of K (v = false) or V [bank_capacity][d].
-    PKV_HD std::uint16_t* bank(bool v, int seq, int h) const {
-        return (v ? v_bank : k_bank) + sh(seq, h) * bank_capacity * g.d;
-    }
+    PKV_HD std::uint16_t* bank(bool v, int seq, int h) const { return (v ? v_bank : k_bank) + sh(seq, h) * bank_capacity * g.d; }
     /// fp16 rows of K or V, sink then window [S + R][d].
-    PKV_HD std::uint16_t* window(bool v, int seq, int h) const {
-        return (v ? window_v : window_k) + sh(seq, h) * g.window_rows() * g.d;
-    }
+    PKV_HD std::uint16_t* window(bool v, int seq, int h) const { return (v ? window_v : window_k) + sh(seq, h) * g.window_rows() * g.d; }
 };
 
 /// Host-owned counters, uploaded before every operation (layer_cache keeps the authoritative copy:
@@ -61,4 +57,4 @@ struct cache_counters {
     PKV_HD int bank_size(bool v, std::int64_t sh) const { return (v ? v_bank_size : k_bank_size)[sh]; }
 };
 
-} // namespace patternkv::PKV_GPU_NS
+}  // namespace patternkv::PKV_GPU_NS

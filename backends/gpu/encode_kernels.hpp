@@ -26,9 +26,7 @@ inline constexpr int heavy_threads = 128;  ///< kernels whose threads run a whol
 inline constexpr int kmeans_threads = 256;
 
 /// Flat index of this thread in a 1-D grid.
-__device__ inline std::int64_t thread_index() {
-    return static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
+__device__ inline std::int64_t thread_index() { return static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
 
 struct encode_params {
     cache_arrays a;
@@ -50,8 +48,7 @@ struct encode_params {
         return rows + job * job_stride + (kv * a.heads + h) * head_stride + static_cast<std::int64_t>(t) * a.g.d;
     }
     __device__ float* resid_row(int job, int kv, int h, int t) const {
-        return resid + ((static_cast<std::int64_t>(job) * 2 + kv) * a.heads + h) * tokens() * a.g.d +
-               static_cast<std::int64_t>(t) * a.g.d;
+        return resid + ((static_cast<std::int64_t>(job) * 2 + kv) * a.heads + h) * tokens() * a.g.d + static_cast<std::int64_t>(t) * a.g.d;
     }
     __device__ float* bank(int job, int kv, int h) const {
         return bank_f + ((static_cast<std::int64_t>(job) * 2 + kv) * a.heads + h) * a.bank_capacity * a.g.d;
@@ -69,8 +66,7 @@ __global__ void bank_to_float_kernel(encode_params p) {
     const std::int64_t per = static_cast<std::int64_t>(p.a.bank_capacity) * p.a.g.d;
     const std::int64_t idx = thread_index();
     if (idx >= p.jobs * 2 * p.a.heads * per) return;
-    const int block = static_cast<int>(idx / per), job = block / (2 * p.a.heads), kv = block / p.a.heads % 2,
-              h = block % p.a.heads;
+    const int block = static_cast<int>(idx / per), job = block / (2 * p.a.heads), kv = block / p.a.heads % 2, h = block % p.a.heads;
     const std::int64_t i = idx % per;
     const int seq = p.job_seq[job];
     if (i < static_cast<std::int64_t>(p.c.bank_size(kv == 1, p.a.sh(seq, h))) * p.a.g.d)
@@ -200,8 +196,8 @@ __global__ void k_select_assign_kernel(cache_arrays a, const float* x, int T, co
 /// K channel selection, step 2: one (head, channel) per thread; zeroes the fp16 bank column of a
 /// channel that does not keep its patterns (core/k_channel_select.hpp; cpu_backend.cpp's
 /// select_k_channels does the same).
-__global__ void k_select_channels_kernel(cache_arrays a, int seq, const float* x, int T, const float* bank_f, int count,
-                                         const int* assign, int group, int bits) {
+__global__ void k_select_channels_kernel(cache_arrays a, int seq, const float* x, int T, const float* bank_f, int count, const int* assign,
+                                         int group, int bits) {
     const std::int64_t idx = thread_index();
     const int d = a.g.d;
     if (idx >= static_cast<std::int64_t>(a.heads) * d) return;
@@ -209,7 +205,8 @@ __global__ void k_select_channels_kernel(cache_arrays a, int seq, const float* x
     const int groups = core::k_select_groups(T, a.g.tokens, group);
     float col[core::max_page_tokens];
     std::uint8_t codes[core::max_page_tokens];
-    if (!core::keep_k_pattern_channel(x + static_cast<std::int64_t>(h) * T * d, d, bank_f + static_cast<std::int64_t>(h) * a.bank_capacity * d,
+    if (!core::keep_k_pattern_channel(x + static_cast<std::int64_t>(h) * T * d, d,
+                                      bank_f + static_cast<std::int64_t>(h) * a.bank_capacity * d,
                                       assign + static_cast<std::int64_t>(h) * T, groups, group, bits, j, col, codes)) {
         std::uint16_t* b = a.bank(false, seq, h);
         for (int c = 0; c < count; ++c) b[c * d + j] = 0;  // +0 in fp16
@@ -223,10 +220,10 @@ struct kmeans_args {
     int k, iterations;
     float tolerance;
     std::uint64_t seed;
-    float* centroids;      ///< [2][H][k][d]
-    int* assign;           ///< [2][H][T]
-    int* chosen;           ///< [2][H][k]
-    std::uint64_t* keys;   ///< [2][H][k]
+    float* centroids;     ///< [2][H][k][d]
+    int* assign;          ///< [2][H][T]
+    int* chosen;          ///< [2][H][k]
+    std::uint64_t* keys;  ///< [2][H][k]
 };
 
 /// k-means of one (K/V, head) per block: core::kmeans_run's steps, the assignment spread over
@@ -335,4 +332,4 @@ __global__ void chebyshev_centre_kernel(cache_arrays a, const int* job_seq, int 
     a.bank(kv == 1, job_seq[job], h)[slot * d + j] = core::float_to_half(core::round_to_half(centre));
 }
 
-} // namespace patternkv::PKV_GPU_NS
+}  // namespace patternkv::PKV_GPU_NS

@@ -89,8 +89,8 @@ inline status synchronize() { return cudaDeviceSynchronize(); }
 inline void check(status e, const char* what, std::source_location where = std::source_location::current()) {
     if (e == success) return;
     (void)last_error();  // clear a non-sticky error so the next call starts clean
-    throw error(std::string("patternkv ") + api_name + " backend: " + what + " failed: " + error_name(e) + " (" +
-                error_string(e) + ") at " + where.file_name() + ":" + std::to_string(where.line()));
+    throw error(std::string("patternkv ") + api_name + " backend: " + what + " failed: " + error_name(e) + " (" + error_string(e) +
+                ") at " + where.file_name() + ":" + std::to_string(where.line()));
 }
 
 /// Empty when a device can be used; otherwise the runtime's reason (no driver, no device...).
@@ -176,9 +176,7 @@ void zero(T* p, std::size_t n, std::source_location where = std::source_location
 // --- launches -------------------------------------------------------------------------------------
 
 /// Blocks of `threads` covering n work items.
-inline unsigned blocks_for(std::int64_t n, int threads) {
-    return static_cast<unsigned>((n + threads - 1) / threads);
-}
+inline unsigned blocks_for(std::int64_t n, int threads) { return static_cast<unsigned>((n + threads - 1) / threads); }
 
 /// kernel<<<blocks, threads>>>(args...) on the default stream, then a check of the launch itself
 /// (errors during execution surface at the next synchronizing call). Nothing to do for 0 blocks.
@@ -224,4 +222,4 @@ void launch_with_barriers(void (*kernel)(Params...), unsigned blocks, unsigned t
 #endif
 }
 
-} // namespace patternkv::PKV_GPU_NS::gpu
+}  // namespace patternkv::PKV_GPU_NS::gpu

@@ -7,4 +7,4 @@ std::string hip_unavailable_reason() { return hip::gpu::unavailable_reason(); }
 
 std::unique_ptr<cache_backend> make_hip_backend(const layer_cache_state& s) { return hip::make_gpu_backend(s, backend::hip); }
 
-} // namespace patternkv
+}  // namespace patternkv

@@ -24,8 +24,7 @@
 namespace pkveval {
 namespace {
 
-const char* const gpt2_regex =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+const char* const gpt2_regex = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 const char* const llama3_regex =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 const char* const qwen2_regex =
@@ -33,27 +32,29 @@ const char* const qwen2_regex =
 
 /// llama.cpp's regex list for a tokenizer.ggml.pre name.
 std::vector<std::string> pre_tokenizer_regexes(const std::string& pre) {
-    if (pre == "smollm" || pre == "starcoder" || pre == "refact" || pre == "command-r" || pre == "codeshell" ||
-        pre == "exaone" || pre == "minerva")
+    if (pre == "smollm" || pre == "starcoder" || pre == "refact" || pre == "command-r" || pre == "codeshell" || pre == "exaone" ||
+        pre == "minerva")
         return {R"(\p{N})", gpt2_regex};
-    if (pre == "gpt2" || pre == "gpt-2" || pre == "mpt" || pre == "olmo" || pre == "jais" || pre == "default")
-        return {gpt2_regex};
-    if (pre == "llama3" || pre == "llama-v3" || pre == "llama-bpe" || pre == "falcon3" || pre == "smaug-bpe")
-        return {llama3_regex};
+    if (pre == "gpt2" || pre == "gpt-2" || pre == "mpt" || pre == "olmo" || pre == "jais" || pre == "default") return {gpt2_regex};
+    if (pre == "llama3" || pre == "llama-v3" || pre == "llama-bpe" || pre == "falcon3" || pre == "smaug-bpe") return {llama3_regex};
     if (pre == "qwen2" || pre == "stablelm2" || pre == "deepseek-r1-qwen") return {qwen2_regex};
     throw eval_error(fmt::format("unsupported pre-tokenizer '{}' (supported: smollm, starcoder, gpt2, llama-bpe, qwen2 and aliases)", pre));
 }
 
-struct code_deleter { void operator()(pcre2_code* c) const { pcre2_code_free(c); } };
-struct match_deleter { void operator()(pcre2_match_data* m) const { pcre2_match_data_free(m); } };
+struct code_deleter {
+    void operator()(pcre2_code* c) const { pcre2_code_free(c); }
+};
+struct match_deleter {
+    void operator()(pcre2_match_data* m) const { pcre2_match_data_free(m); }
+};
 
 class regex {
 public:
     explicit regex(const std::string& pattern) {
         int err = 0;
         PCRE2_SIZE off = 0;
-        code_.reset(pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), PCRE2_ZERO_TERMINATED,
-                                  PCRE2_UTF | PCRE2_UCP, &err, &off, nullptr));
+        code_.reset(pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &err, &off,
+                                  nullptr));
         if (!code_) {
             std::array<PCRE2_UCHAR, 256> msg{};
             pcre2_get_error_message(err, msg.data(), msg.size());
@@ -109,9 +110,7 @@ void append_utf8(std::string& s, std::uint32_t cp) {
 }
 
 /// Byte length of the UTF-8 sequence starting with `c` (1 for stray continuation bytes).
-std::size_t utf8_len(unsigned char c) {
-    return c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 1;
-}
+std::size_t utf8_len(unsigned char c) { return c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 1; }
 
 class bpe_tokenizer final : public tokenizer {
 public:
@@ -126,8 +125,7 @@ public:
         }
         for (int i = 0; i < static_cast<int>(v_.tokens.size()); ++i) {
             ids_.emplace(v_.tokens[i], i);
-            if (i < static_cast<int>(v_.token_types.size()) && v_.token_types[i] == 3 && !v_.tokens[i].empty())
-                control_.push_back(i);
+            if (i < static_cast<int>(v_.token_types.size()) && v_.token_types[i] == 3 && !v_.tokens[i].empty()) control_.push_back(i);
         }
         for (int r = 0; r < static_cast<int>(v_.merges.size()); ++r) {
             const std::string& m = v_.merges[r];
@@ -151,7 +149,8 @@ public:
             if (special) {
                 for (int id : control_) {  // earliest occurrence, longest token on a tie
                     const auto p = text.find(v_.tokens[id], start);
-                    if (p != std::string_view::npos && (p < hit || (p == hit && hit_id >= 0 && v_.tokens[id].size() > v_.tokens[hit_id].size()))) {
+                    if (p != std::string_view::npos &&
+                        (p < hit || (p == hit && hit_id >= 0 && v_.tokens[id].size() > v_.tokens[hit_id].size()))) {
                         hit = p;
                         hit_id = id;
                     }
@@ -172,8 +171,10 @@ public:
         for (std::size_t i = 0; i < t.size();) {
             const std::size_t len = std::min(utf8_len(static_cast<unsigned char>(t[i])), t.size() - i);
             auto it = str_to_byte_.find(t.substr(i, len));
-            if (it != str_to_byte_.end()) out += static_cast<char>(it->second);
-            else out += t.substr(i, len);  // not a byte-level symbol (e.g. an added token): as is
+            if (it != str_to_byte_.end())
+                out += static_cast<char>(it->second);
+            else
+                out += t.substr(i, len);  // not a byte-level symbol (e.g. an added token): as is
             i += len;
         }
         return out;
@@ -204,7 +205,10 @@ private:
             std::size_t at = 0;
             for (std::size_t i = 0; i + 1 < sym.size(); ++i) {
                 auto it = ranks_.find(sym[i] + " " + sym[i + 1]);
-                if (it != ranks_.end() && it->second < best) { best = it->second; at = i; }
+                if (it != ranks_.end() && it->second < best) {
+                    best = it->second;
+                    at = i;
+                }
             }
             if (best == std::numeric_limits<int>::max()) break;
             sym[at] += sym[at + 1];
@@ -212,7 +216,10 @@ private:
         }
         for (const auto& s : sym) {
             auto it = ids_.find(s);
-            if (it != ids_.end()) { ids.push_back(it->second); continue; }
+            if (it != ids_.end()) {
+                ids.push_back(it->second);
+                continue;
+            }
             if (v_.unk < 0) throw eval_error(fmt::format("BPE symbol '{}' is not in the vocabulary and there is no <unk>", s));
             ids.push_back(v_.unk);
         }
@@ -227,8 +234,8 @@ private:
     std::vector<regex> regexes_;
 };
 
-} // namespace
+}  // namespace
 
 std::unique_ptr<tokenizer> make_bpe_tokenizer(const bpe_vocab& vocab) { return std::make_unique<bpe_tokenizer>(vocab); }
 
-} // namespace pkveval
+}  // namespace pkveval

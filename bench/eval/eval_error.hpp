@@ -13,4 +13,4 @@ public:
     explicit eval_error(const std::string& what) : std::runtime_error(what) {}
 };
 
-} // namespace pkveval
+}  // namespace pkveval

@@ -87,29 +87,52 @@ cli parse_args(int argc, char** argv) {
     cli c;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
-        if (a == "--help" || a == "-h") { print_help(); std::exit(0); }
-        if (a == "--quiet") { c.opt.progress = false; continue; }
-        if (a == "--ranges") { c.opt.ranges = true; continue; }
+        if (a == "--help" || a == "-h") {
+            print_help();
+            std::exit(0);
+        }
+        if (a == "--quiet") {
+            c.opt.progress = false;
+            continue;
+        }
+        if (a == "--ranges") {
+            c.opt.ranges = true;
+            continue;
+        }
         if (i + 1 >= argc) throw eval_error(fmt::format("{} needs a value (see --help)", a));
         const std::string v = argv[++i];
-        if (a == "--model") c.model_path = v;
-        else if (a == "--tokenizer") c.tokenizer_path = v;
-        else if (a == "--text") c.text_path = v;
-        else if (a == "--methods") c.method_list = v;
-        else if (a == "--prefill") c.opt.prefill = parse_int(a, v, 1);
-        else if (a == "--tokens") c.opt.tokens = parse_int(a, v, 1);
-        else if (a == "--chunks") c.opt.chunks = parse_int(a, v, 1), c.chunks_given = true;
-        else if (a == "--json") c.json_path = v;
-        else if (a == "--plot") c.plot_path = v;
-        else if (a == "--threads") c.threads = parse_int(a, v, 1);
-        else if (a == "--generate") c.generate = v;
-        else if (a == "--max-new") c.max_new = parse_int(a, v, 1);
-        else if (a == "--perplexity") c.perplexity_ctx = parse_int(a, v, 4);
+        if (a == "--model")
+            c.model_path = v;
+        else if (a == "--tokenizer")
+            c.tokenizer_path = v;
+        else if (a == "--text")
+            c.text_path = v;
+        else if (a == "--methods")
+            c.method_list = v;
+        else if (a == "--prefill")
+            c.opt.prefill = parse_int(a, v, 1);
+        else if (a == "--tokens")
+            c.opt.tokens = parse_int(a, v, 1);
+        else if (a == "--chunks")
+            c.opt.chunks = parse_int(a, v, 1), c.chunks_given = true;
+        else if (a == "--json")
+            c.json_path = v;
+        else if (a == "--plot")
+            c.plot_path = v;
+        else if (a == "--threads")
+            c.threads = parse_int(a, v, 1);
+        else if (a == "--generate")
+            c.generate = v;
+        else if (a == "--max-new")
+            c.max_new = parse_int(a, v, 1);
+        else if (a == "--perplexity")
+            c.perplexity_ctx = parse_int(a, v, 4);
         else if (a == "--set") {
             const auto eq = v.find('=');
             if (eq == std::string::npos || eq == 0) throw eval_error(fmt::format("--set needs key=value, got '{}'", v));
             c.opt.sets.emplace_back(v.substr(0, eq), v.substr(eq + 1));
-        } else throw eval_error(fmt::format("unknown option '{}' (see --help)", a));
+        } else
+            throw eval_error(fmt::format("unknown option '{}' (see --help)", a));
     }
     if (c.model_path.empty()) throw eval_error("--model is required (see --help)");
     if (!c.method_list.empty()) c.opt.methods = split_list(c.method_list);
@@ -184,7 +207,7 @@ int run(int argc, char** argv) {
     return 0;
 }
 
-} // namespace
+}  // namespace
 
 int main(int argc, char** argv) {
     try {

@@ -91,7 +91,7 @@ void decode_chunk(const transformer& tf, std::span<const int> chunk, int P, int 
     }
 }
 
-} // namespace
+}  // namespace
 
 std::vector<double> block_means(std::span<const double> values, int chunks, int block) {
     std::vector<double> means;
@@ -141,7 +141,7 @@ kivi_bracket bracket(const eval_report& r, double bits) {
     return {};
 }
 
-} // namespace
+}  // namespace
 
 std::pair<double, double> mean_and_se(std::span<const double> values, int chunks, int block) {
     if (values.empty()) return {0.0, 0.0};
@@ -178,8 +178,7 @@ eval_report evaluate(const transformer& tf, std::span<const int> ids, const eval
     const std::int64_t need = static_cast<std::int64_t>(P) + N + 1;
     if (static_cast<std::int64_t>(ids.size()) < need)
         throw eval_error(fmt::format("the text has {} tokens; --prefill {} and --tokens {} need at least {}", ids.size(), P, N, need));
-    if (P + N > mc.max_seq_len)
-        std::fprintf(stderr, "warning: %d positions exceed the model's context length %d\n", P + N, mc.max_seq_len);
+    if (P + N > mc.max_seq_len) std::fprintf(stderr, "warning: %d positions exceed the model's context length %d\n", P + N, mc.max_seq_len);
 
     std::vector<std::string> names = opt.methods;
     if (std::find(names.begin(), names.end(), "fp32") != names.end()) names.erase(std::find(names.begin(), names.end(), "fp32"));
@@ -197,8 +196,9 @@ eval_report evaluate(const transformer& tf, std::span<const int> ids, const eval
     rep.sliding_window = mc.sliding_window;
     rep.chunk_offsets = chunk_offsets(static_cast<std::int64_t>(ids.size()), need, C);
     if (C > 1 && rep.chunk_offsets[1] < N && opt.progress)
-        std::fprintf(stderr, "warning: the text is short for %d chunks: decoded spans of neighbouring chunks overlap "
-                             "(offset step %d < %d decode tokens), so the standard errors are optimistic\n",
+        std::fprintf(stderr,
+                     "warning: the text is short for %d chunks: decoded spans of neighbouring chunks overlap "
+                     "(offset step %d < %d decode tokens), so the standard errors are optimistic\n",
                      C, rep.chunk_offsets[1], N);
     std::vector<samples> acc(B);
     std::vector<double> cache_seconds(B, 0.0);
@@ -209,8 +209,9 @@ eval_report evaluate(const transformer& tf, std::span<const int> ids, const eval
         methods.clear();
         for (const auto& sp : specs) methods.emplace_back(sp, mc, static_cast<std::int64_t>(P) + N);
         auto t0 = clock_type::now();
-        if (opt.progress) std::fprintf(stderr, "chunk %d/%d (tokens %d..): prefill %d tokens, %d layers ...\n", c + 1, C,
-                                       rep.chunk_offsets[c], P, mc.n_layers);
+        if (opt.progress)
+            std::fprintf(stderr, "chunk %d/%d (tokens %d..): prefill %d tokens, %d layers ...\n", c + 1, C, rep.chunk_offsets[c], P,
+                         mc.n_layers);
         const transformer::prefill_result pre = tf.prefill(chunk.subspan(0, P), P - 1);
         for (auto& m : methods)
             for (int l = 0; l < mc.n_layers; ++l) m.prefill(l, pre.k[l].data(), pre.v[l].data(), P);
@@ -261,7 +262,7 @@ double prefill_nll(const transformer& tf, std::span<const int> ids, int first) {
     return nll;
 }
 
-} // namespace
+}  // namespace
 
 double prefill_mean_nll(const transformer& tf, std::span<const int> ids) {
     const int T = static_cast<int>(ids.size());
@@ -269,8 +270,7 @@ double prefill_mean_nll(const transformer& tf, std::span<const int> ids) {
     return prefill_nll(tf, ids, 0) / (T - 1);
 }
 
-std::vector<double> chunk_perplexity_nll(const transformer& tf, std::span<const int> ids, int ctx, int bos, int max_chunks,
-                                         bool progress) {
+std::vector<double> chunk_perplexity_nll(const transformer& tf, std::span<const int> ids, int ctx, int bos, int max_chunks, bool progress) {
     if (ctx < 4) throw eval_error(fmt::format("--perplexity needs a context of at least 4 tokens, got {}", ctx));
     const int chunks = std::min<std::int64_t>(max_chunks, static_cast<std::int64_t>(ids.size()) / ctx);
     if (chunks < 1) throw eval_error(fmt::format("the text has {} tokens, fewer than one chunk of {}", ids.size(), ctx));
@@ -311,4 +311,4 @@ std::vector<int> generate_greedy(const transformer& tf, std::span<const int> pro
     return out;
 }
 
-} // namespace pkveval
+}  // namespace pkveval

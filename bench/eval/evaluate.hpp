@@ -29,8 +29,8 @@ namespace pkveval {
 struct eval_options {
     int prefill = 1024;
     int tokens = 256;
-    int chunks = 1;     ///< windows of P + N + 1 tokens spread over the text
-    int se_block = 32;  ///< predictions per block for the batch-means standard errors
+    int chunks = 1;       ///< windows of P + N + 1 tokens spread over the text
+    int se_block = 32;    ///< predictions per block for the batch-means standard errors
     bool ranges = false;  ///< print the pattern range report (pattern_ranges.hpp) after each prefill
     std::vector<std::string> methods = default_methods();
     std::vector<setting> sets;
@@ -98,12 +98,11 @@ double prefill_mean_nll(const transformer& tf, std::span<const int> ids);
 /// tokenized once) is cut into chunks of `ctx` tokens; each chunk's first token becomes `bos` (when
 /// bos >= 0), the chunk runs as one fp32 prefill, and the predictions of its second half are scored
 /// (tokens ctx/2+1 .. ctx-1 of the chunk). Returns each chunk's mean NLL; at most `max_chunks`.
-std::vector<double> chunk_perplexity_nll(const transformer& tf, std::span<const int> ids, int ctx, int bos, int max_chunks,
-                                         bool progress);
+std::vector<double> chunk_perplexity_nll(const transformer& tf, std::span<const int> ids, int ctx, int bos, int max_chunks, bool progress);
 
 /// Greedy generation with an exact fp32 cache; `on_token` receives each new token's text.
 /// Stops after `max_new` tokens or at EOS/BOS. Returns the generated ids.
 std::vector<int> generate_greedy(const transformer& tf, std::span<const int> prompt, int max_new,
                                  const std::function<void(const std::string&)>& on_token);
 
-} // namespace pkveval
+}  // namespace pkveval

@@ -164,7 +164,7 @@ void block_q6_k(const std::uint8_t* b, float* y) {
     }
 }
 
-} // namespace
+}  // namespace
 
 float half_to_float(std::uint16_t h) {
     const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000) << 16;
@@ -177,7 +177,10 @@ float half_to_float(std::uint16_t h) {
         bits = sign;
     } else {  // subnormal half: normalize
         int e = -1;
-        do { ++e; mant <<= 1; } while ((mant & 0x400) == 0);
+        do {
+            ++e;
+            mant <<= 1;
+        } while ((mant & 0x400) == 0);
         bits = sign | (static_cast<std::uint32_t>(112 - e) << 23) | ((mant & 0x3FF) << 13);
     }
     return std::bit_cast<float>(bits);
@@ -191,30 +194,59 @@ void dequantize(std::uint32_t type, std::span<const std::uint8_t> src, std::uint
     void (*block)(const std::uint8_t*, float*) = nullptr;
     std::uint64_t block_values = 32;
     switch (static_cast<ggml_type>(type)) {
-    case ggml_type::f32: std::memcpy(dst, p, elements * 4); return;
-    case ggml_type::f16:
-        for (std::uint64_t i = 0; i < elements; ++i) dst[i] = half_to_float(load_u16(p + 2 * i));
-        return;
-    case ggml_type::bf16:
-        for (std::uint64_t i = 0; i < elements; ++i) dst[i] = std::bit_cast<float>(static_cast<std::uint32_t>(load_u16(p + 2 * i)) << 16);
-        return;
-    case ggml_type::q4_0: block = block_q4_0; break;
-    case ggml_type::q4_1: block = block_q4_1; break;
-    case ggml_type::q5_0: block = block_q5_0; break;
-    case ggml_type::q5_1: block = block_q5_1; break;
-    case ggml_type::q8_0: block = block_q8_0; break;
-    case ggml_type::q2_k: block = block_q2_k; block_values = qk_k; break;
-    case ggml_type::q3_k: block = block_q3_k; block_values = qk_k; break;
-    case ggml_type::q4_k: block = block_q4_k; block_values = qk_k; break;
-    case ggml_type::q5_k: block = block_q5_k; block_values = qk_k; break;
-    case ggml_type::q6_k: block = block_q6_k; block_values = qk_k; break;
-    default:
-        throw eval_error(fmt::format("tensor type {} is not supported by this runner (supported: f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 "
-                                     "q2_k q3_k q4_k q5_k q6_k)",
-                                     ggml_type_name(type)));
+        case ggml_type::f32:
+            std::memcpy(dst, p, elements * 4);
+            return;
+        case ggml_type::f16:
+            for (std::uint64_t i = 0; i < elements; ++i) dst[i] = half_to_float(load_u16(p + 2 * i));
+            return;
+        case ggml_type::bf16:
+            for (std::uint64_t i = 0; i < elements; ++i)
+                dst[i] = std::bit_cast<float>(static_cast<std::uint32_t>(load_u16(p + 2 * i)) << 16);
+            return;
+        case ggml_type::q4_0:
+            block = block_q4_0;
+            break;
+        case ggml_type::q4_1:
+            block = block_q4_1;
+            break;
+        case ggml_type::q5_0:
+            block = block_q5_0;
+            break;
+        case ggml_type::q5_1:
+            block = block_q5_1;
+            break;
+        case ggml_type::q8_0:
+            block = block_q8_0;
+            break;
+        case ggml_type::q2_k:
+            block = block_q2_k;
+            block_values = qk_k;
+            break;
+        case ggml_type::q3_k:
+            block = block_q3_k;
+            block_values = qk_k;
+            break;
+        case ggml_type::q4_k:
+            block = block_q4_k;
+            block_values = qk_k;
+            break;
+        case ggml_type::q5_k:
+            block = block_q5_k;
+            block_values = qk_k;
+            break;
+        case ggml_type::q6_k:
+            block = block_q6_k;
+            block_values = qk_k;
+            break;
+        default:
+            throw eval_error(
+                fmt::format("tensor type {} is not supported by this runner (supported: f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 "
+                            "q2_k q3_k q4_k q5_k q6_k)",
+                            ggml_type_name(type)));
     }
     const std::uint64_t block_bytes = ggml_type_bytes(type, block_values);  // the one size table (gguf_reader.cpp)
     for (std::uint64_t i = 0; i < elements / block_values; ++i) block(p + i * block_bytes, dst + i * block_values);
 }
 
-} // namespace pkveval
+}  // namespace pkveval

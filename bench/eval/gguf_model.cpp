@@ -21,8 +21,8 @@ namespace {
 std::vector<float> load_matrix(const gguf_file& g, const std::string& name, std::uint64_t rows, std::uint64_t cols) {
     const gguf_tensor_info* t = g.find_tensor(name);
     if (t == nullptr) throw eval_error(fmt::format("GGUF tensor '{}' is missing", name));
-    const bool ok = (rows == 1 && t->dims.size() == 1 && t->dims[0] == cols) ||
-                    (t->dims.size() == 2 && t->dims[0] == cols && t->dims[1] == rows);
+    const bool ok =
+        (rows == 1 && t->dims.size() == 1 && t->dims[0] == cols) || (t->dims.size() == 2 && t->dims[0] == cols && t->dims[1] == rows);
     if (!ok) {
         std::string dims;
         for (auto d : t->dims) dims += fmt::format("{} ", d);
@@ -31,10 +31,10 @@ std::vector<float> load_matrix(const gguf_file& g, const std::string& name, std:
     const auto bytes = g.tensor_bytes(*t);
     std::vector<float> out(rows * cols);
     const std::uint64_t row_bytes = ggml_type_bytes(t->type, cols);
-    if (row_bytes == 0) throw eval_error(fmt::format("GGUF tensor '{}': rows of {} are not whole {} blocks", name, cols, ggml_type_name(t->type)));
-    tbb::parallel_for(std::uint64_t{0}, rows, [&](std::uint64_t r) {
-        dequantize(t->type, bytes.subspan(r * row_bytes, row_bytes), cols, out.data() + r * cols);
-    });
+    if (row_bytes == 0)
+        throw eval_error(fmt::format("GGUF tensor '{}': rows of {} are not whole {} blocks", name, cols, ggml_type_name(t->type)));
+    tbb::parallel_for(std::uint64_t{0}, rows,
+                      [&](std::uint64_t r) { dequantize(t->type, bytes.subspan(r * row_bytes, row_bytes), cols, out.data() + r * cols); });
     return out;
 }
 
@@ -44,7 +44,7 @@ int meta_int(const gguf_file& g, const std::string& key, double lo, double hi) {
     return static_cast<int>(v);
 }
 
-} // namespace
+}  // namespace
 
 model load_gguf(const std::string& path) {
     const gguf_file g = gguf_file::load(path);
@@ -83,7 +83,8 @@ model load_gguf(const std::string& path) {
         c.gate = ffn_gate::gelu_tanh;
         c.embed_scale = std::sqrt(static_cast<float>(c.dim));
         c.sliding_window = meta_int(g, key("attention.sliding_window"), 1, 1 << 24);
-        const int period = g.has(key("attention.sliding_window_pattern")) ? meta_int(g, key("attention.sliding_window_pattern"), 1, 1024) : 6;
+        const int period =
+            g.has(key("attention.sliding_window_pattern")) ? meta_int(g, key("attention.sliding_window_pattern"), 1, 1024) : 6;
         c.rope_base_local = static_cast<float>(g.number_or(key("rope.freq_base_swa"), 10000.0));
         c.layer_is_local.resize(c.n_layers);
         for (int l = 0; l < c.n_layers; ++l) c.layer_is_local[l] = (l + 1) % period != 0;
@@ -119,4 +120,4 @@ model load_gguf(const std::string& path) {
     return m;
 }
 
-} // namespace pkveval
+}  // namespace pkveval

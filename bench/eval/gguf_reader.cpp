@@ -23,8 +23,8 @@ public:
 
     void need(std::uint64_t n, const char* what) const {
         if (n > b_.size() - pos_)
-            throw eval_error(fmt::format("truncated GGUF file: reading {} at offset {} needs {} bytes, {} left",
-                                         what, pos_, n, b_.size() - pos_));
+            throw eval_error(
+                fmt::format("truncated GGUF file: reading {} at offset {} needs {} bytes, {} left", what, pos_, n, b_.size() - pos_));
     }
     template <class T>
     T read(const char* what) {
@@ -52,28 +52,52 @@ private:
 
 std::uint64_t scalar_size(gguf_type t) {
     switch (t) {
-    case gguf_type::u8: case gguf_type::i8: case gguf_type::boolean: return 1;
-    case gguf_type::u16: case gguf_type::i16: return 2;
-    case gguf_type::u32: case gguf_type::i32: case gguf_type::f32: return 4;
-    case gguf_type::u64: case gguf_type::i64: case gguf_type::f64: return 8;
-    default: return 0;
+        case gguf_type::u8:
+        case gguf_type::i8:
+        case gguf_type::boolean:
+            return 1;
+        case gguf_type::u16:
+        case gguf_type::i16:
+            return 2;
+        case gguf_type::u32:
+        case gguf_type::i32:
+        case gguf_type::f32:
+            return 4;
+        case gguf_type::u64:
+        case gguf_type::i64:
+        case gguf_type::f64:
+            return 8;
+        default:
+            return 0;
     }
 }
 
 double read_number(cursor& c, gguf_type t, const char* what) {
     switch (t) {
-    case gguf_type::u8: return c.read<std::uint8_t>(what);
-    case gguf_type::i8: return c.read<std::int8_t>(what);
-    case gguf_type::boolean: return c.read<std::uint8_t>(what) != 0 ? 1.0 : 0.0;
-    case gguf_type::u16: return c.read<std::uint16_t>(what);
-    case gguf_type::i16: return c.read<std::int16_t>(what);
-    case gguf_type::u32: return c.read<std::uint32_t>(what);
-    case gguf_type::i32: return c.read<std::int32_t>(what);
-    case gguf_type::f32: return c.read<float>(what);
-    case gguf_type::u64: return static_cast<double>(c.read<std::uint64_t>(what));
-    case gguf_type::i64: return static_cast<double>(c.read<std::int64_t>(what));
-    case gguf_type::f64: return c.read<double>(what);
-    default: throw eval_error("internal: read_number on a non-numeric GGUF type");
+        case gguf_type::u8:
+            return c.read<std::uint8_t>(what);
+        case gguf_type::i8:
+            return c.read<std::int8_t>(what);
+        case gguf_type::boolean:
+            return c.read<std::uint8_t>(what) != 0 ? 1.0 : 0.0;
+        case gguf_type::u16:
+            return c.read<std::uint16_t>(what);
+        case gguf_type::i16:
+            return c.read<std::int16_t>(what);
+        case gguf_type::u32:
+            return c.read<std::uint32_t>(what);
+        case gguf_type::i32:
+            return c.read<std::int32_t>(what);
+        case gguf_type::f32:
+            return c.read<float>(what);
+        case gguf_type::u64:
+            return static_cast<double>(c.read<std::uint64_t>(what));
+        case gguf_type::i64:
+            return static_cast<double>(c.read<std::int64_t>(what));
+        case gguf_type::f64:
+            return c.read<double>(what);
+        default:
+            throw eval_error("internal: read_number on a non-numeric GGUF type");
     }
 }
 
@@ -93,8 +117,8 @@ void read_value(cursor& c, gguf_type t, gguf_value& out, int depth, const std::s
     const auto n = c.read<std::uint64_t>("array length");
     out.elem_type = et;
     if (static_cast<std::uint32_t>(et) > 12)
-        throw eval_error(fmt::format("corrupt GGUF file: metadata '{}' has unknown array element type {}", key,
-                                     static_cast<std::uint32_t>(et)));
+        throw eval_error(
+            fmt::format("corrupt GGUF file: metadata '{}' has unknown array element type {}", key, static_cast<std::uint32_t>(et)));
     // every element takes at least one byte (strings 8), so a count beyond the bytes left is corrupt
     const std::uint64_t min_size = et == gguf_type::string ? 8 : et == gguf_type::array ? 12 : scalar_size(et);
     if (n > c.left() / min_size)
@@ -112,47 +136,79 @@ void read_value(cursor& c, gguf_type t, gguf_value& out, int depth, const std::s
     }
 }
 
-struct block_info { std::uint64_t elems, bytes; };
+struct block_info {
+    std::uint64_t elems, bytes;
+};
 
 block_info block_of(std::uint32_t type) {
     switch (static_cast<ggml_type>(type)) {
-    case ggml_type::f32: return {1, 4};
-    case ggml_type::f16: case ggml_type::bf16: return {1, 2};
-    case ggml_type::q4_0: return {32, 18};
-    case ggml_type::q4_1: return {32, 20};
-    case ggml_type::q5_0: return {32, 22};
-    case ggml_type::q5_1: return {32, 24};
-    case ggml_type::q8_0: return {32, 34};
-    case ggml_type::q8_1: return {32, 36};
-    case ggml_type::q2_k: return {256, 84};
-    case ggml_type::q3_k: return {256, 110};
-    case ggml_type::q4_k: return {256, 144};
-    case ggml_type::q5_k: return {256, 176};
-    case ggml_type::q6_k: return {256, 210};
-    case ggml_type::q8_k: return {256, 292};
+        case ggml_type::f32:
+            return {1, 4};
+        case ggml_type::f16:
+        case ggml_type::bf16:
+            return {1, 2};
+        case ggml_type::q4_0:
+            return {32, 18};
+        case ggml_type::q4_1:
+            return {32, 20};
+        case ggml_type::q5_0:
+            return {32, 22};
+        case ggml_type::q5_1:
+            return {32, 24};
+        case ggml_type::q8_0:
+            return {32, 34};
+        case ggml_type::q8_1:
+            return {32, 36};
+        case ggml_type::q2_k:
+            return {256, 84};
+        case ggml_type::q3_k:
+            return {256, 110};
+        case ggml_type::q4_k:
+            return {256, 144};
+        case ggml_type::q5_k:
+            return {256, 176};
+        case ggml_type::q6_k:
+            return {256, 210};
+        case ggml_type::q8_k:
+            return {256, 292};
     }
     return {0, 0};
 }
 
-} // namespace
+}  // namespace
 
 std::string ggml_type_name(std::uint32_t type) {
     switch (static_cast<ggml_type>(type)) {
-    case ggml_type::f32: return "f32";
-    case ggml_type::f16: return "f16";
-    case ggml_type::bf16: return "bf16";
-    case ggml_type::q4_0: return "q4_0";
-    case ggml_type::q4_1: return "q4_1";
-    case ggml_type::q5_0: return "q5_0";
-    case ggml_type::q5_1: return "q5_1";
-    case ggml_type::q8_0: return "q8_0";
-    case ggml_type::q8_1: return "q8_1";
-    case ggml_type::q2_k: return "q2_k";
-    case ggml_type::q3_k: return "q3_k";
-    case ggml_type::q4_k: return "q4_k";
-    case ggml_type::q5_k: return "q5_k";
-    case ggml_type::q6_k: return "q6_k";
-    case ggml_type::q8_k: return "q8_k";
+        case ggml_type::f32:
+            return "f32";
+        case ggml_type::f16:
+            return "f16";
+        case ggml_type::bf16:
+            return "bf16";
+        case ggml_type::q4_0:
+            return "q4_0";
+        case ggml_type::q4_1:
+            return "q4_1";
+        case ggml_type::q5_0:
+            return "q5_0";
+        case ggml_type::q5_1:
+            return "q5_1";
+        case ggml_type::q8_0:
+            return "q8_0";
+        case ggml_type::q8_1:
+            return "q8_1";
+        case ggml_type::q2_k:
+            return "q2_k";
+        case ggml_type::q3_k:
+            return "q3_k";
+        case ggml_type::q4_k:
+            return "q4_k";
+        case ggml_type::q5_k:
+            return "q5_k";
+        case ggml_type::q6_k:
+            return "q6_k";
+        case ggml_type::q8_k:
+            return "q8_k";
     }
     return fmt::format("type {}", type);
 }
@@ -181,7 +237,8 @@ gguf_file::gguf_file(std::vector<std::uint8_t> bytes) : bytes_(std::move(bytes))
     const auto n_tensors = c.read<std::uint64_t>("tensor count");
     const auto n_kv = c.read<std::uint64_t>("metadata count");
     // a key/value takes at least 8 + 4 + 1 bytes, a tensor entry at least 8 + 4 + 4 + 8
-    if (n_kv > c.left() / 13) throw eval_error(fmt::format("truncated GGUF file: {} metadata entries cannot fit in {} bytes", n_kv, c.left()));
+    if (n_kv > c.left() / 13)
+        throw eval_error(fmt::format("truncated GGUF file: {} metadata entries cannot fit in {} bytes", n_kv, c.left()));
     for (std::uint64_t i = 0; i < n_kv; ++i) {
         std::string key = c.read_string("metadata key");
         const auto t = static_cast<gguf_type>(c.read<std::uint32_t>("metadata value type"));
@@ -218,8 +275,9 @@ gguf_file::gguf_file(std::vector<std::uint8_t> bytes) : bytes_(std::move(bytes))
         const std::uint64_t size = ggml_type_bytes(t.type, t.elements());
         if (size == 0) continue;  // unknown type: checked when (if) the tensor is used
         if (t.offset > bytes_.size() || data_offset_ > bytes_.size() - t.offset || size > bytes_.size() - data_offset_ - t.offset)
-            throw eval_error(fmt::format("truncated GGUF file: tensor '{}' ({} bytes at data offset {}) runs past the end of the {}-byte file",
-                                         t.name, size, t.offset, bytes_.size()));
+            throw eval_error(
+                fmt::format("truncated GGUF file: tensor '{}' ({} bytes at data offset {}) runs past the end of the {}-byte file", t.name,
+                            size, t.offset, bytes_.size()));
     }
 }
 
@@ -247,9 +305,7 @@ double gguf_file::number(const std::string& key) const {
     return v.number;
 }
 
-double gguf_file::number_or(const std::string& key, double fallback) const {
-    return has(key) ? number(key) : fallback;
-}
+double gguf_file::number_or(const std::string& key, double fallback) const { return has(key) ? number(key) : fallback; }
 
 const std::string& gguf_file::string(const std::string& key) const {
     const gguf_value& v = get(key);
@@ -265,9 +321,8 @@ const gguf_tensor_info* gguf_file::find_tensor(const std::string& name) const {
 
 std::span<const std::uint8_t> gguf_file::tensor_bytes(const gguf_tensor_info& t) const {
     const std::uint64_t size = ggml_type_bytes(t.type, t.elements());
-    if (size == 0)
-        throw eval_error(fmt::format("tensor '{}' has type {}, which this runner cannot read", t.name, ggml_type_name(t.type)));
+    if (size == 0) throw eval_error(fmt::format("tensor '{}' has type {}, which this runner cannot read", t.name, ggml_type_name(t.type)));
     return std::span<const std::uint8_t>(bytes_).subspan(data_offset_ + t.offset, size);
 }
 
-} // namespace pkveval
+}  // namespace pkveval

@@ -12,8 +12,19 @@ namespace pkveval {
 
 /// GGUF metadata value types (gguf.md).
 enum class gguf_type : std::uint32_t {
-    u8 = 0, i8 = 1, u16 = 2, i16 = 3, u32 = 4, i32 = 5, f32 = 6, boolean = 7,
-    string = 8, array = 9, u64 = 10, i64 = 11, f64 = 12,
+    u8 = 0,
+    i8 = 1,
+    u16 = 2,
+    i16 = 3,
+    u32 = 4,
+    i32 = 5,
+    f32 = 6,
+    boolean = 7,
+    string = 8,
+    array = 9,
+    u64 = 10,
+    i64 = 11,
+    f64 = 12,
 };
 
 /// One metadata value. Scalars fill `number` (and `str` for strings); arrays fill `numbers` or
@@ -29,8 +40,21 @@ struct gguf_value {
 
 /// ggml tensor types this runner knows the block size of.
 enum class ggml_type : std::uint32_t {
-    f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q5_0 = 6, q5_1 = 7, q8_0 = 8, q8_1 = 9,
-    q2_k = 10, q3_k = 11, q4_k = 12, q5_k = 13, q6_k = 14, q8_k = 15, bf16 = 30,
+    f32 = 0,
+    f16 = 1,
+    q4_0 = 2,
+    q4_1 = 3,
+    q5_0 = 6,
+    q5_1 = 7,
+    q8_0 = 8,
+    q8_1 = 9,
+    q2_k = 10,
+    q3_k = 11,
+    q4_k = 12,
+    q5_k = 13,
+    q6_k = 14,
+    q8_k = 15,
+    bf16 = 30,
 };
 
 /// Name of a ggml type ("q4_1"), or "type N" for unknown ones.
@@ -41,7 +65,7 @@ struct gguf_tensor_info {
     std::string name;
     std::vector<std::uint64_t> dims;
     std::uint32_t type = 0;
-    std::uint64_t offset = 0;      ///< relative to the start of the data section
+    std::uint64_t offset = 0;  ///< relative to the start of the data section
     std::uint64_t elements() const;
 };
 
@@ -94,4 +118,4 @@ void dequantize(std::uint32_t type, std::span<const std::uint8_t> src, std::uint
 /// IEEE binary16 bits to float.
 float half_to_float(std::uint16_t h);
 
-} // namespace pkveval
+}  // namespace pkveval

@@ -30,8 +30,9 @@ std::uint64_t parse_count(std::string_view s, const char* what) {
 
 int run(int argc, char** argv) {
     if (argc != 6) {
-        fmt::print(stderr, "usage: gguf-tensor-dump MODEL.gguf TENSOR_NAME FIRST_ROW ROWS OUT.f32\n"
-                           "writes the dequantized rows as raw little-endian float32\n");
+        fmt::print(stderr,
+                   "usage: gguf-tensor-dump MODEL.gguf TENSOR_NAME FIRST_ROW ROWS OUT.f32\n"
+                   "writes the dequantized rows as raw little-endian float32\n");
         return 2;
     }
     const std::string model = argv[1], name = argv[2], out_path = argv[5];
@@ -42,12 +43,12 @@ int run(int argc, char** argv) {
     if (t == nullptr) throw pkveval::eval_error(fmt::format("no tensor named '{}' in '{}'", name, model));
     const std::uint64_t cols = t->dims[0], total_rows = t->elements() / cols;
     if (first > total_rows || rows > total_rows - first)
-        throw pkveval::eval_error(fmt::format("rows [{}, {}) are out of range: tensor '{}' has {} rows of {} values", first,
-                                              first + rows, name, total_rows, cols));
+        throw pkveval::eval_error(fmt::format("rows [{}, {}) are out of range: tensor '{}' has {} rows of {} values", first, first + rows,
+                                              name, total_rows, cols));
     const std::uint64_t row_bytes = pkveval::ggml_type_bytes(t->type, cols);
     if (row_bytes == 0)
-        throw pkveval::eval_error(fmt::format("tensor '{}' of type {}: a row of {} values is not a whole number of blocks",
-                                              name, pkveval::ggml_type_name(t->type), cols));
+        throw pkveval::eval_error(fmt::format("tensor '{}' of type {}: a row of {} values is not a whole number of blocks", name,
+                                              pkveval::ggml_type_name(t->type), cols));
     const std::span<const std::uint8_t> bytes = g.tensor_bytes(*t);
 
     std::vector<float> out(rows * cols);
@@ -61,7 +62,7 @@ int run(int argc, char** argv) {
     return 0;
 }
 
-} // namespace
+}  // namespace
 
 int main(int argc, char** argv) {
     try {

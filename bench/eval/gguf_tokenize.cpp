@@ -23,12 +23,17 @@ int main(int argc, char** argv) {
     std::string path;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
-        if (a == "--special") special = true;
-        else if (a == "--bos") bos = true;
-        else if (a == "--time") timed = true;
-        else if (!a.empty() && a[0] != '-' && path.empty()) path = a;
+        if (a == "--special")
+            special = true;
+        else if (a == "--bos")
+            bos = true;
+        else if (a == "--time")
+            timed = true;
+        else if (!a.empty() && a[0] != '-' && path.empty())
+            path = a;
         else {
-            fmt::print(stderr, "gguf-tokenize: unexpected argument '{}'\nusage: gguf-tokenize [--special] [--bos] [--time] MODEL.gguf < text\n", a);
+            fmt::print(stderr,
+                       "gguf-tokenize: unexpected argument '{}'\nusage: gguf-tokenize [--special] [--bos] [--time] MODEL.gguf < text\n", a);
             return 2;
         }
     }
@@ -52,8 +57,8 @@ int main(int argc, char** argv) {
         for (int id : ids) out += fmt::format("{}\n", id);
         std::fwrite(out.data(), 1, out.size(), stdout);
         if (timed)
-            fmt::print(stderr, "read {:.1f} ms, tokenizer ({} tokens) {:.1f} ms, encode ({} bytes -> {} ids) {:.1f} ms\n",
-                       ms(t1 - t0), tok->vocab_size(), ms(t2 - t1), text.size(), ids.size(), ms(t4 - t3));
+            fmt::print(stderr, "read {:.1f} ms, tokenizer ({} tokens) {:.1f} ms, encode ({} bytes -> {} ids) {:.1f} ms\n", ms(t1 - t0),
+                       tok->vocab_size(), ms(t2 - t1), text.size(), ids.size(), ms(t4 - t3));
     } catch (const pkveval::eval_error& e) {
         fmt::print(stderr, "gguf-tokenize: {}\n", e.what());
         return 1;

@@ -62,15 +62,16 @@ sp_vocab read_sp_vocab(const gguf_file& g) {
     return v;
 }
 
-} // namespace
+}  // namespace
 
 std::unique_ptr<tokenizer> make_gguf_tokenizer(const gguf_file& g) {
     const std::string kind = g.string("tokenizer.ggml.model");
     if (kind == "gpt2") return make_bpe_tokenizer(read_bpe_vocab(g));
     if (kind == "llama") return make_sp_tokenizer(read_sp_vocab(g));
-    throw eval_error(fmt::format("tokenizer.ggml.model '{}' is not supported (only 'gpt2': byte-level BPE, and 'llama': SentencePiece)", kind));
+    throw eval_error(
+        fmt::format("tokenizer.ggml.model '{}' is not supported (only 'gpt2': byte-level BPE, and 'llama': SentencePiece)", kind));
 }
 
 std::unique_ptr<tokenizer> load_gguf_tokenizer(const std::string& path) { return make_gguf_tokenizer(gguf_file::load(path)); }
 
-} // namespace pkveval
+}  // namespace pkveval

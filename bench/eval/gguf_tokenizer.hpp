@@ -14,4 +14,4 @@ namespace pkveval {
 /// tokenizer kind when it is not supported.
 std::unique_ptr<tokenizer> make_gguf_tokenizer(const gguf_file& g);
 
-} // namespace pkveval
+}  // namespace pkveval

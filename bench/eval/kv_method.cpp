@@ -27,9 +27,16 @@ std::vector<std::string> default_methods() {
     // more than KIVI-4, has KIVI points on both sides), PatternKV's defaults at 2/3/4 bits, and two
     // ablations at 2 bits: no attention sink, and the paper's setting (32 patterns, a bank of up to 256
     // with one-byte indices, every K channel, no sink)
-    return {"fp32",        "kivi-8",      "kivi-4",      "kivi-3",
-            "kivi-2",      "patternkv-4", "patternkv-3", "patternkv-2",
-            "patternkv-2+sink_tokens=0", "patternkv-2+num_patterns=32+max_patterns=256+k_channel_select=false+sink_tokens=0+tokens_per_pattern=0"};
+    return {"fp32",
+            "kivi-8",
+            "kivi-4",
+            "kivi-3",
+            "kivi-2",
+            "patternkv-4",
+            "patternkv-3",
+            "patternkv-2",
+            "patternkv-2+sink_tokens=0",
+            "patternkv-2+num_patterns=32+max_patterns=256+k_channel_select=false+sink_tokens=0+tokens_per_pattern=0"};
 }
 
 namespace {
@@ -41,7 +48,7 @@ int parse_bits(std::string_view s) {
     return ec == std::errc() && p == s.data() + s.size() && b > 0 ? b : -1;
 }
 
-} // namespace
+}  // namespace
 
 method_spec parse_method(const std::string& name, const std::vector<setting>& sets, const model_config& mc) {
     method_spec s;
@@ -60,8 +67,7 @@ method_spec parse_method(const std::string& name, const std::vector<setting>& se
         const std::string_view item = rest.substr(0, rest.find('+'));
         rest.remove_prefix(item.size());
         const auto eq = item.find('=');
-        if (eq == std::string_view::npos || eq == 0)
-            throw eval_error(fmt::format("method '{}': '{}' is not key=value", name, item));
+        if (eq == std::string_view::npos || eq == 0) throw eval_error(fmt::format("method '{}': '{}' is not key=value", name, item));
         own.emplace_back(std::string(item.substr(0, eq)), std::string(item.substr(eq + 1)));
     }
     std::vector<std::string_view> parts;
@@ -79,8 +85,9 @@ method_spec parse_method(const std::string& name, const std::vector<setting>& se
     const bool known = fam == "kivi" || fam == "pertoken" || fam == "patternkv";
     if (!known || kb < 0 || vb < 0 || (nogate && fam != "patternkv"))
         throw eval_error(fmt::format("unknown method '{}' (known: {})", name, method_names_help()));
-    s.cfg = fam == "kivi" ? patternkv::kivi_config(kb) : fam == "pertoken" ? patternkv::per_token_config(kb)
-                                                                              : patternkv::patternkv_config(kb);
+    s.cfg = fam == "kivi"       ? patternkv::kivi_config(kb)
+            : fam == "pertoken" ? patternkv::per_token_config(kb)
+                                : patternkv::patternkv_config(kb);
     s.cfg.v_bits = vb;
     if (nogate) s.cfg.gate = patternkv::gate_mode::always;
     s.family = std::string(fam) + (nogate ? "-nogate" : "") + std::string(full.substr(base.size()));
@@ -121,8 +128,8 @@ method_cache::method_cache(method_spec spec, const model_config& mc, std::int64_
             caches_.emplace_back(spec_.cfg, 1, capacity);
         }
     } catch (const patternkv::error& e) {
-        throw eval_error(fmt::format("method {} cannot run on this model (head_dim {}, {} q / {} kv heads): {}\n  config: {}",
-                                     spec_.name, mc.head_dim, mc.n_heads, mc.n_kv_heads, e.what(), spec_.cfg.describe()));
+        throw eval_error(fmt::format("method {} cannot run on this model (head_dim {}, {} q / {} kv heads): {}\n  config: {}", spec_.name,
+                                     mc.head_dim, mc.n_heads, mc.n_kv_heads, e.what(), spec_.cfg.describe()));
     }
 }
 
@@ -163,8 +170,10 @@ void method_cache::step(int layer, const float* q, const float* k, const float* 
         patternkv::layer_cache& cache = caches_[library_index_[layer]];
         try {
             cache.append(patternkv::view_f32(k, 1, mc_.n_kv_heads, hd), patternkv::view_f32(v, 1, mc_.n_kv_heads, hd));
-            if (spec_.exact_sink > 0) attend_dequantized(layer, q, out);
-            else cache.attend(patternkv::view_f32(q, 1, mc_.n_heads, hd), patternkv::view_f32(out, 1, mc_.n_heads, hd));
+            if (spec_.exact_sink > 0)
+                attend_dequantized(layer, q, out);
+            else
+                cache.attend(patternkv::view_f32(q, 1, mc_.n_heads, hd), patternkv::view_f32(out, 1, mc_.n_heads, hd));
         } catch (const patternkv::error& e) {
             throw eval_error(fmt::format("method {}: layer {} decode step failed: {}", spec_.name, layer, e.what()));
         }
@@ -178,8 +187,8 @@ void method_cache::attend_all_heads(int layer, const float* q, const float* k, c
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     tbb::parallel_for(0, mc_.n_heads, [&](int h) {
         const int kvh = h / group;
-        attend_exact(q + h * hd, k + kvh * hd, v + kvh * hd, first, n, kvd, hd, scale, scratch_.data() + static_cast<std::size_t>(h) * capacity_,
-                     out + h * hd);
+        attend_exact(q + h * hd, k + kvh * hd, v + kvh * hd, first, n, kvd, hd, scale,
+                     scratch_.data() + static_cast<std::size_t>(h) * capacity_, out + h * hd);
     });
 }
 
@@ -188,7 +197,8 @@ void method_cache::attend_dequantized(int layer, const float* q, float* out) {
     const int n = static_cast<int>(cache.size(0)), hd = mc_.head_dim;
     dequant_k_.resize(static_cast<std::size_t>(capacity_) * mc_.kv_dim());
     dequant_v_.resize(dequant_k_.size());
-    cache.dequantize(0, patternkv::view_f32(dequant_k_.data(), n, mc_.n_kv_heads, hd), patternkv::view_f32(dequant_v_.data(), n, mc_.n_kv_heads, hd));
+    cache.dequantize(0, patternkv::view_f32(dequant_k_.data(), n, mc_.n_kv_heads, hd),
+                     patternkv::view_f32(dequant_v_.data(), n, mc_.n_kv_heads, hd));
     std::copy(sink_k_[layer].begin(), sink_k_[layer].end(), dequant_k_.begin());
     std::copy(sink_v_[layer].begin(), sink_v_[layer].end(), dequant_v_.begin());
     attend_all_heads(layer, q, dequant_k_.data(), dequant_v_.data(), n, out);
@@ -224,4 +234,4 @@ double method_cache::bits_per_element() const {
     return elements == 0 ? 0.0 : 8.0 * static_cast<double>(bytes) / static_cast<double>(elements);
 }
 
-} // namespace pkveval
+}  // namespace pkveval

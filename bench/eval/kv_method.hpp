@@ -17,9 +17,9 @@ namespace pkveval {
 /// A method to evaluate: "fp32" (exact cache in this runner) or a libpatternkv config.
 struct method_spec {
     std::string name;
-    std::string family;        ///< the name without its bit widths: "kivi", "patternkv-nogate", "fp32"
-    bool exact = false;        ///< fp32: no library, exact attention
-    patternkv::config cfg;     ///< library config (shape filled from the model)
+    std::string family;     ///< the name without its bit widths: "kivi", "patternkv-nogate", "fp32"
+    bool exact = false;     ///< fp32: no library, exact attention
+    patternkv::config cfg;  ///< library config (shape filled from the model)
     /// Diagnosis (`+exact_sink=N`): the first N prompt tokens are attended at full precision and the
     /// rest as the cache dequantizes them, by exact attention over the dequantized cache, which is
     /// slower than attention on codes. Bits count those tokens once more, as fp16 K and V rows.
@@ -69,10 +69,10 @@ private:
     method_spec spec_;
     model_config mc_;
     std::int64_t capacity_;
-    std::vector<patternkv::layer_cache> caches_;      // library methods: the quantized layers
-    std::vector<int> library_index_;                  // [layer]: index into caches_, or -1 for an exact layer
-    std::vector<std::vector<float>> k_, v_;           // exact layers: [layer][token][kv_dim] (empty for the others)
-    std::vector<int> size_;                           // exact layers: tokens per layer
+    std::vector<patternkv::layer_cache> caches_;  // library methods: the quantized layers
+    std::vector<int> library_index_;              // [layer]: index into caches_, or -1 for an exact layer
+    std::vector<std::vector<float>> k_, v_;       // exact layers: [layer][token][kv_dim] (empty for the others)
+    std::vector<int> size_;                       // exact layers: tokens per layer
     std::vector<float> scratch_;
     std::vector<std::vector<float>> sink_k_, sink_v_;  // exact_sink: [layer][token][kv_dim] of the first prompt tokens
     std::vector<float> dequant_k_, dequant_v_;         // exact_sink: one layer's dequantized cache
@@ -86,4 +86,4 @@ private:
     std::uint64_t sink_bytes() const;
 };
 
-} // namespace pkveval
+}  // namespace pkveval

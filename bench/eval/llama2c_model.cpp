@@ -26,17 +26,20 @@ model load_llama2c(const std::string& path, const std::string& tokenizer_path) {
         throw eval_error(fmt::format("'{}' is too short to be a llama2.c checkpoint", path));
     model m;
     model_config& c = m.cfg;
-    c.dim = h[0]; c.hidden_dim = h[1]; c.n_layers = h[2]; c.n_heads = h[3]; c.n_kv_heads = h[4];
+    c.dim = h[0];
+    c.hidden_dim = h[1];
+    c.n_layers = h[2];
+    c.n_heads = h[3];
+    c.n_kv_heads = h[4];
     const bool shared = h[5] > 0;
     c.vocab_size = h[5] < 0 ? -h[5] : h[5];
     c.max_seq_len = h[6];
     const auto bad = [&](const char* why) {
-        return eval_error(fmt::format("'{}' is not a valid llama2.c checkpoint: {} (header {} {} {} {} {} {} {})", path, why,
-                                      h[0], h[1], h[2], h[3], h[4], h[5], h[6]));
+        return eval_error(fmt::format("'{}' is not a valid llama2.c checkpoint: {} (header {} {} {} {} {} {} {})", path, why, h[0], h[1],
+                                      h[2], h[3], h[4], h[5], h[6]));
     };
     if (c.dim <= 0 || c.dim > 65536 || c.hidden_dim <= 0 || c.hidden_dim > 262144 || c.n_layers <= 0 || c.n_layers > 1024 ||
-        c.n_heads <= 0 || c.n_kv_heads <= 0 || c.vocab_size <= 0 || c.vocab_size > 1 << 20 || c.max_seq_len <= 0 ||
-        c.max_seq_len > 1 << 20)
+        c.n_heads <= 0 || c.n_kv_heads <= 0 || c.vocab_size <= 0 || c.vocab_size > 1 << 20 || c.max_seq_len <= 0 || c.max_seq_len > 1 << 20)
         throw bad("header values out of range");
     if (c.dim % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0) throw bad("heads do not divide the width");
     c.head_dim = c.dim / c.n_heads;
@@ -87,4 +90,4 @@ model load_model(const std::string& path, const std::string& tokenizer_path) {
     return load_llama2c(path, tokenizer_path);
 }
 
-} // namespace pkveval
+}  // namespace pkveval

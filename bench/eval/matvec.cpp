@@ -31,10 +31,9 @@ inline float finish(v8f s0, v8f s1, v8f s2, v8f s3, const float* a, const float*
     return r;
 }
 
-} // namespace
+}  // namespace
 
-__attribute__((target_clones("avx2", "default")))
-float dot(const float* a, const float* b, int n) {
+__attribute__((target_clones("avx2", "default"))) float dot(const float* a, const float* b, int n) {
     v8f s0 = {}, s1 = {}, s2 = {}, s3 = {};
     int i = 0;
     for (; i + 32 <= n; i += 32) {
@@ -52,8 +51,8 @@ namespace {
 /// dot(w, x[v]) for three vectors at once, each with exactly dot()'s operations in dot()'s order
 /// (so the same bits): a weight chunk is loaded once for three products, which matters because
 /// the loads, not the arithmetic, bound dot().
-__attribute__((target_clones("avx2", "default")))
-void dot3(const float* w, const float* x0, const float* x1, const float* x2, int n, float* out, int out_stride) {
+__attribute__((target_clones("avx2", "default"))) void dot3(const float* w, const float* x0, const float* x1, const float* x2, int n,
+                                                            float* out, int out_stride) {
     v8f a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {}, c0 = {}, c1 = {}, c2 = {}, c3 = {};
     int i = 0;
     for (; i + 32 <= n; i += 32) {
@@ -75,7 +74,7 @@ void dot3(const float* w, const float* x0, const float* x1, const float* x2, int
     out[2 * out_stride] = finish(c0, c1, c2, c3, w, x2, i, n);
 }
 
-} // namespace
+}  // namespace
 
 void matmul(const float* w, int rows, int cols, const float* x, int batch, float* y) {
     // Tiles of rows x vectors: a tile's weight rows stay in L1/L2 while all its vectors use them.
@@ -88,13 +87,14 @@ void matmul(const float* w, int rows, int cols, const float* x, int batch, float
                 const float* xb = x + static_cast<std::size_t>(b) * cols;
                 dot3(wr, xb, xb + cols, xb + 2 * static_cast<std::size_t>(cols), cols, y + static_cast<std::size_t>(b) * rows + o, rows);
             }
-            for (; b < r.cols().end(); ++b) y[static_cast<std::size_t>(b) * rows + o] = dot(wr, x + static_cast<std::size_t>(b) * cols, cols);
+            for (; b < r.cols().end(); ++b)
+                y[static_cast<std::size_t>(b) * rows + o] = dot(wr, x + static_cast<std::size_t>(b) * cols, cols);
         }
     });
 }
 
-void attend_exact(const float* q, const float* k, const float* v, int first, int n, int stride, int head_dim, float scale,
-                  float* scratch, float* out) {
+void attend_exact(const float* q, const float* k, const float* v, int first, int n, int stride, int head_dim, float scale, float* scratch,
+                  float* out) {
     k += static_cast<std::size_t>(first) * stride;
     v += static_cast<std::size_t>(first) * stride;
     n -= first;
@@ -117,4 +117,4 @@ void attend_exact(const float* q, const float* k, const float* v, int first, int
     }
 }
 
-} // namespace pkveval
+}  // namespace pkveval

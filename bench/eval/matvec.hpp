@@ -14,7 +14,7 @@ void matmul(const float* w, int rows, int cols, const float* x, int batch, float
 /// One head's softmax(q.k_j * scale) . v_j over tokens first <= j < n (a sliding window starts past
 /// 0). k and v point at token 0 of the head, consecutive tokens `stride` floats apart; `scratch`
 /// holds n - first floats. out [head_dim].
-void attend_exact(const float* q, const float* k, const float* v, int first, int n, int stride, int head_dim, float scale,
-                  float* scratch, float* out);
+void attend_exact(const float* q, const float* k, const float* v, int first, int n, int stride, int head_dim, float scale, float* scratch,
+                  float* out);
 
-} // namespace pkveval
+}  // namespace pkveval

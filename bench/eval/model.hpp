@@ -21,11 +21,11 @@ enum class ffn_gate { silu, gelu_tanh };
 /// Shape and hyper-parameters of a Llama-family decoder (Llama, or Gemma 3 with its extra norms,
 /// QK-norm, GeGLU and sliding-window layers).
 struct model_config {
-    int dim = 0;          ///< residual stream width
-    int hidden_dim = 0;   ///< SwiGLU inner width
+    int dim = 0;         ///< residual stream width
+    int hidden_dim = 0;  ///< SwiGLU inner width
     int n_layers = 0;
-    int n_heads = 0;      ///< query heads
-    int n_kv_heads = 0;   ///< KV heads (GQA)
+    int n_heads = 0;     ///< query heads
+    int n_kv_heads = 0;  ///< KV heads (GQA)
     int head_dim = 0;
     int vocab_size = 0;
     int max_seq_len = 0;  ///< context length the model was trained for
@@ -33,7 +33,7 @@ struct model_config {
     float rms_eps = 1e-5f;
     rope_pairs rope = rope_pairs::interleaved;
     ffn_gate gate = ffn_gate::silu;
-    float embed_scale = 1.0f;       ///< token embeddings are multiplied by this (Gemma: sqrt(dim))
+    float embed_scale = 1.0f;  ///< token embeddings are multiplied by this (Gemma: sqrt(dim))
     /// Sliding-window ("local") layers: a query at position p sees keys p-W+1..p (W = sliding_window)
     /// and rotates with rope_base_local. Empty: every layer is global.
     std::vector<char> layer_is_local;
@@ -86,4 +86,4 @@ std::unique_ptr<tokenizer> load_gguf_tokenizer(const std::string& path);
 /// Chooses by content: GGUF magic, else llama2.c (which needs `tokenizer_path`).
 model load_model(const std::string& path, const std::string& tokenizer_path);
 
-} // namespace pkveval
+}  // namespace pkveval

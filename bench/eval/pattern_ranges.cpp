@@ -29,7 +29,7 @@ struct range_sums {
 
 struct layer_ranges {
     range_sums k_fast, k_slow, k_all, v;
-    double k_err = 0.0, k_norm = 0.0, v_err = 0.0, v_norm = 0.0;  ///< squared errors of the dequantized history
+    double k_err = 0.0, k_norm = 0.0, v_err = 0.0, v_norm = 0.0;      ///< squared errors of the dequantized history
     double k0_err = 0.0, k0_norm = 0.0, v0_err = 0.0, v0_norm = 0.0;  ///< the same for token 0 alone (the attention sink)
 };
 
@@ -106,9 +106,7 @@ layer_ranges measure_layer(const patternkv::layer_cache& cache, const float* k, 
     return out;
 }
 
-void merge(range_sums& a, const range_sums& b) {
-    a.raw += b.raw, a.stored += b.stored, a.grew += b.grew, a.groups += b.groups;
-}
+void merge(range_sums& a, const range_sums& b) { a.raw += b.raw, a.stored += b.stored, a.grew += b.grew, a.groups += b.groups; }
 
 void merge(layer_ranges& a, const layer_ranges& b) {
     merge(a.k_fast, b.k_fast), merge(a.k_slow, b.k_slow), merge(a.k_all, b.k_all), merge(a.v, b.v);
@@ -122,17 +120,19 @@ std::string row(const std::string& name, const layer_ranges& r) {
                        r.v0_err / r.v0_norm);
 }
 
-} // namespace
+}  // namespace
 
-std::string format_range_report(const std::vector<method_cache>& methods, const transformer::prefill_result& pre,
-                                const model_config& mc, int chunk) {
+std::string format_range_report(const std::vector<method_cache>& methods, const transformer::prefill_result& pre, const model_config& mc,
+                                int chunk) {
     std::string s;
     for (const auto& m : methods) {
         if (m.spec().exact) continue;
-        s += fmt::format("pattern range report, chunk {}, {}: squared-range ratio stored/raw (share of groups whose range grew); "
-                         "relative squared error of the dequantized history\n", chunk, m.spec().name);
-        s += fmt::format("{:>5}  {:>16}  {:>16}  {:>16}  {:>16}  {:>9}  {:>9}  {:>9}  {:>9}\n", "layer", "K fast channels", "K slow channels", "K all",
-                         "V", "K relMSE", "V relMSE", "K0 relMSE", "V0 relMSE");
+        s += fmt::format(
+            "pattern range report, chunk {}, {}: squared-range ratio stored/raw (share of groups whose range grew); "
+            "relative squared error of the dequantized history\n",
+            chunk, m.spec().name);
+        s += fmt::format("{:>5}  {:>16}  {:>16}  {:>16}  {:>16}  {:>9}  {:>9}  {:>9}  {:>9}\n", "layer", "K fast channels",
+                         "K slow channels", "K all", "V", "K relMSE", "V relMSE", "K0 relMSE", "V0 relMSE");
         layer_ranges total;
         for (int l = 0; l < mc.n_layers; ++l) {
             if (m.library_cache(l) == nullptr) continue;  // a sliding-window layer, kept exact
@@ -145,4 +145,4 @@ std::string format_range_report(const std::vector<method_cache>& methods, const 
     return s;
 }
 
-} // namespace pkveval
+}  // namespace pkveval

@@ -20,7 +20,7 @@ namespace pkveval {
 
 /// One text block per pattern method: per layer, K (fast / slow channels / all) and V squared-range
 /// ratios and the share of groups whose range grew, over the pages the prefill quantized.
-std::string format_range_report(const std::vector<method_cache>& methods, const transformer::prefill_result& pre,
-                                const model_config& mc, int chunk);
+std::string format_range_report(const std::vector<method_cache>& methods, const transformer::prefill_result& pre, const model_config& mc,
+                                int chunk);
 
-} // namespace pkveval
+}  // namespace pkveval

@@ -18,4 +18,4 @@ std::string format_svg(const eval_report& r);
 /// Writes `text` to `path`; throws eval_error when it cannot.
 void write_file(const std::string& path, const std::string& text);
 
-} // namespace pkveval
+}  // namespace pkveval

@@ -60,7 +60,9 @@ std::size_t utf8_len(unsigned char c) {
 
 /// The byte a "<0xXX>" token stands for, or -1 when `t` is not spelled so.
 int byte_of_name(std::string_view t) {
-    auto hex = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1; };
+    auto hex = [](char c) {
+        return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    };
     if (t.size() != 6 || t.substr(0, 3) != "<0x" || t[5] != '>' || hex(t[3]) < 0 || hex(t[4]) < 0) return -1;
     return hex(t[3]) * 16 + hex(t[4]);
 }
@@ -167,8 +169,10 @@ private:
         std::string out;
         out.reserve(text.size() + text.size() / 4);
         for (char c : text) {
-            if (c == ' ') out += space_mark;
-            else out += c;
+            if (c == ' ')
+                out += space_mark;
+            else
+                out += c;
         }
         return out;
     }
@@ -292,8 +296,10 @@ private:
             try_pair(b.left, l.next);
         }
         for (int i = sym.empty() ? -1 : 0; i >= 0; i = sym[i].next) {
-            if (sym[i].id >= 0) ids.push_back(sym[i].id);
-            else push_bytes(s.substr(sym[i].off, sym[i].len), ids);
+            if (sym[i].id >= 0)
+                ids.push_back(sym[i].id);
+            else
+                push_bytes(s.substr(sym[i].off, sym[i].len), ids);
         }
     }
 
@@ -312,15 +318,15 @@ private:
     }
 
     sp_vocab v_;
-    std::unordered_map<std::string_view, int> ids_;  // views into v_.tokens
-    std::array<int, 256> byte_id_{};                 // token of each byte, or -1
-    std::vector<int> byte_value_;                    // byte of each byte token, or -1
+    std::unordered_map<std::string_view, int> ids_;      // views into v_.tokens
+    std::array<int, 256> byte_id_{};                     // token of each byte, or -1
+    std::vector<int> byte_value_;                        // byte of each byte token, or -1
     std::unordered_map<int, std::string> special_text_;  // special token -> its escaped spelling
     std::unordered_map<std::uint64_t, int> trie_edges_;  // escaped special tokens: edge(node, char) -> node
     std::vector<int> trie_token_{-1};                    // node -> special token spelled up to it, or -1
 };
 
-} // namespace
+}  // namespace
 
 std::unique_ptr<tokenizer> make_sp_tokenizer(const sp_vocab& vocab) { return std::make_unique<sp_tokenizer>(vocab); }
 
@@ -352,4 +358,4 @@ std::unique_ptr<tokenizer> load_llama2c_tokenizer(const std::string& path, int v
     return make_sp_tokenizer(v);
 }
 
-} // namespace pkveval
+}  // namespace pkveval

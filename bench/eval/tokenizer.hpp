@@ -68,4 +68,4 @@ struct bpe_vocab {
 };
 std::unique_ptr<tokenizer> make_bpe_tokenizer(const bpe_vocab& vocab);
 
-} // namespace pkveval
+}  // namespace pkveval

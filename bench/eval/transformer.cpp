@@ -27,7 +27,7 @@ void rmsnorm_rows(const float* x, const float* w, int rows, int dim, float eps, 
     }
 }
 
-} // namespace
+}  // namespace
 
 transformer::transformer(const model& m) : m_(m) {
     const int hd = m.cfg.head_dim;
@@ -134,8 +134,8 @@ transformer::prefill_result transformer::prefill(std::span<const int> tokens, in
             thread_local std::vector<float> scratch;
             scratch.resize(T);
             const int t = i / c.n_heads, h = i % c.n_heads, kvh = h / group;
-            attend_exact(q + static_cast<std::size_t>(t) * Q + h * hd, k + kvh * hd, v + kvh * hd, c.first_visible(layer, t), t + 1, KV,
-                         hd, scale, scratch.data(), out + static_cast<std::size_t>(t) * Q + h * hd);
+            attend_exact(q + static_cast<std::size_t>(t) * Q + h * hd, k + kvh * hd, v + kvh * hd, c.first_visible(layer, t), t + 1, KV, hd,
+                         scale, scratch.data(), out + static_cast<std::size_t>(t) * Q + h * hd);
         });
     };
     layers(x, T, pos, causal);
@@ -154,4 +154,4 @@ void transformer::decode(std::span<const int> tokens, int pos, const attention_f
     logits(x, 0, B, out);
 }
 
-} // namespace pkveval
+}  // namespace pkveval

@@ -49,4 +49,4 @@ private:
     std::vector<double> inv_freq_, inv_freq_local_;  ///< [head_dim / 2] of global and sliding-window layers
 };
 
-} // namespace pkveval
+}  // namespace pkveval

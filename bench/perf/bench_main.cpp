@@ -35,7 +35,9 @@ struct options {
     std::string only;  ///< comma-separated parts to run (decode, flush, prefill, threads); empty = all
     /// decode methods: fp32, fp16 (always run: the baseline), kivi-B, patternkv-B for B in 2, 3, 4, 8
     std::vector<std::string> methods{"fp32", "fp16", "kivi-2", "kivi-4", "patternkv-2", "patternkv-4"};
-    bool runs(const char* part) const { return only.empty() || ("," + only + ",").find(std::string(",") + part + ",") != std::string::npos; }
+    bool runs(const char* part) const {
+        return only.empty() || ("," + only + ",").find(std::string(",") + part + ",") != std::string::npos;
+    }
 };
 
 constexpr int kv_heads = 8, q_heads = 32, head_dim = 128;
@@ -108,15 +110,17 @@ void bench_decode(const options& o, double stream_bw, double fma_peak, json_writ
     for (const bool half : {false, true})
         if (const double e = pkv_bench::dense_baseline_error(half); !(e < 1e-4))
             throw std::runtime_error(fmt::format("dense {} baseline self-check failed: relative error {:.3g}", half ? "fp16" : "fp32", e));
-    fmt::print("\n== decode attention, {} KV heads x head_dim {}, GQA {} (one query token per sequence; ctx + {} tokens cached:\n"
-               "   a half-full window, the mean a decode step sees) ==\n",
-               kv_heads, head_dim, q_heads / kv_heads, window_fill);
-    fmt::print("methods run round-robin, median of the rounds; %fma = multiply-adds per second / the fp32 FMA peak;\n"
-               "floor = the roofline time: max(bytes / read bandwidth, multiply-adds / FMA peak) for fp32/fp16, whose\n"
-               "multiply-adds are fp32 FMAs; bytes / read bandwidth for the quantized methods, whose per-element\n"
-               "multiply-adds are int8/int16 dot products (docs/bit-exactness.md), so their %fma can pass 100%\n");
-    fmt::print("{:>6} {:>5} {:<12} {:>9} {:>9} {:>7} {:>8} {:>5} {:>9} {:>8}\n", "ctx", "batch", "method", "ms/step", "cache MB",
-               "GB/s", "%stream", "%fma", "floor ms", "vs fp16");
+    fmt::print(
+        "\n== decode attention, {} KV heads x head_dim {}, GQA {} (one query token per sequence; ctx + {} tokens cached:\n"
+        "   a half-full window, the mean a decode step sees) ==\n",
+        kv_heads, head_dim, q_heads / kv_heads, window_fill);
+    fmt::print(
+        "methods run round-robin, median of the rounds; %fma = multiply-adds per second / the fp32 FMA peak;\n"
+        "floor = the roofline time: max(bytes / read bandwidth, multiply-adds / FMA peak) for fp32/fp16, whose\n"
+        "multiply-adds are fp32 FMAs; bytes / read bandwidth for the quantized methods, whose per-element\n"
+        "multiply-adds are int8/int16 dot products (docs/bit-exactness.md), so their %fma can pass 100%\n");
+    fmt::print("{:>6} {:>5} {:<12} {:>9} {:>9} {:>7} {:>8} {:>5} {:>9} {:>8}\n", "ctx", "batch", "method", "ms/step", "cache MB", "GB/s",
+               "%stream", "%fma", "floor ms", "vs fp16");
     for (int batch : o.batches)
         for (const std::int64_t ctx : o.contexts) {
             if (o.quick && batch > 1 && ctx > 4096) continue;
@@ -136,7 +140,8 @@ void bench_decode(const options& o, double stream_bw, double fma_peak, json_writ
             }
             const auto step = [&](const decode_subject& sub) {
                 if (sub.dense) return pkv_bench::dense_decode_attention(*sub.dense, q.data(), out.data());
-                sub.cache->attend(patternkv::view_f32(q.data(), batch, q_heads, head_dim), patternkv::view_f32(out.data(), batch, q_heads, head_dim));
+                sub.cache->attend(patternkv::view_f32(q.data(), batch, q_heads, head_dim),
+                                  patternkv::view_f32(out.data(), batch, q_heads, head_dim));
             };
             const double warm_start = pkv_bench::now_seconds();
             for (auto& sub : subjects) step(sub);  // warms up, and times one round
@@ -160,8 +165,9 @@ void bench_decode(const options& o, double stream_bw, double fma_peak, json_writ
                 const double fma_share = fma_peak > 0 ? fmas / t / fma_peak : 0.0, speedup = fp16_time / t;
                 fmt::print("{:>6} {:>5} {:<12} {:>9.3f} {:>9.1f} {:>7.2f} {:>7.0f}% {:>4.0f}% {:>9.3f} {:>7.2f}x\n", ctx, batch, sub.method,
                            t * 1e3, sub.bytes / 1e6, gbs, 100.0 * sub.bytes / t / stream_bw, 100.0 * fma_share, floor * 1e3, speedup);
-                js.add(fmt::format(R"({{"kind":"decode","method":"{}","context":{},"batch":{},"seconds":{:.6g},"bytes":{:.0f},"gb_per_s":{:.4g},"fraction_of_stream":{:.4g},"fraction_of_fma_peak":{:.4g},"roofline_seconds":{:.6g},"speedup_vs_fp16":{:.4g}}})",
-                                   sub.method, ctx, batch, t, sub.bytes, gbs, sub.bytes / t / stream_bw, fma_share, floor, speedup));
+                js.add(fmt::format(
+                    R"({{"kind":"decode","method":"{}","context":{},"batch":{},"seconds":{:.6g},"bytes":{:.0f},"gb_per_s":{:.4g},"fraction_of_stream":{:.4g},"fraction_of_fma_peak":{:.4g},"roofline_seconds":{:.6g},"speedup_vs_fp16":{:.4g}}})",
+                    sub.method, ctx, batch, t, sub.bytes, gbs, sub.bytes / t / stream_bw, fma_share, floor, speedup));
             }
             std::fflush(stdout);
         }
@@ -182,7 +188,8 @@ void bench_flush(json_writer& js) {
             const std::size_t off = static_cast<std::size_t>(t) * kv_heads * head_dim;
             const bool flushes = cache.size(0) - cache.quantized_size(0) == 128;  // a full window flushes on the next append
             const double t0 = pkv_bench::now_seconds();
-            cache.append(patternkv::view_f32(k.data() + off, 1, kv_heads, head_dim), patternkv::view_f32(v.data() + off, 1, kv_heads, head_dim));
+            cache.append(patternkv::view_f32(k.data() + off, 1, kv_heads, head_dim),
+                         patternkv::view_f32(v.data() + off, 1, kv_heads, head_dim));
             const double dt = pkv_bench::now_seconds() - t0;
             (flushes ? flush : plain) += dt;
             ++(flushes ? nflush : nplain);
@@ -190,8 +197,9 @@ void bench_flush(json_writer& js) {
         const double per_token = (plain + flush) / static_cast<double>(extra);
         fmt::print("{:<12} append {:8.2f} us, append+flush {:9.1f} us, amortized {:7.2f} us/token (banks K {}, V {} patterns)\n", m,
                    plain / nplain * 1e6, flush / nflush * 1e6, per_token * 1e6, cache.bank_size(0, 0, false), cache.bank_size(0, 0, true));
-        js.add(fmt::format(R"({{"kind":"flush","method":"{}","append_us":{:.4g},"append_with_flush_us":{:.4g},"amortized_us_per_token":{:.4g}}})",
-                           m, plain / nplain * 1e6, flush / nflush * 1e6, per_token * 1e6));
+        js.add(fmt::format(
+            R"({{"kind":"flush","method":"{}","append_us":{:.4g},"append_with_flush_us":{:.4g},"amortized_us_per_token":{:.4g}}})", m,
+            plain / nplain * 1e6, flush / nflush * 1e6, per_token * 1e6));
     }
 }
 
@@ -203,8 +211,9 @@ std::vector<float> clustered(int T, int heads, int d, int centres, std::uint64_t
     std::vector<float> x(noise.size());
     for (int t = 0; t < T; ++t)
         for (int h = 0; h < heads; ++h) {
-            const auto pick = static_cast<std::size_t>(patternkv::core::counter_hash(seed, 7, static_cast<std::uint64_t>(t), static_cast<std::uint64_t>(h)) %
-                                                       static_cast<std::uint64_t>(centres));
+            const auto pick = static_cast<std::size_t>(
+                patternkv::core::counter_hash(seed, 7, static_cast<std::uint64_t>(t), static_cast<std::uint64_t>(h)) %
+                static_cast<std::uint64_t>(centres));
             for (int j = 0; j < d; ++j) {
                 const std::size_t i = (static_cast<std::size_t>(t) * heads + h) * d + j;
                 x[i] = c[(static_cast<std::size_t>(h) * centres + pick) * d + j] + noise[i];
@@ -218,16 +227,16 @@ void bench_prefill(const options& o, double fma_peak, json_writer& js) {
     fmt::print("\n== prefill at {} tokens: cache work (k-means + quantization) vs the prefill attention it accompanies ==\n", T);
     const auto q = pseudo_random(static_cast<std::size_t>(T) * q_heads * head_dim, 3, 1.0f);
     const std::vector<std::pair<std::string, std::pair<std::vector<float>, std::vector<float>>>> inputs = {
-        {"uniform noise", {pseudo_random(static_cast<std::size_t>(T) * kv_heads * head_dim, 4, 2.0f),
-                           pseudo_random(static_cast<std::size_t>(T) * kv_heads * head_dim, 5, 2.0f)}},
+        {"uniform noise",
+         {pseudo_random(static_cast<std::size_t>(T) * kv_heads * head_dim, 4, 2.0f),
+          pseudo_random(static_cast<std::size_t>(T) * kv_heads * head_dim, 5, 2.0f)}},
         {"clustered", {clustered(T, kv_heads, head_dim, 48, 40), clustered(T, kv_heads, head_dim, 48, 50)}},
     };
     std::vector<float> out(q.size());
     const int reps = o.quick ? 1 : 3;
     const auto& [k0, v0] = inputs[0].second;
-    const double attn = median_seconds(reps, [&] {
-        pkv_bench::dense_prefill_attention(T, q_heads, kv_heads, head_dim, q.data(), k0.data(), v0.data(), out.data());
-    });
+    const double attn = median_seconds(
+        reps, [&] { pkv_bench::dense_prefill_attention(T, q_heads, kv_heads, head_dim, q.data(), k0.data(), v0.data(), out.data()); });
     const double fmas = static_cast<double>(T) * (T + 1) / 2.0 * q_heads * head_dim * 2.0;
     fmt::print("dense causal attention (fp32)         {:9.1f} ms  ({:.0f}% of the FMA peak)\n", attn * 1e3,
                fma_peak > 0 ? 100.0 * fmas / attn / fma_peak : 0.0);
@@ -240,8 +249,9 @@ void bench_prefill(const options& o, double fma_peak, json_writer& js) {
                               patternkv::view_f32(kv.second.data(), T, kv_heads, head_dim));
             });
             fmt::print("{:<13} {:<20} {:9.1f} ms  = {:5.1f}% of the attention\n", input, m + " cache work", t * 1e3, 100.0 * t / attn);
-            js.add(fmt::format(R"({{"kind":"prefill","input":"{}","method":"{}","tokens":{},"seconds":{:.6g},"attention_seconds":{:.6g},"fraction":{:.4g}}})",
-                               input, m, T, t, attn, t / attn));
+            js.add(fmt::format(
+                R"({{"kind":"prefill","input":"{}","method":"{}","tokens":{},"seconds":{:.6g},"attention_seconds":{:.6g},"fraction":{:.4g}}})",
+                input, m, T, t, attn, t / attn));
         }
 }
 
@@ -305,7 +315,7 @@ std::vector<T> parse_list(const std::string& s) {
     return out;
 }
 
-} // namespace
+}  // namespace
 
 int main(int argc, char** argv) {
     options o;
@@ -316,14 +326,22 @@ int main(int argc, char** argv) {
                 if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
                 return argv[++i];
             };
-            if (a == "--quick") o.quick = true;
-            else if (a == "--json") o.json = next();
-            else if (a == "--contexts") o.contexts = parse_list<std::int64_t>(next());
-            else if (a == "--batches") o.batches = parse_list<int>(next());
-            else if (a == "--only") o.only = next();
-            else if (a == "--methods") o.methods = decode_methods(next());
-            else if (a == "--help" || a == "-h") return usage(), 0;
-            else throw std::runtime_error("unknown argument " + a);
+            if (a == "--quick")
+                o.quick = true;
+            else if (a == "--json")
+                o.json = next();
+            else if (a == "--contexts")
+                o.contexts = parse_list<std::int64_t>(next());
+            else if (a == "--batches")
+                o.batches = parse_list<int>(next());
+            else if (a == "--only")
+                o.only = next();
+            else if (a == "--methods")
+                o.methods = decode_methods(next());
+            else if (a == "--help" || a == "-h")
+                return usage(), 0;
+            else
+                throw std::runtime_error("unknown argument " + a);
         }
     } catch (const std::exception& e) {
         fmt::print(stderr, "patternkv-bench: {}\n", e.what());
@@ -333,7 +351,9 @@ int main(int argc, char** argv) {
     json_writer js;
     // the quantized methods use the widest kernels the CPU has; the dense baselines are AVX2 (they are
     // bandwidth-bound: fp16 reads at 55-65% of STREAM with 8-wide FMAs)
-    const char* kernels = patternkv::simd::have_avx512() ? "AVX-512 VNNI (dense baselines: AVX2)" : patternkv::simd::have_avx2() ? "AVX2" : "scalar";
+    const char* kernels = patternkv::simd::have_avx512() ? "AVX-512 VNNI (dense baselines: AVX2)"
+                          : patternkv::simd::have_avx2() ? "AVX2"
+                                                         : "scalar";
     fmt::print("patternkv-bench: {} hardware threads, {} kernels\n", tbb::this_task_arena::max_concurrency(), kernels);
     const double bw = pkv_bench::stream_read_bandwidth(std::size_t{1} << 30, o.quick ? 3 : 5);
     const double fma = pkv_bench::fma_peak();

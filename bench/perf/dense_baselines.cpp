@@ -54,8 +54,8 @@ float exp_sum(float* s, int n, float m, [[maybe_unused]] bool simd) {
 // Scores and softmax partials of one (sequence, KV head, split) for its G query heads, then the
 // V accumulation: K and V rows are read once for the whole group. Generic C++ path.
 template <class RowK, class RowV>
-void split_generic(const RowK& row_k, const RowV& row_v, std::int64_t t0, std::int64_t n, int d, int G, const float* q,
-                   float* scores, float* m, float* l, float* o) {
+void split_generic(const RowK& row_k, const RowV& row_v, std::int64_t t0, std::int64_t n, int d, int G, const float* q, float* scores,
+                   float* m, float* l, float* o) {
     std::vector<float> kr(d);
     for (std::int64_t t = 0; t < n; ++t) {
         row_k(t0 + t, kr.data());
@@ -115,12 +115,11 @@ PKV_AVX2 void scores_2x4(const T* k0, const T* k1, int d, const float* q, float*
 // path): row pointers K/V [tokens][d] of one (seq, head). K: two keys x four heads per pass. V: 16
 // channels x four heads of accumulators (8 registers) per pass over the split's rows.
 template <class T>
-PKV_AVX2 void split_avx2(const T* k, const T* v, std::int64_t t0, std::int64_t n, int d, const float* q, float* scores,
-                         float* m, float* l, float* o) {
+PKV_AVX2 void split_avx2(const T* k, const T* v, std::int64_t t0, std::int64_t n, int d, const float* q, float* scores, float* m, float* l,
+                         float* o) {
     const int G = 4;
     std::int64_t t = 0;
-    for (; t + 2 <= n; t += 2)
-        scores_2x4(k + (t0 + t) * d, k + (t0 + t + 1) * d, d, q, scores + t, scores + t + 1, n);
+    for (; t + 2 <= n; t += 2) scores_2x4(k + (t0 + t) * d, k + (t0 + t + 1) * d, d, q, scores + t, scores + t + 1, n);
     if (t < n) scores_2x4(k + (t0 + t) * d, k + (t0 + t) * d, d, q, scores + t, scores + t, n);
     for (int g = 0; g < G; ++g) {
         float* s = scores + g * n;
@@ -147,11 +146,9 @@ PKV_AVX2 void split_avx2(const T* k, const T* v, std::int64_t t0, std::int64_t n
 }
 #endif
 
-} // namespace
+}  // namespace
 
-std::uint64_t dense_cache::bytes() const {
-    return half ? 2ull * (k16.size() + v16.size()) : 4ull * (k32.size() + v32.size());
-}
+std::uint64_t dense_cache::bytes() const { return half ? 2ull * (k16.size() + v16.size()) : 4ull * (k32.size() + v32.size()); }
 
 dense_cache make_dense_cache(const dense_shape& s, bool half, std::uint64_t seed) {
     dense_cache c{s, half, {}, {}, {}, {}};
@@ -198,8 +195,10 @@ void dense_decode_attention(const dense_cache& c, const float* q, float* out) {
         const float* qg = qs.data() + (static_cast<std::size_t>(b) * s.q_heads + h * G) * d;
 #if defined(__x86_64__)
         if (patternkv::simd::have_avx2() && d % 16 == 0 && G == 4) {
-            if (c.half) split_avx2(c.k16.data() + base, c.v16.data() + base, t0, n, d, qg, scores.data(), m, l, o.data());
-            else split_avx2(c.k32.data() + base, c.v32.data() + base, t0, n, d, qg, scores.data(), m, l, o.data());
+            if (c.half)
+                split_avx2(c.k16.data() + base, c.v16.data() + base, t0, n, d, qg, scores.data(), m, l, o.data());
+            else
+                split_avx2(c.k32.data() + base, c.v32.data() + base, t0, n, d, qg, scores.data(), m, l, o.data());
         } else
 #endif
         {
@@ -236,7 +235,6 @@ void dense_decode_attention(const dense_cache& c, const float* q, float* out) {
     });
 }
 
-
 #if defined(__x86_64__)
 // Scores of up to 8 queries (rows of q, already scaled) against keys [0, keys) of one head, with K
 // transposed [d][tokens]: 8 keys x 8 queries of accumulators in registers.
@@ -254,7 +252,8 @@ PKV_AVX2 void score_tile_avx2(const float* const* qrows, int nq, const float* kt
 }
 
 // o_i = sum_t p_it v_t for up to 4 rows at a time, 16 channels x 4 rows of accumulators.
-PKV_AVX2 void weighted_rows_avx2(const float* p, int p_stride, int nq, const float* v, std::size_t v_stride, int keys, int d, float* const* o) {
+PKV_AVX2 void weighted_rows_avx2(const float* p, int p_stride, int nq, const float* v, std::size_t v_stride, int keys, int d,
+                                 float* const* o) {
     for (int i0 = 0; i0 < nq; i0 += 4) {
         const int ni = std::min(4, nq - i0);
         for (int j = 0; j < d; j += 16) {
@@ -279,8 +278,7 @@ PKV_AVX2 void weighted_rows_avx2(const float* p, int p_stride, int nq, const flo
 }
 #endif
 
-void dense_prefill_attention(int tokens, int q_heads, int kv_heads, int d, const float* q, const float* k, const float* v,
-                             float* out) {
+void dense_prefill_attention(int tokens, int q_heads, int kv_heads, int d, const float* q, const float* k, const float* v, float* out) {
     const int G = q_heads / kv_heads;
     const float tau = 1.0f / std::sqrt(static_cast<float>(d));
     const std::size_t kv_stride = static_cast<std::size_t>(kv_heads) * d;
@@ -315,7 +313,8 @@ void dense_prefill_attention(int tokens, int q_heads, int kv_heads, int d, const
         }
         const float* kth = kt.data() + static_cast<std::size_t>(h) * d * padded;
 #if defined(__x86_64__)
-        if (simd) score_tile_avx2(qrows, nq, kth, padded, d, keys, s.data(), padded);
+        if (simd)
+            score_tile_avx2(qrows, nq, kth, padded, d, keys, s.data(), padded);
         else
 #endif
             for (int i = 0; i < nq; ++i)
@@ -366,7 +365,8 @@ double fma_peak() {
     for (int r = 0; r < 3; ++r) {
         std::vector<double> sink(static_cast<std::size_t>(threads));
         const auto t0 = std::chrono::steady_clock::now();
-        tbb::parallel_for(0, threads, [&](int i) { sink[static_cast<std::size_t>(i)] = fma_chains(iters); }, tbb::static_partitioner{});
+        tbb::parallel_for(
+            0, threads, [&](int i) { sink[static_cast<std::size_t>(i)] = fma_chains(iters); }, tbb::static_partitioner{});
         const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         volatile double keep = sink[0];
         (void)keep;
@@ -382,7 +382,8 @@ double dense_baseline_error(bool half) {
     const dense_shape s{2, 2, 8, 128, 1500};
     const dense_cache c = make_dense_cache(s, half, 3);
     std::vector<float> q(static_cast<std::size_t>(s.batch) * s.q_heads * s.head_dim), out(q.size());
-    for (std::size_t i = 0; i < q.size(); ++i) q[i] = static_cast<float>(patternkv::core::counter_hash(5, 0, i, 0) >> 40) / 16777216.0f - 0.5f;
+    for (std::size_t i = 0; i < q.size(); ++i)
+        q[i] = static_cast<float>(patternkv::core::counter_hash(5, 0, i, 0) >> 40) / 16777216.0f - 0.5f;
     dense_decode_attention(c, q.data(), out.data());
     const int d = s.head_dim, G = s.q_heads / s.kv_heads;
     double worst = 0.0;
@@ -439,4 +440,4 @@ double stream_read_bandwidth(std::size_t bytes, int reps) {
     return best;
 }
 
-} // namespace pkv_bench
+}  // namespace pkv_bench

@@ -42,4 +42,4 @@ double fma_peak();
 /// Read bandwidth in bytes/s: parallel sum over a buffer much larger than the caches (best of runs).
 double stream_read_bandwidth(std::size_t bytes, int reps);
 
-} // namespace pkv_bench
+}  // namespace pkv_bench

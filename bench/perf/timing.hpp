@@ -6,9 +6,7 @@
 
 namespace pkv_bench {
 
-inline double now_seconds() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+inline double now_seconds() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 /// Median seconds of `reps` runs of f (after one warm-up run).
 template <class F>
@@ -24,4 +22,4 @@ double median_seconds(int reps, F&& f) {
     return t[t.size() / 2];
 }
 
-} // namespace pkv_bench
+}  // namespace pkv_bench

@@ -23,4 +23,4 @@ PATTERNKV_API std::string backend_unavailable_reason(backend b);
 /// backend_unavailable_reason(b).empty().
 inline bool backend_available(backend b) { return backend_unavailable_reason(b).empty(); }
 
-} // namespace patternkv
+}  // namespace patternkv

@@ -36,8 +36,7 @@ concept VGate = requires(const G& g, std::span<const float> v, std::span<const f
 ///  - dequantize(codes, scale_min, t, out [d]) reads row t back.
 template <class Q>
 concept ResidualQuantizer = requires(const Q& q, std::span<const float> x, std::span<const float> bank, int n,
-                                     std::span<std::uint32_t> codes, std::span<std::uint16_t> sm, int t,
-                                     std::span<float> out) {
+                                     std::span<std::uint32_t> codes, std::span<std::uint16_t> sm, int t, std::span<float> out) {
     { q.align_prefill(x, bank, n) } -> std::same_as<int>;
     { q.align_flush(x, bank, n) } -> std::same_as<int>;
     { q.code_words() } -> std::same_as<int>;
@@ -46,4 +45,4 @@ concept ResidualQuantizer = requires(const Q& q, std::span<const float> x, std::
     q.dequantize(std::span<const std::uint32_t>(codes), std::span<const std::uint16_t>(sm), t, out);
 };
 
-} // namespace patternkv
+}  // namespace patternkv

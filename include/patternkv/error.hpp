@@ -17,4 +17,4 @@ public:
     explicit error(const std::string& what) : std::runtime_error(what) {}
 };
 
-} // namespace patternkv
+}  // namespace patternkv

@@ -109,4 +109,4 @@ private:
     std::unique_ptr<layer_cache_state> state_;
 };
 
-} // namespace patternkv
+}  // namespace patternkv

@@ -32,4 +32,4 @@ struct memory_report {
     std::string describe() const;
 };
 
-} // namespace patternkv
+}  // namespace patternkv

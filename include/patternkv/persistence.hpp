@@ -64,4 +64,4 @@ PATTERNKV_API layer_cache load_layer(const std::string& path, const load_options
 /// deserialize_model() of the file at `path`.
 PATTERNKV_API std::vector<layer_cache> load_model(const std::string& path, const load_options& options = {});
 
-} // namespace patternkv
+}  // namespace patternkv

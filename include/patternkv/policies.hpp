@@ -15,11 +15,11 @@ namespace patternkv {
 /// PatternKV's miner: seeded k-means at prefill (tokens themselves when fewer than num_patterns),
 /// the Chebyshev centre (per-channel midrange) of the window at each flush.
 struct PATTERNKV_API kmeans_miner {
-    int num_patterns = 32;    ///< k: patterns mined per bank (config::num_patterns)
-    int iterations = 30;      ///< at most this many Lloyd iterations (config::kmeans_iterations)
-    float tolerance = 1e-4f;  ///< stop once no centroid coordinate moves more (config::kmeans_tolerance)
-    std::uint64_t seed = 0;   ///< seeds initialisation and empty-cluster repair (config::seed)
-    bool grow = true;         ///< propose a pattern at each flush (config::grow_patterns)
+    int num_patterns = 32;       ///< k: patterns mined per bank (config::num_patterns)
+    int iterations = 30;         ///< at most this many Lloyd iterations (config::kmeans_iterations)
+    float tolerance = 1e-4f;     ///< stop once no centroid coordinate moves more (config::kmeans_tolerance)
+    std::uint64_t seed = 0;      ///< seeds initialisation and empty-cluster repair (config::seed)
+    bool grow = true;            ///< propose a pattern at each flush (config::grow_patterns)
     int tokens_per_pattern = 0;  ///< 0, or mine at most ceil(tokens / this) patterns (config::tokens_per_pattern)
     /// Patterns mined from a prompt of `tokens` tokens (core::mined_patterns).
     int patterns_for(int tokens) const;
@@ -109,4 +109,4 @@ static_assert(PatternMiner<kmeans_miner> && PatternMiner<no_pattern_miner>);
 static_assert(VGate<z_test_gate> && VGate<always_gate> && VGate<never_gate>);
 static_assert(ResidualQuantizer<channel_quantizer> && ResidualQuantizer<token_quantizer>);
 
-} // namespace patternkv
+}  // namespace patternkv

@@ -20,25 +20,19 @@ PATTERNKV_API const char* dtype_name(dtype t);
 /// The library reads inputs through `const_tensor_view` and writes outputs through `tensor_view`.
 template <class Ptr>
 struct basic_tensor_view {
-    Ptr data = nullptr;                             ///< first element
-    dtype type = dtype::f32;                        ///< element type
-    std::array<std::int64_t, 3> shape{0, 0, 0};     ///< extents
-    std::array<std::int64_t, 3> strides{0, 0, 0};   ///< strides in elements
+    Ptr data = nullptr;                            ///< first element
+    dtype type = dtype::f32;                       ///< element type
+    std::array<std::int64_t, 3> shape{0, 0, 0};    ///< extents
+    std::array<std::int64_t, 3> strides{0, 0, 0};  ///< strides in elements
 
     /// A contiguous (row-major) view of shape {a, b, c}.
     static basic_tensor_view contiguous(Ptr p, dtype t, std::int64_t a, std::int64_t b, std::int64_t c) {
         return {p, t, {a, b, c}, {b * c, c, 1}};
     }
     /// A writable view converts to a read-only one.
-    operator basic_tensor_view<const void*>() const
-        requires std::is_same_v<Ptr, void*>
-    {
-        return {data, type, shape, strides};
-    }
+    operator basic_tensor_view<const void*>() const requires std::is_same_v<Ptr, void*> { return {data, type, shape, strides}; }
     /// Offset in elements of element (i, j, k).
-    std::int64_t offset(std::int64_t i, std::int64_t j, std::int64_t k) const {
-        return i * strides[0] + j * strides[1] + k * strides[2];
-    }
+    std::int64_t offset(std::int64_t i, std::int64_t j, std::int64_t k) const { return i * strides[0] + j * strides[1] + k * strides[2]; }
 };
 
 /// Read-only view (inputs).
@@ -63,4 +57,4 @@ inline const_tensor_view view_bf16(const std::uint16_t* p, std::int64_t a, std::
     return const_tensor_view::contiguous(p, dtype::bf16, a, b, c);
 }
 
-} // namespace patternkv
+}  // namespace patternkv

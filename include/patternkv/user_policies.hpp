@@ -25,7 +25,9 @@ public:
     template <PatternMiner M>
     explicit any_miner(M m) {
         auto p = std::make_shared<const M>(std::move(m));  // one miner, shared by both calls and by copies
-        mine_ = [p](std::span<const float> x, int d, int head, bool is_v, std::span<float> bank) { return p->mine(x, d, head, is_v, bank); };
+        mine_ = [p](std::span<const float> x, int d, int head, bool is_v, std::span<float> bank) {
+            return p->mine(x, d, head, is_v, bank);
+        };
         propose_ = [p](std::span<const float> w, int d, std::span<float> centre) { return p->propose(w, d, centre); };
     }
     /// PatternMiner::mine of the wrapped miner.
@@ -43,7 +45,8 @@ class any_gate {
 public:
     /// Wraps a copy of `g`.
     template <VGate G>
-    explicit any_gate(G g) : residualize_([g = std::move(g)](std::span<const float> v, std::span<const float> m) { return g.residualize(v, m); }) {}
+    explicit any_gate(G g)
+        : residualize_([g = std::move(g)](std::span<const float> v, std::span<const float> m) { return g.residualize(v, m); }) {}
     /// VGate::residualize of the wrapped gate.
     bool residualize(std::span<const float> v, std::span<const float> m) const { return residualize_(v, m); }
 
@@ -63,4 +66,4 @@ struct user_policies {
     std::optional<any_gate> gate;    ///< replaces config::gate
 };
 
-} // namespace patternkv
+}  // namespace patternkv

@@ -21,9 +21,9 @@ inline bool vector_codes(int bits, int first, int n) { return core::supported_bi
 /// a word), shift, mask and convert.
 template <int Bits>
 struct code_lanes {
-    int word;         ///< word (2, 3, 4 bits) or byte (8 bits) offset of the first code in a row
-    __m256i shift;    ///< per-lane shift inside its word (2, 3, 4 bits)
-    __m256i second;   ///< 3 bits: all-ones in the lanes whose code lies in word + 1
+    int word;            ///< word (2, 3, 4 bits) or byte (8 bits) offset of the first code in a row
+    __m256i shift;       ///< per-lane shift inside its word (2, 3, 4 bits)
+    __m256i second;      ///< 3 bits: all-ones in the lanes whose code lies in word + 1
     bool spans = false;  ///< 3 bits: some lane reads word + 1 (10 codes per word, so 8 may cross)
 
     PKV_AVX2 explicit code_lanes(int first) {
@@ -39,7 +39,8 @@ struct code_lanes {
             if constexpr (Bits == 3) {  // lane i: code base + i of word `word`, or code base + i - 10 of the next
                 spans = base + 7 >= cpw;
                 second = _mm256_cmpgt_epi32(_mm256_add_epi32(lane, _mm256_set1_epi32(base)), _mm256_set1_epi32(cpw - 1));
-                const __m256i pos = _mm256_sub_epi32(_mm256_add_epi32(lane, _mm256_set1_epi32(base)), _mm256_and_si256(second, _mm256_set1_epi32(cpw)));
+                const __m256i pos =
+                    _mm256_sub_epi32(_mm256_add_epi32(lane, _mm256_set1_epi32(base)), _mm256_and_si256(second, _mm256_set1_epi32(cpw)));
                 shift = _mm256_mullo_epi32(pos, _mm256_set1_epi32(Bits));
             } else {
                 shift = _mm256_mullo_epi32(_mm256_add_epi32(lane, _mm256_set1_epi32(base)), _mm256_set1_epi32(Bits));
@@ -48,7 +49,8 @@ struct code_lanes {
     }
     PKV_AVX2 __m256i operator()(const std::uint32_t* row) const {
         if constexpr (Bits == 8) {
-            return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(reinterpret_cast<const std::uint8_t*>(row) + word)));
+            return _mm256_cvtepu8_epi32(
+                _mm_loadl_epi64(reinterpret_cast<const __m128i*>(reinterpret_cast<const std::uint8_t*>(row) + word)));
         } else {
             __m256i w = _mm256_set1_epi32(static_cast<int>(row[word]));
             if (Bits == 3 && spans) w = _mm256_blendv_epi8(w, _mm256_set1_epi32(static_cast<int>(row[word + 1])), second);
@@ -61,10 +63,14 @@ struct code_lanes {
 template <class F>
 PKV_AVX2 inline void dispatch_bits(int bits, F&& f) {
     switch (bits) {
-    case 2: return f.template operator()<2>();
-    case 3: return f.template operator()<3>();
-    case 4: return f.template operator()<4>();
-    default: return f.template operator()<8>();
+        case 2:
+            return f.template operator()<2>();
+        case 3:
+            return f.template operator()<3>();
+        case 4:
+            return f.template operator()<4>();
+        default:
+            return f.template operator()<8>();
     }
 }
 
@@ -95,8 +101,8 @@ struct multipliers {
 
     PKV_AVX2 void prepare(const float* m, int m_stride, int heads, int rows, int bits, bool narrow, bool quads) {
         // int16 order of a quad's pairs: rows r, r + 2, r + 1, r + 3
-        const __m256i quad_order = _mm256_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15, 0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13,
-                                                    10, 11, 14, 15);
+        const __m256i quad_order =
+            _mm256_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15, 0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15);
         for (int h = 0; h < heads; ++h) {
             const float* src = m + h * m_stride;
             __m256i vsum = _mm256_setzero_si256();
@@ -109,7 +115,8 @@ struct multipliers {
                     _mm_storeu_si128(reinterpret_cast<__m128i*>(bytes + h * rows + r),
                                      _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)));
                 } else {
-                    _mm256_storeu_si256(reinterpret_cast<__m256i*>(pairs + h * rows + r / 2), quads ? _mm256_shuffle_epi8(w, quad_order) : w);
+                    _mm256_storeu_si256(reinterpret_cast<__m256i*>(pairs + h * rows + r / 2),
+                                        quads ? _mm256_shuffle_epi8(w, quad_order) : w);
                 }
             }
             alignas(32) std::int32_t lanes[8];
@@ -191,8 +198,8 @@ inline bool byte_codes(int bits, bool narrow, int rows, int first, int n) {
 /// rows' multiplier bytes (no saturation: codes < 16, |m| <= 127). Wide (int16): the codes of rows
 /// r, r + 2 and r + 1, r + 3 are split into 16-bit halves for madd.
 template <int Bits, int HB, bool Narrow>
-PKV_AVX2 inline void code_sums_bytes(const std::uint32_t* codes, int row_words, int rows, int first, int n, const multipliers& mu,
-                                     int h0, float* out, int out_stride) {
+PKV_AVX2 inline void code_sums_bytes(const std::uint32_t* codes, int row_words, int rows, int first, int n, const multipliers& mu, int h0,
+                                     float* out, int out_stride) {
     constexpr int S = 8 / Bits, P = 8 * S;
     const int row_bytes = 4 * row_words;
     const auto* base = reinterpret_cast<const std::uint8_t*>(codes) + first * Bits / 8;
@@ -205,18 +212,20 @@ PKV_AVX2 inline void code_sums_bytes(const std::uint32_t* codes, int row_words, 
             const std::uint8_t* row = slice + r * row_bytes;
             const __m256i x = quad_bytes(row, row + row_bytes, row + 2 * row_bytes, row + 3 * row_bytes);
             // accumulator i: head h0 + i / S, codes at shift Bits * (i % S) (equal shifts are computed once)
-#define PKV_DOT(i)                                                                                                   \
-    if constexpr (i < S * HB) {                                                                                      \
-        const __m256i xs = _mm256_srli_epi32(x, Bits * (i % S));                                                     \
-        if constexpr (Narrow) {                                                                                      \
-            std::int32_t q;                                                                                          \
-            __builtin_memcpy(&q, mu.bytes + (h0 + i / S) * rows + r, 4);                                             \
-            acc##i = _mm256_add_epi32(acc##i, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_and_si256(xs, mask8), _mm256_set1_epi32(q)), ones)); \
-        } else {                                                                                                     \
-            const std::int32_t* q = mu.pairs + (h0 + i / S) * rows + r / 2;                                          \
-            acc##i = _mm256_add_epi32(acc##i, _mm256_madd_epi16(_mm256_and_si256(xs, mask16), _mm256_set1_epi32(q[0])));                         \
-            acc##i = _mm256_add_epi32(acc##i, _mm256_madd_epi16(_mm256_and_si256(_mm256_srli_epi32(xs, 8), mask16), _mm256_set1_epi32(q[1])));  \
-        }                                                                                                            \
+#define PKV_DOT(i)                                                                                                                        \
+    if constexpr (i < S * HB) {                                                                                                           \
+        const __m256i xs = _mm256_srli_epi32(x, Bits * (i % S));                                                                          \
+        if constexpr (Narrow) {                                                                                                           \
+            std::int32_t q;                                                                                                               \
+            __builtin_memcpy(&q, mu.bytes + (h0 + i / S) * rows + r, 4);                                                                  \
+            acc##i = _mm256_add_epi32(acc##i,                                                                                             \
+                                      _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_and_si256(xs, mask8), _mm256_set1_epi32(q)), ones));  \
+        } else {                                                                                                                          \
+            const std::int32_t* q = mu.pairs + (h0 + i / S) * rows + r / 2;                                                               \
+            acc##i = _mm256_add_epi32(acc##i, _mm256_madd_epi16(_mm256_and_si256(xs, mask16), _mm256_set1_epi32(q[0])));                  \
+            acc##i =                                                                                                                      \
+                _mm256_add_epi32(acc##i, _mm256_madd_epi16(_mm256_and_si256(_mm256_srli_epi32(xs, 8), mask16), _mm256_set1_epi32(q[1]))); \
+        }                                                                                                                                 \
     }
             PKV_FOR_ACC(PKV_DOT)
 #undef PKV_DOT
@@ -237,11 +246,13 @@ PKV_AVX2 inline void code_sums_pairs(const std::uint32_t* codes, int row_words, 
     for (int r = 0; r < rows; r += 2) {
         __m256i c = lanes(codes + r * row_words);
         if (r + 1 < rows) c = _mm256_or_si256(c, _mm256_slli_epi32(lanes(codes + (r + 1) * row_words), 16));
-#define PKV_MADD(i) if constexpr (i < HB) acc##i = _mm256_add_epi32(acc##i, _mm256_madd_epi16(c, _mm256_set1_epi32(mu.pairs[(h0 + i) * rows + r / 2])));
+#define PKV_MADD(i) \
+    if constexpr (i < HB) acc##i = _mm256_add_epi32(acc##i, _mm256_madd_epi16(c, _mm256_set1_epi32(mu.pairs[(h0 + i) * rows + r / 2])));
         PKV_FOR_ACC(PKV_MADD)
 #undef PKV_MADD
     }
-#define PKV_STORE(i) if constexpr (i < HB) _mm256_storeu_ps(out + i * out_stride, centred(acc##i, mu.bias[h0 + i]));
+#define PKV_STORE(i) \
+    if constexpr (i < HB) _mm256_storeu_ps(out + i * out_stride, centred(acc##i, mu.bias[h0 + i]));
     PKV_FOR_ACC(PKV_STORE)
 #undef PKV_STORE
 }
@@ -297,19 +308,24 @@ PKV_AVX2 inline void code_sums_on_bytes(const std::uint32_t* codes, int row_word
                 float* oh = out + (h0 + hh) * out_stride;
                 const auto heads_of = [&]<int B>() {
                     dispatch_heads<Kernel::max_heads(B)>(k, [&]<int HB>() {
-                        if (narrow) Kernel::template run<B, HB, true>(codes, row_words, rows, first, n, mu, hh, oh, out_stride);
-                        else Kernel::template run<B, HB, false>(codes, row_words, rows, first, n, mu, hh, oh, out_stride);
+                        if (narrow)
+                            Kernel::template run<B, HB, true>(codes, row_words, rows, first, n, mu, hh, oh, out_stride);
+                        else
+                            Kernel::template run<B, HB, false>(codes, row_words, rows, first, n, mu, hh, oh, out_stride);
                     });
                 };
-                if (bits == 2) heads_of.template operator()<2>();
-                else if (bits == 4) heads_of.template operator()<4>();
-                else heads_of.template operator()<8>();
+                if (bits == 2)
+                    heads_of.template operator()<2>();
+                else if (bits == 4)
+                    heads_of.template operator()<4>();
+                else
+                    heads_of.template operator()<8>();
             }
         }
     });
 }
 
-} // namespace detail
+}  // namespace detail
 
 // table[index[0..7]] (byte indices).
 PKV_AVX2 inline __m256 gather8(const float* table, const std::uint8_t* index) {
@@ -324,7 +340,9 @@ struct avx2_ops {
         const bool narrow = multiplier_max <= 127, bytes = detail::byte_codes(bits, narrow, rows, first, n);
         if ((!bytes && !detail::vector_codes(bits, first, n)) || rows > core::max_page_tokens || multiplier_max > 32767)
             return core::scalar_ops::code_sums(codes, row_words, rows, bits, first, n, m, m_stride, heads, multiplier_max, out, out_stride);
-        if (bytes) return detail::code_sums_on_bytes<detail::bytes_kernel>(codes, row_words, rows, bits, first, n, m, m_stride, heads, narrow, out, out_stride);
+        if (bytes)
+            return detail::code_sums_on_bytes<detail::bytes_kernel>(codes, row_words, rows, bits, first, n, m, m_stride, heads, narrow, out,
+                                                                    out_stride);
         detail::with_multipliers(rows, [&](detail::multipliers& mu) {
             for (int h0 = 0; h0 < heads; h0 += 8) {
                 const int hb = heads - h0 < 8 ? heads - h0 : 8;
@@ -332,7 +350,9 @@ struct avx2_ops {
                 float* o = out + h0 * out_stride;
                 for (int p = 0; p < n; p += 8)
                     detail::dispatch_heads<8>(hb, [&]<int HB>() {
-                        detail::dispatch_bits(bits, [&]<int B>() { detail::code_sums_pairs<B, HB>(codes, row_words, rows, first + p, mu, 0, o + p, out_stride); });
+                        detail::dispatch_bits(bits, [&]<int B>() {
+                            detail::code_sums_pairs<B, HB>(codes, row_words, rows, first + p, mu, 0, o + p, out_stride);
+                        });
                     });
             }
         });
@@ -364,8 +384,10 @@ struct avx2_ops {
             const __m256 c = _mm256_set1_ps(centre);
             const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
             for (; i + 8 <= n; i += 8) {
-                const __m256 a = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sm + 2 * i))), even);
-                const __m256 b = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sm + 2 * i + 8))), even);
+                const __m256 a =
+                    _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sm + 2 * i))), even);
+                const __m256 b =
+                    _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sm + 2 * i + 8))), even);
                 const __m256 s = _mm256_permute2f128_ps(a, b, 0x20), mn = _mm256_permute2f128_ps(a, b, 0x31);
                 _mm256_storeu_ps(scale + i, s);
                 _mm256_storeu_ps(mnc + i, _mm256_add_ps(mn, _mm256_mul_ps(c, s)));
@@ -383,7 +405,8 @@ struct avx2_ops {
     PKV_AVX2 static void add_code_terms(float* o, const float* sums, int n, float half_step) {
         const __m256 hs = _mm256_set1_ps(half_step);
         int i = 0;
-        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_loadu_ps(o + i), _mm256_mul_ps(hs, _mm256_loadu_ps(sums + i))));
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_loadu_ps(o + i), _mm256_mul_ps(hs, _mm256_loadu_ps(sums + i))));
         core::scalar_ops::add_code_terms(o + i, sums + i, n - i, half_step);
     }
 
@@ -401,8 +424,7 @@ struct avx2_ops {
 
     PKV_AVX2 static void halves(const std::uint16_t* x, int n, float* out) {
         int i = 0;
-        for (; i + 8 <= n; i += 8)
-            _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i))));
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i))));
         core::scalar_ops::halves(x + i, n - i, out + i);
     }
 
@@ -439,7 +461,8 @@ struct avx2_ops {
     PKV_AVX2 static void add_scaled(float a, const float* x, float* y, int n) {
         const __m256 va = _mm256_set1_ps(a);
         int i = 0;
-        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(va, _mm256_loadu_ps(x + i))));
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(va, _mm256_loadu_ps(x + i))));
         core::scalar_ops::add_scaled(a, x + i, y + i, n - i);
     }
 
@@ -473,5 +496,5 @@ struct avx2_ops {
     }
 };
 
-} // namespace patternkv::simd
+}  // namespace patternkv::simd
 #endif

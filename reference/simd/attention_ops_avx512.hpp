@@ -31,7 +31,7 @@ PKV_AVX512 inline __m512i quad_slices(const std::uint8_t* p, int stride) {
     x = _mm512_inserti32x4(x, load(p + 2 * stride), 2);
     x = _mm512_inserti32x4(x, load(p + 3 * stride), 3);
     alignas(64) static constexpr std::uint8_t order[64] = {
-        0, 16, 32, 48, 1, 17, 33, 49, 2, 18, 34, 50, 3, 19, 35, 51, 4, 20, 36, 52, 5, 21, 37, 53, 6, 22, 38, 54, 7, 23, 39, 55,
+        0, 16, 32, 48, 1, 17, 33, 49, 2,  18, 34, 50, 3,  19, 35, 51, 4,  20, 36, 52, 5,  21, 37, 53, 6,  22, 38, 54, 7,  23, 39, 55,
         8, 24, 40, 56, 9, 25, 41, 57, 10, 26, 42, 58, 11, 27, 43, 59, 12, 28, 44, 60, 13, 29, 45, 61, 14, 30, 46, 62, 15, 31, 47, 63};
     return _mm512_permutexvar_epi8(_mm512_load_si512(order), x);
 }
@@ -87,18 +87,18 @@ PKV_AVX512 inline void code_sums_slices(const std::uint32_t* codes, int row_word
         for (int r = 0; r < rows; r += 4) {
             const __m512i x = quad_slices(slice + r * row_bytes, row_bytes);
             // accumulator i: codes at shift Bits * (i / HB), head h0 + i % HB (one shift's codes serve every head, then die)
-#define PKV_DOT(i)                                                                                                        \
-    if constexpr (i < S * HB) {                                                                                           \
-        const __m512i xs = _mm512_srli_epi32(x, Bits * (i / HB));                                                         \
-        if constexpr (Narrow) {                                                                                           \
-            std::int32_t q;                                                                                               \
-            __builtin_memcpy(&q, mu.bytes + (h0 + i % HB) * rows + r, 4);                                                 \
-            acc##i = _mm512_dpbusd_epi32(acc##i, _mm512_and_si512(xs, mask8), _mm512_set1_epi32(q));                      \
-        } else {                                                                                                          \
-            const std::int32_t* q = mu.pairs + (h0 + i % HB) * rows + r / 2;                                              \
-            acc##i = _mm512_dpwssd_epi32(acc##i, _mm512_and_si512(xs, mask16), _mm512_set1_epi32(q[0]));                  \
+#define PKV_DOT(i)                                                                                                             \
+    if constexpr (i < S * HB) {                                                                                                \
+        const __m512i xs = _mm512_srli_epi32(x, Bits * (i / HB));                                                              \
+        if constexpr (Narrow) {                                                                                                \
+            std::int32_t q;                                                                                                    \
+            __builtin_memcpy(&q, mu.bytes + (h0 + i % HB) * rows + r, 4);                                                      \
+            acc##i = _mm512_dpbusd_epi32(acc##i, _mm512_and_si512(xs, mask8), _mm512_set1_epi32(q));                           \
+        } else {                                                                                                               \
+            const std::int32_t* q = mu.pairs + (h0 + i % HB) * rows + r / 2;                                                   \
+            acc##i = _mm512_dpwssd_epi32(acc##i, _mm512_and_si512(xs, mask16), _mm512_set1_epi32(q[0]));                       \
             acc##i = _mm512_dpwssd_epi32(acc##i, _mm512_and_si512(_mm512_srli_epi32(xs, 8), mask16), _mm512_set1_epi32(q[1])); \
-        }                                                                                                                 \
+        }                                                                                                                      \
     }
             PKV_FOR_ACC16(PKV_DOT)
 #undef PKV_DOT
@@ -122,8 +122,8 @@ PKV_AVX512 inline void expand_codes3(const std::uint32_t* codes, int row_words, 
     for (int p0 = 0; p0 < n; p0 += 64) {
         const int count = n - p0 < 64 ? n - p0 : 64, pos0 = first + p0, w0 = pos0 / cpw;
         const int words = (pos0 + count - 1) / cpw - w0 + 1;  // at most 8
-        alignas(64) std::int32_t pick[16];    // qword q: words w0 + wq and w0 + wq + 1 (at most 8: a zero lane)
-        alignas(64) std::uint8_t offset[64];  // code 8 q + j: its bit offset in qword q
+        alignas(64) std::int32_t pick[16];                    // qword q: words w0 + wq and w0 + wq + 1 (at most 8: a zero lane)
+        alignas(64) std::uint8_t offset[64];                  // code 8 q + j: its bit offset in qword q
         for (int q = 0; q < 8; ++q) {
             const int wq = (pos0 + 8 * q) / cpw - w0;
             pick[2 * q] = wq;
@@ -155,7 +155,7 @@ struct slices_kernel {
     }
 };
 
-} // namespace detail
+}  // namespace detail
 
 /// core::fold_lanes of the 32 lanes held as two vectors (lanes 0-15 in a, 16-31 in b).
 PKV_AVX512 inline float fold_lanes_avx512(__m512 a, __m512 b) {
@@ -170,8 +170,10 @@ PKV_AVX512 inline float lane_reduce_avx512(const float* x, const float* y, int n
     __m512 a = _mm512_setzero_ps(), b = a;
     const auto term = [&](int j) PKV_AVX512 {
         const __m512 v = _mm512_loadu_ps(x + j);
-        if constexpr (Mul) return _mm512_mul_ps(v, _mm512_loadu_ps(y + j));
-        else return v;
+        if constexpr (Mul)
+            return _mm512_mul_ps(v, _mm512_loadu_ps(y + j));
+        else
+            return v;
     };
     int j0 = 0;
     for (; j0 + 32 <= n; j0 += 32) {
@@ -203,7 +205,8 @@ struct avx512_ops : avx2_ops {
         }
         if (!detail::slice_codes(bits, narrow, rows, first, n))
             return avx2_ops::code_sums(codes, row_words, rows, bits, first, n, m, m_stride, heads, multiplier_max, out, out_stride);
-        detail::code_sums_on_bytes<detail::slices_kernel>(codes, row_words, rows, bits, first, n, m, m_stride, heads, narrow, out, out_stride);
+        detail::code_sums_on_bytes<detail::slices_kernel>(codes, row_words, rows, bits, first, n, m, m_stride, heads, narrow, out,
+                                                          out_stride);
     }
 
     PKV_AVX512 static float exponentiate(float* s, int n, float m) {  // exp and the lane sum in one pass
@@ -248,7 +251,8 @@ struct avx512_ops : avx2_ops {
         const __m512 hs = _mm512_set1_ps(half_step), vz = _mm512_set1_ps(z);
         // up to 16 entries (4-bit indices): the table in one register, looked up by vpermps
         const bool in_register = table != nullptr && table_size <= 16;
-        const __m512 entries = in_register ? _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << table_size) - 1u), table) : _mm512_setzero_ps();
+        const __m512 entries =
+            in_register ? _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << table_size) - 1u), table) : _mm512_setzero_ps();
         int i = 0;
         for (; i + 16 <= n; i += 16) {
             __m512 y = _mm512_add_ps(_mm512_mul_ps(hs, _mm512_loadu_ps(s + i)), vz);
@@ -280,7 +284,7 @@ struct avx512_ops : avx2_ops {
     }
 };
 
-} // namespace patternkv::simd
+}  // namespace patternkv::simd
 
 PKV_AVX512_WARNINGS_ON
 #endif

@@ -5,8 +5,9 @@
 #define PKV_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")))
 
 #if defined(__GNUC__) && !defined(__clang__)
-#define PKV_AVX512_WARNINGS_OFF \
-    _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"") _Pragma("GCC diagnostic ignored \"-Wuninitialized\"")
+#define PKV_AVX512_WARNINGS_OFF                                                                \
+    _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"") \
+        _Pragma("GCC diagnostic ignored \"-Wuninitialized\"")
 #define PKV_AVX512_WARNINGS_ON _Pragma("GCC diagnostic pop")
 #else
 #define PKV_AVX512_WARNINGS_OFF

@@ -34,4 +34,4 @@ bool have_avx512() {
 #endif
 }
 
-} // namespace patternkv::simd
+}  // namespace patternkv::simd

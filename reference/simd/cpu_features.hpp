@@ -10,4 +10,4 @@ bool have_avx2();
 /// PATTERNKV_NO_AVX512 is unset (set it to measure or test the AVX2 kernels on such a CPU).
 bool have_avx512();
 
-} // namespace patternkv::simd
+}  // namespace patternkv::simd

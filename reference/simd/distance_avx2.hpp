@@ -41,8 +41,6 @@ struct avx2_distance {
         for (int r = 0; r < R; ++r) out[r] = fold_lanes_avx2(acc[r]);
     }
 
-
-
     /// out[i] = sq_dist(x, bank row which[i]) for i < n, two rows per pass over x.
     PKV_AVX2 static void sq_dists(const float* x, const float* bank, const int* which, int n, int d, float* out) {
         if (d % 8 != 0) return core::scalar_distance::sq_dists(x, bank, which, n, d, out);
@@ -91,5 +89,5 @@ struct avx2_distance {
     }
 };
 
-} // namespace patternkv::simd
+}  // namespace patternkv::simd
 #endif

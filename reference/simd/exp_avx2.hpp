@@ -39,5 +39,5 @@ PKV_AVX2 inline __m256 exp_fixed_avx2(__m256 x) {
     return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
 }
 
-} // namespace patternkv::simd
+}  // namespace patternkv::simd
 #endif

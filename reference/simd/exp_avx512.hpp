@@ -15,7 +15,8 @@ namespace patternkv::simd {
 
 PKV_AVX512 inline __m512 exp_fixed_avx512(__m512 x) {
     // x >= -87: n >= -126; x <= 88: n <= 127 (ordered compares: a NaN lane takes the full path)
-    const __mmask16 normal = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ) & _mm512_cmp_ps_mask(x, _mm512_set1_ps(88.0f), _CMP_LE_OQ);
+    const __mmask16 normal =
+        _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ) & _mm512_cmp_ps_mask(x, _mm512_set1_ps(88.0f), _CMP_LE_OQ);
     if (normal != 0xFFFF) {
         const __m256 lo = exp_fixed_avx2(_mm512_castps512_ps256(x));
         const __m256 hi = exp_fixed_avx2(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
@@ -37,7 +38,7 @@ PKV_AVX512 inline __m512 exp_fixed_avx512(__m512 x) {
     return _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(ni, _mm512_set1_epi32(127)), 23)));
 }
 
-} // namespace patternkv::simd
+}  // namespace patternkv::simd
 
 PKV_AVX512_WARNINGS_ON
 #endif

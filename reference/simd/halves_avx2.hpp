@@ -24,5 +24,5 @@ PKV_AVX2 inline std::int64_t floats_to_halves_checked(const float* x, std::int64
     return _mm256_movemask_ps(ok) == 0xff ? k : -1;
 }
 
-} // namespace patternkv::simd
+}  // namespace patternkv::simd
 #endif

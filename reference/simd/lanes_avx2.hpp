@@ -49,8 +49,10 @@ PKV_AVX2 inline float lane_reduce_avx2(const float* a, const float* b, int n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     const auto term = [&](int j) PKV_AVX2 {
         const __m256 x = _mm256_loadu_ps(a + j);
-        if constexpr (Mul) return _mm256_mul_ps(x, _mm256_loadu_ps(b + j));
-        else return x;
+        if constexpr (Mul)
+            return _mm256_mul_ps(x, _mm256_loadu_ps(b + j));
+        else
+            return x;
     };
     int j0 = 0;
     for (; j0 + 32 <= n; j0 += 32) {
@@ -68,5 +70,5 @@ PKV_AVX2 inline float lane_reduce_avx2(const float* a, const float* b, int n) {
     return fold_partial(lanes, n - j0, [&](int l) { return Mul ? a[j0 + l] * b[j0 + l] : a[j0 + l]; });
 }
 
-} // namespace patternkv::simd
+}  // namespace patternkv::simd
 #endif

@@ -27,8 +27,7 @@ struct avx2_quantizer {
     }
 
     /// Scale/min of 8 groups from their lane min/max; the decoded floats go to s and m.
-    PKV_AVX2 static void scale_min8(__m256 mn, __m256 mx, int levels, core::scale_min* out, int out_stride, __m256& s,
-                                    __m256& m) {
+    PKV_AVX2 static void scale_min8(__m256 mn, __m256 mx, int levels, core::scale_min* out, int out_stride, __m256& s, __m256& m) {
         alignas(32) float lo[8], hi[8], sv[8], mv[8];
         _mm256_store_ps(lo, mn);
         _mm256_store_ps(hi, mx);
@@ -43,8 +42,7 @@ struct avx2_quantizer {
     }
 
     /// core::quantize_k_channel for channels j0 .. j0 + 7 (g.d % 8 == 0).
-    PKV_AVX2 static void k_channels8(const core::page_geometry& g, const float* rows, int j0, std::uint32_t* codes,
-                                     core::scale_min* sm) {
+    PKV_AVX2 static void k_channels8(const core::page_geometry& g, const float* rows, int j0, std::uint32_t* codes, core::scale_min* sm) {
         alignas(32) std::uint8_t buf[8][core::max_page_tokens];
         alignas(32) std::int32_t lane[8];
         const int levels = (1 << g.k_bits) - 1;
@@ -103,5 +101,5 @@ private:
     }
 };
 
-} // namespace patternkv::simd
+}  // namespace patternkv::simd
 #endif

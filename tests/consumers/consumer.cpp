@@ -9,8 +9,9 @@
 #include <patternkv/patternkv.hpp>
 
 // Consumers get include/ only: the library's internals must not be on their include path.
-#if __has_include("core/attention.hpp") || __has_include("src/layer_cache_state.hpp") || __has_include("reference/simd/cpu_features.hpp") || \
-    __has_include("backends/gpu/backend.hpp")
+#if __has_include("core/attention.hpp") || __has_include("src/layer_cache_state.hpp") ||                     \
+                                                         __has_include("reference/simd/cpu_features.hpp") || \
+                                                                       __has_include("backends/gpu/backend.hpp")
 #error "libpatternkv's internal headers (core/, src/, reference/, backends/) leak onto the consumer's include path"
 #endif
 
@@ -18,8 +19,7 @@
 #define PKV_STR(x) PKV_STR2(x)
 
 int main() {
-    const char* macro_version = PKV_STR(PATTERNKV_VERSION_MAJOR) "." PKV_STR(PATTERNKV_VERSION_MINOR) "." PKV_STR(
-        PATTERNKV_VERSION_PATCH);
+    const char* macro_version = PKV_STR(PATTERNKV_VERSION_MAJOR) "." PKV_STR(PATTERNKV_VERSION_MINOR) "." PKV_STR(PATTERNKV_VERSION_PATCH);
     if (std::strcmp(macro_version, PKV_EXPECTED_VERSION) != 0) {
         std::fprintf(stderr, "version macros say %s, expected %s\n", macro_version, PKV_EXPECTED_VERSION);
         return 1;
@@ -52,10 +52,9 @@ int main() {
             cache.prefill(0, patternkv::view_f32(k.data(), T, H, d), patternkv::view_f32(v.data(), T, H, d));
             std::fprintf(stderr, "prefill of a non-empty sequence was accepted\n");
             return 1;
-        } catch (const patternkv::error&) {
-        }
-        std::printf("patternkv %s: %lld tokens, out[0] = %.6f, %.3f bits/element\n", macro_version,
-                    static_cast<long long>(cache.size(0)), static_cast<double>(out[0]), cache.memory().bits_per_element());
+        } catch (const patternkv::error&) {}
+        std::printf("patternkv %s: %lld tokens, out[0] = %.6f, %.3f bits/element\n", macro_version, static_cast<long long>(cache.size(0)),
+                    static_cast<double>(out[0]), cache.memory().bits_per_element());
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
         return 1;

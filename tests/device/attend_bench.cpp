@@ -38,7 +38,7 @@ std::vector<long> parse_list(const std::string& s) {
     return out;
 }
 
-} // namespace
+}  // namespace
 
 int main(int argc, char** argv) {
     std::string backend_name = "cuda", method = "patternkv", json;
@@ -48,19 +48,26 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         const std::string v = i + 1 < argc ? argv[i + 1] : "";
-        if (a == "--backend") backend_name = v, ++i;
-        else if (a == "--method") method = v, ++i;
-        else if (a == "--contexts") contexts = parse_list(v), ++i;
-        else if (a == "--reps") reps = std::max(1, std::atoi(v.c_str())), ++i;
-        else if (a == "--peak-tbps") peak_tbps = std::atof(v.c_str()), ++i;
-        else if (a == "--json") json = v, ++i;
+        if (a == "--backend")
+            backend_name = v, ++i;
+        else if (a == "--method")
+            method = v, ++i;
+        else if (a == "--contexts")
+            contexts = parse_list(v), ++i;
+        else if (a == "--reps")
+            reps = std::max(1, std::atoi(v.c_str())), ++i;
+        else if (a == "--peak-tbps")
+            peak_tbps = std::atof(v.c_str()), ++i;
+        else if (a == "--json")
+            json = v, ++i;
         else {
-            std::fprintf(stderr, "usage: attend_bench [--backend cuda|hip|cpu] [--method patternkv|kivi] [--contexts N,...] "
-                                 "[--reps N] [--peak-tbps X] [--json FILE]\n");
+            std::fprintf(stderr,
+                         "usage: attend_bench [--backend cuda|hip|cpu] [--method patternkv|kivi] [--contexts N,...] "
+                         "[--reps N] [--peak-tbps X] [--json FILE]\n");
             return 2;
         }
     }
-    const patternkv::backend where = backend_name == "cuda" ? patternkv::backend::cuda
+    const patternkv::backend where = backend_name == "cuda"  ? patternkv::backend::cuda
                                      : backend_name == "hip" ? patternkv::backend::hip
                                                              : patternkv::backend::cpu;
     if (const std::string why = patternkv::backend_unavailable_reason(where); !why.empty()) {
@@ -74,8 +81,8 @@ int main(int argc, char** argv) {
     const int H = c.num_kv_heads, d = c.head_dim, Hq = c.num_q_heads;
 
     std::string rows;
-    std::printf("%-10s %-9s %9s %12s %12s %12s %10s %8s\n", "backend", "method", "context", "prefill_ms", "attend_us",
-                "cache_bytes", "GB/s", "%peak");
+    std::printf("%-10s %-9s %9s %12s %12s %12s %10s %8s\n", "backend", "method", "context", "prefill_ms", "attend_us", "cache_bytes",
+                "GB/s", "%peak");
     for (const long T : contexts) {
         patternkv::layer_cache cache(c, 1, T + 1, where);
         const auto k = normals(1 + T, static_cast<std::size_t>(T) * H * d), v = normals(2 + T, static_cast<std::size_t>(T) * H * d);
@@ -104,8 +111,7 @@ int main(int argc, char** argv) {
         std::snprintf(buf, sizeof buf,
                       "%s{\"backend\":\"%s\",\"method\":\"%s\",\"context\":%ld,\"prefill_ms\":%.3f,\"attend_us_median\":%.3f,"
                       "\"attend_us_min\":%.3f,\"cache_bytes\":%.0f,\"gbps\":%.4f,\"percent_of_peak\":%.4f}",
-                      rows.empty() ? "" : ",\n  ", backend_name.c_str(), method.c_str(), T, prefill_ms, med, us.front(), bytes, gbps,
-                      pct);
+                      rows.empty() ? "" : ",\n  ", backend_name.c_str(), method.c_str(), T, prefill_ms, med, us.front(), bytes, gbps, pct);
         rows += buf;
     }
     if (!json.empty()) {

@@ -25,14 +25,18 @@ bpe_vocab tiny_vocab(const std::string& pre) {
         const bool keep = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
         const unsigned cp = keep ? b : 256 + n++;
         std::string s;
-        if (cp < 0x80) s += static_cast<char>(cp);
-        else { s += static_cast<char>(0xC0 | (cp >> 6)); s += static_cast<char>(0x80 | (cp & 0x3F)); }
+        if (cp < 0x80)
+            s += static_cast<char>(cp);
+        else {
+            s += static_cast<char>(0xC0 | (cp >> 6));
+            s += static_cast<char>(0x80 | (cp & 0x3F));
+        }
         v.tokens[b] = s;  // id == byte value
     }
     // merges (rank order) and the tokens they create
     v.merges = {"Ġ t", "h e", "Ġt he", "i n", "Ġ a", "Ġa n", "Ġan d", "1 2"};
     for (const char* t : {"Ġt", "he", "Ġthe", "in", "Ġa", "Ġan", "Ġand", "12"}) v.tokens.push_back(t);  // ids 256..263
-    v.tokens.push_back("<|eos|>");  // 264, control
+    v.tokens.push_back("<|eos|>");                                                                      // 264, control
     v.token_types.assign(v.tokens.size(), 1);
     v.token_types[264] = 3;
     v.eos = 264;
@@ -41,7 +45,7 @@ bpe_vocab tiny_vocab(const std::string& pre) {
     return v;
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("bpe: hand-checked ids on a tiny vocabulary") {
     auto tok = make_bpe_tokenizer(tiny_vocab("gpt2"));
@@ -67,8 +71,8 @@ TEST_CASE("bpe: decode(encode(s)) == s") {
     for (const char* pre : {"gpt2", "smollm", "llama-bpe", "qwen2"}) {
         auto tok = make_bpe_tokenizer(tiny_vocab(pre));
         for (const std::string s : {"Hello, world!", "  leading and trailing  ", "tabs\tand\nnewlines\r\n\n",
-                                     "digits 0123456789 and 3.14159, -42", "punctuation!?.,;:'\"()[]{}<>@#$%^&*",
-                                     "it's we'll they're I'd", "Grüße, naïve café — 東京 🙂 ÀÉÎ", "     ", "\xe2\x80\xaf nbsp"}) {
+                                    "digits 0123456789 and 3.14159, -42", "punctuation!?.,;:'\"()[]{}<>@#$%^&*", "it's we'll they're I'd",
+                                    "Grüße, naïve café — 東京 🙂 ÀÉÎ", "     ", "\xe2\x80\xaf nbsp"}) {
             CAPTURE(pre);
             CAPTURE(s);
             CHECK(tok->decode_all(tok->encode(s, false)) == s);
@@ -98,7 +102,7 @@ TEST_CASE("bpe: the SmolLM2 vocabulary (PATTERNKV_SMOLLM2_GGUF)") {
     CHECK(tok->encode("2024", false).size() == 4);
     CHECK(tok->encode(" the", false).size() == 1);
     for (const std::string s : {"The quick brown fox jumps over the lazy dog.", "GNU GENERAL PUBLIC LICENSE\n   Version 3, 29 June 2007",
-                                 "Grüße 東京 🙂", "  x  \n\n\t y"}) {
+                                "Grüße 東京 🙂", "  x  \n\n\t y"}) {
         CAPTURE(s);
         CHECK(tok->decode_all(tok->encode(s, false)) == s);
     }

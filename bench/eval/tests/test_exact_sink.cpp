@@ -31,7 +31,8 @@ std::vector<float> normal(std::mt19937& gen, std::size_t n) {
 std::vector<float> first_step(const std::string& name, const model_config& c, int P, double* bits = nullptr) {
     std::mt19937 gen(3);
     const auto k = normal(gen, static_cast<std::size_t>(P) * c.kv_dim()), v = normal(gen, k.size());
-    const auto q = normal(gen, static_cast<std::size_t>(c.n_heads) * c.head_dim), k1 = normal(gen, c.kv_dim()), v1 = normal(gen, c.kv_dim());
+    const auto q = normal(gen, static_cast<std::size_t>(c.n_heads) * c.head_dim), k1 = normal(gen, c.kv_dim()),
+               v1 = normal(gen, c.kv_dim());
     method_cache m(parse_method(name, {}, c), c, P + 1);
     m.prefill(0, k.data(), v.data(), P);
     std::vector<float> out(q.size());
@@ -46,7 +47,7 @@ double max_difference(const std::vector<float>& a, const std::vector<float>& b) 
     return d;
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("exact_sink: parsed as a method setting, not passed to the library") {
     const model_config c = one_layer();

@@ -36,11 +36,26 @@ struct gguf_writer {
         put(tensors);
         put(kvs);
     }
-    void kv_u32(const std::string& k, std::uint32_t v) { str(k); put<std::uint32_t>(4); put(v); }
-    void kv_f32(const std::string& k, float v) { str(k); put<std::uint32_t>(6); put(v); }
-    void kv_str(const std::string& k, const std::string& v) { str(k); put<std::uint32_t>(8); str(v); }
+    void kv_u32(const std::string& k, std::uint32_t v) {
+        str(k);
+        put<std::uint32_t>(4);
+        put(v);
+    }
+    void kv_f32(const std::string& k, float v) {
+        str(k);
+        put<std::uint32_t>(6);
+        put(v);
+    }
+    void kv_str(const std::string& k, const std::string& v) {
+        str(k);
+        put<std::uint32_t>(8);
+        str(v);
+    }
     void kv_strs(const std::string& k, const std::vector<std::string>& v) {
-        str(k); put<std::uint32_t>(9); put<std::uint32_t>(8); put<std::uint64_t>(v.size());
+        str(k);
+        put<std::uint32_t>(9);
+        put<std::uint32_t>(8);
+        put<std::uint64_t>(v.size());
         for (const auto& s : v) str(s);
     }
     void tensor(const std::string& name, std::vector<std::uint64_t> dims, std::uint32_t type, std::uint64_t offset) {
@@ -50,7 +65,9 @@ struct gguf_writer {
         put(type);
         put(offset);
     }
-    void align(std::size_t a = 32) { while (b.size() % a) b.push_back(0); }
+    void align(std::size_t a = 32) {
+        while (b.size() % a) b.push_back(0);
+    }
 };
 
 std::uint16_t half_bits(float f) {  // exact for the small values used below
@@ -83,7 +100,7 @@ std::vector<std::uint8_t> sample_file(std::uint32_t version = 3) {
     return w.b;
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("gguf: a synthetic v3 file parses and dequantizes") {
     const gguf_file g(sample_file());
@@ -105,9 +122,9 @@ TEST_CASE("gguf: a synthetic v3 file parses and dequantizes") {
     const gguf_tensor_info* q41 = g.find_tensor("m.q41");
     REQUIRE(q41 != nullptr);
     dequantize(q41->type, g.tensor_bytes(*q41), 32, y.data());
-    CHECK(y[0] == -1.0f);        // 0 * 0.25 - 1
-    CHECK(y[15] == 2.75f);       // 15 * 0.25 - 1
-    CHECK(y[16] == 2.75f);       // high nibble of byte 0 = 15
+    CHECK(y[0] == -1.0f);   // 0 * 0.25 - 1
+    CHECK(y[15] == 2.75f);  // 15 * 0.25 - 1
+    CHECK(y[16] == 2.75f);  // high nibble of byte 0 = 15
     CHECK(y[31] == -1.0f);
     CHECK(gguf_file(sample_file(2)).version() == 2);
 }
@@ -199,8 +216,8 @@ TEST_CASE("gguf: unsupported architectures and tokenizer kinds are named in the 
     gguf_writer tok;  // a complete llama header whose tokenizer kind is unknown
     tok.header(3, 0, 8);
     tok.kv_str("general.architecture", "llama");
-    for (const char* k : {"llama.embedding_length", "llama.feed_forward_length", "llama.block_count", "llama.attention.head_count",
-                          "llama.context_length"})
+    for (const char* k :
+         {"llama.embedding_length", "llama.feed_forward_length", "llama.block_count", "llama.attention.head_count", "llama.context_length"})
         tok.kv_u32(k, 64);
     tok.kv_str("tokenizer.ggml.model", "bert");
     tok.kv_strs("tokenizer.ggml.tokens", {"a", "b"});

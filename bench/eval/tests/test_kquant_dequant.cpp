@@ -42,13 +42,12 @@ struct lcg {
 // ---- Packers: the inverse of each block layout, formulated per byte of the block.
 
 /// Q2_K {u8 scales[16]; u8 qs[64]; half d; half dmin}. q in [0,3]; sc, m in [0,15] (16 sub-blocks).
-std::vector<std::uint8_t> pack_q2_k(const std::vector<int>& q, const std::vector<int>& sc, const std::vector<int>& m,
-                                    std::uint16_t d, std::uint16_t dmin) {
+std::vector<std::uint8_t> pack_q2_k(const std::vector<int>& q, const std::vector<int>& sc, const std::vector<int>& m, std::uint16_t d,
+                                    std::uint16_t dmin) {
     std::vector<std::uint8_t> b(84, 0);
     for (int s = 0; s < 16; ++s) b[s] = static_cast<std::uint8_t>(sc[s] | (m[s] << 4));
     for (int k = 0; k < 64; ++k)  // byte k holds values 128*(k/32) + 32*f + k%32 in its 2-bit fields f
-        for (int f = 0; f < 4; ++f)
-            b[16 + k] |= static_cast<std::uint8_t>(q[128 * (k / 32) + 32 * f + k % 32] << (2 * f));
+        for (int f = 0; f < 4; ++f) b[16 + k] |= static_cast<std::uint8_t>(q[128 * (k / 32) + 32 * f + k % 32] << (2 * f));
     put_half(b, 80, d);
     put_half(b, 82, dmin);
     return b;
@@ -58,8 +57,7 @@ std::vector<std::uint8_t> pack_q2_k(const std::vector<int>& q, const std::vector
 std::vector<std::uint8_t> pack_q3_k(const std::vector<int>& q, const std::vector<int>& sc, std::uint16_t d) {
     std::vector<std::uint8_t> b(110, 0);
     for (int k = 0; k < 64; ++k)
-        for (int f = 0; f < 4; ++f)
-            b[32 + k] |= static_cast<std::uint8_t>((q[128 * (k / 32) + 32 * f + k % 32] & 3) << (2 * f));
+        for (int f = 0; f < 4; ++f) b[32 + k] |= static_cast<std::uint8_t>((q[128 * (k / 32) + 32 * f + k % 32] & 3) << (2 * f));
     for (int l = 0; l < 32; ++l)  // hmask[l] bit t is set when value 32*t + l is non-negative
         for (int t = 0; t < 8; ++t)
             if (q[32 * t + l] >= 0) b[l] |= static_cast<std::uint8_t>(1 << t);
@@ -96,8 +94,7 @@ std::vector<std::uint8_t> pack_q45_k(bool five, const std::vector<int>& q, const
     }
     if (five)
         for (int l = 0; l < 32; ++l)  // qh[l] bit t is bit 4 of value 32*t + l
-            for (int t = 0; t < 8; ++t)
-                b[16 + l] |= static_cast<std::uint8_t>(((q[32 * t + l] >> 4) & 1) << t);
+            for (int t = 0; t < 8; ++t) b[16 + l] |= static_cast<std::uint8_t>(((q[32 * t + l] >> 4) & 1) << t);
     return b;
 }
 
@@ -124,7 +121,7 @@ std::vector<int> random_ints(lcg& r, int n, int lo, int hi) {
     return v;
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("kquant: block sizes of the K-quants") {
     CHECK(ggml_type_bytes(q2_k, 256) == 84);
@@ -141,13 +138,13 @@ TEST_CASE("kquant: block sizes of the K-quants") {
 
 TEST_CASE("kquant: Q2_K hand-made block") {
     std::vector<std::uint8_t> b(84, 0);
-    b[0] = 0x23;   // sub-block 0: scale 3, min 2
-    b[2] = 0x0F;   // sub-block 2: scale 15, min 0
-    b[4] = 0xF1;   // sub-block 4: scale 1, min 15
-    b[6] = 0x52;   // sub-block 6: scale 2, min 5
-    b[8] = 0x1A;   // sub-block 8: scale 10, min 1
-    b[16 + 0] = 0xE7;   // qs[0] fields 3,1,2,3 -> values 0, 32, 64, 96
-    b[16 + 32] = 0x02;  // qs[32] field 0 = 2 -> value 128
+    b[0] = 0x23;              // sub-block 0: scale 3, min 2
+    b[2] = 0x0F;              // sub-block 2: scale 15, min 0
+    b[4] = 0xF1;              // sub-block 4: scale 1, min 15
+    b[6] = 0x52;              // sub-block 6: scale 2, min 5
+    b[8] = 0x1A;              // sub-block 8: scale 10, min 1
+    b[16 + 0] = 0xE7;         // qs[0] fields 3,1,2,3 -> values 0, 32, 64, 96
+    b[16 + 32] = 0x02;        // qs[32] field 0 = 2 -> value 128
     put_half(b, 80, h_half);  // d = 0.5
     put_half(b, 82, h_one);   // dmin = 1
     const auto y = decode(q2_k, b);
@@ -162,9 +159,9 @@ TEST_CASE("kquant: Q2_K hand-made block") {
 
     put_half(b, 82, h_minus_one);  // negative dmin: the mins are added
     const auto z = decode(q2_k, b);
-    CHECK(z[0] == 6.5f);     // 0.5*3*3 + 2
-    CHECK(z[64] == 16.0f);   // 0.5*1*2 + 15
-    CHECK(z[96] == 8.0f);    // 0.5*2*3 + 5
+    CHECK(z[0] == 6.5f);    // 0.5*3*3 + 2
+    CHECK(z[64] == 16.0f);  // 0.5*1*2 + 15
+    CHECK(z[96] == 8.0f);   // 0.5*2*3 + 5
 }
 
 TEST_CASE("kquant: Q3_K hand-made block (signed 6-bit scales, high-bit mask)") {
@@ -180,15 +177,15 @@ TEST_CASE("kquant: Q3_K hand-made block (signed 6-bit scales, high-bit mask)") {
     b[32 + 48] = 0xC0;  // value 240 (n=1, field 3, l=16): low 3, high set -> q = 3
     put_half(b, 108, h_one);
     const auto y = decode(q3_k, b);
-    CHECK(y[0] == -32.0f);   // -32 * 1
-    CHECK(y[1] == 128.0f);   // -32 * -4 (nothing set: q = -4)
-    CHECK(y[16] == -31.0f);  // 31 * -1
-    CHECK(y[17] == -124.0f); // 31 * -4
-    CHECK(y[128] == 10.0f);  // 5 * 2
-    CHECK(y[129] == -20.0f); // 5 * -4
-    CHECK(y[240] == -3.0f);  // -1 * 3
-    CHECK(y[241] == 4.0f);   // -1 * -4
-    CHECK(y[32] == 0.0f);    // sub-block 2: scale 0
+    CHECK(y[0] == -32.0f);    // -32 * 1
+    CHECK(y[1] == 128.0f);    // -32 * -4 (nothing set: q = -4)
+    CHECK(y[16] == -31.0f);   // 31 * -1
+    CHECK(y[17] == -124.0f);  // 31 * -4
+    CHECK(y[128] == 10.0f);   // 5 * 2
+    CHECK(y[129] == -20.0f);  // 5 * -4
+    CHECK(y[240] == -3.0f);   // -1 * 3
+    CHECK(y[241] == 4.0f);    // -1 * -4
+    CHECK(y[32] == 0.0f);     // sub-block 2: scale 0
 
     put_half(b, 108, h_minus_half);
     const auto z = decode(q3_k, b);
@@ -202,7 +199,7 @@ TEST_CASE("kquant: Q4_K hand-made block (6-bit scales and mins, sub-blocks 0-3 a
     const std::uint8_t sm[12] = {0x41, 0x82, 0xC3, 0xC4, 0x80, 0xC5, 0x0A, 0x14, 0x81, 0xF1, 0x12, 0x2F};
     for (int i = 0; i < 12; ++i) b[4 + i] = sm[i];
     for (int k = 0; k < 128; ++k) b[16 + k] = 0x11;  // every q = 1
-    b[16] = 0xF0;  // value 0: q = 0, value 32: q = 15
+    b[16] = 0xF0;                                    // value 0: q = 0, value 32: q = 15
     put_half(b, 0, h_one);
     put_half(b, 2, h_one);
     const auto y = decode(q4_k, b);
@@ -212,11 +209,11 @@ TEST_CASE("kquant: Q4_K hand-made block (6-bit scales and mins, sub-blocks 0-3 a
         CHECK(y[32 * s + 1] == want[s]);
         CHECK(y[32 * s + 31] == want[s]);
     }
-    CHECK(y[0] == 0.0f);     // 1*0 - 0
-    CHECK(y[32] == 25.0f);   // 2*15 - 5
+    CHECK(y[0] == 0.0f);    // 1*0 - 0
+    CHECK(y[32] == 25.0f);  // 2*15 - 5
 
-    put_half(b, 0, h_half);         // d = 0.5
-    put_half(b, 2, h_minus_one);    // negative dmin
+    put_half(b, 0, h_half);       // d = 0.5
+    put_half(b, 2, h_minus_one);  // negative dmin
     const auto z = decode(q4_k, b);
     CHECK(z[32 * 5 + 1] == 79.5f);  // 0.5*33 + 63
     CHECK(z[32 * 7 + 1] == 33.5f);  // 0.5*63 + 2
@@ -228,7 +225,7 @@ TEST_CASE("kquant: Q5_K hand-made block (fifth bit from qh)") {
     const std::uint8_t sm[12] = {0x41, 0x82, 0xC3, 0xC4, 0x80, 0xC5, 0x0A, 0x14, 0x81, 0xF1, 0x12, 0x2F};
     for (int i = 0; i < 12; ++i) b[4 + i] = sm[i];
     for (int l = 0; l < 32; ++l) b[16 + l] = 0xAA;  // bit 4 set in sub-blocks 1,3,5,7
-    b[48 + 1] = 0x3F;  // value 1: q = 15; value 33: q = 3 | 16
+    b[48 + 1] = 0x3F;                               // value 1: q = 15; value 33: q = 3 | 16
     put_half(b, 0, h_one);
     put_half(b, 2, h_minus_one);  // y = scale*q + min
     const auto y = decode(q5_k, b);
@@ -255,20 +252,20 @@ TEST_CASE("kquant: Q6_K hand-made block (two high bits, signed scales)") {
     b[64] = 0x01;        // value 128 low 1
     b[128 + 32] = 0x03;  // value 128 high 3
     b[192 + 0] = 1;
-    b[192 + 2] = 0xFE;   // -2
+    b[192 + 2] = 0xFE;  // -2
     b[192 + 4] = 3;
-    b[192 + 6] = 0x80;   // -128
+    b[192 + 6] = 0x80;  // -128
     b[192 + 8] = 4;
     b[192 + 15] = 0x7F;  // 127
     put_half(b, 208, h_half);
     const auto y = decode(q6_k, b);
-    CHECK(y[0] == -8.5f);      // 0.5*1*(15-32)
-    CHECK(y[32] == 16.0f);     // 0.5*-2*(16-32)
-    CHECK(y[64] == 4.5f);      // 0.5*3*(32+3-32)
-    CHECK(y[96] == -1472.0f);  // 0.5*-128*(48+7-32)
-    CHECK(y[128] == 34.0f);    // 0.5*4*(48+1-32)
-    CHECK(y[1] == -16.0f);     // 0.5*1*(0-32)
-    CHECK(y[255] == -2032.0f); // 0.5*127*-32
+    CHECK(y[0] == -8.5f);       // 0.5*1*(15-32)
+    CHECK(y[32] == 16.0f);      // 0.5*-2*(16-32)
+    CHECK(y[64] == 4.5f);       // 0.5*3*(32+3-32)
+    CHECK(y[96] == -1472.0f);   // 0.5*-128*(48+7-32)
+    CHECK(y[128] == 34.0f);     // 0.5*4*(48+1-32)
+    CHECK(y[1] == -16.0f);      // 0.5*1*(0-32)
+    CHECK(y[255] == -2032.0f);  // 0.5*127*-32
 }
 
 TEST_CASE("kquant: pseudo-random super-blocks round-trip through a test-side packer") {

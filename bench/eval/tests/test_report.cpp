@@ -28,9 +28,9 @@ TEST_CASE("report: JSON has the required fields, SVG has both panels") {
     r.results.push_back(result("fp32", "fp32", 32, 32, 0.0, 2.718, 1.0, 50));
     r.results.push_back(result("kivi-2", "kivi", 2, 3.1, 0.05, 3.0, 0.8, 25));
     const std::string j = format_json(r);
-    for (const char* key : {"\"model\": \"m \\\"quoted\\\"\"", "\"text\": \"t.txt\"", "\"prefill\": 10", "\"tokens\": 5", "\"results\": [",
-                            "\"method\": \"kivi-2\"", "\"bits_per_element\": 3.1", "\"ppl\": 3", "\"kl\": 0.05", "\"top1\": 0.8",
-                            "\"tokens_per_s\": 25"}) {
+    for (const char* key :
+         {"\"model\": \"m \\\"quoted\\\"\"", "\"text\": \"t.txt\"", "\"prefill\": 10", "\"tokens\": 5", "\"results\": [",
+          "\"method\": \"kivi-2\"", "\"bits_per_element\": 3.1", "\"ppl\": 3", "\"kl\": 0.05", "\"top1\": 0.8", "\"tokens_per_s\": 25"}) {
         CAPTURE(key);
         CHECK(j.find(key) != std::string::npos);
     }

@@ -84,12 +84,25 @@ struct tiny {
     int byte(int b) const { return id(fmt_byte(b)); }
 };
 
-const std::vector<std::string> tricky = {
-    "Hello, world!", "hello", "  leading spaces", "trailing spaces  ", "a   b    c     d", "\n\nnew\nlines\n\n\n",
-    "digits 0123456789 and 3.14159", "Grüße, naïve café — 東京 🙂 👩‍👩‍👧", " ", "  ", "", "x<b>y</b>z",
-    "tabs\tand\r\nCRLF", "\n hello", "<b> <b>", "aaa abc ab bc", "<ctl> and <s> as plain text"};
+const std::vector<std::string> tricky = {"Hello, world!",
+                                         "hello",
+                                         "  leading spaces",
+                                         "trailing spaces  ",
+                                         "a   b    c     d",
+                                         "\n\nnew\nlines\n\n\n",
+                                         "digits 0123456789 and 3.14159",
+                                         "Grüße, naïve café — 東京 🙂 👩‍👩‍👧",
+                                         " ",
+                                         "  ",
+                                         "",
+                                         "x<b>y</b>z",
+                                         "tabs\tand\r\nCRLF",
+                                         "\n hello",
+                                         "<b> <b>",
+                                         "aaa abc ab bc",
+                                         "<ctl> and <s> as plain text"};
 
-} // namespace
+}  // namespace
 
 TEST_CASE("sp: merges by the highest score of the merged piece, leftmost on ties") {
     tiny t(false);
@@ -128,10 +141,11 @@ TEST_CASE("sp: dummy-prefix space only when add_space_prefix") {
 TEST_CASE("sp: byte fallback for characters outside the vocabulary, by the tokens' names") {
     tiny t(false);
     auto tok = make_sp_tokenizer(t.v);
-    CHECK(t.byte(0xC3) != 0xC3 + 3);  // the ids are not byte + 3
+    CHECK(t.byte(0xC3) != 0xC3 + 3);                                                        // the ids are not byte + 3
     CHECK(tok->encode("\xc3\xa9", false) == std::vector<int>{t.byte(0xC3), t.byte(0xA9)});  // é
-    CHECK(tok->encode("a\xf0\x9f\x99\x82" "b", false) ==
-          std::vector<int>{t.id("a"), t.byte(0xF0), t.byte(0x9F), t.byte(0x99), t.byte(0x82), t.id("b")});  // 🙂
+    CHECK(tok->encode("a\xf0\x9f\x99\x82"
+                      "b",
+                      false) == std::vector<int>{t.id("a"), t.byte(0xF0), t.byte(0x9F), t.byte(0x99), t.byte(0x82), t.id("b")});  // 🙂
     CHECK(tok->encode("A", false) == std::vector<int>{t.byte('A')});
     CHECK(tok->decode(t.byte(0xC3), -1) == "\xc3");
     CHECK(tok->decode_all(tok->encode("\xc3\xa9", false)) == "\xc3\xa9");
@@ -140,7 +154,9 @@ TEST_CASE("sp: byte fallback for characters outside the vocabulary, by the token
 TEST_CASE("sp: without byte tokens an unknown character is <unk>, and without <unk> an error") {
     tiny t(false, false);
     auto tok = make_sp_tokenizer(t.v);
-    CHECK(tok->encode("a\xc3\xa9" "b", false) == std::vector<int>{t.id("a"), t.v.unk, t.id("b")});
+    CHECK(tok->encode("a\xc3\xa9"
+                      "b",
+                      false) == std::vector<int>{t.id("a"), t.v.unk, t.id("b")});
     CHECK(tok->decode(t.v.unk, -1).empty());
     t.v.unk = -1;
     auto strict = make_sp_tokenizer(t.v);
@@ -224,7 +240,7 @@ std::uint64_t fnv1a(const std::vector<int>& ids) {
     return h;
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("sp: the Gemma 3 vocabulary (PATTERNKV_GEMMA3_GGUF)") {
     const char* path = std::getenv("PATTERNKV_GEMMA3_GGUF");
@@ -258,15 +274,20 @@ TEST_CASE("sp: the Gemma 3 vocabulary (PATTERNKV_GEMMA3_GGUF)") {
         std::vector<int> ids;
     };
     const std::vector<ref> refs = {
-        {"Hello world", false, {9259, 1902}},                                                   // Hello ▁world
-        {"  leading", false, {138, 26016}},                                                     // "  " leading
-        {"a  b   c\n\n\nd", false, {236746, 138, 236763, 139, 236755, 109, 236753}},            // user-defined runs
-        {"<b>bold</b>", false, {200, 15640, 209}},                                              // user-defined tags
-        {"emoji \xf0\x9f\x99\x82 ok", false, {67906, 57235, 7546}},                             // emoji ▁🙂 ▁ok
+        {"Hello world", false, {9259, 1902}},                                                          // Hello ▁world
+        {"  leading", false, {138, 26016}},                                                            // "  " leading
+        {"a  b   c\n\n\nd", false, {236746, 138, 236763, 139, 236755, 109, 236753}},                   // user-defined runs
+        {"<b>bold</b>", false, {200, 15640, 209}},                                                     // user-defined tags
+        {"emoji \xf0\x9f\x99\x82 ok", false, {67906, 57235, 7546}},                                    // emoji ▁🙂 ▁ok
         {"\xe2\x84\x8c = \xf0\x9d\x94\xa2", false, {464, 370, 378, 578, 236743, 478, 395, 386, 400}},  // ℌ, 𝔢: byte fallback
-        {std::string("\0x", 2), false, {238, 236781}},                                          // <0x00> x
-        {std::string(33, ' ') + "x", false, {167, 138, 236781}},                                 // 31 + 2 spaces, x
-        {"\xe2\x96\x81" "already" "\xe2\x96\x81" "escaped \xe2\x96\x81", false, {3016, 41685, 138}},         // " ▁" is a run of 2
+        {std::string("\0x", 2), false, {238, 236781}},                                                 // <0x00> x
+        {std::string(33, ' ') + "x", false, {167, 138, 236781}},                                       // 31 + 2 spaces, x
+        {"\xe2\x96\x81"
+         "already"
+         "\xe2\x96\x81"
+         "escaped \xe2\x96\x81",
+         false,
+         {3016, 41685, 138}},  // " ▁" is a run of 2
         {"\tdef f():\n\t\treturn 42\n", false, {255968, 2063, 517, 6141, 107, 255969, 2060, 236743, 236812, 236778, 107}},
         {"na\xc3\xafve caf\xc3\xa9 \xe6\x9d\xb1\xe4\xba\xac", false, {1789, 238527, 560, 33443, 86459}},  // naïve café 東京
         {"<start_of_turn>user", false, {236820, 3041, 236779, 1340, 236779, 887, 236813, 2364}},

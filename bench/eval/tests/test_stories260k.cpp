@@ -34,7 +34,7 @@ std::vector<int> val_tokens() {
     return ids;
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("stories260K: shape from the checkpoint header") {
     const model_config& c = stories().cfg;

@@ -36,7 +36,8 @@ model gemma_like(std::vector<char> local, int window) {
     for (int l = 0; l < c.n_layers; ++l) {
         layer_weights lw;
         lw.attn_norm = random_vector(gen, D, 1.0f, 0.1f);
-        lw.wq = random_vector(gen, Q * D, 0.0f, w), lw.wk = random_vector(gen, KV * D, 0.0f, w), lw.wv = random_vector(gen, KV * D, 0.0f, w);
+        lw.wq = random_vector(gen, Q * D, 0.0f, w), lw.wk = random_vector(gen, KV * D, 0.0f, w),
+        lw.wv = random_vector(gen, KV * D, 0.0f, w);
         lw.wo = random_vector(gen, D * Q, 0.0f, w);
         lw.ffn_norm = random_vector(gen, D, 1.0f, 0.1f);
         lw.w_gate = random_vector(gen, H * D, 0.0f, w), lw.w_up = random_vector(gen, H * D, 0.0f, w);
@@ -64,8 +65,9 @@ std::vector<float> decode_last(const transformer& tf, const std::vector<int>& id
     const transformer::prefill_result pre = tf.prefill(std::span(ids).subspan(0, P), P - 1);
     for (int l = 0; l < c.n_layers; ++l) cache.prefill(l, pre.k[l].data(), pre.v[l].data(), P);
     std::vector<float> logits(c.vocab_size);
-    tf.decode(std::span(ids).subspan(P, 1), P, [&](int l, const float* q, const float* k, const float* v, float* o) { cache.step(l, q, k, v, o); },
-              logits.data());
+    tf.decode(
+        std::span(ids).subspan(P, 1), P,
+        [&](int l, const float* q, const float* k, const float* v, float* o) { cache.step(l, q, k, v, o); }, logits.data());
     return logits;
 }
 
@@ -73,7 +75,7 @@ std::vector<float> prefill_last(const transformer& tf, const std::vector<int>& i
     return tf.prefill(ids, static_cast<int>(ids.size()) - 1).logits;
 }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("Gemma-like model: the decode path equals the prefill path, global and sliding-window layers") {
     for (int T : {3, 6, 7, 20}) {  // shorter than, equal to and longer than the window (+1 for the new token)
