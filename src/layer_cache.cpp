@@ -55,25 +55,6 @@ core::page_geometry geometry_of(const config& c) {
             c.sink_tokens};
 }
 
-core::head_pages layer_cache_state::head(int seq, int h) const {
-    const std::size_t p0 = sh(seq, h) * static_cast<std::size_t>(max_pages);
-    return {geom,
-            k_codes.data() + p0 * geom.k_code_words(),
-            k_sm.data() + p0 * geom.k_groups(),
-            k_index.data() + p0 * geom.k_index_bytes(),
-            v_codes.data() + p0 * geom.v_code_words(),
-            v_sm.data() + p0 * geom.v_groups(),
-            v_index.data() + p0 * geom.v_index_bytes(),
-            v_gate.data() + p0 * geom.gate_words()};
-}
-
-core::page_ref layer_cache_state::page_mut(int seq, int h, int page) {
-    const std::size_t p = sh(seq, h) * static_cast<std::size_t>(max_pages) + page;
-    return {k_codes.data() + p * geom.k_code_words(), k_sm.data() + p * geom.k_groups(), k_index.data() + p * geom.k_index_bytes(),
-            v_codes.data() + p * geom.v_code_words(), v_sm.data() + p * geom.v_groups(), v_index.data() + p * geom.v_index_bytes(),
-            v_gate.data() + p * geom.gate_words()};
-}
-
 layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens, backend where)
     : state_(std::make_unique<layer_cache_state>()) {
     cfg.validate();
@@ -97,29 +78,25 @@ layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens, 
 
     // Refuse shapes whose reservation would overflow the size computations below (they would
     // wrap to small arrays that later calls overrun) or cannot be addressed.
-    const long double reserve_bytes =
-        static_cast<long double>(batch) * s.heads() *
-            (static_cast<long double>(s.max_pages) * static_cast<long double>(s.geom.page_bytes()) +
-             4.0L * (s.bank_capacity + s.geom.window_rows()) * s.d()) +
-        static_cast<long double>(batch) * cfg.num_q_heads * 4.0L *
-            ((static_cast<long double>(s.max_pages) + 2) * core::partial_stride(s.d(), s.bank_capacity) + 3.0L * s.d());
-    if (reserve_bytes > 0x1p62L)
+    const core::cache_layout layout = s.layout();
+    if (const long double reserve_bytes = layout.reserved_bytes(batch, cfg.num_q_heads); reserve_bytes > 0x1p62L)
         throw error(fmt::format("layer_cache: batch = {}, num_kv_heads = {}, max_tokens = {} would reserve about {:.3g} bytes", batch,
                                 s.heads(), max_tokens, static_cast<double>(reserve_bytes)));
-    const std::size_t heads = static_cast<std::size_t>(batch) * s.heads(), pages = heads * s.max_pages;
-    reserve_zeroed(s.k_codes, pages * s.geom.k_code_words());
-    reserve_zeroed(s.v_codes, pages * s.geom.v_code_words());
-    reserve_zeroed(s.v_gate, pages * s.geom.gate_words());
-    reserve_zeroed(s.k_sm, pages * s.geom.k_groups());
-    reserve_zeroed(s.v_sm, pages * s.geom.v_groups());
-    reserve_zeroed(s.k_index, pages * s.geom.k_index_bytes());
-    reserve_zeroed(s.v_index, pages * s.geom.v_index_bytes());
-    reserve_zeroed(s.k_bank, heads * s.bank_capacity * s.d());
-    reserve_zeroed(s.v_bank, heads * s.bank_capacity * s.d());
-    reserve_zeroed(s.k_bank_size, heads);
-    reserve_zeroed(s.v_bank_size, heads);
-    reserve_zeroed(s.window_k, heads * s.geom.window_rows() * s.d());
-    reserve_zeroed(s.window_v, heads * s.geom.window_rows() * s.d());
+    const core::cache_sizes n = layout.sizes(batch);
+    const auto size = [](std::int64_t e) { return static_cast<std::size_t>(e); };
+    reserve_zeroed(s.k_codes, size(n.k_codes));
+    reserve_zeroed(s.v_codes, size(n.v_codes));
+    reserve_zeroed(s.v_gate, size(n.v_gate));
+    reserve_zeroed(s.k_sm, size(n.k_sm));
+    reserve_zeroed(s.v_sm, size(n.v_sm));
+    reserve_zeroed(s.k_index, size(n.k_index));
+    reserve_zeroed(s.v_index, size(n.v_index));
+    reserve_zeroed(s.k_bank, size(n.bank));
+    reserve_zeroed(s.v_bank, size(n.bank));
+    reserve_zeroed(s.k_bank_size, size(n.heads));
+    reserve_zeroed(s.v_bank_size, size(n.heads));
+    reserve_zeroed(s.window_k, size(n.window));
+    reserve_zeroed(s.window_v, size(n.window));
     reserve_zeroed(s.pages, static_cast<std::size_t>(batch));
     reserve_zeroed(s.window_count, static_cast<std::size_t>(batch));
     for (int i = 0; i < batch; ++i) s.all_seqs.push_back(i);

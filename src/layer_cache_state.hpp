@@ -16,6 +16,7 @@
 
 #include "cache_backend.hpp"
 #include "core/attention.hpp"
+#include "core/cache_layout.hpp"
 #include "core/kmeans.hpp"
 #include "core/page_layout.hpp"
 
@@ -80,21 +81,25 @@ struct layer_cache_state {
         return side_has_patterns(v) && (v || !selects_k_channels()) && rows < bank_capacity &&
                rows < core::mined_patterns(pages_after * geom.tokens, bank_capacity, cfg.tokens_per_pattern);
     }
-    int max_splits() const {  // in 64 bits: max_pages + pps - 1 may pass INT_MAX
-        const std::int64_t pps = core::pages_per_split(geom.tokens);
-        return static_cast<int>((max_pages + pps - 1) / pps + 1);
+    /// Where every array lives (core/cache_layout.hpp: the host's, the device's and the files' one definition).
+    core::cache_layout layout() const { return {geom, heads(), max_pages, bank_capacity}; }
+    /// The arrays' storage. The const state hands out const views only (head, bank, window below).
+    core::cache_pointers pointers() const {
+        auto* self = const_cast<layer_cache_state*>(this);
+        return {self->k_codes.data(), self->v_codes.data(),  self->v_gate.data(),  self->k_sm.data(),
+                self->v_sm.data(),    self->k_index.data(),  self->v_index.data(), self->k_bank.data(),
+                self->v_bank.data(),  self->window_k.data(), self->window_v.data()};
     }
-    std::size_t sh(int seq, int h) const { return static_cast<std::size_t>(seq) * heads() + h; }
+    int max_splits() const { return layout().max_splits(); }
+    std::size_t sh(int seq, int h) const { return static_cast<std::size_t>(layout().sh(seq, h)); }
     std::int64_t tokens(int seq) const { return static_cast<std::int64_t>(pages[seq]) * geom.tokens + window_count[seq]; }
 
-    core::head_pages head(int seq, int h) const;
-    core::page_ref page_mut(int seq, int h, int page);
-    std::uint16_t* bank(bool v, int seq, int h) { return (v ? v_bank : k_bank).data() + sh(seq, h) * bank_capacity * d(); }
-    const std::uint16_t* bank(bool v, int seq, int h) const { return (v ? v_bank : k_bank).data() + sh(seq, h) * bank_capacity * d(); }
-    std::uint16_t* window(bool v, int seq, int h) { return (v ? window_v : window_k).data() + sh(seq, h) * geom.window_rows() * d(); }
-    const std::uint16_t* window(bool v, int seq, int h) const {
-        return (v ? window_v : window_k).data() + sh(seq, h) * geom.window_rows() * d();
-    }
+    core::head_pages head(int seq, int h) const { return layout().head(pointers(), seq, h); }
+    core::page_ref page_mut(int seq, int h, int page) { return layout().page(pointers(), seq, h, page); }
+    std::uint16_t* bank(bool v, int seq, int h) { return layout().bank(pointers(), v, seq, h); }
+    const std::uint16_t* bank(bool v, int seq, int h) const { return layout().bank(pointers(), v, seq, h); }
+    std::uint16_t* window(bool v, int seq, int h) { return layout().window(pointers(), v, seq, h); }
+    const std::uint16_t* window(bool v, int seq, int h) const { return layout().window(pointers(), v, seq, h); }
     // Per-thread scratch of the CPU kernels, in floats: page encoding, a flush's centre, one
     // attention split, one split combine.
     std::size_t encode_scratch_floats() const { return static_cast<std::size_t>(2 * geom.tokens + bank_capacity) * d(); }

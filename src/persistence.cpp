@@ -18,6 +18,7 @@
 #include <patternkv/version.hpp>
 
 #include "core/attention.hpp"
+#include "core/cache_layout.hpp"
 #include "core/fp16.hpp"
 #include "core/page_layout.hpp"
 #include "core/platform.hpp"
@@ -351,19 +352,11 @@ void check_geometry(const layer_header& h, const core::page_geometry& g, int ban
     same("bank_capacity", h.bank_capacity, static_cast<std::uint64_t>(bank_capacity));
 }
 
-// Bytes the layer_cache constructor reserves for this shape (host arrays and scratch).
-std::uint64_t reserved_bytes(const parsed_layer& p) {
-    const config& c = p.cfg;
+// Bytes the layer_cache constructor reserves for this shape (core::cache_layout::reserved_bytes).
+long double reserved_bytes(const parsed_layer& p) {
     const core::page_geometry& g = p.geom;
-    const std::uint64_t heads = mul(static_cast<std::uint64_t>(p.batch), static_cast<std::uint64_t>(c.num_kv_heads));
-    const std::uint64_t max_pages = (static_cast<std::uint64_t>(p.capacity) + g.tokens - 1) / g.tokens;
-    const std::uint64_t d = static_cast<std::uint64_t>(c.head_dim), cap = static_cast<std::uint64_t>(p.bank_capacity);
-    const std::uint64_t per_head = add(mul(max_pages, g.page_bytes()), 4 * cap * d + 4 * static_cast<std::uint64_t>(g.tokens) * d);
-    const std::uint64_t splits = max_pages / core::pages_per_split(g.tokens) + 2;
-    const std::uint64_t q_heads = mul(static_cast<std::uint64_t>(p.batch), static_cast<std::uint64_t>(c.num_q_heads));
-    const std::uint64_t per_q =
-        add(4 * (3 * d + cap), mul(4 * splits, static_cast<std::uint64_t>(core::partial_stride(c.head_dim, p.bank_capacity))));
-    return add(mul(heads, per_head), mul(q_heads, per_q));
+    const int max_pages = static_cast<int>((p.capacity + g.tokens - 1) / g.tokens);
+    return core::cache_layout{g, p.cfg.num_kv_heads, max_pages, p.bank_capacity}.reserved_bytes(p.batch, p.cfg.num_q_heads);
 }
 
 bool finite_half(std::uint16_t h) { return (h & 0x7c00u) != 0x7c00u; }
@@ -500,10 +493,10 @@ std::uint64_t parse_layer(std::span<const std::uint8_t> image, std::uint64_t at,
         corrupt(fmt::format("layer {}: payload checksum mismatch (stored 0x{:08x}, computed 0x{:08x}): data corrupt", layer, h.payload_crc,
                             pcrc));
     if (options.max_reserved_bytes != 0) {
-        const std::uint64_t need = reserved_bytes(out);
-        if (need > options.max_reserved_bytes)
-            throw error(fmt::format("load: layer {} would reserve {} bytes, above load_options::max_reserved_bytes = {}", layer, need,
-                                    options.max_reserved_bytes));
+        const long double need = reserved_bytes(out);
+        if (need > static_cast<long double>(options.max_reserved_bytes))
+            throw error(fmt::format("load: layer {} would reserve {:.0f} bytes, above load_options::max_reserved_bytes = {}", layer,
+                                    static_cast<double>(need), options.max_reserved_bytes));
     }
 
     // payload contents

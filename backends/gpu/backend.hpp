@@ -107,8 +107,9 @@ inline gpu_backend::gpu_backend(const layer_cache_state& s, backend kind)
     v_bank_ = gpu::malloc_device<std::uint16_t>(s.v_bank.size());
     window_k_ = gpu::malloc_device<std::uint16_t>(s.window_k.size());
     window_v_ = gpu::malloc_device<std::uint16_t>(s.window_v.size());
-    arrays_ = {s.geom,      heads_,         s.max_pages,    cap_,          k_codes_.get(), v_codes_.get(),  v_gate_.get(),  k_sm_.get(),
-               v_sm_.get(), k_index_.get(), v_index_.get(), k_bank_.get(), v_bank_.get(),  window_k_.get(), window_v_.get()};
+    arrays_ = {s.layout(),
+               {k_codes_.get(), v_codes_.get(), v_gate_.get(), k_sm_.get(), v_sm_.get(), k_index_.get(), v_index_.get(), k_bank_.get(),
+                v_bank_.get(), window_k_.get(), window_v_.get()}};
 
     const std::size_t B = static_cast<std::size_t>(batch_), BH = B * heads_;
     meta_.pages = 0;
