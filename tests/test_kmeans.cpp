@@ -320,7 +320,8 @@ TEST_CASE("tokens_per_pattern: one pattern per that many mined tokens, rounded u
 
     // through a cache (defaults: 16 patterns, one per 128 tokens): a 200-token prompt (one sink token,
     // 199 mined) gets 2 patterns, a 1200-token one 10, a 5000-token one 16
-    for (const auto& [prompt, expect] : {std::pair{200, 2}, std::pair{1200, 10}, std::pair{5000, 16}}) {
+    for (const auto& case_ : {std::pair{200, 2}, std::pair{1200, 10}, std::pair{5000, 16}}) {
+        const int prompt = case_.first, expect = case_.second;  // not a structured binding: CAPTURE is a lambda (clang 15)
         patternkv::config c = patternkv::patternkv_config(2);
         c.head_dim = d;
         c.num_kv_heads = 1;
