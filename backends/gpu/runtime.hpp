@@ -44,7 +44,13 @@ inline const char* error_name(status e) { return e == success ? "success" : "out
 inline const char* error_string(status e) { return error_name(e); }
 inline status device_count(int* n) { return *n = 1, success; }
 inline status last_error() { return success; }
-inline status raw_malloc(void** p, std::size_t bytes) { return (*p = ::operator new(bytes, std::nothrow)) ? success : out_of_memory; }
+// Fresh allocations are poisoned (0xFF bytes: NaN floats, all-ones codes), as a real device's are
+// not zeroed either: a kernel that reads memory nothing wrote changes the differential test's bits.
+inline status raw_malloc(void** p, std::size_t bytes) {
+    *p = ::operator new(bytes, std::nothrow);
+    return *p != nullptr ? (std::memset(*p, 0xFF, bytes), success) : out_of_memory;
+}
+inline std::string kernel_image_problem(const void*) { return {}; }
 inline status raw_free(void* p) { return ::operator delete(p), success; }
 inline status raw_memset(void* p, std::size_t bytes) { return std::memset(p, 0, bytes), success; }
 inline status raw_h2d(void* d, const void* h, std::size_t bytes) { return std::memcpy(d, h, bytes), success; }
@@ -66,6 +72,18 @@ inline status raw_h2d(void* d, const void* h, std::size_t bytes) { return hipMem
 inline status raw_d2h(void* h, const void* d, std::size_t bytes) { return hipMemcpy(h, d, bytes, hipMemcpyDeviceToHost); }
 inline status raw_d2d(void* d, const void* s, std::size_t bytes) { return hipMemcpy(d, s, bytes, hipMemcpyDeviceToDevice); }
 inline status synchronize() { return hipDeviceSynchronize(); }
+// Empty when this binary holds code for device 0 that `kernel` can run with; otherwise why not.
+inline std::string kernel_image_problem(const void* kernel) {
+    hipFuncAttributes a{};
+    if (const status e = hipFuncGetAttributes(&a, kernel); e != success) {
+        (void)hipGetLastError();
+        hipDeviceProp_t prop{};
+        const std::string arch = hipGetDeviceProperties(&prop, 0) == success ? prop.gcnArchName : "unknown";
+        return std::string("HIP runtime: this build of libpatternkv has no code for device 0 (") + arch + "): " + hipGetErrorName(e) +
+               "; rebuild with -Dgpu_hip_archs including it";
+    }
+    return {};
+}
 #else
 using status = cudaError_t;
 inline constexpr status success = cudaSuccess;
@@ -81,6 +99,21 @@ inline status raw_h2d(void* d, const void* h, std::size_t bytes) { return cudaMe
 inline status raw_d2h(void* h, const void* d, std::size_t bytes) { return cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost); }
 inline status raw_d2d(void* d, const void* s, std::size_t bytes) { return cudaMemcpy(d, s, bytes, cudaMemcpyDeviceToDevice); }
 inline status synchronize() { return cudaDeviceSynchronize(); }
+// Empty when this binary holds code (SASS, or PTX the driver can compile) for device 0 that
+// `kernel` can run with; otherwise why not, naming the device's architecture.
+inline std::string kernel_image_problem(const void* kernel) {
+    cudaFuncAttributes a{};
+    if (const status e = cudaFuncGetAttributes(&a, kernel); e != success) {
+        (void)cudaGetLastError();
+        cudaDeviceProp prop{};
+        const std::string arch = cudaGetDeviceProperties(&prop, 0) == success
+                                     ? std::string(prop.name) + ", sm_" + std::to_string(prop.major) + std::to_string(prop.minor)
+                                     : std::string("unknown");
+        return std::string("CUDA runtime: this build of libpatternkv has no code for device 0 (") + arch + "): " + cudaGetErrorName(e) +
+               "; rebuild with -Dgpu_cuda_archs including it";
+    }
+    return {};
+}
 #endif
 
 // --- errors ---------------------------------------------------------------------------------------
@@ -93,8 +126,10 @@ inline void check(status e, const char* what, std::source_location where = std::
                 ") at " + where.file_name() + ":" + std::to_string(where.line()));
 }
 
-/// Empty when a device can be used; otherwise the runtime's reason (no driver, no device...).
-inline std::string unavailable_reason() {
+/// Empty when a device can be used and this binary has code for it (probed with `kernel`, one of
+/// the backend's kernels); otherwise the runtime's reason (no driver, no device, no code for its
+/// architecture...).
+inline std::string unavailable_reason(const void* kernel) {
     int n = 0;
     const status e = device_count(&n);
     if (e != success) {
@@ -102,7 +137,7 @@ inline std::string unavailable_reason() {
         return std::string(api_name) + " runtime: " + error_name(e) + ": " + error_string(e);
     }
     if (n < 1) return std::string(api_name) + " runtime: no device";
-    return {};
+    return kernel_image_problem(kernel);
 }
 
 // --- memory ---------------------------------------------------------------------------------------
