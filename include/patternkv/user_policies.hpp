@@ -17,8 +17,9 @@
 namespace patternkv {
 
 /// Any PatternMiner, held by value. The cache checks what it returns: a count in [0, min(tokens,
-/// bank capacity)] and finite patterns within fp16's range; anything else is an error and leaves the
-/// cache as it was.
+/// bank capacity)] and finite patterns within the input bound (|x| <= 16384); anything else is an
+/// error and leaves the cache as it was. The cache calls it from several threads at once (one task
+/// per KV head and side), so its const members must be safe to call concurrently; so must a gate's.
 class any_miner {
 public:
     /// Wraps a copy of `m`.
