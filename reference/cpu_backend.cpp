@@ -130,10 +130,10 @@ void mine_bank(layer_cache_state& s, bool v, int seq, int h, const std::uint16_t
 
 // Flush of one (seq, head) for K or V: Chebyshev centre into the bank, then the window (the rows
 // after the sink) becomes a page.
-void flush_head(layer_cache_state& s, bool v, int seq, int h) {
+void flush_head(layer_cache_state& s, bool v, int seq, int h, bool may_grow) {
     const int d = s.d(), R = s.geom.tokens;
     const std::uint16_t* w = s.window(v, seq, h) + static_cast<std::size_t>(s.geom.sink) * d;
-    if (int& nb = (v ? s.v_bank_size : s.k_bank_size)[s.sh(seq, h)]; s.bank_may_grow(v, nb, s.pages[seq] + 1)) {
+    if (int& nb = (v ? s.v_bank_size : s.k_bank_size)[s.sh(seq, h)]; may_grow) {
         float* buf = s.scratch();
         half_rows_to_float(w, static_cast<std::size_t>(R) * d, buf);
         float* centre = buf + R * d;
@@ -210,14 +210,13 @@ public:
     // A full window is flushed when the next token arrives, i.e. after the attention that saw it
     // (method.md section 6): attention always sees 1..R window tokens.
     void append(layer_cache_state& s, std::span<const int> seqs, const std::uint16_t* xk, const std::uint16_t* xv) override {
-        const int d = s.d();
+        const int d = s.d(), H = s.heads();
         const auto n = static_cast<std::int64_t>(seqs.size());
-        bool any_full = false;
-        for (std::int64_t i = 0; i < n; ++i) any_full |= s.geom.window_full(s.window_count[seqs[i]]);
-        if (any_full)
-            tbb::parallel_for(std::int64_t{0}, n * s.heads() * 2, [&](std::int64_t task) {
-                const int seq = seqs[task / (2 * s.heads())];
-                if (s.geom.window_full(s.window_count[seq])) flush_head(s, task % 2 == 1, seq, static_cast<int>(task / 2 % s.heads()));
+        if (s.plan.jobs > 0)  // the cache's plan: which windows flush, which banks may grow
+            tbb::parallel_for(0, s.plan.jobs * 2 * H, [&](int task) {
+                const int job = task / (2 * H), h = task / 2 % H;
+                const bool v = task % 2 == 1;
+                flush_head(s, v, s.plan.flush_seq[job], h, s.plan.grows(job, v, h, H));
             });
         for (std::int64_t i = 0; i < n; ++i) {
             const int seq = seqs[i], w = s.geom.next_row(s.window_count[seq]);

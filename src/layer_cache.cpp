@@ -97,6 +97,8 @@ layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens, 
     reserve_zeroed(s.v_bank_size, size(n.heads));
     reserve_zeroed(s.window_k, size(n.window));
     reserve_zeroed(s.window_v, size(n.window));
+    reserve_zeroed(s.plan.flush_seq, static_cast<std::size_t>(batch));
+    reserve_zeroed(s.plan.may_grow, static_cast<std::size_t>(batch) * 2 * s.heads());
     reserve_zeroed(s.pages, static_cast<std::size_t>(batch));
     reserve_zeroed(s.window_count, static_cast<std::size_t>(batch));
     for (int i = 0; i < batch; ++i) s.all_seqs.push_back(i);
@@ -179,6 +181,16 @@ void layer_cache::append(std::span<const int> seqs, const_tensor_view k, const_t
     detail::to_cache_half("append k", k, s.in_k);
     detail::to_cache_half("append v", v, s.in_v);
 
+    s.plan.jobs = 0;
+    for (const int seq : seqs) {
+        if (!s.geom.window_full(s.window_count[seq])) continue;
+        const int job = s.plan.jobs++;
+        s.plan.flush_seq[job] = seq;
+        for (int v = 0; v < 2; ++v)
+            for (int h = 0; h < s.heads(); ++h)
+                s.plan.may_grow[(static_cast<std::size_t>(job) * 2 + v) * s.heads() + h] =
+                    s.bank_may_grow(v == 1, (v == 1 ? s.v_bank_size : s.k_bank_size)[s.sh(seq, h)], s.pages[seq] + 1);
+    }
     s.reserve_thread_scratch();
     if (s.user_code) {                       // user code may throw during a flush: its banks go back to their sizes before it
         s.undo_k_bank_size = s.k_bank_size;  // same size: no allocation

@@ -36,6 +36,16 @@ struct layer_cache_state {
     std::variant<kmeans_miner, no_pattern_miner, any_miner> miner;
     std::variant<z_test_gate, always_gate, never_gate, any_gate> gate{always_gate{}};
     std::variant<channel_quantizer, token_quantizer> k_quantizer;
+    /// What the next append does, decided once by the cache (layer_cache::append) and carried out by a
+    /// backend: which listed sequences flush their full window into a page (in list order), and for
+    /// each such flush job, side and KV head whether the flush may add a pattern to that bank
+    /// (bank_may_grow: the one growth rule; the miner may still decline). Sized at construction.
+    struct append_plan {
+        int jobs = 0;
+        std::vector<int> flush_seq;          ///< [job]
+        std::vector<std::uint8_t> may_grow;  ///< [job][K, V][head]
+        bool grows(int job, bool v, int h, int heads) const { return may_grow[(static_cast<std::size_t>(job) * 2 + v) * heads + h] != 0; }
+    } plan;
     bool user_code = false;  ///< a user miner or gate (user_policies.hpp): append keeps the bank sizes to undo
     std::vector<int> undo_k_bank_size, undo_v_bank_size;
     token_quantizer v_quantizer{};

@@ -276,25 +276,22 @@ inline void gpu_backend::append(layer_cache_state& s, std::span<const int> seqs,
     gpu::copy_to_device(in_.get(), xk, rows);
     gpu::copy_to_device(in_.get() + rows, xv, rows);
 
-    // Sequences whose window becomes full flush (cpu_backend.cpp: flush_head); each may add its
-    // window's Chebyshev centre to each bank that has room.
+    // The cache's plan (layer_cache_state::append_plan): the sequences whose full window flushes
+    // before the new token, and the banks each flush may add its window's Chebyshev centre to.
     std::copy(s.k_bank_size.begin(), s.k_bank_size.end(), meta_host_.begin() + meta_.k_bank_size);
     std::copy(s.v_bank_size.begin(), s.v_bank_size.end(), meta_host_.begin() + meta_.v_bank_size);
-    int jobs = 0;
-    for (int i = 0; i < n; ++i) {
-        const int seq = seqs[i];
-        meta_host_[meta_.seqs + i] = seq;
-        if (!arrays_.g.window_full(s.window_count[seq])) continue;  // full windows flush before the new token (cpu_backend.cpp)
-        meta_host_[meta_.job_seq + jobs] = seq;
-        meta_host_[meta_.job_page + jobs] = s.pages[seq];
+    for (int i = 0; i < n; ++i) meta_host_[meta_.seqs + i] = seqs[i];
+    const int jobs = s.plan.jobs;
+    for (int job = 0; job < jobs; ++job) {
+        const int seq = s.plan.flush_seq[job];
+        meta_host_[meta_.job_seq + job] = seq;
+        meta_host_[meta_.job_page + job] = s.pages[seq];
         for (int kv = 0; kv < 2; ++kv)
             for (int h = 0; h < H; ++h) {
                 int& nb = meta_host_[(kv == 1 ? meta_.v_bank_size : meta_.k_bank_size) + s.sh(seq, h)];
-                int& slot = meta_host_[meta_.centre_slot + (static_cast<std::size_t>(jobs) * 2 + kv) * H + h];
-                slot = -1;
-                if (grow_ && s.bank_may_grow(kv == 1, nb, s.pages[seq] + 1)) slot = nb++;
+                int& slot = meta_host_[meta_.centre_slot + (static_cast<std::size_t>(job) * 2 + kv) * H + h];
+                slot = grow_ && s.plan.grows(job, kv == 1, h, H) ? nb++ : -1;
             }
-        ++jobs;
     }
     upload_meta(s);
     const int* m = meta_dev_.get();
