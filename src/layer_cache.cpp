@@ -181,34 +181,24 @@ void layer_cache::append(std::span<const int> seqs, const_tensor_view k, const_t
     detail::to_cache_half("append k", k, s.in_k);
     detail::to_cache_half("append v", v, s.in_v);
 
-    s.plan.jobs = 0;
-    for (const int seq : seqs) {
-        if (!s.geom.window_full(s.window_count[seq])) continue;
-        const int job = s.plan.jobs++;
-        s.plan.flush_seq[job] = seq;
-        for (int v = 0; v < 2; ++v)
-            for (int h = 0; h < s.heads(); ++h)
-                s.plan.may_grow[(static_cast<std::size_t>(job) * 2 + v) * s.heads() + h] =
-                    s.bank_may_grow(v == 1, (v == 1 ? s.v_bank_size : s.k_bank_size)[s.sh(seq, h)], s.pages[seq] + 1);
-    }
+    s.plan_append(seqs);
     s.reserve_thread_scratch();
     if (s.user_code) {                       // user code may throw during a flush: its banks go back to their sizes before it
         s.undo_k_bank_size = s.k_bank_size;  // same size: no allocation
         s.undo_v_bank_size = s.v_bank_size;
-        try {
-            s.impl->append(s, seqs, s.in_k.data(), s.in_v.data());
-        } catch (...) {
+    }
+    try {
+        s.impl->append(s, seqs, s.in_k.data(), s.in_v.data());
+    } catch (...) {
+        if (s.user_code) {
             s.k_bank_size = s.undo_k_bank_size;
             s.v_bank_size = s.undo_v_bank_size;
-            throw;
         }
-    } else {
-        s.impl->append(s, seqs, s.in_k.data(), s.in_v.data());
+        throw;
     }
-    for (const int seq : seqs) {
-        if (s.geom.window_full(s.window_count[seq])) ++s.pages[seq];  // the backend flushed it before storing the new token
-        s.window_count[seq] = s.geom.next_row(s.window_count[seq]) + 1;
-    }
+    // the counters move only once the backend carried the plan out
+    for (int job = 0; job < s.plan.jobs; ++job) ++s.pages[s.plan.flush_seq[job]];
+    for (const int seq : seqs) s.window_count[seq] = s.geom.next_row(s.window_count[seq]) + 1;
 }
 
 void layer_cache::append(const_tensor_view k, const_tensor_view v) { append(state_->all_seqs, k, v); }

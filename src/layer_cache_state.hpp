@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <variant>
 #include <vector>
 
@@ -44,8 +45,23 @@ struct layer_cache_state {
         int jobs = 0;
         std::vector<int> flush_seq;          ///< [job]
         std::vector<std::uint8_t> may_grow;  ///< [job][K, V][head]
-        bool grows(int job, bool v, int h, int heads) const { return may_grow[(static_cast<std::size_t>(job) * 2 + v) * heads + h] != 0; }
+        static std::size_t at(int job, bool v, int h, int heads) { return (static_cast<std::size_t>(job) * 2 + v) * heads + h; }
+        bool grows(int job, bool v, int h, int heads) const { return may_grow[at(job, v, h, heads)] != 0; }
     } plan;
+    /// Fills `plan` for an append to `seqs`, from the one flush rule (page_geometry::window_full) and
+    /// the one growth rule (bank_may_grow). Changes nothing else.
+    void plan_append(std::span<const int> seqs) {
+        plan.jobs = 0;
+        for (const int seq : seqs) {
+            if (!geom.window_full(window_count[seq])) continue;
+            const int job = plan.jobs++;
+            plan.flush_seq[job] = seq;
+            for (const bool v : {false, true})
+                for (int h = 0; h < heads(); ++h)
+                    plan.may_grow[append_plan::at(job, v, h, heads())] =
+                        bank_may_grow(v, (v ? v_bank_size : k_bank_size)[sh(seq, h)], pages[seq] + 1);
+        }
+    }
     bool user_code = false;  ///< a user miner or gate (user_policies.hpp): append keeps the bank sizes to undo
     std::vector<int> undo_k_bank_size, undo_v_bank_size;
     token_quantizer v_quantizer{};
