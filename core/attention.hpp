@@ -147,11 +147,19 @@ struct head_group {
 /// Half of (2^bits - 1): the centre of a code's range, exact in float.
 PKV_HD constexpr float code_centre(int bits) { return 0.5f * static_cast<float>(code_mask(bits)); }
 
-/// Rounds each head's multipliers m + h * n [n] to integers of at most qmax (multipliers.hpp) and
-/// stores half of each head's step in half_steps [heads] (the centred codes count twice).
+/// For each head h < heads: m[h * n + i] = x[h * x_stride + i] * y[i], rounded to integers of at
+/// most qmax (multipliers.hpp); half_steps[h] = half of its step (the centred codes count twice).
+/// An Ops may fuse this (Ops::quantize_products, the same bits); else it is multiply then quantize.
 template <class Ops>
-PKV_HD void quantize_head_multipliers(float* m, int n, int heads, int qmax, float* half_steps) {
-    for (int h = 0; h < heads; ++h) half_steps[h] = 0.5f * Ops::quantize(m + h * n, n, qmax);
+PKV_HD void quantize_products(const float* x, int x_stride, const float* y, int n, int heads, int qmax, float* m, float* half_steps) {
+    if constexpr (requires { Ops::quantize_products(x, x_stride, y, n, heads, qmax, m, half_steps); }) {
+        Ops::quantize_products(x, x_stride, y, n, heads, qmax, m, half_steps);
+    } else {
+        for (int h = 0; h < heads; ++h) {
+            Ops::multiply(x + h * x_stride, y, n, m + h * n);
+            half_steps[h] = 0.5f * Ops::quantize(m + h * n, n, qmax);
+        }
+    }
 }
 
 /// Scores of the R tokens of one page for every head of a group: scores + h * score_stride.
@@ -170,8 +178,7 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
         const int qmax = multiplier_max(false, d, g.k_bits);
         for (int t0 = 0; t0 < g.tokens; t0 += g.k_group) {
             Ops::scales_and_minimums(reinterpret_cast<const std::uint16_t*>(p.k_sm + (t0 / g.k_group) * d), d, 1, centre, scale, mnc);
-            for (int h = 0; h < hg.heads; ++h) Ops::multiply(hg.q_tau + h * d, scale, d, m + h * d);
-            quantize_head_multipliers<Ops>(m, d, hg.heads, qmax, steps);
+            quantize_products<Ops>(hg.q_tau, d, scale, d, hg.heads, qmax, m, steps);
             Ops::code_sums(p.k_codes, g.k_row_words(), d, g.k_bits, t0, g.k_group, m, d, hg.heads, qmax, scores + t0, score_stride);
             std::uint8_t buf[max_page_tokens];  // the group's pattern indices, one byte each, for every head
             const std::uint8_t* idx =
@@ -234,12 +241,8 @@ PKV_HD void page_accumulate_v(const page_geometry& g, const page_view& p, const 
     const int qmax = multiplier_max(true, R, g.v_bits);
     for (int gi = 0; gi < groups; ++gi) {
         Ops::scales_and_minimums(reinterpret_cast<const std::uint16_t*>(p.v_sm + gi), R, groups, centre, scale, mnc);
-        for (int h = 0; h < hg.heads; ++h) {
-            const float* eh = e + h * e_stride;
-            zsum[h * groups + gi] = zsum[h * groups + gi] + Ops::dot(eh, mnc, R);
-            Ops::multiply(eh, scale, R, w + h * R);
-        }
-        quantize_head_multipliers<Ops>(w, R, hg.heads, qmax, steps);
+        for (int h = 0; h < hg.heads; ++h) zsum[h * groups + gi] = zsum[h * groups + gi] + Ops::dot(e + h * e_stride, mnc, R);
+        quantize_products<Ops>(e, e_stride, scale, R, hg.heads, qmax, w, steps);
         Ops::code_sums(p.v_codes, g.v_row_words(), R, g.v_bits, gi * vg, vg, w, R, hg.heads, qmax, sums, vg);
         for (int h = 0; h < hg.heads; ++h) Ops::add_code_terms(hg.recs + h * hg.rec_stride + 2 + gi * vg, sums + h * vg, vg, steps[h]);
     }

@@ -17,7 +17,7 @@
 #include "core/k_channel_select.hpp"
 #include "core/patterns.hpp"
 #include "src/layer_cache_state.hpp"
-#include "simd/attention_ops_avx512.hpp"
+#include "simd/attention_ops_amx.hpp"
 #include "simd/cpu_features.hpp"
 
 namespace patternkv {
@@ -159,6 +159,7 @@ int total_splits(const layer_cache_state& s, int seq) { return core::attention_s
 // The split kernels with the fastest primitives this CPU has (identical bits either way).
 void run_history_split(const core::head_pages& hp, int first, int count, const core::head_group& hg, int cap, float* work) {
 #if defined(__x86_64__)
+    if (simd::have_amx()) return core::attend_history_split<simd::amx_ops>(hp, first, count, hg, cap, work);
     if (simd::have_avx512()) return core::attend_history_split<simd::avx512_ops>(hp, first, count, hg, cap, work);
     if (simd::have_avx2()) return core::attend_history_split<simd::avx2_ops>(hp, first, count, hg, cap, work);
 #endif

@@ -10,7 +10,7 @@
 #include "core/kmeans.hpp"
 #include "core/page_quantizer.hpp"
 #include "reference/simd/attention_ops_avx2.hpp"
-#include "reference/simd/attention_ops_avx512.hpp"
+#include "reference/simd/attention_ops_amx.hpp"
 #include "reference/simd/cpu_features.hpp"
 #include "reference/simd/distance_avx2.hpp"
 #include "reference/simd/halves_avx2.hpp"
@@ -35,12 +35,14 @@ bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
 }
 
 using patternkv::core::scalar_ops;
+using patternkv::simd::amx_ops;
 using patternkv::simd::avx2_ops;
 using patternkv::simd::avx512_ops;
 
 /// Calls f.template operator()<Ops>() for avx2_ops, then for avx512_ops where the CPU has AVX-512
-/// VNNI/VBMI (and says loudly that those twins did not run where it does not).
-template <class F>
+/// VNNI/VBMI and, with Tiles (the cases that reach code_sums, the one primitive amx_ops replaces),
+/// for amx_ops where it has AMX-INT8 (and says loudly which twins did not run).
+template <bool Tiles = false, class F>
 void for_simd_ops(F&& f) {
     f.template operator()<avx2_ops>();
     if (patternkv::simd::have_avx512()) {
@@ -49,20 +51,27 @@ void for_simd_ops(F&& f) {
         pkv_test::skip(doctest::getContextOptions()->currentTest->m_name +
                        std::string(": AVX-512 twins not run (no AVX-512 F/BW/VL/VNNI/VBMI, or PATTERNKV_NO_AVX512 is set)"));
     }
+    if constexpr (!Tiles) return;
+    if (patternkv::simd::have_amx()) {
+        f.template operator()<amx_ops>();
+    } else {
+        pkv_test::skip(doctest::getContextOptions()->currentTest->m_name +
+                       std::string(": AMX twins not run (no AMX-TILE/INT8, the OS refused the tile state, or PATTERNKV_NO_AMX is set)"));
+    }
 }
 
 }  // namespace
 
-TEST_CASE("code_sums: AVX2 and AVX-512 equal scalar for bits 2, 3, 4, 8, int8 and int16 multipliers, rows, offsets, head counts") {
+TEST_CASE("code_sums: AVX2, AVX-512 and AMX equal scalar for bits 2, 3, 4, 8, int8 and int16 multipliers, rows, offsets, head counts") {
     if (skip_without_avx2()) return;
     std::mt19937 gen(1);
     const int row_words = 32;  // rows of up to 32 * 16 codes: byte-path slices at every offset below
     std::vector<std::uint32_t> codes(static_cast<std::size_t>(300) * row_words);
     for (auto& w : codes) w = gen();
-    int byte_cases = 0, slice_cases = 0;
+    int byte_cases = 0, slice_cases = 0, tile_cases = 0;
     for (int qmax : {127, 2056, 32767})
         for (int bits : {2, 3, 4, 8})
-            for (int rows : {4, 24, 37, 128, 136, 300}) {                                // 300: past the multipliers' stack storage
+            for (int rows : {4, 24, 37, 64, 128, 136, 256, 300}) {                       // 300: past the multipliers' stack storage
                 if (qmax > patternkv::core::multiplier_max(true, rows, bits)) continue;  // the bound code_sums' callers keep
                 // integer multipliers in [-qmax, qmax], the extremes included (they bound the int16 pair sums)
                 std::vector<float> m(static_cast<std::size_t>(9) * 300);
@@ -80,17 +89,19 @@ TEST_CASE("code_sums: AVX2 and AVX-512 equal scalar for bits 2, 3, 4, 8, int8 an
                             auto expect = a;
                             scalar_ops::code_sums(codes.data(), row_words, rows, bits, first, n, m.data(), 300, heads, qmax, expect.data(),
                                                   stride);
-                            for_simd_ops([&]<class Ops>() {
+                            for_simd_ops<true>([&]<class Ops>() {
                                 auto b = a;
                                 Ops::code_sums(codes.data(), row_words, rows, bits, first, n, m.data(), 300, heads, qmax, b.data(), stride);
                                 CHECK(same_bits(expect, b));
                             });
                             byte_cases += patternkv::simd::detail::byte_codes(bits, qmax <= 127, rows, first, n) ? 1 : 0;
                             slice_cases += patternkv::simd::detail::slice_codes(bits, qmax <= 127, rows, first, n) ? 1 : 0;
+                            tile_cases += amx_ops::on_tiles(rows, bits, first, n, qmax) ? 1 : 0;
                         }
             }
     CHECK(byte_cases > 200);  // the byte paths were exercised, not only the pair path
     CHECK(slice_cases > 100);
+    CHECK(tile_cases > 100);
 }
 
 TEST_CASE("quantize: AVX2 and AVX-512 equal quantize_multipliers for lengths, bounds, ties, zeros and NaN") {
@@ -464,7 +475,7 @@ TEST_CASE("exponentiate: AVX2 and AVX-512 exp equal core::exp_fixed on a dense s
         }
 }
 
-TEST_CASE("whole history and window splits: AVX2 and AVX-512 primitives equal the scalar definition, every config") {
+TEST_CASE("whole history and window splits: AVX2, AVX-512 and AMX primitives equal the scalar definition, every config") {
     if (skip_without_avx2()) return;
     for (const char* method : {"patternkv", "kivi", "pertoken"})
         for (int bits : {2, 3, 4, 8})
@@ -494,7 +505,7 @@ TEST_CASE("whole history and window splits: AVX2 and AVX-512 primitives equal th
                 const patternkv::core::head_group hb{G, q.data(), cap > 0 ? qm.data() : nullptr, cap, rb.data(), stride};
                 patternkv::core::attend_history_split<scalar_ops>(s.head(0, 1), 0, 4, ha, cap, work.data());
                 INFO(method << "-" << bits << " d=" << d);
-                for_simd_ops([&]<class Ops>() {
+                for_simd_ops<true>([&]<class Ops>() {
                     std::fill(rb.begin(), rb.end(), 0.0f);
                     patternkv::core::attend_history_split<Ops>(s.head(0, 1), 0, 4, hb, cap, work.data());
                     CHECK(same_bits(ra, rb));

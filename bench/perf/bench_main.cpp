@@ -351,9 +351,10 @@ int main(int argc, char** argv) {
     json_writer js;
     // the quantized methods use the widest kernels the CPU has; the dense baselines are AVX2 (they are
     // bandwidth-bound: fp16 reads at 55-65% of STREAM with 8-wide FMAs)
-    const char* kernels = patternkv::simd::have_avx512() ? "AVX-512 VNNI (dense baselines: AVX2)"
-                          : patternkv::simd::have_avx2() ? "AVX2"
-                                                         : "scalar";
+    const char* kernels = patternkv::simd::have_amx()      ? "AVX-512 VNNI + AMX-INT8 code sums (dense baselines: AVX2)"
+                          : patternkv::simd::have_avx512() ? "AVX-512 VNNI (dense baselines: AVX2)"
+                          : patternkv::simd::have_avx2()   ? "AVX2"
+                                                           : "scalar";
     fmt::print("patternkv-bench: {} hardware threads, {} kernels\n", tbb::this_task_arena::max_concurrency(), kernels);
     const double bw = pkv_bench::stream_read_bandwidth(std::size_t{1} << 30, o.quick ? 3 : 5);
     const double fma = pkv_bench::fma_peak();

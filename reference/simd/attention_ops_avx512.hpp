@@ -232,18 +232,34 @@ struct avx512_ops : avx2_ops {
         __m512 vmax = _mm512_setzero_ps();
         int i = 0;
         for (; i + 16 <= n; i += 16) vmax = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(a + i)), vmax);  // a NaN lane keeps vmax
-        const float amax = core::max_magnitude(a + i, n - i, _mm512_reduce_max_ps(vmax));
-        if (!(amax > 0.0f)) return core::quantize_multipliers(a, n, qmax);
-        const float r = static_cast<float>(qmax) / amax, top = static_cast<float>(qmax);
-        const __m512 vr = _mm512_set1_ps(r), vtop = _mm512_set1_ps(top), vbot = _mm512_set1_ps(-top), magic = _mm512_set1_ps(12582912.0f);
-        for (i = 0; i + 16 <= n; i += 16) {
-            // min(top, x) and max(-top, x) return x when it is NaN (the second operand), then NaN -> +0
-            __m512 x = _mm512_max_ps(vbot, _mm512_min_ps(vtop, _mm512_mul_ps(_mm512_loadu_ps(a + i), vr)));
-            x = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, x, _CMP_ORD_Q), x);
-            _mm512_storeu_ps(a + i, _mm512_sub_ps(_mm512_add_ps(x, magic), magic));
+        return round_multipliers(a, n, qmax, core::max_magnitude(a + i, n - i, _mm512_reduce_max_ps(vmax)));
+    }
+
+    /// core::quantize_products fused for lengths in 16s: the products of four heads at a time and
+    /// their largest magnitudes in one pass (four independent max chains), then each head's rounding.
+    PKV_AVX512 static void quantize_products(const float* x, int x_stride, const float* y, int n, int heads, int qmax, float* m,
+                                             float* half_steps) {
+        if (n % 16 != 0) {
+            for (int h = 0; h < heads; ++h) {
+                multiply(x + h * x_stride, y, n, m + h * n);
+                half_steps[h] = 0.5f * quantize(m + h * n, n, qmax);
+            }
+            return;
         }
-        for (; i < n; ++i) a[i] = core::round_multiplier(a[i] * r, top);
-        return amax / static_cast<float>(qmax);
+        for (int h0 = 0; h0 < heads; h0 += 4) {
+            const int hb = heads - h0 < 4 ? heads - h0 : 4;
+            __m512 vmax[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+            for (int i = 0; i < n; i += 16) {
+                const __m512 yv = _mm512_loadu_ps(y + i);
+                for (int hh = 0; hh < hb; ++hh) {
+                    const __m512 p = _mm512_mul_ps(_mm512_loadu_ps(x + (h0 + hh) * x_stride + i), yv);
+                    _mm512_storeu_ps(m + (h0 + hh) * n + i, p);
+                    vmax[hh] = _mm512_max_ps(_mm512_abs_ps(p), vmax[hh]);  // a NaN lane keeps vmax
+                }
+            }
+            for (int hh = 0; hh < hb; ++hh)
+                half_steps[h0 + hh] = 0.5f * round_multipliers(m + (h0 + hh) * n, n, qmax, _mm512_reduce_max_ps(vmax[hh]));
+        }
     }
 
     PKV_AVX512 static void finish_scores(float* s, int n, float half_step, float z, const float* table, int table_size,
@@ -281,6 +297,23 @@ struct avx512_ops : avx2_ops {
         float m = _mm512_reduce_max_ps(v);
         for (; i < n; ++i) m = s[i] > m ? s[i] : m;
         return m + 0.0f;
+    }
+
+private:
+    /// The rounding half of core::quantize_multipliers, given amax = max |a[i]| (NaN passed over).
+    PKV_AVX512 static float round_multipliers(float* a, int n, int qmax, float amax) {
+        if (!(amax > 0.0f)) return core::quantize_multipliers(a, n, qmax);
+        const float r = static_cast<float>(qmax) / amax, top = static_cast<float>(qmax);
+        const __m512 vr = _mm512_set1_ps(r), vtop = _mm512_set1_ps(top), vbot = _mm512_set1_ps(-top), magic = _mm512_set1_ps(12582912.0f);
+        int i = 0;
+        for (; i + 16 <= n; i += 16) {
+            // min(top, x) and max(-top, x) return x when it is NaN (the second operand), then NaN -> +0
+            __m512 x = _mm512_max_ps(vbot, _mm512_min_ps(vtop, _mm512_mul_ps(_mm512_loadu_ps(a + i), vr)));
+            x = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, x, _CMP_ORD_Q), x);
+            _mm512_storeu_ps(a + i, _mm512_sub_ps(_mm512_add_ps(x, magic), magic));
+        }
+        for (; i < n; ++i) a[i] = core::round_multiplier(a[i] * r, top);
+        return amax / static_cast<float>(qmax);
     }
 };
 

@@ -5,6 +5,10 @@
 #if defined(__x86_64__)
 #include <cpuid.h>
 #endif
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace patternkv::simd {
 
@@ -28,6 +32,22 @@ bool have_avx512() {
     static const bool yes = have_avx2() && std::getenv("PATTERNKV_NO_AVX512") == nullptr && __builtin_cpu_supports("avx512f") &&
                             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                             __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi");
+    return yes;
+#else
+    return false;
+#endif
+}
+
+bool have_amx() {
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+    static const bool yes = [] {
+        unsigned a = 0, b = 0, c = 0, d = 0;
+        if (!have_avx512() || std::getenv("PATTERNKV_NO_AMX") != nullptr || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+        const bool tile = (d & (1u << 24)) != 0, int8 = (d & (1u << 25)) != 0;  // CPUID.(7, 0):EDX AMX-TILE, AMX-INT8
+        // The tile data state is off until the process asks for it (XFEATURE_XTILEDATA = 18).
+        constexpr long req_xcomp_perm = 0x1023, xtiledata = 18;
+        return tile && int8 && syscall(SYS_arch_prctl, req_xcomp_perm, xtiledata) == 0;
+    }();
     return yes;
 #else
     return false;

@@ -10,4 +10,9 @@ bool have_avx2();
 /// PATTERNKV_NO_AVX512 is unset (set it to measure or test the AVX2 kernels on such a CPU).
 bool have_avx512();
 
+/// True when have_avx512() and the CPU runs AMX-TILE and AMX-INT8, the OS grants this process the
+/// tile state (Linux: arch_prctl ARCH_REQ_XCOMP_PERM, asked once here), and PATTERNKV_NO_AMX is
+/// unset (set it to measure or test the AVX-512 kernels on such a CPU).
+bool have_amx();
+
 }  // namespace patternkv::simd
