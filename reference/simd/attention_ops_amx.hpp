@@ -17,6 +17,7 @@
 #include <immintrin.h>
 
 #include <cstring>
+#include <initializer_list>
 
 #include "attention_ops_avx512.hpp"
 
@@ -69,16 +70,17 @@ PKV_AMX inline int amx_multiplier_rows(const float* m, int m_stride, int heads, 
 
 /// The B tiles of one unit of a code sum, position block pb (16 S positions) and rows [r0, r0 + 64):
 /// the codes of rows [4 q, 4 q + 4) at shift s are 64 bytes at b + ((pb * S + s) * rows / 4 + q) * 64,
-/// so a tile is 16 rows 64 bytes apart.
+/// so a tile is 16 rows 64 bytes apart. A code at shift s is left in place, times 2^(Bits s) (one
+/// AND, no shift); the sums are shifted back, exactly, once per 16 positions (code_sums_tiles).
 template <int Bits>
 PKV_AMX inline void amx_code_tiles(const std::uint8_t* codes, int row_bytes, int rows, int pb, int r0, std::uint8_t* b) {
     constexpr int S = 8 / Bits;
     const int quads = rows / 4;
-    const __m512i mask8 = _mm512_set1_epi8(static_cast<char>((1 << Bits) - 1));
+    __m512i masks[S];
+    for (int s = 0; s < S; ++s) masks[s] = _mm512_set1_epi8(static_cast<char>(((1 << Bits) - 1) << (Bits * s)));
     for (int q = r0 / 4; q < r0 / 4 + 16; ++q) {
         const __m512i x = quad_slices(codes + pb * 16 + 4 * q * row_bytes, row_bytes);
-        for (int s = 0; s < S; ++s)
-            _mm512_store_si512(b + ((pb * S + s) * quads + q) * 64, _mm512_and_si512(_mm512_srli_epi32(x, Bits * s), mask8));
+        for (int s = 0; s < S; ++s) _mm512_store_si512(b + ((pb * S + s) * quads + q) * 64, _mm512_and_si512(x, masks[s]));
     }
 }
 
@@ -142,7 +144,8 @@ PKV_AMX inline void code_sums_tiles(const std::uint32_t* codes, int row_words, i
         for (int h = 0; h < heads; ++h) {
             __m512i x[S];
             for (int s = 0; s < S; ++s) {
-                const auto row = [&](int i) PKV_AMX { return _mm512_load_si512(c[s] + 16 * i); };
+                // each row's sums are 2^(Bits s) times the true ones (amx_code_tiles), and bytes keep them small: exact shifts
+                const auto row = [&](int i) PKV_AMX { return _mm512_srai_epi32(_mm512_load_si512(c[s] + 16 * i), Bits * s); };
                 x[s] = narrow ? row(h) : _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(row(h), 8), row(heads + h)), row(2 * heads));
             }
             store_slice512<S>(x, bias[h], out + h * out_stride + pb * 16 * S);
@@ -155,9 +158,11 @@ PKV_AMX inline void code_sums_tiles(const std::uint32_t* codes, int row_words, i
 /// avx512_ops with code_sums on AMX tiles where the shapes allow (rows in 64s, positions in whole
 /// 16-byte slices; 3-bit codes expanded to bytes first), the AVX-512 byte path elsewhere.
 struct amx_ops : avx512_ops {
-    /// Whether code_sums runs on tiles for this shape (else on the AVX-512 byte path).
+    /// Whether code_sums runs on tiles for this shape (else on the AVX-512 byte path): int16
+    /// multipliers (int8 ones take one vpdpbusd per four rows, which measured faster than building
+    /// the tiles), rows in 64s and positions in whole 16-byte slices.
     static bool on_tiles(int rows, int bits, int first, int n, int multiplier_max) {
-        if (rows % 64 != 0 || rows > 256 || rows * n > expanded_bytes || multiplier_max > 32767) return false;
+        if (multiplier_max <= 127 || rows % 64 != 0 || rows > 256 || rows * n > expanded_bytes || multiplier_max > 32767) return false;
         return bits == 3 ? n % 16 == 0 : (first * bits) % 8 == 0 && (n * bits) % 128 == 0;
     }
 

@@ -4,6 +4,8 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include <initializer_list>
+
 #include "core/exp.hpp"
 
 #define PKV_AVX2 __attribute__((target("avx2,fma,f16c")))
