@@ -497,6 +497,34 @@ bool selected(const options& o, const std::string& name) {
 
 }  // namespace
 
+namespace {
+
+__global__ void emulation_probe_kernel(int* hits) { ++hits[blockIdx.x * blockDim.x + threadIdx.x]; }
+
+/// The emulated runtime's own checks (issue 14): launches past the device limits are errors that
+/// name the kernel, every thread of a launch runs once, and the order of blocks and threads varies
+/// from launch to launch. Returns what is wrong ("" when nothing).
+std::string check_emulation() {
+    namespace gpu = patternkv::emulated::gpu;
+    std::vector<int> hits(8 * 1025, 0);
+    for (unsigned threads : {0u, 1025u}) {
+        try {
+            gpu::launch(emulation_probe_kernel, 1, threads, "probe", hits.data());
+            return fmt::format("a launch of {} threads per block was accepted", threads);
+        } catch (const patternkv::error& e) {
+            if (std::string(e.what()).find("kernel probe") == std::string::npos) return std::string("unnamed launch error: ") + e.what();
+        }
+    }
+    hits.assign(8 * 96, 0);
+    gpu::launch(emulation_probe_kernel, 8, 96, "probe", hits.data());
+    for (int h : hits)
+        if (h != 1) return "a launch did not run every thread exactly once";
+    if (gpu::emulated_order(64) == gpu::emulated_order(64)) return "two launches ran their threads in the same order";
+    return "";
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
     const options opt = parse(argc, argv);
     const std::vector<diff_case> cases = make_cases();
@@ -544,6 +572,17 @@ int main(int argc, char** argv) {
     int passed = 0, failed = 0;
     std::vector<std::string> failures;
     for (const target& b : run_on) {
+        if (b.emulated && selected(opt, "emulation/runtime")) {
+            const std::string why = check_emulation();
+            fmt::print("[{}] {:4} emulation/runtime (launch limits, every thread once, varying orders){}\n", b.name,
+                       why.empty() ? "OK" : "FAIL", why.empty() ? "" : "\n       " + why);
+            if (why.empty()) {
+                ++passed;
+            } else {
+                ++failed;
+                failures.push_back(fmt::format("[{}] emulation/runtime: {}", b.name, why));
+            }
+        }
         for (const auto& c : cases) {
             const std::string name = c.name();
             if (!selected(opt, name)) continue;

@@ -5,10 +5,12 @@
 // reference on machines without a GPU; it does not check device compilers' arithmetic (fma, IEEE
 // division and sqrt, denormals), which only a device run does.
 //
-// Blocks run one after another. A kernel launched with gpu::launch runs its threads one after
-// another too (it must not use __syncthreads); gpu::launch_with_barriers runs each block's threads
-// as std::threads meeting at a std::barrier. __shared__ becomes static storage, which is per block
-// because blocks never overlap.
+// Blocks run one after another, in an order that varies from launch to launch
+// (gpu::emulated_order). A kernel launched with gpu::launch runs its threads one after another too,
+// in a varying order (it must not use __syncthreads); gpu::launch_with_barriers runs each block's
+// threads as std::threads, started in a varying order, meeting at a std::barrier. __shared__
+// becomes static storage, which is per block because blocks never overlap. Launches past the
+// device limits throw, as a device refuses them.
 #include <barrier>
 #include <cstdlib>
 

@@ -15,8 +15,11 @@
 #include <utility>
 
 #if defined(PKV_GPU_EMULATION)
+#include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <new>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -213,17 +216,43 @@ void zero(T* p, std::size_t n, std::source_location where = std::source_location
 /// Blocks of `threads` covering n work items.
 inline unsigned blocks_for(std::int64_t n, int threads) { return static_cast<unsigned>((n + threads - 1) / threads); }
 
+/// The launch limits every CUDA device and HIP's 64-wide devices share: at most 1024 threads per
+/// block, at least one, and a grid's x size below 2^31. A launch past them is an error naming the
+/// kernel, in emulation too (a device would refuse it at the launch).
+inline void check_launch_limits(unsigned blocks, unsigned threads, const char* name) {
+    if (threads == 0 || threads > 1024 || blocks > 2147483647u)
+        throw error(std::string("patternkv ") + api_name + " backend: kernel " + name + " launched with " + std::to_string(blocks) +
+                    " blocks of " + std::to_string(threads) + " threads (limits: 1 to 1024 threads, fewer than 2^31 blocks)");
+}
+
+#if defined(PKV_GPU_EMULATION)
+/// The order in which emulation runs a launch's blocks or a block's threads: a permutation of
+/// 0 .. n - 1 that changes from launch to launch (seeded by a launch counter, so a run repeats).
+/// A device runs them in no fixed order, so a kernel whose bits depend on the order (a thread
+/// reading what another wrote without a barrier, blocks sharing an output) differs from the CPU
+/// reference in some launch, and the differential test sees it.
+inline std::vector<unsigned> emulated_order(unsigned n) {
+    static std::atomic<std::uint64_t> launches{0};
+    std::vector<unsigned> order(n);
+    for (unsigned i = 0; i < n; ++i) order[i] = i;
+    std::mt19937_64 gen(launches.fetch_add(1) + 1);
+    std::shuffle(order.begin(), order.end(), gen);
+    return order;
+}
+#endif
+
 /// kernel<<<blocks, threads>>>(args...) on the default stream, then a check of the launch itself
 /// (errors during execution surface at the next synchronizing call). Nothing to do for 0 blocks.
 /// The kernel must not use __syncthreads (see launch_with_barriers).
 template <class... Params, class... Args>
 void launch(void (*kernel)(Params...), unsigned blocks, unsigned threads, const char* name, Args&&... args) {
     if (blocks == 0) return;
+    check_launch_limits(blocks, threads, name);
 #if defined(PKV_GPU_EMULATION)
-    (void)name;
     blockDim = {threads, 1, 1};
-    for (unsigned b = 0; b < blocks; ++b)
-        for (unsigned t = 0; t < threads; ++t) {
+    const auto thread_order = emulated_order(threads);
+    for (unsigned b : emulated_order(blocks))
+        for (unsigned t : thread_order) {
             blockIdx = {b, 0, 0};
             threadIdx = {t, 0, 0};
             kernel(args...);
@@ -234,15 +263,18 @@ void launch(void (*kernel)(Params...), unsigned blocks, unsigned threads, const 
 #endif
 }
 
-/// launch() for a kernel whose threads meet at __syncthreads (the same launch on a GPU).
+/// launch() for a kernel whose threads meet at __syncthreads (the same launch on a GPU). Emulated,
+/// each block's threads are std::threads started in a varying order, and blocks run in a varying
+/// order.
 template <class... Params, class... Args>
 void launch_with_barriers(void (*kernel)(Params...), unsigned blocks, unsigned threads, const char* name, Args&&... args) {
 #if defined(PKV_GPU_EMULATION)
-    (void)name;
-    for (unsigned b = 0; b < blocks; ++b) {
+    if (blocks == 0) return;
+    check_launch_limits(blocks, threads, name);
+    for (unsigned b : emulated_order(blocks)) {
         std::barrier<> block_barrier(static_cast<std::ptrdiff_t>(threads));
         std::vector<std::thread> pool;
-        for (unsigned t = 0; t < threads; ++t)
+        for (unsigned t : emulated_order(threads))
             pool.emplace_back([&, t] {
                 blockDim = {threads, 1, 1};
                 blockIdx = {b, 0, 0};
