@@ -65,6 +65,33 @@ struct scalar_ops {
                 out[h * out_stride + p] = static_cast<float>(sum);
             }
     }
+    /// Per-token K scores without the pattern term: for each token t < tokens (row t at codes + t *
+    /// row_words, its group pairs at sm + t * groups, groups = d / group), scores[t] = the sum over
+    /// channel groups gi, in order, of scale * (half_step * code) + mnc * qsum[gi], where code is the
+    /// group's integer sum of m[j] * (2 code(t, j) - (2^bits - 1)) (integer multipliers m [d], exact)
+    /// and mnc = min + centre * scale.
+    PKV_HD static void token_scores(const std::uint32_t* codes, int row_words, const scale_min* sm, int tokens, int bits, int d, int group,
+                                    const float* m, float half_step, const float* qsum, float* scores) {
+        const int groups = d / group;
+        const auto off = static_cast<std::int32_t>(code_mask(bits));
+        const float centre = 0.5f * static_cast<float>(code_mask(bits));
+        for (int t = 0; t < tokens; ++t) {
+            const std::uint32_t* row = codes + t * row_words;
+            float total = 0.0f;
+            for (int gi = 0; gi < groups; ++gi) {
+                std::int32_t code = 0;  // the group's centred code sum (exact: multiplier_max keeps it in int32)
+                for (int j = gi * group; j < (gi + 1) * group; ++j)
+                    code += static_cast<std::int32_t>(m[j]) * (2 * static_cast<std::int32_t>(unpack_code(row, j, bits)) - off);
+                total = token_group_term(total, sm[t * groups + gi], centre, half_step, code, qsum[gi]);
+            }
+            scores[t] = total;
+        }
+    }
+    /// One channel group's term of a per-token K score added to total (token_scores' float order).
+    PKV_HD static float token_group_term(float total, scale_min sm, float centre, float half_step, std::int32_t code, float qsum) {
+        const float scale = half_to_float(sm.scale), mnc = half_to_float(sm.min) + centre * scale;
+        return total + (scale * (half_step * static_cast<float>(code)) + mnc * qsum);
+    }
     /// For i < n, the fp16 (scale, min) pair at sm + 2 * stride * i: scale[i] = scale and
     /// mnc[i] = min + centre * scale (the minimum of the centred codes).
     PKV_HD static void scales_and_minimums(const std::uint16_t* sm, int n, int stride, float centre, float* scale, float* mnc) {
@@ -191,8 +218,6 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
         // Per-token K (the KIVI per-token baseline): the query is rounded once per page, the code
         // term of each (token, channel group) is an integer dot product, groups add in order.
         const int groups = d / g.k_group;
-        const float centre = code_centre(g.k_bits);
-        const auto off = static_cast<std::int32_t>(code_mask(g.k_bits));
         float* m = work;         // [d]
         float* qsum = work + d;  // [groups]: the query's sum over each channel group (channel order)
         std::uint8_t buf[max_page_tokens];
@@ -205,19 +230,8 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
             }
             for (int j = 0; j < d; ++j) m[j] = q[j];
             const float half_step = 0.5f * Ops::quantize(m, d, multiplier_max(false, d, g.k_bits));
-            for (int t = 0; t < g.tokens; ++t) {
-                const std::uint32_t* row = p.k_codes + t * g.k_row_words();
-                const scale_min* sm = p.k_sm + t * groups;
-                float total = 0.0f;
-                for (int gi = 0; gi < groups; ++gi) {
-                    std::int32_t code = 0;  // the group's centred code sum (exact: multiplier_max keeps it in int32)
-                    for (int j = gi * g.k_group; j < (gi + 1) * g.k_group; ++j)
-                        code += static_cast<std::int32_t>(m[j]) * (2 * static_cast<std::int32_t>(unpack_code(row, j, g.k_bits)) - off);
-                    const float scale = half_to_float(sm[gi].scale), mnc = half_to_float(sm[gi].min) + centre * scale;
-                    total = total + (scale * (half_step * static_cast<float>(code)) + mnc * qsum[gi]);
-                }
-                scores[h * score_stride + t] = total;
-            }
+            Ops::token_scores(p.k_codes, g.k_row_words(), p.k_sm, g.tokens, g.k_bits, d, g.k_group, m, half_step, qsum,
+                              scores + h * score_stride);
             if (idx != nullptr) Ops::add_gathered(scores + h * score_stride, hg.qm + h * hg.qm_stride, idx, g.tokens);
         }
     }

@@ -435,6 +435,46 @@ struct avx2_ops {
         for (; i < n; ++i) y[i] = core::fma_exact(a, x[i], y[i]);
     }
 
+    /// core::scalar_ops::token_scores with each (token, group) integer sum on 16 channels at a time
+    /// (codes unpacked to bytes by indices(), widened to int16 and multiplied by pmaddwd; exact), and
+    /// the float terms in the definition's order. 2, 4 and 8 bits, groups of whole 16 channels.
+    PKV_AVX2 static void token_scores(const std::uint32_t* codes, int row_words, const core::scale_min* sm, int tokens, int bits, int d,
+                                      int group, const float* m, float half_step, const float* qsum, float* scores) {
+        if (bits == 3 || group % 16 != 0 || d > core::max_head_dim)
+            return core::scalar_ops::token_scores(codes, row_words, sm, tokens, bits, d, group, m, half_step, qsum, scores);
+        const int groups = d / group;
+        const float centre = 0.5f * static_cast<float>(core::code_mask(bits));
+        alignas(32) std::int16_t m16[core::max_head_dim];
+        std::uint32_t bias[core::max_head_dim / 16];  // per group: (2^bits - 1) * sum of its multipliers
+        for (int gi = 0; gi < groups; ++gi) {
+            std::uint32_t sum = 0;
+            for (int j = gi * group; j < (gi + 1) * group; ++j) {
+                m16[j] = static_cast<std::int16_t>(m[j]);
+                sum += static_cast<std::uint32_t>(static_cast<std::int32_t>(m[j]));
+            }
+            bias[gi] = sum * core::code_mask(bits);
+        }
+        std::uint8_t buf[core::max_head_dim];
+        for (int t = 0; t < tokens; ++t) {
+            const std::uint8_t* c = indices(reinterpret_cast<const std::uint8_t*>(codes + t * row_words), 0, d, bits, buf);
+            float total = 0.0f;
+            for (int gi = 0; gi < groups; ++gi) {
+                __m256i acc = _mm256_setzero_si256();
+                for (int j = gi * group; j < (gi + 1) * group; j += 16) {
+                    const __m256i c16 = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + j)));
+                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(c16, _mm256_load_si256(reinterpret_cast<const __m256i*>(m16 + j))));
+                }
+                alignas(32) std::uint32_t lanes[8];
+                _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc);
+                std::uint32_t sum = 0;
+                for (std::uint32_t l : lanes) sum += l;
+                const auto code = static_cast<std::int32_t>(2u * sum - bias[gi]);  // wrapping: the centred sum fits
+                total = core::scalar_ops::token_group_term(total, sm[t * groups + gi], centre, half_step, code, qsum[gi]);
+            }
+            scores[t] = total;
+        }
+    }
+
     PKV_AVX2 static const std::uint8_t* indices(const std::uint8_t* idx, int first, int n, int bits, std::uint8_t* buf) {
         if (bits == 8 || (first * bits) % 8 != 0) return core::pattern_indices(idx, first, n, bits, buf);
         const std::uint8_t* src = idx + first * bits / 8;
