@@ -65,26 +65,38 @@ struct scalar_ops {
                 out[h * out_stride + p] = static_cast<float>(sum);
             }
     }
-    /// Per-token K scores without the pattern term: for each token t < tokens (row t at codes + t *
-    /// row_words, its group pairs at sm + t * groups, groups = d / group), scores[t] = the sum over
-    /// channel groups gi, in order, of scale * (half_step * code) + mnc * qsum[gi], where code is the
-    /// group's integer sum of m[j] * (2 code(t, j) - (2^bits - 1)) (integer multipliers m [d], exact)
-    /// and mnc = min + centre * scale.
+    /// Per-token K scores without the pattern term, for `heads` query heads: for head h and token
+    /// t < tokens (row t at codes + t * row_words, its group pairs at sm + t * groups, groups =
+    /// d / group), scores[h * score_stride + t] = the sum over channel groups gi, in order, of
+    /// scale * (half_steps[h] * code) + mnc * qsum, where code is the group's integer sum of
+    /// m[h * d + j] * (2 code(t, j) - (2^bits - 1)) (integer multipliers, exact), qsum the group's
+    /// sum of q[h * d + j] (group_sums) and mnc = min + centre * scale.
     PKV_HD static void token_scores(const std::uint32_t* codes, int row_words, const scale_min* sm, int tokens, int bits, int d, int group,
-                                    const float* m, float half_step, const float* qsum, float* scores) {
+                                    const float* q, const float* m, int heads, const float* half_steps, float* scores, int score_stride) {
         const int groups = d / group;
         const auto off = static_cast<std::int32_t>(code_mask(bits));
         const float centre = 0.5f * static_cast<float>(code_mask(bits));
-        for (int t = 0; t < tokens; ++t) {
-            const std::uint32_t* row = codes + t * row_words;
-            float total = 0.0f;
-            for (int gi = 0; gi < groups; ++gi) {
-                std::int32_t code = 0;  // the group's centred code sum (exact: multiplier_max keeps it in int32)
-                for (int j = gi * group; j < (gi + 1) * group; ++j)
-                    code += static_cast<std::int32_t>(m[j]) * (2 * static_cast<std::int32_t>(unpack_code(row, j, bits)) - off);
-                total = token_group_term(total, sm[t * groups + gi], centre, half_step, code, qsum[gi]);
+        for (int h = 0; h < heads; ++h) {
+            float qsum[max_head_dim];
+            group_sums(q + h * d, d, group, qsum);
+            for (int t = 0; t < tokens; ++t) {
+                const std::uint32_t* row = codes + t * row_words;
+                float total = 0.0f;
+                for (int gi = 0; gi < groups; ++gi) {
+                    std::int32_t code = 0;  // the group's centred code sum (exact: multiplier_max keeps it in int32)
+                    for (int j = gi * group; j < (gi + 1) * group; ++j)
+                        code += static_cast<std::int32_t>(m[h * d + j]) * (2 * static_cast<std::int32_t>(unpack_code(row, j, bits)) - off);
+                    total = token_group_term(total, sm[t * groups + gi], centre, half_steps[h], code, qsum[gi]);
+                }
+                scores[h * score_stride + t] = total;
             }
-            scores[t] = total;
+        }
+    }
+    /// qsum[gi] = the sum of q over channel group gi (`group` channels), in channel order.
+    PKV_HD static void group_sums(const float* q, int d, int group, float* qsum) {
+        for (int gi = 0; gi < d / group; ++gi) {
+            qsum[gi] = 0.0f;
+            for (int j = gi * group; j < (gi + 1) * group; ++j) qsum[gi] = qsum[gi] + q[j];
         }
     }
     /// One channel group's term of a per-token K score added to total (token_scores' float order).
@@ -217,23 +229,18 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
     } else {
         // Per-token K (the KIVI per-token baseline): the query is rounded once per page, the code
         // term of each (token, channel group) is an integer dot product, groups add in order.
-        const int groups = d / g.k_group;
-        float* m = work;         // [d]
-        float* qsum = work + d;  // [groups]: the query's sum over each channel group (channel order)
+        float* m = work;                     // [heads][d]
+        float* steps = work + hg.heads * d;  // [heads]: half steps
         std::uint8_t buf[max_page_tokens];
         const std::uint8_t* idx = hg.qm != nullptr && g.k_patterns ? Ops::indices(p.k_index, 0, g.tokens, g.index_bits, buf) : nullptr;
         for (int h = 0; h < hg.heads; ++h) {
-            const float* q = hg.q_tau + h * d;
-            for (int gi = 0; gi < groups; ++gi) {
-                qsum[gi] = 0.0f;
-                for (int j = gi * g.k_group; j < (gi + 1) * g.k_group; ++j) qsum[gi] = qsum[gi] + q[j];
-            }
-            for (int j = 0; j < d; ++j) m[j] = q[j];
-            const float half_step = 0.5f * Ops::quantize(m, d, multiplier_max(false, d, g.k_bits));
-            Ops::token_scores(p.k_codes, g.k_row_words(), p.k_sm, g.tokens, g.k_bits, d, g.k_group, m, half_step, qsum,
-                              scores + h * score_stride);
-            if (idx != nullptr) Ops::add_gathered(scores + h * score_stride, hg.qm + h * hg.qm_stride, idx, g.tokens);
+            for (int j = 0; j < d; ++j) m[h * d + j] = hg.q_tau[h * d + j];
+            steps[h] = 0.5f * Ops::quantize(m + h * d, d, multiplier_max(false, d, g.k_bits));
         }
+        Ops::token_scores(p.k_codes, g.k_row_words(), p.k_sm, g.tokens, g.k_bits, d, g.k_group, hg.q_tau, m, hg.heads, steps, scores,
+                          score_stride);
+        if (idx != nullptr)
+            for (int h = 0; h < hg.heads; ++h) Ops::add_gathered(scores + h * score_stride, hg.qm + h * hg.qm_stride, idx, g.tokens);
     }
 }
 

@@ -104,37 +104,39 @@ TEST_CASE("code_sums: AVX2, AVX-512 and AMX equal scalar for bits 2, 3, 4, 8, in
     CHECK(tile_cases > 100);
 }
 
-TEST_CASE("token_scores: AVX2 equals scalar for bits 2, 3, 4, 8, head dims, channel groups and multipliers at their bounds") {
+TEST_CASE("token_scores: AVX2 equals scalar for bits 2, 3, 4, 8, head dims, channel groups, head counts, multipliers at their bounds") {
     if (skip_without_avx2()) return;
     std::mt19937 gen(5);
     int simd_cases = 0;
     for (int bits : {2, 3, 4, 8})
         for (int d : {16, 64, 128, 256, 512})
-            for (int group : {16, 32, 64, d, 8}) {
-                if (group > d || d % group != 0) continue;
-                const int groups = d / group, tokens = 37, row_words = patternkv::core::words_for_codes(d, bits);
-                const int qmax = patternkv::core::multiplier_max(false, d, bits);
-                std::vector<std::uint32_t> codes(static_cast<std::size_t>(tokens) * row_words);
-                for (auto& w : codes) w = static_cast<std::uint32_t>(gen());
-                std::vector<patternkv::core::scale_min> sm(static_cast<std::size_t>(tokens) * groups);
-                for (auto& x : sm)  // finite halves of either sign
-                    x = {static_cast<std::uint16_t>(gen() % 0x7C00u | (gen() % 2 ? 0x8000u : 0u)),
-                         static_cast<std::uint16_t>(gen() % 0x7C00u | (gen() % 2 ? 0x8000u : 0u))};
-                std::vector<float> m(static_cast<std::size_t>(d)), qsum(static_cast<std::size_t>(groups));
-                for (int j = 0; j < d; ++j)
-                    m[j] = j % 5 == 0 ? static_cast<float>(j % 2 ? qmax : -qmax)
-                                      : static_cast<float>(static_cast<int>(gen() % (2 * qmax + 1)) - qmax);
-                for (auto& x : qsum) x = pkv_test::normal_floats(gen(), 1, 2.0f)[0];
-                std::vector<float> expect(tokens), got(tokens);
-                scalar_ops::token_scores(codes.data(), row_words, sm.data(), tokens, bits, d, group, m.data(), 1.5e-3f, qsum.data(),
-                                         expect.data());
-                avx2_ops::token_scores(codes.data(), row_words, sm.data(), tokens, bits, d, group, m.data(), 1.5e-3f, qsum.data(),
-                                       got.data());
-                INFO("bits " << bits << " d " << d << " group " << group);
-                CHECK(same_bits(expect, got));
-                simd_cases += bits != 3 && group % 16 == 0 ? 1 : 0;
-            }
-    CHECK(simd_cases > 40);  // the SIMD path ran, not only its scalar fallback
+            for (int group : {16, 32, 64, d, 8})
+                for (int heads : {1, 4, 6}) {
+                    if (group > d || d % group != 0) continue;
+                    const int groups = d / group, tokens = 37, row_words = patternkv::core::words_for_codes(d, bits), stride = 40;
+                    const int qmax = patternkv::core::multiplier_max(false, d, bits);
+                    std::vector<std::uint32_t> codes(static_cast<std::size_t>(tokens) * row_words);
+                    for (auto& w : codes) w = static_cast<std::uint32_t>(gen());
+                    std::vector<patternkv::core::scale_min> sm(static_cast<std::size_t>(tokens) * groups);
+                    for (auto& x : sm)  // finite halves of either sign
+                        x = {static_cast<std::uint16_t>(gen() % 0x7C00u | (gen() % 2 ? 0x8000u : 0u)),
+                             static_cast<std::uint16_t>(gen() % 0x7C00u | (gen() % 2 ? 0x8000u : 0u))};
+                    std::vector<float> m(static_cast<std::size_t>(heads) * d), steps(static_cast<std::size_t>(heads));
+                    for (std::size_t j = 0; j < m.size(); ++j)
+                        m[j] = j % 5 == 0 ? static_cast<float>(j % 2 ? qmax : -qmax)
+                                          : static_cast<float>(static_cast<int>(gen() % (2 * qmax + 1)) - qmax);
+                    const auto q = pkv_test::normal_floats(gen(), m.size(), 2.0f);
+                    for (auto& x : steps) x = 1e-3f * static_cast<float>(gen() % 1000 + 1);
+                    std::vector<float> expect(static_cast<std::size_t>(heads) * stride, -1.0f), got = expect;
+                    scalar_ops::token_scores(codes.data(), row_words, sm.data(), tokens, bits, d, group, q.data(), m.data(), heads,
+                                             steps.data(), expect.data(), stride);
+                    avx2_ops::token_scores(codes.data(), row_words, sm.data(), tokens, bits, d, group, q.data(), m.data(), heads,
+                                           steps.data(), got.data(), stride);
+                    INFO("bits " << bits << " d " << d << " group " << group << " heads " << heads);
+                    CHECK(same_bits(expect, got));
+                    simd_cases += bits != 3 && group % 16 == 0 ? 1 : 0;
+                }
+    CHECK(simd_cases > 100);  // the SIMD path ran, not only its scalar fallback
 }
 
 TEST_CASE("quantize: AVX2 and AVX-512 equal quantize_multipliers for lengths, bounds, ties, zeros and NaN") {

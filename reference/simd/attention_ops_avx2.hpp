@@ -435,43 +435,58 @@ struct avx2_ops {
         for (; i < n; ++i) y[i] = core::fma_exact(a, x[i], y[i]);
     }
 
-    /// core::scalar_ops::token_scores with each (token, group) integer sum on 16 channels at a time
-    /// (codes unpacked to bytes by indices(), widened to int16 and multiplied by pmaddwd; exact), and
-    /// the float terms in the definition's order. 2, 4 and 8 bits, groups of whole 16 channels.
+    /// core::scalar_ops::token_scores with each token's codes unpacked to bytes once (indices()) for
+    /// up to four heads, each (token, group, head) integer sum on 16 channels per pmaddwd (exact),
+    /// and the float terms in the definition's order. 2, 4 and 8 bits, groups of whole 16 channels.
     PKV_AVX2 static void token_scores(const std::uint32_t* codes, int row_words, const core::scale_min* sm, int tokens, int bits, int d,
-                                      int group, const float* m, float half_step, const float* qsum, float* scores) {
+                                      int group, const float* q, const float* m, int heads, const float* half_steps, float* scores,
+                                      int score_stride) {
         if (bits == 3 || group % 16 != 0 || d > core::max_head_dim)
-            return core::scalar_ops::token_scores(codes, row_words, sm, tokens, bits, d, group, m, half_step, qsum, scores);
+            return core::scalar_ops::token_scores(codes, row_words, sm, tokens, bits, d, group, q, m, heads, half_steps, scores,
+                                                  score_stride);
+        constexpr int block = 4;
         const int groups = d / group;
         const float centre = 0.5f * static_cast<float>(core::code_mask(bits));
-        alignas(32) std::int16_t m16[core::max_head_dim];
-        std::uint32_t bias[core::max_head_dim / 16];  // per group: (2^bits - 1) * sum of its multipliers
-        for (int gi = 0; gi < groups; ++gi) {
-            std::uint32_t sum = 0;
-            for (int j = gi * group; j < (gi + 1) * group; ++j) {
-                m16[j] = static_cast<std::int16_t>(m[j]);
-                sum += static_cast<std::uint32_t>(static_cast<std::int32_t>(m[j]));
-            }
-            bias[gi] = sum * core::code_mask(bits);
-        }
+        alignas(32) std::int16_t m16[block][core::max_head_dim];
+        std::uint32_t bias[block][core::max_head_dim / 16];  // per group: (2^bits - 1) * sum of its multipliers
+        float qsum[block][core::max_head_dim / 16];
         std::uint8_t buf[core::max_head_dim];
-        for (int t = 0; t < tokens; ++t) {
-            const std::uint8_t* c = indices(reinterpret_cast<const std::uint8_t*>(codes + t * row_words), 0, d, bits, buf);
-            float total = 0.0f;
-            for (int gi = 0; gi < groups; ++gi) {
-                __m256i acc = _mm256_setzero_si256();
-                for (int j = gi * group; j < (gi + 1) * group; j += 16) {
-                    const __m256i c16 = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + j)));
-                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(c16, _mm256_load_si256(reinterpret_cast<const __m256i*>(m16 + j))));
+        for (int h0 = 0; h0 < heads; h0 += block) {
+            const int hb = heads - h0 < block ? heads - h0 : block;
+            for (int hh = 0; hh < hb; ++hh) {
+                const float* mh = m + (h0 + hh) * d;
+                core::scalar_ops::group_sums(q + (h0 + hh) * d, d, group, qsum[hh]);
+                for (int gi = 0; gi < groups; ++gi) {
+                    std::uint32_t sum = 0;
+                    for (int j = gi * group; j < (gi + 1) * group; ++j) {
+                        m16[hh][j] = static_cast<std::int16_t>(mh[j]);
+                        sum += static_cast<std::uint32_t>(static_cast<std::int32_t>(mh[j]));
+                    }
+                    bias[hh][gi] = sum * core::code_mask(bits);
                 }
-                alignas(32) std::uint32_t lanes[8];
-                _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc);
-                std::uint32_t sum = 0;
-                for (std::uint32_t l : lanes) sum += l;
-                const auto code = static_cast<std::int32_t>(2u * sum - bias[gi]);  // wrapping: the centred sum fits
-                total = core::scalar_ops::token_group_term(total, sm[t * groups + gi], centre, half_step, code, qsum[gi]);
             }
-            scores[t] = total;
+            for (int t = 0; t < tokens; ++t) {
+                const std::uint8_t* c = indices(reinterpret_cast<const std::uint8_t*>(codes + t * row_words), 0, d, bits, buf);
+                for (int hh = 0; hh < hb; ++hh) {
+                    float total = 0.0f;
+                    for (int gi = 0; gi < groups; ++gi) {
+                        __m256i acc = _mm256_setzero_si256();
+                        for (int j = gi * group; j < (gi + 1) * group; j += 16) {
+                            const __m256i c16 = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + j)));
+                            acc = _mm256_add_epi32(
+                                acc, _mm256_madd_epi16(c16, _mm256_load_si256(reinterpret_cast<const __m256i*>(&m16[hh][j]))));
+                        }
+                        alignas(32) std::uint32_t lanes[8];
+                        _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc);
+                        std::uint32_t sum = 0;
+                        for (std::uint32_t l : lanes) sum += l;
+                        const auto code = static_cast<std::int32_t>(2u * sum - bias[hh][gi]);  // wrapping: the centred sum fits
+                        total =
+                            core::scalar_ops::token_group_term(total, sm[t * groups + gi], centre, half_steps[h0 + hh], code, qsum[hh][gi]);
+                    }
+                    scores[(h0 + hh) * score_stride + t] = total;
+                }
+            }
         }
     }
 
