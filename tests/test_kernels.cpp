@@ -162,6 +162,30 @@ TEST_CASE("quantize: AVX2 and AVX-512 equal quantize_multipliers for lengths, bo
             }
 }
 
+TEST_CASE("quantize_products: AVX2 and AVX-512 equal core's multiply-then-quantize for lengths, head counts, zeros and NaN") {
+    if (skip_without_avx2()) return;
+    for (int n : {1, 8, 15, 16, 17, 64, 128, 130})
+        for (int heads : {1, 3, 4, 6})
+            for (int kind = 0; kind < 3; ++kind) {
+                const int stride = n + 3;
+                auto x =
+                    pkv_test::normal_floats(static_cast<std::uint64_t>(n * 11 + heads), static_cast<std::size_t>(heads) * stride, 3.0f);
+                const auto y = pkv_test::normal_floats(static_cast<std::uint64_t>(n + 5), static_cast<std::size_t>(n), 2.0f);
+                if (kind == 1)
+                    for (int j = 0; j < n; ++j) x[j] = 0.0f;  // head 0 all zero
+                if (kind == 2) x[static_cast<std::size_t>(stride + n / 2) % x.size()] = std::nanf("");
+                std::vector<float> ma(static_cast<std::size_t>(heads) * n), sa(static_cast<std::size_t>(heads));
+                patternkv::core::quantize_products<scalar_ops>(x.data(), stride, y.data(), n, heads, 32767, ma.data(), sa.data());
+                INFO("n " << n << " heads " << heads << " kind " << kind);
+                for_simd_ops([&]<class Ops>() {
+                    std::vector<float> mb(ma.size()), sb(sa.size());
+                    patternkv::core::quantize_products<Ops>(x.data(), stride, y.data(), n, heads, 32767, mb.data(), sb.data());
+                    CHECK(same_bits(ma, mb));
+                    CHECK(same_bits(sa, sb));
+                });
+            }
+}
+
 TEST_CASE("quantize_multipliers: integers in [-qmax, qmax], the largest magnitude maps to qmax, zeros and ties") {
     using patternkv::core::quantize_multipliers;
     std::vector<float> a = {0.5f, -2.0f, 1.0f, 0.0f, 0.01f};

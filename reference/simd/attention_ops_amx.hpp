@@ -6,12 +6,13 @@
 // work of a vpdpbusd. The sums are exact int32 sums, so the result has the bits of core's
 // definition whatever the order (core/multipliers.hpp).
 //
-// Tiles: A (tmm0) holds the multipliers of 64 rows for every head, B (tmm1) 16 positions of those
-// 64 rows' codes, four rows per 32-bit lane: exactly one shift of quad_slices' interleaving, so B
-// is built by the AVX-512 byte path's own shuffles and stored; C (tmm2 .. tmm5) one accumulator per
-// shift of the codes (S = 8 / bits positions per byte). int16 multipliers take three A rows per
-// head's pair of bytes: m - 128 = 256 hi + lo with signed bytes hi and lo, and one shared row of
-// -128 carries the 128 sum_r c_r the offset removed, so one tdpbsud serves them all:
+// Tiles: A (tmm0) holds the multipliers of 64 rows for every head, B (tmm1, 6, 7) 16 positions of
+// those 64 rows' codes, four rows per 32-bit lane: exactly one shift of quad_slices' interleaving,
+// so B is built by the AVX-512 byte path's own shuffles and stored; C (tmm2 .. tmm5) one accumulator
+// per shift of the codes (S = 8 / bits positions per byte). Only int16 multipliers take this path
+// (int8 ones are one vpdpbusd per four rows already): each is two signed bytes, m - 128 = 256 hi +
+// lo, in A rows h and heads + h, and one shared row of -128 carries the 128 sum_r c_r the offset
+// removed, so one tdpbsud serves them all:
 //     sum_r m_r c_r = 256 C[hi] + C[lo] - C[-128 row]   (int32, wrapping; the true sum fits).
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -37,25 +38,20 @@ struct tile_config {
 };
 static_assert(sizeof(tile_config) == 64);
 
-/// Heads per pass of the tile kernel: a tile has at most 16 rows (narrow: one per head; wide: two
-/// per head and the shared -128 row).
-constexpr int amx_heads(bool narrow) { return narrow ? 16 : 7; }
+/// Heads per pass of the tile kernel: a tile has at most 16 rows, two per head and the -128 row.
+constexpr int amx_heads = 7;
 
-/// A tile rows of `heads` heads' integer-valued multipliers m[h * m_stride + r], r < rows (a
-/// multiple of 16), as signed bytes a[row][rows] (the layout above); returns the tile's row count.
-/// bias[h]: head h's multiplier sum times code_mask(code_bits) (wrapping), which centres the codes.
-PKV_AMX inline int amx_multiplier_rows(const float* m, int m_stride, int heads, int rows, bool narrow, int code_bits, std::int8_t* a,
-                                       std::int32_t* bias) {
+/// A tile rows of `heads` heads' integer-valued int16 multipliers m[h * m_stride + r], r < rows (a
+/// multiple of 16), as signed bytes a[row][rows] (the layout above): 2 heads + 1 rows. bias[h]:
+/// head h's multiplier sum times code_mask(code_bits) (wrapping), which centres the codes.
+PKV_AMX inline void amx_multiplier_rows(const float* m, int m_stride, int heads, int rows, int code_bits, std::int8_t* a,
+                                        std::int32_t* bias) {
     const __m512i offset = _mm512_set1_epi32(128);
     for (int h = 0; h < heads; ++h) {
         __m512i sum = _mm512_setzero_si512();
         for (int r = 0; r < rows; r += 16) {
             const __m512i x = _mm512_cvtps_epi32(_mm512_loadu_ps(m + h * m_stride + r));
             sum = _mm512_add_epi32(sum, x);
-            if (narrow) {
-                _mm_storeu_si128(reinterpret_cast<__m128i*>(a + h * rows + r), _mm512_cvtepi32_epi8(x));
-                continue;
-            }
             const __m512i y = _mm512_sub_epi32(x, offset);
             const __m512i lo = _mm512_srai_epi32(_mm512_slli_epi32(y, 24), 24), hi = _mm512_srai_epi32(_mm512_sub_epi32(y, lo), 8);
             _mm_storeu_si128(reinterpret_cast<__m128i*>(a + h * rows + r), _mm512_cvtepi32_epi8(hi));
@@ -63,9 +59,7 @@ PKV_AMX inline int amx_multiplier_rows(const float* m, int m_stride, int heads, 
         }
         bias[h] = static_cast<std::int32_t>(static_cast<std::uint32_t>(_mm512_reduce_add_epi32(sum)) * core::code_mask(code_bits));
     }
-    if (narrow) return heads;
     std::memset(a + 2 * heads * rows, 0x80, static_cast<std::size_t>(rows));
-    return 2 * heads + 1;
 }
 
 /// The B tiles of one unit of a code sum, position block pb (16 S positions) and rows [r0, r0 + 64):
@@ -82,18 +76,19 @@ PKV_AMX inline void amx_code_tiles(const std::uint8_t* codes, int row_bytes, int
         const __m512i x = quad_slices(codes + pb * 16 + 4 * q * row_bytes, row_bytes);
         for (int s = 0; s < S; ++s) _mm512_store_si512(b + ((pb * S + s) * quads + q) * 64, _mm512_and_si512(x, masks[s]));
     }
+    asm volatile("" ::: "memory");  // the tile loads' asm does not tell the compiler that they read b: keep these stores
 }
 
-/// code_sums on tiles for `heads` heads (amx_heads(narrow) at most) whose A rows a were prepared by
+/// code_sums on tiles for `heads` heads (amx_heads at most) whose A rows a were prepared by
 /// amx_multiplier_rows: rows a multiple of 64, positions in whole 16-byte slices. The B tiles are
 /// built in b when `build` (else b holds them from an earlier pass), each unit while the tile unit
 /// works on the one before: a tile load waits for the stores it reads to reach the cache, so a tile
 /// built just before its load would stall the pipeline.
 template <int Bits>
 PKV_AMX inline void code_sums_tiles(const std::uint32_t* codes, int row_words, int rows, int first, int n, std::uint8_t* b, bool build,
-                                    const std::int8_t* a, int tile_rows, int heads, bool narrow, const std::int32_t* bias, float* out,
-                                    int out_stride) {
+                                    const std::int8_t* a, int heads, const std::int32_t* bias, float* out, int out_stride) {
     constexpr int S = 8 / Bits;
+    const int tile_rows = 2 * heads + 1;
     alignas(64) tile_config cfg;
     cfg.rows[0] = static_cast<std::uint8_t>(tile_rows);  // A: tile_rows x 64 multiplier bytes
     cfg.bytes_per_row[0] = 64;
@@ -108,7 +103,7 @@ PKV_AMX inline void code_sums_tiles(const std::uint32_t* codes, int row_words, i
     alignas(64) tile_config now;  // ldtilecfg costs as much as the products of a page: only when the shapes change
     _tile_storeconfig(&now);
     if (std::memcmp(&now, &cfg, sizeof cfg) != 0) _tile_loadconfig(&cfg);
-    asm volatile("" ::: "memory");  // the tile loads' asm does not tell the compiler that they read a and b
+    asm volatile("" ::: "memory");  // nor that they read a
     alignas(64) std::int32_t c[S][16 * 16];
     const int quads = rows / 4, row_bytes = 4 * row_words, blocks = n / (16 * S);
     const auto* base = reinterpret_cast<const std::uint8_t*>(codes) + first * Bits / 8;
@@ -146,7 +141,7 @@ PKV_AMX inline void code_sums_tiles(const std::uint32_t* codes, int row_words, i
             for (int s = 0; s < S; ++s) {
                 // each row's sums are 2^(Bits s) times the true ones (amx_code_tiles), and bytes keep them small: exact shifts
                 const auto row = [&](int i) PKV_AMX { return _mm512_srai_epi32(_mm512_load_si512(c[s] + 16 * i), Bits * s); };
-                x[s] = narrow ? row(h) : _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(row(h), 8), row(heads + h)), row(2 * heads));
+                x[s] = _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(row(h), 8), row(heads + h)), row(2 * heads));
             }
             store_slice512<S>(x, bias[h], out + h * out_stride + pb * 16 * S);
         }
@@ -170,31 +165,27 @@ struct amx_ops : avx512_ops {
                                   int m_stride, int heads, int multiplier_max, float* out, int out_stride) {
         if (!on_tiles(rows, bits, first, n, multiplier_max))
             return avx512_ops::code_sums(codes, row_words, rows, bits, first, n, m, m_stride, heads, multiplier_max, out, out_stride);
-        const bool narrow = multiplier_max <= 127;
         if (bits == 3) {  // expanded to one byte each, then the 8-bit tiles
             alignas(64) std::uint8_t expanded[expanded_bytes];
             detail::expand_codes3(codes, row_words, rows, first, n, expanded);
-            return run<8>(reinterpret_cast<const std::uint32_t*>(expanded), n / 4, rows, 0, n, m, m_stride, heads, narrow, 3, out,
-                          out_stride);
+            return run<8>(reinterpret_cast<const std::uint32_t*>(expanded), n / 4, rows, 0, n, m, m_stride, heads, 3, out, out_stride);
         }
-        if (bits == 2) return run<2>(codes, row_words, rows, first, n, m, m_stride, heads, narrow, 2, out, out_stride);
-        if (bits == 4) return run<4>(codes, row_words, rows, first, n, m, m_stride, heads, narrow, 4, out, out_stride);
-        run<8>(codes, row_words, rows, first, n, m, m_stride, heads, narrow, 8, out, out_stride);
+        if (bits == 2) return run<2>(codes, row_words, rows, first, n, m, m_stride, heads, 2, out, out_stride);
+        if (bits == 4) return run<4>(codes, row_words, rows, first, n, m, m_stride, heads, 4, out, out_stride);
+        run<8>(codes, row_words, rows, first, n, m, m_stride, heads, 8, out, out_stride);
     }
 
 private:
     template <int Bits>
     PKV_AMX static void run(const std::uint32_t* codes, int row_words, int rows, int first, int n, const float* m, int m_stride, int heads,
-                            bool narrow, int code_bits, float* out, int out_stride) {
-        alignas(64) std::int8_t a[16 * 256];
+                            int code_bits, float* out, int out_stride) {
+        alignas(64) std::int8_t a[(2 * detail::amx_heads + 1) * 256];
         alignas(64) std::uint8_t b[expanded_bytes];
-        std::int32_t bias[16];
-        const int per_pass = detail::amx_heads(narrow);
-        for (int h0 = 0; h0 < heads; h0 += per_pass) {
-            const int hb = heads - h0 < per_pass ? heads - h0 : per_pass;
-            const int tile_rows = detail::amx_multiplier_rows(m + h0 * m_stride, m_stride, hb, rows, narrow, code_bits, a, bias);
-            detail::code_sums_tiles<Bits>(codes, row_words, rows, first, n, b, h0 == 0, a, tile_rows, hb, narrow, bias,
-                                          out + h0 * out_stride, out_stride);
+        std::int32_t bias[detail::amx_heads];
+        for (int h0 = 0; h0 < heads; h0 += detail::amx_heads) {
+            const int hb = heads - h0 < detail::amx_heads ? heads - h0 : detail::amx_heads;
+            detail::amx_multiplier_rows(m + h0 * m_stride, m_stride, hb, rows, code_bits, a, bias);
+            detail::code_sums_tiles<Bits>(codes, row_words, rows, first, n, b, h0 == 0, a, hb, bias, out + h0 * out_stride, out_stride);
         }
     }
 };

@@ -235,21 +235,16 @@ struct avx512_ops : avx2_ops {
         return round_multipliers(a, n, qmax, core::max_magnitude(a + i, n - i, _mm512_reduce_max_ps(vmax)));
     }
 
-    /// core::quantize_products fused for lengths in 16s: the products of four heads at a time and
-    /// their largest magnitudes in one pass (four independent max chains), then each head's rounding.
+    /// core::quantize_products fused: the products of four heads at a time and their largest
+    /// magnitudes in one pass (four independent max chains; a tail of fewer than 16 as quantize
+    /// takes it), then each head's rounding.
     PKV_AVX512 static void quantize_products(const float* x, int x_stride, const float* y, int n, int heads, int qmax, float* m,
                                              float* half_steps) {
-        if (n % 16 != 0) {
-            for (int h = 0; h < heads; ++h) {
-                multiply(x + h * x_stride, y, n, m + h * n);
-                half_steps[h] = 0.5f * quantize(m + h * n, n, qmax);
-            }
-            return;
-        }
         for (int h0 = 0; h0 < heads; h0 += 4) {
             const int hb = heads - h0 < 4 ? heads - h0 : 4;
             __m512 vmax[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-            for (int i = 0; i < n; i += 16) {
+            int i = 0;
+            for (; i + 16 <= n; i += 16) {
                 const __m512 yv = _mm512_loadu_ps(y + i);
                 for (int hh = 0; hh < hb; ++hh) {
                     const __m512 p = _mm512_mul_ps(_mm512_loadu_ps(x + (h0 + hh) * x_stride + i), yv);
@@ -257,8 +252,12 @@ struct avx512_ops : avx2_ops {
                     vmax[hh] = _mm512_max_ps(_mm512_abs_ps(p), vmax[hh]);  // a NaN lane keeps vmax
                 }
             }
-            for (int hh = 0; hh < hb; ++hh)
-                half_steps[h0 + hh] = 0.5f * round_multipliers(m + (h0 + hh) * n, n, qmax, _mm512_reduce_max_ps(vmax[hh]));
+            for (int hh = 0; hh < hb; ++hh) {
+                float* mh = m + (h0 + hh) * n;
+                multiply(x + (h0 + hh) * x_stride + i, y + i, n - i, mh + i);
+                const float amax = core::max_magnitude(mh + i, n - i, _mm512_reduce_max_ps(vmax[hh]));
+                half_steps[h0 + hh] = 0.5f * round_multipliers(mh, n, qmax, amax);
+            }
         }
     }
 
