@@ -49,7 +49,9 @@ struct json_writer {
 
 patternkv::config method_config(const std::string& m) {
     const int bits = m.back() - '0';
-    patternkv::config c = m.rfind("kivi", 0) == 0 ? patternkv::kivi_config(bits) : patternkv::patternkv_config(bits);
+    patternkv::config c = m.rfind("kivi", 0) == 0       ? patternkv::kivi_config(bits)
+                          : m.rfind("pertoken", 0) == 0 ? patternkv::per_token_config(bits)
+                                                        : patternkv::patternkv_config(bits);
     c.head_dim = head_dim;
     c.num_kv_heads = kv_heads;
     c.num_q_heads = q_heads;
@@ -282,7 +284,8 @@ void usage() {
         "  Measures, in one run: read bandwidth, decode attention of fp32/fp16 baselines, KIVI and PatternKV\n"
         "  at 2 and 4 bits, append/flush cost, prefill cost against prefill attention, thread scaling.\n"
         "  --quick: contexts 1K-64K at batch 1 and 1K-4K at batch 8, fewer repetitions (< 2 minutes).\n"
-        "  --methods: the decode methods (fp32, fp16, kivi-B, patternkv-B, B in 2, 3, 4, 8); fp16 always runs.\n");
+        "  --methods: the decode methods (fp32, fp16, kivi-B, pertoken-B (KIVI with per-token K), patternkv-B, B in 2, 3, 4, 8);\n"
+        "  fp16 always runs.\n");
 }
 
 // The --methods list, checked, with the fp16 baseline added when missing.
@@ -292,9 +295,11 @@ std::vector<std::string> decode_methods(const std::string& list) {
     while (at <= list.size()) {
         const std::size_t end = std::min(list.find(',', at), list.size());
         const std::string m = list.substr(at, end - at);
-        const bool quantized = (m.rfind("kivi-", 0) == 0 && m.size() == 6) || (m.rfind("patternkv-", 0) == 0 && m.size() == 11);
+        const bool quantized = (m.rfind("kivi-", 0) == 0 && m.size() == 6) || (m.rfind("pertoken-", 0) == 0 && m.size() == 10) ||
+                               (m.rfind("patternkv-", 0) == 0 && m.size() == 11);
         if (m != "fp32" && m != "fp16" && !(quantized && std::string("2348").find(m.back()) != std::string::npos))
-            throw std::runtime_error("--methods: unknown method '" + m + "' (fp32, fp16, kivi-B, patternkv-B with B in 2, 3, 4, 8)");
+            throw std::runtime_error("--methods: unknown method '" + m +
+                                     "' (fp32, fp16, kivi-B, pertoken-B, patternkv-B with B in 2, 3, 4, 8)");
         out.push_back(m);
         at = end + 1;
     }
