@@ -130,7 +130,15 @@ PKV_HD int split_tokens(const page_geometry& g) {
     return history > g.window_rows() ? history : g.window_rows();
 }
 
-/// All pages of one (sequence, KV head), stored as contiguous arrays indexed by page.
+/// One page's place in the page arrays: pool slot `slot` holds that page of every KV head, at entry
+/// h * pool_pages + slot of each array, so the pages of one head lie together (a sequence whose pages
+/// are consecutive slots reads each head's history as one run, as decode's prefetchers like).
+PKV_HD std::int64_t page_entry(std::int32_t slot, std::int32_t pool_pages, int h) {
+    return static_cast<std::int64_t>(h) * pool_pages + slot;
+}
+
+/// The pages of one (sequence, KV head): the pool's arrays and the sequence's block table (its
+/// pages' pool slots, in token order).
 struct head_pages {
     page_geometry g;
     const std::uint32_t* k_codes;
@@ -140,12 +148,15 @@ struct head_pages {
     const scale_min* v_sm;
     const std::uint8_t* v_index;
     const std::uint32_t* v_gate;
+    const std::int32_t* block;  ///< pool slot of page i
+    std::int32_t pool_pages;
+    int h;
 
     PKV_HD page_view page(int i) const {
-        return {k_codes + static_cast<std::int64_t>(i) * g.k_code_words(),  k_sm + static_cast<std::int64_t>(i) * g.k_groups(),
-                k_index + static_cast<std::int64_t>(i) * g.k_index_bytes(), v_codes + static_cast<std::int64_t>(i) * g.v_code_words(),
-                v_sm + static_cast<std::int64_t>(i) * g.v_groups(),         v_index + static_cast<std::int64_t>(i) * g.v_index_bytes(),
-                v_gate + static_cast<std::int64_t>(i) * g.gate_words()};
+        const std::int64_t e = page_entry(block[i], pool_pages, h);
+        return {k_codes + e * g.k_code_words(), k_sm + e * g.k_groups(), k_index + e * g.k_index_bytes(),
+                v_codes + e * g.v_code_words(), v_sm + e * g.v_groups(), v_index + e * g.v_index_bytes(),
+                v_gate + e * g.gate_words()};
     }
 };
 

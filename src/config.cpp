@@ -226,9 +226,10 @@ config per_token_config(int bits) {
 std::string memory_report::describe() const {
     return fmt::format(
         "codes {} B, scales/mins {} B, pattern indices {} B, gate bits {} B, banks {} B, window {} B; "
-        "total {} B for {} elements ({} quantized + {} window tokens): {:.4f} bits/element",
+        "total {} B for {} elements ({} quantized + {} window tokens): {:.4f} bits/element; "
+        "pool pages {} of {} in use; {} B reserved",
         code_bytes, scale_min_bytes, pattern_index_bytes, gate_bytes, bank_bytes, window_bytes, total_bytes(), elements, quantized_tokens,
-        window_tokens, bits_per_element());
+        window_tokens, bits_per_element(), pool_pages_used, pool_pages, reserved_bytes);
 }
 
 }  // namespace patternkv

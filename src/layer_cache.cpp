@@ -2,6 +2,7 @@
 // backend (cache_backend.hpp); the sequence counters are kept here, identically for every backend.
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include <fmt/format.h>
 #include <tbb/parallel_for.h>
@@ -39,6 +40,18 @@ void reserve_zeroed(std::vector<T>& v, std::size_t n) {
     v.assign(n, T{});
 }
 
+}  // namespace
+
+void layer_cache_state::check_pool(const char* what, std::int64_t n) const {
+    if (n > static_cast<std::int64_t>(free_pages.size()))
+        throw error(
+            fmt::format("{}: the page pool is exhausted: {} new page{} needed, {} of {} pages free (reset() finished "
+                        "sequences, or give the cache a larger cache_capacity::pool_pages)",
+                        what, n, n == 1 ? "" : "s", free_pages.size(), pool_pages));
+}
+
+namespace {
+
 void check_seq(const layer_cache_state& s, const char* what, int seq) {
     if (seq < 0 || seq >= s.batch) throw error(fmt::format("{}: sequence index {} out of range [0, {})", what, seq, s.batch));
 }
@@ -56,18 +69,34 @@ core::page_geometry geometry_of(const config& c) {
 }
 
 layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens, backend where)
-    : state_(std::make_unique<layer_cache_state>()) {
-    cfg.validate();
+    : layer_cache(cfg, cache_capacity{batch, max_tokens, 0}, where) {}
+
+core::cache_layout layout_of(const config& c, const cache_capacity& capacity) {
+    const int batch = capacity.slots;
+    const std::int64_t max_tokens = capacity.max_tokens;
     if (batch < 1) throw error(fmt::format("layer_cache: batch = {} must be >= 1", batch));
     if (max_tokens < 1 || max_tokens > (std::int64_t{1} << 31) - 1)
         throw error(fmt::format("layer_cache: max_tokens = {} must be in [1, 2^31 - 1]", max_tokens));
+    const std::int64_t max_pages = (max_tokens + c.residual_length - 1) / c.residual_length;
+    const std::int64_t pool = capacity.pool_pages == 0 ? max_pages * batch : capacity.pool_pages;
+    if (pool < 1 || pool > std::numeric_limits<std::int32_t>::max())
+        throw error(fmt::format("layer_cache: a pool of {} pages{} must hold 1 .. 2^31 - 1 pages", pool,
+                                capacity.pool_pages == 0 ? fmt::format(" ({} slots x {} pages of max_tokens)", batch, max_pages) : ""));
+    return {geometry_of(c), c.num_kv_heads, static_cast<int>(max_pages), static_cast<std::int32_t>(pool), c.bank_capacity()};
+}
+
+layer_cache::layer_cache(const config& cfg, const cache_capacity& capacity, backend where) : state_(std::make_unique<layer_cache_state>()) {
+    cfg.validate();
+    const core::cache_layout layout = layout_of(cfg, capacity);
     layer_cache_state& s = *state_;
+    const int batch = capacity.slots;
     s.cfg = cfg;
     s.batch = batch;
-    s.max_tokens = max_tokens;
-    s.geom = geometry_of(cfg);
-    s.max_pages = static_cast<int>((max_tokens + cfg.residual_length - 1) / cfg.residual_length);
-    s.bank_capacity = cfg.bank_capacity();
+    s.max_tokens = capacity.max_tokens;
+    s.geom = layout.g;
+    s.max_pages = layout.max_pages;
+    s.pool_pages = layout.pool_pages;
+    s.bank_capacity = layout.bank_capacity;
     s.miner = make_miner(cfg);
     s.gate = make_gate(cfg);
     if (s.geom.k_per_channel)
@@ -78,10 +107,10 @@ layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens, 
 
     // Refuse shapes whose reservation would overflow the size computations below (they would
     // wrap to small arrays that later calls overrun) or cannot be addressed.
-    const core::cache_layout layout = s.layout();
     if (const long double reserve_bytes = layout.reserved_bytes(batch, cfg.num_q_heads); reserve_bytes > 0x1p62L)
-        throw error(fmt::format("layer_cache: batch = {}, num_kv_heads = {}, max_tokens = {} would reserve about {:.3g} bytes", batch,
-                                s.heads(), max_tokens, static_cast<double>(reserve_bytes)));
+        throw error(
+            fmt::format("layer_cache: batch = {}, num_kv_heads = {}, max_tokens = {}, pool_pages = {} would reserve about {:.3g} bytes",
+                        batch, s.heads(), s.max_tokens, s.pool_pages, static_cast<double>(reserve_bytes)));
     const core::cache_sizes n = layout.sizes(batch);
     const auto size = [](std::int64_t e) { return static_cast<std::size_t>(e); };
     reserve_zeroed(s.k_codes, size(n.k_codes));
@@ -97,6 +126,9 @@ layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens, 
     reserve_zeroed(s.v_bank_size, size(n.heads));
     reserve_zeroed(s.window_k, size(n.window));
     reserve_zeroed(s.window_v, size(n.window));
+    s.block_table.assign(size(n.block_table), -1);
+    s.free_pages.resize(static_cast<std::size_t>(s.pool_pages));
+    for (std::int32_t i = 0; i < s.pool_pages; ++i) s.free_pages[static_cast<std::size_t>(i)] = s.pool_pages - 1 - i;  // slot 0 first
     reserve_zeroed(s.plan.flush_seq, static_cast<std::size_t>(batch));
     reserve_zeroed(s.plan.may_grow, static_cast<std::size_t>(batch) * 2 * s.heads());
     reserve_zeroed(s.pages, static_cast<std::size_t>(batch));
@@ -126,7 +158,10 @@ backend cpu_only(backend where) {
 }  // namespace
 
 layer_cache::layer_cache(const config& cfg, int batch, std::int64_t max_tokens, const user_policies& policies, backend where)
-    : layer_cache(cfg, batch, max_tokens, cpu_only(where)) {
+    : layer_cache(cfg, cache_capacity{batch, max_tokens, 0}, policies, where) {}
+
+layer_cache::layer_cache(const config& cfg, const cache_capacity& capacity, const user_policies& policies, backend where)
+    : layer_cache(cfg, capacity, cpu_only(where)) {
     if ((policies.miner || policies.gate) && cfg.num_patterns == 0)
         throw error("layer_cache: user policies given, but config::num_patterns = 0 (a cache without patterns mines and gates nothing)");
     layer_cache_state& s = *state_;
@@ -155,15 +190,19 @@ void layer_cache::prefill(int seq, const_tensor_view k, const_tensor_view v) {
     std::vector<std::uint16_t> xk, xv;  // prefill is not the allocation-free path
     detail::to_cache_half("prefill k", k, xk);
     detail::to_cache_half("prefill v", v, xv);
+    const int pages = static_cast<int>(s.geom.prompt_pages(T));
+    s.check_pool("prefill", pages);
     s.reserve_thread_scratch();
+    s.take_pages(seq, 0, pages);
     try {
         s.impl->prefill(s, seq, xk.data(), xv.data(), static_cast<int>(T));
     } catch (...) {  // a user miner or gate failed: the sequence stays empty, as it was
+        s.give_back_pages(seq, 0, pages);
         for (int h = 0; h < s.heads(); ++h) s.k_bank_size[s.sh(seq, h)] = s.v_bank_size[s.sh(seq, h)] = 0;
         throw;
     }
-    s.pages[seq] = static_cast<int>(s.geom.prompt_pages(T));
-    s.window_count[seq] = static_cast<int>(T - s.geom.prompt_pages(T) * s.geom.tokens);
+    s.pages[seq] = pages;
+    s.window_count[seq] = static_cast<int>(T - static_cast<std::int64_t>(pages) * s.geom.tokens);
 }
 
 void layer_cache::append(std::span<const int> seqs, const_tensor_view k, const_tensor_view v) {
@@ -190,6 +229,7 @@ void layer_cache::append(std::span<const int> seqs, const_tensor_view k, const_t
     try {
         s.impl->append(s, seqs, s.in_k.data(), s.in_v.data());
     } catch (...) {
+        s.drop_plan();
         if (s.user_code) {
             s.k_bank_size = s.undo_k_bank_size;
             s.v_bank_size = s.undo_v_bank_size;
@@ -232,6 +272,7 @@ backend layer_cache::where() const { return state_->impl->kind(); }
 void layer_cache::reset(int seq) {
     layer_cache_state& s = *state_;
     check_seq(s, "reset", seq);
+    s.give_back_pages(seq, 0, s.pages[seq]);
     s.pages[seq] = 0;
     s.window_count[seq] = 0;
     for (int h = 0; h < s.heads(); ++h) s.k_bank_size[s.sh(seq, h)] = s.v_bank_size[s.sh(seq, h)] = 0;
@@ -255,6 +296,8 @@ int layer_cache::bank_size(int seq, int kv_head, bool v) const {
 }
 
 int layer_cache::batch() const { return state_->batch; }
+std::int64_t layer_cache::pool_pages() const { return state_->pool_pages; }
+std::int64_t layer_cache::free_pages() const { return static_cast<std::int64_t>(state_->free_pages.size()); }
 std::int64_t layer_cache::max_tokens() const { return state_->max_tokens; }
 const config& layer_cache::cfg() const { return state_->cfg; }
 
@@ -274,6 +317,9 @@ memory_report layer_cache::memory() const {
         r.window_tokens += static_cast<std::uint64_t>(s.window_count[seq]);
     }
     r.elements = (r.quantized_tokens + r.window_tokens) * s.heads() * s.d() * 2;
+    r.pool_pages = static_cast<std::uint64_t>(s.pool_pages);
+    r.pool_pages_used = r.pool_pages - s.free_pages.size();
+    r.reserved_bytes = static_cast<std::uint64_t>(s.layout().reserved_bytes(s.batch, s.cfg.num_q_heads));
     return r;
 }
 

@@ -1,7 +1,8 @@
 #pragma once
-// Internal state of layer_cache, shared by every backend. Arrays are indexed by sh = seq * H + head
-// and preallocated for max_tokens per sequence at construction. window_count counts the fp16 rows
-// of a sequence, sink included (core::page_geometry::window_rows).
+// Internal state of layer_cache, shared by every backend. History pages come from one pool shared
+// by the sequences, through their block tables (core/cache_layout.hpp); the per-sequence arrays are
+// indexed by sh = seq * H + head. Everything is allocated at construction. window_count counts the
+// fp16 rows of a sequence, sink included (core::page_geometry::window_rows).
 #include <algorithm>
 #include <cstdint>
 #include <memory>
@@ -25,22 +26,28 @@ namespace patternkv {
 
 /// The page layout a config implies (host, device and file use this one definition).
 core::page_geometry geometry_of(const config& c);
+/// The storage of a cache of `c` with `capacity` (max_pages and the pool size resolved), for the
+/// constructor and the file reader alike. Throws patternkv::error for a bad slot count, max_tokens
+/// or pool size.
+core::cache_layout layout_of(const config& c, const cache_capacity& capacity);
 
 struct layer_cache_state {
     config cfg;
     int batch = 0;
     std::int64_t max_tokens = 0;
-    int max_pages = 0;      ///< pages reserved per sequence
-    int bank_capacity = 0;  ///< patterns reserved per bank (0 without patterns)
+    int max_pages = 0;            ///< pages one sequence may hold (max_tokens)
+    std::int32_t pool_pages = 0;  ///< pages in the shared pool
+    int bank_capacity = 0;        ///< patterns reserved per bank (0 without patterns)
     core::page_geometry geom{};
 
     std::variant<kmeans_miner, no_pattern_miner, any_miner> miner;
     std::variant<z_test_gate, always_gate, never_gate, any_gate> gate{always_gate{}};
     std::variant<channel_quantizer, token_quantizer> k_quantizer;
     /// What the next append does, decided once by the cache (layer_cache::append) and carried out by a
-    /// backend: which listed sequences flush their full window into a page (in list order), and for
-    /// each such flush job, side and KV head whether the flush may add a pattern to that bank
-    /// (bank_may_grow: the one growth rule; the miner may still decline). Sized at construction.
+    /// backend: which listed sequences flush their full window into a page (in list order; each
+    /// flush's page is already in its block table), and for each such flush job, side and KV head
+    /// whether the flush may add a pattern to that bank (bank_may_grow: the one growth rule; the
+    /// miner may still decline). Sized at construction.
     struct append_plan {
         int jobs = 0;
         std::vector<int> flush_seq;          ///< [job]
@@ -48,28 +55,65 @@ struct layer_cache_state {
         static std::size_t at(int job, bool v, int h, int heads) { return (static_cast<std::size_t>(job) * 2 + v) * heads + h; }
         bool grows(int job, bool v, int h, int heads) const { return may_grow[at(job, v, h, heads)] != 0; }
     } plan;
-    /// Fills `plan` for an append to `seqs`, from the one flush rule (page_geometry::window_full) and
-    /// the one growth rule (bank_may_grow). Changes nothing else.
+    /// Plans an append to `seqs` from the one flush rule (page_geometry::window_full) and the one
+    /// growth rule (bank_may_grow), and gives each flush its page from the pool. Throws, changing
+    /// nothing, when the pool has too few free pages; drop_plan() undoes it.
     void plan_append(std::span<const int> seqs) {
+        int flushes = 0;
+        for (const int seq : seqs) flushes += geom.window_full(window_count[seq]) ? 1 : 0;
+        check_pool("append", flushes);
         plan.jobs = 0;
         for (const int seq : seqs) {
             if (!geom.window_full(window_count[seq])) continue;
             const int job = plan.jobs++;
             plan.flush_seq[job] = seq;
+            take_pages(seq, pages[seq], 1);
             for (const bool v : {false, true})
                 for (int h = 0; h < heads(); ++h)
                     plan.may_grow[append_plan::at(job, v, h, heads())] =
                         bank_may_grow(v, (v ? v_bank_size : k_bank_size)[sh(seq, h)], pages[seq] + 1);
         }
     }
+    /// Returns the pages plan_append took (an append that failed).
+    void drop_plan() {
+        for (int job = plan.jobs - 1; job >= 0; --job) give_back_pages(plan.flush_seq[job], pages[plan.flush_seq[job]], 1);
+        plan.jobs = 0;
+    }
+
+    /// Free pool slots, a stack (the next page taken is the back): sized pool_pages at construction.
+    std::vector<std::int32_t> free_pages;
+    /// Bumped whenever a block table entry changes (device backends upload the tables then).
+    std::uint64_t block_table_version = 0;
+    /// Throws when the pool cannot give `n` more pages (validation before mutation).
+    void check_pool(const char* what, std::int64_t n) const;
+    /// Block table entries [first, first + n) of `seq` take free pages (the caller checked there are).
+    void take_pages(int seq, int first, int n) {
+        for (int i = 0; i < n; ++i) {
+            block_table[static_cast<std::size_t>(layout().block_entry(seq, first + i))] = free_pages.back();
+            free_pages.pop_back();
+        }
+        ++block_table_version;
+    }
+    /// The pages of entries [first, first + n) of `seq` go back to the pool, in the reverse of the
+    /// order take_pages took them, so taking and giving back leaves the pool as it was.
+    void give_back_pages(int seq, int first, int n) {
+        for (int i = n - 1; i >= 0; --i) {
+            std::int32_t& slot = block_table[static_cast<std::size_t>(layout().block_entry(seq, first + i))];
+            free_pages.push_back(slot);
+            slot = -1;
+        }
+        ++block_table_version;
+    }
     bool user_code = false;  ///< a user miner or gate (user_policies.hpp): append keeps the bank sizes to undo
     std::vector<int> undo_k_bank_size, undo_v_bank_size;
     token_quantizer v_quantizer{};
 
-    // quantized history, [sh][page][...] (page_layout.hpp)
+    // quantized history: the page pool, [pool slot][head][...] (page_layout.hpp), and the block
+    // tables, [seq][max_pages] pool slots (-1: no page)
     std::vector<std::uint32_t> k_codes, v_codes, v_gate;
     std::vector<core::scale_min> k_sm, v_sm;
     std::vector<std::uint8_t> k_index, v_index;
+    std::vector<std::int32_t> block_table;
     // pattern banks, fp16 bits [sh][bank_capacity][d], and their sizes [sh]
     std::vector<std::uint16_t> k_bank, v_bank;
     std::vector<int> k_bank_size, v_bank_size;
@@ -108,13 +152,13 @@ struct layer_cache_state {
                rows < core::mined_patterns(pages_after * geom.tokens, bank_capacity, cfg.tokens_per_pattern);
     }
     /// Where every array lives (core/cache_layout.hpp: the host's, the device's and the files' one definition).
-    core::cache_layout layout() const { return {geom, heads(), max_pages, bank_capacity}; }
+    core::cache_layout layout() const { return {geom, heads(), max_pages, pool_pages, bank_capacity}; }
     /// The arrays' storage. The const state hands out const views only (head, bank, window below).
     core::cache_pointers pointers() const {
         auto* self = const_cast<layer_cache_state*>(this);
-        return {self->k_codes.data(), self->v_codes.data(),  self->v_gate.data(),  self->k_sm.data(),
-                self->v_sm.data(),    self->k_index.data(),  self->v_index.data(), self->k_bank.data(),
-                self->v_bank.data(),  self->window_k.data(), self->window_v.data()};
+        return {self->k_codes.data(), self->v_codes.data(),  self->v_gate.data(),   self->k_sm.data(),
+                self->v_sm.data(),    self->k_index.data(),  self->v_index.data(),  self->k_bank.data(),
+                self->v_bank.data(),  self->window_k.data(), self->window_v.data(), self->block_table.data()};
     }
     int max_splits() const { return layout().max_splits(); }
     std::size_t sh(int seq, int h) const { return static_cast<std::size_t>(layout().sh(seq, h)); }

@@ -107,41 +107,49 @@ const char* section_name(section id) {
     return names[static_cast<int>(id)];
 }
 
-// Start of section `id` of (seq, h) inside the cache's host arrays.
-std::uint8_t* section_data(layer_cache_state& s, section id, int seq, int h) {
-    const std::size_t page0 = s.sh(seq, h) * static_cast<std::size_t>(s.max_pages);
-    const auto at = [](auto& vec, std::size_t i) { return reinterpret_cast<std::uint8_t*>(vec.data() + i); };
-    const core::page_geometry& g = s.geom;
+// Section `id` (a page section) of one page.
+std::uint8_t* page_section(const core::page_ref& p, section id) {
+    const auto bytes = [](auto* x) { return reinterpret_cast<std::uint8_t*>(x); };
     switch (id) {
         case section::k_codes:
-            return at(s.k_codes, page0 * g.k_code_words());
+            return bytes(p.k_codes);
         case section::k_sm:
-            return at(s.k_sm, page0 * g.k_groups());
+            return bytes(p.k_sm);
         case section::v_codes:
-            return at(s.v_codes, page0 * g.v_code_words());
+            return bytes(p.v_codes);
         case section::v_sm:
-            return at(s.v_sm, page0 * g.v_groups());
+            return bytes(p.v_sm);
         case section::k_index:
-            return at(s.k_index, page0 * g.k_index_bytes());
+            return bytes(p.k_index);
         case section::v_index:
-            return at(s.v_index, page0 * g.v_index_bytes());
-        case section::v_gate:
-            return at(s.v_gate, page0 * g.gate_words());
-        case section::k_bank:
-            return reinterpret_cast<std::uint8_t*>(s.bank(false, seq, h));
-        case section::v_bank:
-            return reinterpret_cast<std::uint8_t*>(s.bank(true, seq, h));
-        case section::window_k:
-            return reinterpret_cast<std::uint8_t*>(s.window(false, seq, h));
-        case section::window_v:
-            return reinterpret_cast<std::uint8_t*>(s.window(true, seq, h));
+            return bytes(p.v_index);
+        default:
+            return bytes(p.v_gate);
     }
-    return nullptr;
 }
 
-head_counts counts_of(const layer_cache_state& s, int seq, int h) {
-    return {static_cast<std::uint64_t>(s.pages[seq]), static_cast<std::uint64_t>(s.window_count[seq]),
-            static_cast<std::uint64_t>(s.k_bank_size[s.sh(seq, h)]), static_cast<std::uint64_t>(s.v_bank_size[s.sh(seq, h)])};
+// Calls f(bytes, length) for each contiguous run of section `id` of (seq, h) inside the cache's host
+// arrays, in file order: a page section page by page (the pages lie wherever the pool put them), any
+// other section as one run.
+template <class F>
+void for_each_run(layer_cache_state& s, section id, int seq, int h, F f) {
+    const core::page_geometry& g = s.geom;
+    const auto rows = [&](std::uint16_t* p, std::uint64_t n) { f(reinterpret_cast<std::uint8_t*>(p), n * g.d * sizeof(std::uint16_t)); };
+    switch (id) {
+        case section::k_bank:
+            return rows(s.bank(false, seq, h), static_cast<std::uint64_t>(s.k_bank_size[s.sh(seq, h)]));
+        case section::v_bank:
+            return rows(s.bank(true, seq, h), static_cast<std::uint64_t>(s.v_bank_size[s.sh(seq, h)]));
+        case section::window_k:
+            return rows(s.window(false, seq, h), static_cast<std::uint64_t>(s.window_count[seq]));
+        case section::window_v:
+            return rows(s.window(true, seq, h), static_cast<std::uint64_t>(s.window_count[seq]));
+        default:
+            break;
+    }
+    const head_counts one_page{1, 0, 0, 0};
+    const std::uint64_t page_bytes = section_elements(g, id, one_page) * element_bytes(id);
+    for (int i = 0; i < s.pages[seq]; ++i) f(page_section(s.page_mut(seq, h, i), id), page_bytes);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -213,11 +221,10 @@ void write_layer(std::vector<std::uint8_t>& out, const layer_cache& cache, std::
     const std::size_t payload_at = out.size();
     for (int seq = 0; seq < s.batch; ++seq)
         for (int h = 0; h < s.heads(); ++h) {
-            const head_counts n = counts_of(s, seq, h);
-            for (const section id : all_sections) {
-                const std::uint8_t* p = section_data(s, id, seq, h);
-                out.insert(out.end(), p, p + section_elements(g, id, n) * element_bytes(id));
-            }
+            for (const section id : all_sections)
+                for_each_run(s, id, seq, h, [&](const std::uint8_t* p, std::uint64_t n) {
+                    if (n != 0) out.insert(out.end(), p, p + n);
+                });
         }
     lh.payload_bytes = out.size() - payload_at;
     lh.payload_crc = detail::crc32c(out.data() + payload_at, lh.payload_bytes);
@@ -352,13 +359,6 @@ void check_geometry(const layer_header& h, const core::page_geometry& g, int ban
     same("bank_capacity", h.bank_capacity, static_cast<std::uint64_t>(bank_capacity));
 }
 
-// Bytes the layer_cache constructor reserves for this shape (core::cache_layout::reserved_bytes).
-long double reserved_bytes(const parsed_layer& p) {
-    const core::page_geometry& g = p.geom;
-    const int max_pages = static_cast<int>((p.capacity + g.tokens - 1) / g.tokens);
-    return core::cache_layout{g, p.cfg.num_kv_heads, max_pages, p.bank_capacity}.reserved_bytes(p.batch, p.cfg.num_q_heads);
-}
-
 bool finite_half(std::uint16_t h) { return (h & 0x7c00u) != 0x7c00u; }
 
 // Content checks of one section of one (sequence, head): what the kernels rely on for memory
@@ -452,7 +452,7 @@ std::uint64_t parse_layer(std::span<const std::uint8_t> image, std::uint64_t at,
 
     // counters against the geometry and the capacities
     const std::uint64_t R = static_cast<std::uint64_t>(out.geom.tokens);
-    std::uint64_t longest = 0, payload = 0;
+    std::uint64_t longest = 0, payload = 0, pages = 0;
     for (std::uint64_t seq = 0; seq < B; ++seq) {
         const seq_entry& e = out.seqs[seq];
         const std::uint64_t rows = static_cast<std::uint64_t>(out.geom.window_rows()), sink = static_cast<std::uint64_t>(out.geom.sink);
@@ -467,6 +467,7 @@ std::uint64_t parse_layer(std::span<const std::uint8_t> image, std::uint64_t at,
             corrupt(fmt::format("layer {}, sequence {}: {} tokens ({} pages + {} window) exceed the stored max_tokens = {}", layer, seq,
                                 tokens, e.pages, e.window_count, h.max_tokens));
         longest = std::max(longest, tokens);
+        pages += e.pages;
         for (std::uint64_t hd = 0; hd < H; ++hd) {
             const bank_entry& b = out.banks[seq * H + hd];
             for (const std::uint32_t n : {b.k_bank_size, b.v_bank_size}) {
@@ -492,8 +493,13 @@ std::uint64_t parse_layer(std::span<const std::uint8_t> image, std::uint64_t at,
     if (const std::uint32_t pcrc = detail::crc32c(out.payload, payload); pcrc != h.payload_crc)
         corrupt(fmt::format("layer {}: payload checksum mismatch (stored 0x{:08x}, computed 0x{:08x}): data corrupt", layer, h.payload_crc,
                             pcrc));
+    // the cache it becomes: the constructor's layout (core/cache_layout.hpp), checked before any allocation
+    const core::cache_layout layout = layout_of(out.cfg, cache_capacity{out.batch, out.capacity, options.pool_pages});
+    if (pages > static_cast<std::uint64_t>(layout.pool_pages))
+        throw error(fmt::format("load: layer {} stores {} pages, more than a pool of {} (load_options::pool_pages = {})", layer, pages,
+                                layout.pool_pages, options.pool_pages));
     if (options.max_reserved_bytes != 0) {
-        const long double need = reserved_bytes(out);
+        const long double need = layout.reserved_bytes(out.batch, out.cfg.num_q_heads);
         if (need > static_cast<long double>(options.max_reserved_bytes))
             throw error(fmt::format("load: layer {} would reserve {:.0f} bytes, above load_options::max_reserved_bytes = {}", layer,
                                     static_cast<double>(need), options.max_reserved_bytes));
@@ -557,7 +563,7 @@ std::vector<parsed_layer> parse_file(std::span<const std::uint8_t> image, const 
 layer_cache build(const parsed_layer& p, const load_options& options) {
     std::optional<layer_cache> made;
     try {
-        made.emplace(p.cfg, p.batch, p.capacity, options.where);
+        made.emplace(p.cfg, cache_capacity{p.batch, p.capacity, options.pool_pages}, options.where);
     } catch (const std::bad_alloc&) {
         throw error(fmt::format("load: cannot reserve memory for batch {} x max_tokens {} ({})", p.batch, p.capacity, p.cfg.describe()));
     }
@@ -565,18 +571,18 @@ layer_cache build(const parsed_layer& p, const load_options& options) {
     const std::uint8_t* src = p.payload;
     const int H = s.heads();
     for (int seq = 0; seq < s.batch; ++seq) {
+        s.take_pages(seq, 0, static_cast<int>(p.seqs[seq].pages));  // the reader checked the pool holds them all
         s.pages[seq] = static_cast<int>(p.seqs[seq].pages);
         s.window_count[seq] = static_cast<int>(p.seqs[seq].window_count);
         for (int h = 0; h < H; ++h) {
             const bank_entry& b = p.banks[static_cast<std::size_t>(seq) * H + h];
             s.k_bank_size[s.sh(seq, h)] = static_cast<int>(b.k_bank_size);
             s.v_bank_size[s.sh(seq, h)] = static_cast<int>(b.v_bank_size);
-            const head_counts n = counts_of(s, seq, h);
-            for (const section id : all_sections) {
-                const std::uint64_t bytes = section_elements(s.geom, id, n) * element_bytes(id);
-                if (bytes != 0) std::memcpy(section_data(s, id, seq, h), src, bytes);
-                src += bytes;
-            }
+            for (const section id : all_sections)
+                for_each_run(s, id, seq, h, [&](std::uint8_t* p, std::uint64_t n) {
+                    if (n != 0) std::memcpy(p, src, n);
+                    src += n;
+                });
         }
     }
     s.impl->sync_from_host(s);

@@ -14,7 +14,8 @@ void append_bytes(std::vector<std::uint8_t>& out, const std::vector<T>& v) {
     out.insert(out.end(), p, p + v.size() * sizeof(T));
 }
 
-/// Codes, scales/mins, indices, gate bits, banks, bank sizes, windows and lengths, as bytes.
+/// Codes, scales/mins, indices, gate bits, banks, bank sizes, windows, lengths, block tables and the
+/// pool's free list, as bytes.
 inline std::vector<std::uint8_t> snapshot(const patternkv::layer_cache& cache) {
     const patternkv::layer_cache_state& s = patternkv::state_of(cache);
     std::vector<std::uint8_t> out;
@@ -33,6 +34,8 @@ inline std::vector<std::uint8_t> snapshot(const patternkv::layer_cache& cache) {
     append_bytes(out, s.window_v);
     append_bytes(out, s.pages);
     append_bytes(out, s.window_count);
+    append_bytes(out, s.block_table);
+    append_bytes(out, s.free_pages);
     return out;
 }
 

@@ -50,6 +50,7 @@ struct diff_case {
     bool duplicate_rows = false;  ///< prompts of 3 distinct rows per head (k-means empty clusters)
     bool reset_midway = false;    ///< reset() sequence 0 half way and prefill it again
     bool reload_midway = false;   ///< half way, load the CPU state into the GPU cache (sync_from_host)
+    std::int64_t pool_pages = 0;  ///< pages of the shared pool (0: every sequence can reach max_tokens)
     std::string extra;            ///< non-default config fields, for the name
 
     std::string method() const {
@@ -62,16 +63,18 @@ struct diff_case {
             if (i > 0) p += ',';
             p += std::to_string(prompts[i]);
         }
-        return fmt::format("{}/{} K{}V{} d{} kv{} q{} R{} batch{} prompts{} steps{}{}{}{}{}{} seed{}", family, method(), cfg.k_bits,
+        return fmt::format("{}/{} K{}V{} d{} kv{} q{} R{} batch{} prompts{} steps{}{}{}{}{}{}{} seed{}", family, method(), cfg.k_bits,
                            cfg.v_bits, cfg.head_dim, cfg.num_kv_heads, cfg.num_q_heads, cfg.residual_length, batch, p, steps,
                            extra.empty() ? "" : " " + extra, subsets ? " subsets" : "", duplicate_rows ? " duplicates" : "",
-                           reset_midway ? " reset" : "", reload_midway ? " reload" : "", seed);
+                           reset_midway ? " reset" : "", reload_midway ? " reload" : "",
+                           pool_pages ? fmt::format(" pool{}", pool_pages) : "", seed);
     }
     std::int64_t max_tokens() const {
         int m = 1;
         for (int p : prompts) m = std::max(m, p);
         return m + steps + 1;
     }
+    patternkv::cache_capacity capacity() const { return {batch, max_tokens(), pool_pages}; }
 };
 
 config base(const std::string& method, int kb, int vb, int d, int hkv, int hq) {
@@ -245,6 +248,15 @@ std::vector<diff_case> make_cases() {
         c.reload_midway = true;
         add(c);
     }
+    // a shared pool smaller than batch x max_tokens: pages given back by a reset are taken again
+    for (const char* m : {"patternkv", "kivi"}) {
+        config cfg = base(m, 2, 2, 64, 2, 4);
+        cfg.residual_length = cfg.k_group = 32;
+        diff_case c = simple("page-pool", cfg, {300, 0, 90, 200}, 150, 5);
+        c.subsets = c.reset_midway = true;
+        c.pool_pages = 40;
+        add(c);
+    }
     return cases;
 }
 
@@ -286,7 +298,8 @@ bool same_state(const layer_cache& cpu, const layer_cache& gpu, std::string& why
            same_bytes("v_bank", a.v_bank, b.v_bank, why) && same_bytes("k_bank_size", a.k_bank_size, b.k_bank_size, why) &&
            same_bytes("v_bank_size", a.v_bank_size, b.v_bank_size, why) && same_bytes("window_k", a.window_k, b.window_k, why) &&
            same_bytes("window_v", a.window_v, b.window_v, why) && same_bytes("pages", a.pages, b.pages, why) &&
-           same_bytes("window_count", a.window_count, b.window_count, why);
+           same_bytes("window_count", a.window_count, b.window_count, why) &&
+           same_bytes("block_table", a.block_table, b.block_table, why) && same_bytes("free_pages", a.free_pages, b.free_pages, why);
 }
 
 bool same_memory(const layer_cache& cpu, const layer_cache& gpu, std::string& why) {
@@ -347,8 +360,8 @@ struct target {
     bool emulated = false;
 
     layer_cache make(const diff_case& c) const {
-        if (!emulated) return layer_cache(c.cfg, c.batch, c.max_tokens(), kind);
-        layer_cache cache(c.cfg, c.batch, c.max_tokens(), backend::cpu);
+        if (!emulated) return layer_cache(c.cfg, c.capacity(), kind);
+        layer_cache cache(c.cfg, c.capacity(), backend::cpu);
         auto& s = const_cast<patternkv::layer_cache_state&>(patternkv::state_of(cache));
         s.impl = patternkv::emulated::make_gpu_backend(s, backend::cpu);
         return cache;
@@ -361,7 +374,7 @@ struct runner {
     std::string why;
     int attends = 0;
 
-    runner(const diff_case& dc, const target& t) : c(dc), cpu(dc.cfg, dc.batch, dc.max_tokens(), backend::cpu), gpu(t.make(dc)) {}
+    runner(const diff_case& dc, const target& t) : c(dc), cpu(dc.cfg, dc.capacity(), backend::cpu), gpu(t.make(dc)) {}
 
     bool fail(const std::string& where) {
         why = where + ": " + why;
@@ -413,7 +426,8 @@ struct runner {
                 g.k_codes = s.k_codes, g.v_codes = s.v_codes, g.v_gate = s.v_gate, g.k_sm = s.k_sm, g.v_sm = s.v_sm;
                 g.k_index = s.k_index, g.v_index = s.v_index, g.k_bank = s.k_bank, g.v_bank = s.v_bank;
                 g.k_bank_size = s.k_bank_size, g.v_bank_size = s.v_bank_size, g.window_k = s.window_k, g.window_v = s.window_v;
-                g.pages = s.pages, g.window_count = s.window_count;
+                g.pages = s.pages, g.window_count = s.window_count, g.block_table = s.block_table, g.free_pages = s.free_pages;
+                ++g.block_table_version;
                 g.impl->sync_from_host(g);
                 if (!check_state("after sync_from_host")) return false;
             }

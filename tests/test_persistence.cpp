@@ -52,29 +52,32 @@ std::vector<std::uint8_t> live_snapshot(const layer_cache& cache) {
     const patternkv::layer_cache_state& s = patternkv::state_of(cache);
     const auto& g = s.geom;
     std::vector<std::uint8_t> out;
-    const auto take = [&](const auto& vec, std::size_t first, std::size_t n) {
-        const auto* p = reinterpret_cast<const std::uint8_t*>(vec.data() + first);
-        out.insert(out.end(), p, p + n * sizeof(vec[0]));
+    const auto take = [&](const auto* p, std::size_t n) {
+        const auto* b = reinterpret_cast<const std::uint8_t*>(p);
+        out.insert(out.end(), b, b + n * sizeof(*p));
     };
     for (int seq = 0; seq < s.batch; ++seq) {
-        take(s.pages, seq, 1);
-        take(s.window_count, seq, 1);
+        take(&s.pages[seq], 1);
+        take(&s.window_count[seq], 1);
         for (int h = 0; h < s.heads(); ++h) {
-            const std::size_t sh = s.sh(seq, h), p0 = sh * s.max_pages, P = s.pages[seq];
-            take(s.k_codes, p0 * g.k_code_words(), P * g.k_code_words());
-            take(s.v_codes, p0 * g.v_code_words(), P * g.v_code_words());
-            take(s.k_sm, p0 * g.k_groups(), P * g.k_groups());
-            take(s.v_sm, p0 * g.v_groups(), P * g.v_groups());
-            take(s.k_index, p0 * g.k_index_bytes(), P * g.k_index_bytes());
-            take(s.v_index, p0 * g.v_index_bytes(), P * g.v_index_bytes());
-            take(s.v_gate, p0 * g.gate_words(), P * g.gate_words());
-            take(s.k_bank_size, sh, 1);
-            take(s.v_bank_size, sh, 1);
-            take(s.k_bank, sh * s.bank_capacity * d, static_cast<std::size_t>(s.k_bank_size[sh]) * d);
-            take(s.v_bank, sh * s.bank_capacity * d, static_cast<std::size_t>(s.v_bank_size[sh]) * d);
-            const auto w0 = static_cast<std::size_t>(s.window(false, seq, h) - s.window_k.data());  // sink and window rows
-            take(s.window_k, w0, static_cast<std::size_t>(s.window_count[seq]) * d);
-            take(s.window_v, w0, static_cast<std::size_t>(s.window_count[seq]) * d);
+            const patternkv::core::head_pages hp = s.head(seq, h);  // wherever the pool put the pages
+            for (int i = 0; i < s.pages[seq]; ++i) {
+                const patternkv::core::page_view p = hp.page(i);
+                take(p.k_codes, g.k_code_words());
+                take(p.v_codes, g.v_code_words());
+                take(p.k_sm, g.k_groups());
+                take(p.v_sm, g.v_groups());
+                take(p.k_index, g.k_index_bytes());
+                take(p.v_index, g.v_index_bytes());
+                take(p.v_gate, g.gate_words());
+            }
+            const int nk = s.k_bank_size[s.sh(seq, h)], nv = s.v_bank_size[s.sh(seq, h)];
+            take(&nk, 1);
+            take(&nv, 1);
+            take(s.bank(false, seq, h), static_cast<std::size_t>(nk) * g.d);
+            take(s.bank(true, seq, h), static_cast<std::size_t>(nv) * g.d);
+            take(s.window(false, seq, h), static_cast<std::size_t>(s.window_count[seq]) * g.d);  // sink and window rows
+            take(s.window(true, seq, h), static_cast<std::size_t>(s.window_count[seq]) * g.d);
         }
     }
     return out;

@@ -2,8 +2,9 @@
 // The GPU cache_backend shared by CUDA and HIP (compiled once by nvcc, once by hipcc, into
 // patternkv::cuda / patternkv::hip). The device holds a mirror of every data array of
 // layer_cache_state, allocated for the full capacity at construction; the host keeps the counters
-// (pages, window_count, bank sizes), updates the bank sizes exactly as cpu_backend.cpp does, and
-// uploads them before every operation. Host data arrays are current only after sync_to_host.
+// (pages, window_count, bank sizes) and the block tables, updates the bank sizes exactly as
+// cpu_backend.cpp does, and uploads them before every operation (the block tables only when they
+// changed). Host data arrays are current only after sync_to_host.
 #include <algorithm>
 #include <cstdint>
 #include <memory>
@@ -55,6 +56,8 @@ private:
     gpu::device_buffer<core::scale_min> k_sm_, v_sm_;
     gpu::device_buffer<std::uint8_t> k_index_, v_index_;
     gpu::device_buffer<std::uint16_t> k_bank_, v_bank_, window_k_, window_v_;
+    gpu::device_buffer<std::int32_t> block_table_;
+    mutable std::uint64_t uploaded_tables_ = ~std::uint64_t{0};  ///< block_table_version of the device copy
     cache_arrays arrays_{};
 
     // counters and per-call index lists
@@ -107,9 +110,10 @@ inline gpu_backend::gpu_backend(const layer_cache_state& s, backend kind)
     v_bank_ = gpu::malloc_device<std::uint16_t>(s.v_bank.size());
     window_k_ = gpu::malloc_device<std::uint16_t>(s.window_k.size());
     window_v_ = gpu::malloc_device<std::uint16_t>(s.window_v.size());
+    block_table_ = gpu::malloc_device<std::int32_t>(s.block_table.size());
     arrays_ = {s.layout(),
                {k_codes_.get(), v_codes_.get(), v_gate_.get(), k_sm_.get(), v_sm_.get(), k_index_.get(), v_index_.get(), k_bank_.get(),
-                v_bank_.get(), window_k_.get(), window_v_.get()}};
+                v_bank_.get(), window_k_.get(), window_v_.get(), block_table_.get()}};
 
     const std::size_t B = static_cast<std::size_t>(batch_), BH = B * heads_;
     meta_.pages = 0;
@@ -143,8 +147,13 @@ inline cache_counters gpu_backend::counters() const {
     return {m + meta_.pages, m + meta_.window_count, m + meta_.k_bank_size, m + meta_.v_bank_size};
 }
 
-// Counters from the host state; the caller fills seqs / jobs (and may override bank sizes) first.
+// Counters and block tables from the host state; the caller fills seqs / jobs (and may override bank
+// sizes) first.
 inline void gpu_backend::upload_meta(const layer_cache_state& s) const {
+    if (uploaded_tables_ != s.block_table_version) {
+        gpu::copy_to_device(block_table_.get(), s.block_table.data(), s.block_table.size());
+        uploaded_tables_ = s.block_table_version;
+    }
     std::copy(s.pages.begin(), s.pages.end(), meta_host_.begin() + meta_.pages);
     std::copy(s.window_count.begin(), s.window_count.end(), meta_host_.begin() + meta_.window_count);
     gpu::copy_to_device(meta_dev_.get(), meta_host_.data(), meta_.total);

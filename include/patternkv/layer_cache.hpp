@@ -21,12 +21,27 @@ struct cache_io;      // persistence.hpp's reader and writer
 struct state_access;  // the library's own tests and tools (src/layer_cache_state.hpp)
 }
 
-/// KV cache of one layer holding `batch` independent sequences of different lengths, each with its
-/// own pattern banks. Storage for `max_tokens` tokens per sequence is reserved at construction, so
-/// `append` and `attend` never allocate.
+/// What a cache holds: sequence slots, the bound on one sequence, and the page pool they share.
+///
+/// A sequence's quantized history is stored in pages of residual_length tokens (every KV head of
+/// them), taken from one pool as the sequence grows and given back by reset(); a sequence of T tokens
+/// holds (T - sink_tokens) / residual_length pages, rounded down (the rest are fp16 rows of its own).
+/// An engine serving many sequences of unknown length sizes the pool for the tokens it expects to
+/// hold at once, not for slots x max_tokens. Each slot also keeps its own fp16 sink and window rows
+/// and pattern banks (bounded by config::bank_capacity()), whether or not it is in use.
+struct cache_capacity {
+    int slots = 1;                ///< sequences held at once: indices 0 .. slots - 1 (>= 1)
+    std::int64_t max_tokens = 1;  ///< tokens one sequence may hold (>= 1)
+    std::int64_t pool_pages = 0;  ///< pages in the shared pool; 0 = enough for every slot to reach max_tokens
+};
+
+/// KV cache of one layer holding up to `slots` independent sequences of different lengths, each
+/// with its own pattern banks, their quantized pages in one shared pool (cache_capacity). Everything
+/// is allocated at construction, so `append` and `attend` never allocate.
 ///
 /// Every operation validates its arguments first and throws patternkv::error on bad input,
-/// non-finite values or exhausted capacity; a throwing call leaves the cache unchanged.
+/// non-finite values or exhausted capacity (a sequence at max_tokens, an empty pool); a throwing
+/// call leaves the cache unchanged.
 ///
 /// Example (one layer, one sequence):
 /// @code
@@ -37,6 +52,11 @@ struct state_access;  // the library's own tests and tools (src/layer_cache_stat
 ///   cache.append(patternkv::view_f32(k1, 1, 4, 64), patternkv::view_f32(v1, 1, 4, 64));
 ///   cache.attend(patternkv::view_f32(q, 1, 8, 64), patternkv::view_f32(out, 1, 8, 64));
 /// @endcode
+/// An engine admits a request into a free slot with prefill(), decodes it with append() and
+/// attend() over the slots in flight, and releases it with reset(), which gives its pages back:
+/// @code
+///   patternkv::layer_cache cache(cfg, {.slots = 256, .max_tokens = 32768, .pool_pages = 4096});
+/// @endcode
 class PATTERNKV_API layer_cache {
 public:
     /// @param cfg        validated with config::validate()
@@ -44,9 +64,13 @@ public:
     /// @param max_tokens capacity per sequence in tokens (>= 1)
     /// @param where      compute backend (throws if unavailable; see backend_unavailable_reason)
     layer_cache(const config& cfg, int batch, std::int64_t max_tokens, backend where = backend::cpu);
+    /// A cache of the given capacity (slots, max_tokens, a pool of pool_pages pages).
+    layer_cache(const config& cfg, const cache_capacity& capacity, backend where = backend::cpu);
     /// A cache whose miner and/or V gate are the user's own (user_policies.hpp); CPU backend only
     /// (a GPU backend throws). Files saved from it load with the config's policies.
     layer_cache(const config& cfg, int batch, std::int64_t max_tokens, const user_policies& policies, backend where = backend::cpu);
+    /// The same, of the given capacity.
+    layer_cache(const config& cfg, const cache_capacity& capacity, const user_policies& policies, backend where = backend::cpu);
     ~layer_cache();
     /// Takes over another cache's storage (the moved-from object may only be destroyed or assigned).
     layer_cache(layer_cache&&) noexcept;
@@ -82,7 +106,8 @@ public:
     /// debugging; attend() never materializes this.
     void dequantize(int seq, tensor_view k, tensor_view v) const;
 
-    /// Forgets sequence `seq` (tokens and banks) so its slot can take a new prompt.
+    /// Forgets sequence `seq` (tokens and banks) and gives its pages back to the pool, so its slot
+    /// can take a new prompt (an engine's release of a finished request).
     void reset(int seq);
 
     /// Tokens cached for sequence `seq` (history + window).
@@ -98,9 +123,13 @@ public:
     int batch() const;
     /// Capacity per sequence in tokens.
     std::int64_t max_tokens() const;
+    /// Pages in the shared pool (cache_capacity::pool_pages, resolved).
+    std::int64_t pool_pages() const;
+    /// Pool pages no sequence holds.
+    std::int64_t free_pages() const;
     /// The configuration the cache was built with.
     const config& cfg() const;
-    /// What is stored, byte by byte (see memory_report).
+    /// What is stored, byte by byte, and what is reserved (see memory_report).
     memory_report memory() const;
 
 private:

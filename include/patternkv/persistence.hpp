@@ -24,6 +24,10 @@ struct load_options {
     /// Capacity per sequence of the loaded caches: 0 = the capacity stored in the file; otherwise it
     /// must be >= the length of every stored sequence (it may be smaller or larger than the saved one).
     std::int64_t max_tokens = 0;
+    /// Pages in the loaded caches' shared pool (layer_cache.hpp: cache_capacity::pool_pages): 0 = enough
+    /// for every sequence to reach max_tokens; otherwise it must hold every stored page. Files do not
+    /// record the saved cache's pool (nor where its pages lay in it).
+    std::int64_t pool_pages = 0;
     /// Backend of the loaded caches (the file does not depend on where the cache was saved).
     backend where = backend::cpu;
     /// Upper bound on the bytes one loaded cache may reserve (capacity included); 0 = no bound.
