@@ -1,10 +1,12 @@
 // A user's own miner and gate given to a cache (user_policies.hpp): they run through prefill,
 // flushes and attention on the CPU backend, their results are checked, and a GPU backend refuses them.
+// A device-callable gate runs in the GPU backend's own kernels (emulated on the CPU), bit for bit.
 #include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <vector>
@@ -15,6 +17,10 @@
 #include "core/fp16.hpp"
 #include "src/layer_cache_state.hpp"
 #include "support.hpp"
+
+// The GPU backend's kernels and class compiled for the CPU (backends/gpu/emulation.hpp).
+#define PKV_GPU_EMULATION 1
+#include "backends/gpu/backend.hpp"
 
 namespace {
 
@@ -44,6 +50,15 @@ struct first_rows_miner {
 /// Residualizes iff the residual's first channel is smaller in magnitude than the raw one's.
 struct first_channel_gate {
     bool residualize(std::span<const float> v, std::span<const float> m) const { return std::fabs(v[0] - m[0]) < std::fabs(v[0]); }
+};
+
+/// first_channel_gate as a user writes it for a GPU: device-callable (PKV_HD, no host-only calls)
+/// and trivially copyable.
+struct device_first_channel_gate {
+    PKV_HD bool residualize(std::span<const float> v, std::span<const float> m) const {
+        const float r = v[0] - m[0];
+        return r * r < v[0] * v[0];
+    }
 };
 
 /// A miner that misbehaves in one of three ways; a bad proposal is the `proposals_left`-th one from
@@ -165,4 +180,19 @@ TEST_CASE("user policies: refused on a GPU backend and without patterns") {
     patternkv::config none = small();
     none.num_patterns = 0;
     CHECK_THROWS_WITH_AS(patternkv::layer_cache(none, 1, 100, p), doctest::Contains("num_patterns = 0"), patternkv::error);
+}
+
+TEST_CASE("a device-callable user gate runs in the GPU backend's kernels through a cache, bit for bit (emulated)") {
+    const patternkv::config c = small();
+    const patternkv::user_policies user{std::nullopt, patternkv::any_gate(device_first_channel_gate{})};
+    patternkv::layer_cache cpu(c, 1, 400, user), gpu(c, 1, 400, user);
+    auto& s = const_cast<patternkv::layer_cache_state&>(patternkv::state_of(gpu));
+    s.impl = patternkv::emulated::make_gpu_backend_with_gate(s, patternkv::backend::cpu, device_first_channel_gate{});
+    const int prompt = 100, steps = 3 * R + 1;  // prefill alignment and three flushes
+    const run a = drive(cpu, prompt, steps), b = drive(gpu, prompt, steps);
+    CHECK(same_bits(a.out, b.out));
+    CHECK(a.file == b.file);  // codes, gate bits, indices, banks and windows
+    // the gate decided something: the config's gate stores other bits
+    patternkv::layer_cache builtin(c, 1, 400);
+    CHECK(drive(builtin, prompt, steps).file != a.file);
 }

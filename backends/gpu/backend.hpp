@@ -21,9 +21,12 @@
 
 namespace patternkv::PKV_GPU_NS {
 
+/// Gate: the V gate the encode kernels run (encode_kernels.hpp: pattern_gate, the config's, or a
+/// user_gate).
+template <class Gate>
 class gpu_backend final : public cache_backend {
 public:
-    gpu_backend(const layer_cache_state& s, backend kind);
+    gpu_backend(const layer_cache_state& s, backend kind, Gate gate);
 
     backend kind() const override { return kind_; }
     void prefill(layer_cache_state& s, int seq, const std::uint16_t* k, const std::uint16_t* v, int T) override;
@@ -48,7 +51,7 @@ private:
     int batch_, heads_, d_, R_, cap_, q_heads_, gqa_, max_splits_, pps_;
     bool grow_ = false;
     kmeans_miner kmeans_{};
-    core::gate_params gate_{core::gate_rule::always, 0.0f};
+    Gate gate_;
     float tau_;
 
     // mirrors of layer_cache_state's data arrays
@@ -76,7 +79,8 @@ private:
     gpu::device_buffer<float> bank_f_;  // used by encode: [jobs][2][H][cap][d]
 };
 
-inline gpu_backend::gpu_backend(const layer_cache_state& s, backend kind)
+template <class Gate>
+inline gpu_backend<Gate>::gpu_backend(const layer_cache_state& s, backend kind, Gate gate)
     : kind_(kind),
       batch_(s.batch),
       heads_(s.heads()),
@@ -87,17 +91,12 @@ inline gpu_backend::gpu_backend(const layer_cache_state& s, backend kind)
       gqa_(s.gqa()),
       max_splits_(s.max_splits()),
       pps_(core::pages_per_split(s.geom.tokens)),
+      gate_(gate),
       tau_(s.cfg.scale()) {
     if (const auto* m = std::get_if<kmeans_miner>(&s.miner)) {
         kmeans_ = *m;
         grow_ = m->grow;
     }
-    if (const auto* g = std::get_if<z_test_gate>(&s.gate))
-        gate_ = {core::gate_rule::z_test, g->c};
-    else if (std::holds_alternative<never_gate>(s.gate))
-        gate_ = {core::gate_rule::never, 0.0f};
-    else
-        gate_ = {core::gate_rule::always, 0.0f};
 
     k_codes_ = gpu::malloc_device<std::uint32_t>(s.k_codes.size());
     v_codes_ = gpu::malloc_device<std::uint32_t>(s.v_codes.size());
@@ -142,14 +141,16 @@ inline gpu_backend::gpu_backend(const layer_cache_state& s, backend kind)
     sync_from_host(s);
 }
 
-inline cache_counters gpu_backend::counters() const {
+template <class Gate>
+inline cache_counters gpu_backend<Gate>::counters() const {
     const int* m = meta_dev_.get();
     return {m + meta_.pages, m + meta_.window_count, m + meta_.k_bank_size, m + meta_.v_bank_size};
 }
 
 // Counters and block tables from the host state; the caller fills seqs / jobs (and may override bank
 // sizes) first.
-inline void gpu_backend::upload_meta(const layer_cache_state& s) const {
+template <class Gate>
+inline void gpu_backend<Gate>::upload_meta(const layer_cache_state& s) const {
     if (uploaded_tables_ != s.block_table_version) {
         gpu::copy_to_device(block_table_.get(), s.block_table.data(), s.block_table.size());
         uploaded_tables_ = s.block_table_version;
@@ -159,8 +160,9 @@ inline void gpu_backend::upload_meta(const layer_cache_state& s) const {
     gpu::copy_to_device(meta_dev_.get(), meta_host_.data(), meta_.total);
 }
 
-inline void gpu_backend::encode(int jobs, int pages, const float* rows, std::int64_t job_stride, std::int64_t head_stride, bool flush,
-                                gpu::device_buffer<float>& resid, gpu::device_buffer<std::uint8_t>& flags) {
+template <class Gate>
+inline void gpu_backend<Gate>::encode(int jobs, int pages, const float* rows, std::int64_t job_stride, std::int64_t head_stride, bool flush,
+                                      gpu::device_buffer<float>& resid, gpu::device_buffer<std::uint8_t>& flags) {
     const std::int64_t tokens = static_cast<std::int64_t>(pages) * R_, H = heads_;
     gpu::ensure_capacity(resid, static_cast<std::size_t>(jobs * 2 * H * tokens * d_));
     gpu::ensure_capacity(flags, static_cast<std::size_t>(jobs * 3 * H * tokens));  // gate flags, then K and V indices
@@ -179,11 +181,10 @@ inline void gpu_backend::encode(int jobs, int pages, const float* rows, std::int
                           bank_f_.get(),
                           flags.get(),
                           flags.get() + jobs * H * tokens,
-                          flush,
-                          gate_};
+                          flush};
     const int E = elementwise_threads, Hv = heavy_threads;
     if (cap_ > 0) gpu::launch(bank_to_float_kernel, gpu::blocks_for(jobs * 2 * H * cap_ * d_, E), E, "bank_to_float", p);
-    gpu::launch(align_kernel, gpu::blocks_for(jobs * 2 * H * tokens, Hv), Hv, "align", p);
+    gpu::launch(align_kernel<Gate>, gpu::blocks_for(jobs * 2 * H * tokens, Hv), Hv, "align", p, gate_);
     if (cap_ > 0) {
         gpu::launch(pack_gate_kernel, gpu::blocks_for(jobs * H * pages * arrays_.g.gate_words(), E), E, "pack_gate", p);
         gpu::launch(pack_index_kernel, gpu::blocks_for(jobs * 2 * H * pages * arrays_.g.index_bytes(), E), E, "pack_index", p);
@@ -197,7 +198,8 @@ inline void gpu_backend::encode(int jobs, int pages, const float* rows, std::int
 
 // K channel selection of a fresh prefill (cpu_backend.cpp: select_k_channels). rows: K then V as
 // floats [2][H][T][d]; the K banks hold `count` mined patterns.
-inline void gpu_backend::select_k_channels(const layer_cache_state& s, int seq, const float* rows, int T, int count) {
+template <class Gate>
+inline void gpu_backend<Gate>::select_k_channels(const layer_cache_state& s, int seq, const float* rows, int T, int count) {
     const std::int64_t H = heads_, per = static_cast<std::int64_t>(cap_) * d_;
     auto bank_f = gpu::malloc_device<float>(static_cast<std::size_t>(H * per));
     auto assign = gpu::malloc_device<int>(static_cast<std::size_t>(H * T));
@@ -211,7 +213,8 @@ inline void gpu_backend::select_k_channels(const layer_cache_state& s, int seq, 
     gpu::check(gpu::synchronize(), "K channel selection");  // before the scratch is freed
 }
 
-inline void gpu_backend::prefill(layer_cache_state& s, int seq, const std::uint16_t* xk, const std::uint16_t* xv, int T) {
+template <class Gate>
+inline void gpu_backend<Gate>::prefill(layer_cache_state& s, int seq, const std::uint16_t* xk, const std::uint16_t* xv, int T) {
     // The sink rows stay as they are (cpu_backend.cpp: prefill); M tokens after them are mined and paged.
     const core::page_geometry& g = arrays_.g;
     const std::int64_t H = heads_, n = H * T * d_;
@@ -278,7 +281,8 @@ inline void gpu_backend::prefill(layer_cache_state& s, int seq, const std::uint1
         }
 }
 
-inline void gpu_backend::append(layer_cache_state& s, std::span<const int> seqs, const std::uint16_t* xk, const std::uint16_t* xv) {
+template <class Gate>
+inline void gpu_backend<Gate>::append(layer_cache_state& s, std::span<const int> seqs, const std::uint16_t* xk, const std::uint16_t* xv) {
     const int n = static_cast<int>(seqs.size()), H = heads_;
     if (n == 0) return;
     const std::size_t rows = static_cast<std::size_t>(H) * n * d_;
@@ -329,7 +333,8 @@ inline void gpu_backend::append(layer_cache_state& s, std::span<const int> seqs,
     }
 }
 
-inline void gpu_backend::attend(const layer_cache_state& s, std::span<const int> seqs, const float* q, float* out) const {
+template <class Gate>
+inline void gpu_backend<Gate>::attend(const layer_cache_state& s, std::span<const int> seqs, const float* q, float* out) const {
     const int n = static_cast<int>(seqs.size());
     if (n == 0) return;
     const std::size_t elems = static_cast<std::size_t>(n) * q_heads_ * d_;
@@ -362,7 +367,8 @@ inline void gpu_backend::attend(const layer_cache_state& s, std::span<const int>
     gpu::copy_to_host(out, out_.get(), elems);  // synchronizes
 }
 
-inline void gpu_backend::sync_to_host(layer_cache_state& s) const {
+template <class Gate>
+inline void gpu_backend<Gate>::sync_to_host(layer_cache_state& s) const {
     gpu::check(gpu::synchronize(), "sync_to_host");
     gpu::copy_to_host(s.k_codes.data(), k_codes_.get(), s.k_codes.size());
     gpu::copy_to_host(s.v_codes.data(), v_codes_.get(), s.v_codes.size());
@@ -377,7 +383,8 @@ inline void gpu_backend::sync_to_host(layer_cache_state& s) const {
     gpu::copy_to_host(s.window_v.data(), window_v_.get(), s.window_v.size());
 }
 
-inline void gpu_backend::sync_from_host(const layer_cache_state& s) {
+template <class Gate>
+inline void gpu_backend<Gate>::sync_from_host(const layer_cache_state& s) {
     gpu::copy_to_device(k_codes_.get(), s.k_codes.data(), s.k_codes.size());
     gpu::copy_to_device(v_codes_.get(), s.v_codes.data(), s.v_codes.size());
     gpu::copy_to_device(v_gate_.get(), s.v_gate.data(), s.v_gate.size());
@@ -391,9 +398,22 @@ inline void gpu_backend::sync_from_host(const layer_cache_state& s) {
     gpu::copy_to_device(window_v_.get(), s.window_v.data(), s.window_v.size());
 }
 
-/// The backend for `s` on the current device of this runtime.
+/// The backend for `s` on the current device of this runtime, with the config's gate.
 inline std::unique_ptr<cache_backend> make_gpu_backend(const layer_cache_state& s, backend kind) {
-    return std::make_unique<gpu_backend>(s, kind);
+    core::gate_params g{core::gate_rule::always, 0.0f};
+    if (const auto* z = std::get_if<z_test_gate>(&s.gate))
+        g = {core::gate_rule::z_test, z->c};
+    else if (std::holds_alternative<never_gate>(s.gate))
+        g = {core::gate_rule::never, 0.0f};
+    return std::make_unique<gpu_backend<pattern_gate>>(s, kind, pattern_gate{g, s.d()});
+}
+
+/// The backend for `s` with a user's VGate `gate` compiled into the encode kernels (user_gate: its
+/// residualize must be device-callable). The library's CUDA and HIP builds do not instantiate this:
+/// a user's type can only reach device code compiled with it (docs/embedding.md).
+template <VGate G>
+std::unique_ptr<cache_backend> make_gpu_backend_with_gate(const layer_cache_state& s, backend kind, G gate) {
+    return std::make_unique<gpu_backend<user_gate<G>>>(s, kind, user_gate<G>{gate, s.d()});
 }
 
 }  // namespace patternkv::PKV_GPU_NS

@@ -7,6 +7,7 @@
 // for a prefill, one per flushing sequence for an append. Rows of job j, K/V kv, head h, token t:
 //   rows + j * job_stride + (kv * H + h) * head_stride + t * d        (floats, fp16 values)
 #include <cstdint>
+#include <span>
 
 #include "cache_arrays.hpp"
 #include "core/encode_row.hpp"
@@ -41,7 +42,6 @@ struct encode_params {
     std::uint8_t* gate_flags;   ///< [jobs][H][pages * R]: V gate decisions before packing
     std::uint8_t* index_flags;  ///< [jobs][2][H][pages * R]: pattern indices before packing
     bool flush;                 ///< align by d_mm (flush) or squared L2 (prefill)
-    core::gate_params gate;
 
     __device__ int tokens() const { return pages * a.g.tokens; }
     __device__ const float* row(int job, int kv, int h, int t) const {
@@ -89,16 +89,30 @@ struct pattern_gate {
     PKV_HD bool operator()(const float* v, const float* m) const { return core::gate_residualize(v, m, d, g); }
 };
 
-/// One token per thread: core::encode_row, then the pattern index and gate flag for packing.
-__global__ void align_kernel(encode_params p) {
+/// A user's VGate (concepts.hpp) for core::encode_row, when its residualize is device-callable and
+/// the gate is trivially copyable (it is a kernel argument).
+template <class G>
+struct user_gate {
+    G g;
+    int d;
+    PKV_HD bool operator()(const float* v, const float* m) const {
+        return g.residualize(std::span<const float>(v, static_cast<std::size_t>(d)),
+                             std::span<const float>(m, static_cast<std::size_t>(d)));
+    }
+};
+
+/// One token per thread: core::encode_row, then the pattern index and gate flag for packing. Gate:
+/// pattern_gate or a user_gate.
+template <class Gate>
+__global__ void align_kernel(encode_params p, Gate gate) {
     const int d = p.a.g.d, H = p.a.heads, n = p.tokens();
     const std::int64_t idx = thread_index();
     if (idx >= static_cast<std::int64_t>(p.jobs) * 2 * H * n) return;
     const int t = static_cast<int>(idx % n), block = static_cast<int>(idx / n);
     const int job = block / (2 * H), kv = block / H % 2, h = block % H, seq = p.job_seq[job];
     const int nb = p.a.bank_capacity == 0 ? 0 : p.c.bank_size(kv == 1, p.a.sh(seq, h));
-    const core::row_choice c = core::encode_row(p.row(job, kv, h, t), p.bank(job, kv, h), nb, d, kv == 1, pattern_align{p.flush, d},
-                                                pattern_gate{p.gate, d}, p.resid_row(job, kv, h, t));
+    const core::row_choice c = core::encode_row(p.row(job, kv, h, t), p.bank(job, kv, h), nb, d, kv == 1, pattern_align{p.flush, d}, gate,
+                                                p.resid_row(job, kv, h, t));
     if (p.a.bank_capacity == 0 || (kv == 0 && !p.a.g.k_patterns)) return;  // no patterns, or K as in KIVI: no index
     // indices below 8 bits share bytes between tokens: pack_index_kernel writes them, a byte per thread
     p.index_flags[((static_cast<std::int64_t>(job) * 2 + kv) * H + h) * n + t] = static_cast<std::uint8_t>(c.index);
