@@ -22,6 +22,7 @@
 // query heads sharing one KV head is processed together so codes are read once; every head's
 // result is the same as when processed alone.
 
+#include <concepts>
 #include <cstdint>
 
 #include "exp.hpp"
@@ -162,6 +163,33 @@ struct scalar_ops {
     }
 };
 
+/// What a set of attention primitives provides: scalar_ops above is the definition, and a set for
+/// another ISA or device (reference/simd/, the GPU kernels) must give the same bits, which
+/// tests/test_kernels.cpp checks twin by twin. This is where attention on codes is open: to new
+/// kernels of the same arithmetic, not to a new storage format (docs/embedding.md). A set may also
+/// provide quantize_products (multiply then quantize in one pass); the functions below use it when
+/// present.
+template <class O>
+concept AttentionOps = requires(const std::uint16_t* h16, const std::uint32_t* codes, const scale_min* sm, const float* x, float* y,
+                                const std::uint8_t* index, std::uint8_t* buf, int n, float a) {
+    O::halves(h16, n, y);
+    O::fma_accumulate(a, x, y, n);
+    O::code_sums(codes, n, n, n, n, n, x, n, n, n, y, n);
+    O::token_scores(codes, n, sm, n, n, n, n, x, x, n, x, y, n);
+    O::scales_and_minimums(h16, n, n, a, y, y);
+    O::multiply(x, x, n, y);
+    { O::quantize(y, n, n) } -> std::same_as<float>;
+    O::add_code_terms(y, x, n, a);
+    O::finish_scores(y, n, a, a, x, n, index);
+    { O::indices(index, n, n, n, buf) } -> std::same_as<const std::uint8_t*>;
+    O::add_scaled(a, x, y, n);
+    O::add_gathered(y, x, index, n);
+    { O::exponentiate(y, n, a) } -> std::same_as<float>;
+    { O::dot(x, x, n) } -> std::same_as<float>;
+    { O::max(x, n) } -> std::same_as<float>;
+};
+static_assert(AttentionOps<scalar_ops>);
+
 /// Scratch floats attend_history_split needs for `heads` query heads: scores [heads][count * R],
 /// zero sums [heads][d], then the larger of page_scores' work (multipliers [heads][d], a K group's
 /// scales and centred minimums [2 d], steps [heads]) and page_accumulate_v's (multipliers
@@ -189,7 +217,7 @@ PKV_HD constexpr float code_centre(int bits) { return 0.5f * static_cast<float>(
 /// For each head h < heads: m[h * n + i] = x[h * x_stride + i] * y[i], rounded to integers of at
 /// most qmax (multipliers.hpp); half_steps[h] = half of its step (the centred codes count twice).
 /// An Ops may fuse this (Ops::quantize_products, the same bits); else it is multiply then quantize.
-template <class Ops>
+template <AttentionOps Ops>
 PKV_HD void quantize_products(const float* x, int x_stride, const float* y, int n, int heads, int qmax, float* m, float* half_steps) {
     if constexpr (requires { Ops::quantize_products(x, x_stride, y, n, heads, qmax, m, half_steps); }) {
         Ops::quantize_products(x, x_stride, y, n, heads, qmax, m, half_steps);
@@ -205,7 +233,7 @@ PKV_HD void quantize_products(const float* x, int x_stride, const float* y, int 
 /// Per-channel K, per K group: the multipliers q_j s_j become integers (one step per head), the
 /// code term is their integer sum with the centred codes, and the centre moves into the zero-point
 /// term q . (mn + centre * s). work: heads * d + 2 * d + heads floats.
-template <class Ops>
+template <AttentionOps Ops>
 PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_group& hg, float* scores, int score_stride, float* work) {
     const int d = g.d;
     if (g.k_per_channel) {
@@ -250,7 +278,7 @@ PKV_HD void page_scores(const page_geometry& g, const page_view& p, const head_g
 /// (lane order over the page); hist[a(t)] += e_t for gated tokens (token order; when the group has
 /// patterns). o, zsum, hist of head h: rec + 2, zsum + h * groups, rec + 2 + d. w: heads * R +
 /// 2 * R + heads * v_group + heads floats of scratch.
-template <class Ops>
+template <AttentionOps Ops>
 PKV_HD void page_accumulate_v(const page_geometry& g, const page_view& p, const head_group& hg, const float* e, int e_stride, float* zsum,
                               float* w) {
     const int groups = g.d / g.v_group, R = g.tokens, vg = g.v_group;
@@ -283,7 +311,7 @@ PKV_HD void page_accumulate_v(const page_geometry& g, const page_view& p, const 
 /// One history split [first, first + count) pages for a group of query heads. hist_entries:
 /// histogram entries of each record to clear, at least the V bank size in use (entries past it are
 /// never read; the bank capacity is always safe). work: split_scratch_floats(heads, count * R, d, R).
-template <class Ops>
+template <AttentionOps Ops>
 PKV_HD void attend_history_split(const head_pages& hp, int first, int count, const head_group& hg, int hist_entries, float* work) {
     const page_geometry& g = hp.g;
     const int n = count * g.tokens, groups = g.d / g.v_group;
@@ -311,7 +339,7 @@ PKV_HD void attend_history_split(const head_pages& hp, int first, int count, con
 
 /// The window split for a group of heads: n >= 1 fp16 tokens wk, wv [n][d]; hist_entries as for
 /// attend_history_split. work: heads * n + d floats.
-template <class Ops>
+template <AttentionOps Ops>
 PKV_HD void attend_window_split(const std::uint16_t* wk, const std::uint16_t* wv, int n, int d, const head_group& hg, int hist_entries,
                                 float* work) {
     float* scores = work;              // [heads][n]
@@ -334,7 +362,7 @@ PKV_HD void attend_window_split(const std::uint16_t* wk, const std::uint16_t* wv
 
 /// q_tau . m_c for the first `bank` patterns of an fp16 bank [bank][d] (canonical order), for
 /// `heads` queries q_tau + h * d into qm + h * qm_stride.
-template <class Ops = scalar_ops>
+template <AttentionOps Ops = scalar_ops>
 PKV_HD void pattern_scores(const float* q_tau, const std::uint16_t* bank_k, int bank, int d, float* qm, int heads = 1, int qm_stride = 0) {
     for (int c = 0; c < bank; ++c) {
         float m[max_head_dim];
@@ -345,7 +373,7 @@ PKV_HD void pattern_scores(const float* q_tau, const std::uint16_t* bank_k, int 
 
 /// Combines `splits` partial records (in order) into the output [d]. bank_v: fp16 V patterns
 /// [bank][d], bank = patterns in use (<= bank_capacity); hist_acc: scratch [bank].
-template <class Ops = scalar_ops>
+template <AttentionOps Ops = scalar_ops>
 PKV_HD void combine_splits(const float* recs, int splits, int d, int bank_capacity, const std::uint16_t* bank_v, int bank, float* hist_acc,
                            float* out) {
     const int stride = partial_stride(d, bank_capacity);

@@ -190,19 +190,15 @@ void layer_cache::prefill(int seq, const_tensor_view k, const_tensor_view v) {
     std::vector<std::uint16_t> xk, xv;  // prefill is not the allocation-free path
     detail::to_cache_half("prefill k", k, xk);
     detail::to_cache_half("prefill v", v, xv);
-    const int pages = static_cast<int>(s.geom.prompt_pages(T));
-    s.check_pool("prefill", pages);
+    const int pages = s.plan_prefill(seq, T);
     s.reserve_thread_scratch();
-    s.take_pages(seq, 0, pages);
     try {
         s.impl->prefill(s, seq, xk.data(), xv.data(), static_cast<int>(T));
     } catch (...) {  // a user miner or gate failed: the sequence stays empty, as it was
-        s.give_back_pages(seq, 0, pages);
-        for (int h = 0; h < s.heads(); ++h) s.k_bank_size[s.sh(seq, h)] = s.v_bank_size[s.sh(seq, h)] = 0;
+        s.release(seq, pages);
         throw;
     }
-    s.pages[seq] = pages;
-    s.window_count[seq] = static_cast<int>(T - static_cast<std::int64_t>(pages) * s.geom.tokens);
+    s.commit_prefill(seq, T);
 }
 
 void layer_cache::append(std::span<const int> seqs, const_tensor_view k, const_tensor_view v) {
@@ -236,9 +232,7 @@ void layer_cache::append(std::span<const int> seqs, const_tensor_view k, const_t
         }
         throw;
     }
-    // the counters move only once the backend carried the plan out
-    for (int job = 0; job < s.plan.jobs; ++job) ++s.pages[s.plan.flush_seq[job]];
-    for (const int seq : seqs) s.window_count[seq] = s.geom.next_row(s.window_count[seq]) + 1;
+    s.commit_append(seqs);  // the counters move only once the backend carried the plan out
 }
 
 void layer_cache::append(const_tensor_view k, const_tensor_view v) { append(state_->all_seqs, k, v); }
@@ -272,10 +266,7 @@ backend layer_cache::where() const { return state_->impl->kind(); }
 void layer_cache::reset(int seq) {
     layer_cache_state& s = *state_;
     check_seq(s, "reset", seq);
-    s.give_back_pages(seq, 0, s.pages[seq]);
-    s.pages[seq] = 0;
-    s.window_count[seq] = 0;
-    for (int h = 0; h < s.heads(); ++h) s.k_bank_size[s.sh(seq, h)] = s.v_bank_size[s.sh(seq, h)] = 0;
+    s.release(seq, s.pages[seq]);
 }
 
 std::int64_t layer_cache::size(int seq) const {

@@ -43,6 +43,32 @@ struct layer_cache_state {
     std::variant<kmeans_miner, no_pattern_miner, any_miner> miner;
     std::variant<z_test_gate, always_gate, never_gate, any_gate> gate{always_gate{}};
     std::variant<channel_quantizer, token_quantizer> k_quantizer;
+    // The state machine of a sequence lives here, once: the cache plans each step (which pages a
+    // prompt or a flush takes, who flushes, which bank may grow), a backend carries the plan out,
+    // and the cache then commits the counters; a step that fails is undone here too.
+
+    /// Plans the prefill of T tokens into empty `seq`: its whole pages (page_geometry::prompt_pages)
+    /// are taken from the pool into its block table. Throws, changing nothing, when the pool is
+    /// short. Returns the page count.
+    int plan_prefill(int seq, std::int64_t T) {
+        const int n = static_cast<int>(geom.prompt_pages(T));
+        check_pool("prefill", n);
+        take_pages(seq, 0, n);
+        return n;
+    }
+    /// The counters of `seq` after its prefill of T tokens was carried out.
+    void commit_prefill(int seq, std::int64_t T) {
+        pages[seq] = static_cast<int>(geom.prompt_pages(T));
+        window_count[seq] = static_cast<int>(T - static_cast<std::int64_t>(pages[seq]) * geom.tokens);
+    }
+    /// Empties `seq`, which holds `held` pages (pages[seq], or those a failed prefill took): its pages
+    /// go back to the pool, its counters and bank sizes to zero.
+    void release(int seq, int held) {
+        give_back_pages(seq, 0, held);
+        pages[seq] = window_count[seq] = 0;
+        for (int h = 0; h < heads(); ++h) k_bank_size[sh(seq, h)] = v_bank_size[sh(seq, h)] = 0;
+    }
+
     /// What the next append does, decided once by the cache (layer_cache::append) and carried out by a
     /// backend: which listed sequences flush their full window into a page (in list order; each
     /// flush's page is already in its block table), and for each such flush job, side and KV head
@@ -73,6 +99,12 @@ struct layer_cache_state {
                     plan.may_grow[append_plan::at(job, v, h, heads())] =
                         bank_may_grow(v, (v ? v_bank_size : k_bank_size)[sh(seq, h)], pages[seq] + 1);
         }
+    }
+    /// The counters after the backend carried the plan out for `seqs`: a flushed sequence holds one
+    /// more page, and every listed window one more row (after its flush, if any).
+    void commit_append(std::span<const int> seqs) {
+        for (int job = 0; job < plan.jobs; ++job) ++pages[plan.flush_seq[job]];
+        for (const int seq : seqs) window_count[seq] = geom.next_row(window_count[seq]) + 1;
     }
     /// Returns the pages plan_append took (an append that failed).
     void drop_plan() {

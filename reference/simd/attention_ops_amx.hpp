@@ -189,6 +189,7 @@ private:
         }
     }
 };
+static_assert(core::AttentionOps<amx_ops>);
 
 }  // namespace patternkv::simd
 

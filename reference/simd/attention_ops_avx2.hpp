@@ -550,6 +550,7 @@ struct avx2_ops {
         return m + 0.0f;
     }
 };
+static_assert(core::AttentionOps<avx2_ops>);
 
 }  // namespace patternkv::simd
 #endif

@@ -315,6 +315,7 @@ private:
         return amax / static_cast<float>(qmax);
     }
 };
+static_assert(core::AttentionOps<avx512_ops>);
 
 }  // namespace patternkv::simd
 
