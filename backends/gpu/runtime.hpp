@@ -10,6 +10,8 @@
 //   gpu::launch(kernel, blocks, threads, args...);                  // <<<>>> + launch check
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <source_location>
 #include <string>
 #include <utility>
@@ -17,6 +19,7 @@
 #if defined(PKV_GPU_EMULATION)
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <new>
 #include <random>
@@ -60,6 +63,13 @@ inline status raw_h2d(void* d, const void* h, std::size_t bytes) { return std::m
 inline status raw_d2h(void* h, const void* d, std::size_t bytes) { return std::memcpy(h, d, bytes), success; }
 inline status raw_d2d(void* d, const void* s, std::size_t bytes) { return std::memcpy(d, s, bytes), success; }
 inline status synchronize() { return success; }
+// events are readings of the host's clock (a launch runs to its end before launch() returns)
+using event = std::chrono::steady_clock::time_point;
+inline status event_create(event* e) { return *e = {}, success; }
+inline status event_record(event& e) { return e = std::chrono::steady_clock::now(), success; }
+inline status event_wait(event) { return success; }
+inline status event_ms(float* ms, event a, event b) { return *ms = std::chrono::duration<float, std::milli>(b - a).count(), success; }
+inline status event_destroy(event) { return success; }
 #elif defined(__HIP__)
 using status = hipError_t;
 inline constexpr status success = hipSuccess;
@@ -75,6 +85,12 @@ inline status raw_h2d(void* d, const void* h, std::size_t bytes) { return hipMem
 inline status raw_d2h(void* h, const void* d, std::size_t bytes) { return hipMemcpy(h, d, bytes, hipMemcpyDeviceToHost); }
 inline status raw_d2d(void* d, const void* s, std::size_t bytes) { return hipMemcpy(d, s, bytes, hipMemcpyDeviceToDevice); }
 inline status synchronize() { return hipDeviceSynchronize(); }
+using event = hipEvent_t;
+inline status event_create(event* e) { return hipEventCreate(e); }
+inline status event_record(event e) { return hipEventRecord(e); }
+inline status event_wait(event e) { return hipEventSynchronize(e); }
+inline status event_ms(float* ms, event a, event b) { return hipEventElapsedTime(ms, a, b); }
+inline status event_destroy(event e) { return hipEventDestroy(e); }
 // Empty when this binary holds code for device 0 that `kernel` can run with; otherwise why not.
 inline std::string kernel_image_problem(const void* kernel) {
     hipFuncAttributes a{};
@@ -102,6 +118,12 @@ inline status raw_h2d(void* d, const void* h, std::size_t bytes) { return cudaMe
 inline status raw_d2h(void* h, const void* d, std::size_t bytes) { return cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost); }
 inline status raw_d2d(void* d, const void* s, std::size_t bytes) { return cudaMemcpy(d, s, bytes, cudaMemcpyDeviceToDevice); }
 inline status synchronize() { return cudaDeviceSynchronize(); }
+using event = cudaEvent_t;
+inline status event_create(event* e) { return cudaEventCreate(e); }
+inline status event_record(event e) { return cudaEventRecord(e); }
+inline status event_wait(event e) { return cudaEventSynchronize(e); }
+inline status event_ms(float* ms, event a, event b) { return cudaEventElapsedTime(ms, a, b); }
+inline status event_destroy(event e) { return cudaEventDestroy(e); }
 // Empty when this binary holds code (SASS, or PTX the driver can compile) for device 0 that
 // `kernel` can run with; otherwise why not, naming the device's architecture.
 inline std::string kernel_image_problem(const void* kernel) {
@@ -241,6 +263,38 @@ inline std::vector<unsigned> emulated_order(unsigned n) {
 }
 #endif
 
+/// Kernel timing for the device run's benchmark (tests/device/attend_bench.cpp): while the
+/// environment variable PATTERNKV_GPU_PROFILE names a file, each launch is timed on the device
+/// (events around it, waited on at once, so profiled calls run slower) and the line
+/// "<kernel name> <milliseconds>" is appended to that file. Unset, a launch costs one getenv.
+class launch_timer {
+public:
+    explicit launch_timer(const char* name) : path_(std::getenv("PATTERNKV_GPU_PROFILE")), name_(name) {
+        if (path_ == nullptr) return;
+        (void)event_create(&start_);
+        (void)event_create(&stop_);
+        (void)event_record(start_);
+    }
+    ~launch_timer() {
+        if (path_ == nullptr) return;
+        float ms = -1.0f;  // an event call that failed shows as a negative time
+        if (event_record(stop_) == success && event_wait(stop_) == success) (void)event_ms(&ms, start_, stop_);
+        (void)event_destroy(start_);
+        (void)event_destroy(stop_);
+        if (std::FILE* f = std::fopen(path_, "a")) {  // a profile that cannot be written is lost, not an error of the launch
+            std::fprintf(f, "%s %.6f\n", name_, static_cast<double>(ms));
+            std::fclose(f);
+        }
+    }
+    launch_timer(const launch_timer&) = delete;
+    launch_timer& operator=(const launch_timer&) = delete;
+
+private:
+    const char* path_;
+    const char* name_;
+    event start_{}, stop_{};
+};
+
 /// kernel<<<blocks, threads>>>(args...) on the default stream, then a check of the launch itself
 /// (errors during execution surface at the next synchronizing call). Nothing to do for 0 blocks.
 /// The kernel must not use __syncthreads (see launch_with_barriers).
@@ -248,6 +302,7 @@ template <class... Params, class... Args>
 void launch(void (*kernel)(Params...), unsigned blocks, unsigned threads, const char* name, Args&&... args) {
     if (blocks == 0) return;
     check_launch_limits(blocks, threads, name);
+    const launch_timer timer(name);
 #if defined(PKV_GPU_EMULATION)
     blockDim = {threads, 1, 1};
     const auto thread_order = emulated_order(threads);
@@ -271,6 +326,7 @@ void launch_with_barriers(void (*kernel)(Params...), unsigned blocks, unsigned t
 #if defined(PKV_GPU_EMULATION)
     if (blocks == 0) return;
     check_launch_limits(blocks, threads, name);
+    const launch_timer timer(name);
     for (unsigned b : emulated_order(blocks)) {
         std::barrier<> block_barrier(static_cast<std::ptrdiff_t>(threads));
         std::vector<std::thread> pool;

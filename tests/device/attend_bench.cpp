@@ -1,18 +1,28 @@
-// Decode-attention timing on one backend through the public API (used by tests/device/run.sh when
-// bench/ has no GPU benchmark). One sequence, Llama-3-8B-like layer (d 128, 8 KV heads, 32 query
-// heads), PatternKV or KIVI at 2 bits; for each context: prefill random K/V, 3 warm-up attends,
-// then `reps` timed attends (wall clock, host to host: query upload and output download included).
-// Effective bandwidth = bytes the cache stores (memory_report::total_bytes) / median time.
-//   attend_bench [--backend cuda|hip|cpu] [--method patternkv|kivi] [--contexts 1024,4096]
-//                [--reps N] [--peak-tbps 4.8] [--json FILE]
+// Decode-attention timing on one backend through the public API, for tests/device/run.sh.
+// For each method, context and batch: a CPU cache of `batch` sequences of `context` random tokens
+// (Llama-3-8B-like layer: d 128, 8 KV heads, 32 query heads) is saved once and loaded onto the
+// backend as several caches, rotated so their bytes pass twice the L2 (at least 4), so every attend
+// reads its cache from memory. Two timings per row, medians over the reps:
+//   end to end: attend() wall clock, host to host (query upload, output download);
+//   kernel:     the attend kernels' device time (PATTERNKV_GPU_PROFILE, backends/gpu/runtime.hpp:
+//               launch_timer), summed per attend; per-kernel totals go to the JSON.
+// GB/s = bytes the cache stores (memory_report::total_bytes) / time. Rows are printed and the JSON
+// rewritten as each finishes, so a run cut short keeps what it measured.
+//   attend_bench [--backend cuda|hip|cpu] [--methods patternkv-2,kivi-2,...] [--contexts 16384,65536]
+//                [--batches 1,8] [--reps N] [--l2-mb 60] [--peak-tbps 4.8] [--json FILE]
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #include <patternkv/patternkv.hpp>
 
@@ -26,44 +36,77 @@ std::vector<float> normals(std::uint64_t seed, std::size_t n) {
     return v;
 }
 
-std::vector<long> parse_list(const std::string& s) {
-    std::vector<long> out;
+std::vector<std::string> split(const std::string& s) {
+    std::vector<std::string> out;
     std::size_t pos = 0;
-    while (pos < s.size()) {
+    while (pos <= s.size()) {
         const std::size_t comma = s.find(',', pos);
-        out.push_back(std::stol(s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos)));
+        out.push_back(s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos));
         if (comma == std::string::npos) break;
         pos = comma + 1;
     }
     return out;
 }
 
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+// "patternkv-2" -> the method's config at 2 bits, shaped like a Llama-3-8B layer.
+patternkv::config method_config(const std::string& m) {
+    const std::size_t dash = m.rfind('-');
+    const int bits = dash == std::string::npos ? 2 : std::atoi(m.c_str() + dash + 1);
+    const std::string name = m.substr(0, dash);
+    patternkv::config c = name == "kivi" ? patternkv::kivi_config(bits) : patternkv::patternkv_config(bits);
+    if (name != "kivi" && name != "patternkv") throw patternkv::error("attend_bench: unknown method " + m + " (patternkv-B or kivi-B)");
+    c.head_dim = 128;
+    c.num_kv_heads = 8;
+    c.num_q_heads = 32;
+    return c;
+}
+
+// Each kernel's device milliseconds in a profile file (lines "name ms"), summed.
+std::map<std::string, double> read_profile(const std::string& path) {
+    std::map<std::string, double> ms;
+    std::ifstream in(path);
+    std::string name;
+    double t = 0.0;
+    while (in >> name >> t) ms[name] += t;
+    return ms;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::string backend_name = "cuda", method = "patternkv", json;
-    std::vector<long> contexts{1024, 4096, 16384, 65536};
+    std::string backend_name = "cuda", json;
+    std::vector<std::string> methods{"kivi-2", "patternkv-2", "kivi-4", "patternkv-4"};
+    std::vector<std::string> contexts{"16384", "65536"}, batches{"1", "8"};
     int reps = 20;
-    double peak_tbps = 4.8;
+    double peak_tbps = 4.8, l2_mb = 60.0;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         const std::string v = i + 1 < argc ? argv[i + 1] : "";
         if (a == "--backend")
             backend_name = v, ++i;
-        else if (a == "--method")
-            method = v, ++i;
+        else if (a == "--methods")
+            methods = split(v), ++i;
         else if (a == "--contexts")
-            contexts = parse_list(v), ++i;
+            contexts = split(v), ++i;
+        else if (a == "--batches")
+            batches = split(v), ++i;
         else if (a == "--reps")
-            reps = std::max(1, std::atoi(v.c_str())), ++i;
+            reps = std::max(3, std::atoi(v.c_str())), ++i;
+        else if (a == "--l2-mb")
+            l2_mb = std::atof(v.c_str()), ++i;
         else if (a == "--peak-tbps")
             peak_tbps = std::atof(v.c_str()), ++i;
         else if (a == "--json")
             json = v, ++i;
         else {
             std::fprintf(stderr,
-                         "usage: attend_bench [--backend cuda|hip|cpu] [--method patternkv|kivi] [--contexts N,...] "
-                         "[--reps N] [--peak-tbps X] [--json FILE]\n");
+                         "usage: attend_bench [--backend cuda|hip|cpu] [--methods patternkv-2,kivi-2,...] [--contexts N,...] "
+                         "[--batches B,...] [--reps N] [--l2-mb MB] [--peak-tbps X] [--json FILE]\n");
             return 2;
         }
     }
@@ -74,51 +117,85 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "backend %s unavailable: %s\n", backend_name.c_str(), why.c_str());
         return 77;
     }
-    patternkv::config c = method == "kivi" ? patternkv::kivi_config(2) : patternkv::patternkv_config(2);
-    c.head_dim = 128;
-    c.num_kv_heads = 8;
-    c.num_q_heads = 32;
-    const int H = c.num_kv_heads, d = c.head_dim, Hq = c.num_q_heads;
-
+    const std::string profile = "/tmp/pkv-attend-profile-" + std::to_string(::getpid()) + ".txt";
     std::string rows;
-    std::printf("%-10s %-9s %9s %12s %12s %12s %10s %8s\n", "backend", "method", "context", "prefill_ms", "attend_us", "cache_bytes",
-                "GB/s", "%peak");
-    for (const long T : contexts) {
-        patternkv::layer_cache cache(c, 1, T + 1, where);
-        const auto k = normals(1 + T, static_cast<std::size_t>(T) * H * d), v = normals(2 + T, static_cast<std::size_t>(T) * H * d);
-        const auto t0 = std::chrono::steady_clock::now();
-        cache.prefill(0, patternkv::view_f32(k.data(), T, H, d), patternkv::view_f32(v.data(), T, H, d));
-        const double prefill_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-        const auto q = normals(3, static_cast<std::size_t>(Hq) * d);
-        std::vector<float> out(q.size());
-        const auto attend = [&] { cache.attend(patternkv::view_f32(q.data(), 1, Hq, d), patternkv::view_f32(out.data(), 1, Hq, d)); };
-        for (int i = 0; i < 3; ++i) attend();
-        std::vector<double> us;
-        for (int i = 0; i < reps; ++i) {
-            const auto a = std::chrono::steady_clock::now();
-            attend();
-            us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - a).count());
-        }
-        std::sort(us.begin(), us.end());
-        const double med = us[us.size() / 2];
-        const double bytes = static_cast<double>(cache.memory().total_bytes());
-        const double gbps = bytes / (med * 1e-6) / 1e9;
-        const double pct = 100.0 * gbps / (peak_tbps * 1e3);
-        std::printf("%-10s %-9s %9ld %12.1f %12.1f %12.0f %10.2f %8.3f\n", backend_name.c_str(), method.c_str(), T, prefill_ms, med, bytes,
-                    gbps, pct);
-        std::fflush(stdout);
-        char buf[512];
-        std::snprintf(buf, sizeof buf,
-                      "%s{\"backend\":\"%s\",\"method\":\"%s\",\"context\":%ld,\"prefill_ms\":%.3f,\"attend_us_median\":%.3f,"
-                      "\"attend_us_min\":%.3f,\"cache_bytes\":%.0f,\"gbps\":%.4f,\"percent_of_peak\":%.4f}",
-                      rows.empty() ? "" : ",\n  ", backend_name.c_str(), method.c_str(), T, prefill_ms, med, us.front(), bytes, gbps, pct);
-        rows += buf;
-    }
-    if (!json.empty()) {
-        if (FILE* f = std::fopen(json.c_str(), "w")) {
-            std::fprintf(f, "{\"peak_tbps\":%.2f,\"reps\":%d,\"rows\":[\n  %s\n]}\n", peak_tbps, reps, rows.c_str());
-            std::fclose(f);
-        }
-    }
+    std::printf("%-12s %7s %5s %7s %11s %10s %9s %6s %10s %9s %6s\n", "method", "context", "batch", "caches", "cache_MB", "e2e_us",
+                "e2e_GB/s", "%peak", "kernel_us", "kern_GB/s", "%peak");
+    for (const std::string& ctx_s : contexts)
+        for (const std::string& batch_s : batches)
+            for (const std::string& m : methods) {
+                const patternkv::config c = method_config(m);
+                const long T = std::atol(ctx_s.c_str());
+                const int B = std::atoi(batch_s.c_str()), H = c.num_kv_heads, d = c.head_dim, Hq = c.num_q_heads;
+                // prefill on the CPU once (the GPU prefill is not what is measured), then load copies
+                std::vector<std::uint8_t> image;
+                {
+                    patternkv::layer_cache cpu(c, B, T + 1);
+                    for (int s = 0; s < B; ++s) {
+                        const auto k = normals(10 + s, static_cast<std::size_t>(T) * H * d), v = normals(20 + s, k.size());
+                        cpu.prefill(s, patternkv::view_f32(k.data(), T, H, d), patternkv::view_f32(v.data(), T, H, d));
+                    }
+                    image = patternkv::serialize_layer(cpu);
+                }
+                patternkv::load_options o;
+                o.where = where;
+                std::vector<patternkv::layer_cache> caches;
+                caches.push_back(patternkv::deserialize_layer(image, o));
+                const double bytes = static_cast<double>(caches[0].memory().total_bytes());
+                const int n = std::max(4, static_cast<int>(std::ceil(2.0 * l2_mb * 1e6 / bytes)));
+                while (static_cast<int>(caches.size()) < n) caches.push_back(patternkv::deserialize_layer(image, o));
+                image.clear();
+                const auto q = normals(3, static_cast<std::size_t>(B) * Hq * d);
+                std::vector<float> out(q.size());
+                int next = 0;
+                const auto attend = [&] {
+                    caches[static_cast<std::size_t>(next)].attend(patternkv::view_f32(q.data(), B, Hq, d),
+                                                                  patternkv::view_f32(out.data(), B, Hq, d));
+                    next = (next + 1) % n;
+                };
+                for (int i = 0; i < n; ++i) attend();  // warm-up: every cache once
+                std::vector<double> e2e;
+                for (int i = 0; i < reps; ++i) {
+                    const auto a = std::chrono::steady_clock::now();
+                    attend();
+                    e2e.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - a).count());
+                }
+                std::vector<double> kernel;
+                std::map<std::string, double> per_kernel;
+                for (int i = 0; i < reps && where != patternkv::backend::cpu; ++i) {
+                    std::remove(profile.c_str());
+                    ::setenv("PATTERNKV_GPU_PROFILE", profile.c_str(), 1);
+                    attend();
+                    ::unsetenv("PATTERNKV_GPU_PROFILE");
+                    double sum = 0.0;
+                    for (const auto& [name, ms] : read_profile(profile)) {
+                        sum += ms;
+                        per_kernel[name] += ms * 1e3 / reps;
+                    }
+                    kernel.push_back(sum * 1e3);
+                }
+                std::remove(profile.c_str());
+                const double e2e_us = median(e2e), kernel_us = kernel.empty() ? 0.0 : median(kernel);
+                const auto gbps = [&](double us) { return us > 0.0 ? bytes / (us * 1e-6) / 1e9 : 0.0; };
+                const auto pct = [&](double us) { return 100.0 * gbps(us) / (peak_tbps * 1e3); };
+                std::printf("%-12s %7ld %5d %7d %11.1f %10.1f %9.1f %6.2f %10.1f %9.1f %6.2f\n", m.c_str(), T, B, n, bytes / 1e6, e2e_us,
+                            gbps(e2e_us), pct(e2e_us), kernel_us, gbps(kernel_us), pct(kernel_us));
+                std::fflush(stdout);
+                std::string kernels;
+                for (const auto& [name, us] : per_kernel)
+                    kernels += (kernels.empty() ? "" : ",") + std::string("\"") + name + "\":" + std::to_string(us);
+                char buf[768];
+                std::snprintf(buf, sizeof buf,
+                              "%s{\"method\":\"%s\",\"context\":%ld,\"batch\":%d,\"caches\":%d,\"cache_bytes\":%.0f,"
+                              "\"e2e_us\":%.3f,\"e2e_gbps\":%.3f,\"kernel_us\":%.3f,\"kernel_gbps\":%.3f,\"kernel_us_each\":{",
+                              rows.empty() ? "" : ",\n  ", m.c_str(), T, B, n, bytes, e2e_us, gbps(e2e_us), kernel_us, gbps(kernel_us));
+                rows += buf + kernels + "}}";
+                if (!json.empty())
+                    if (std::FILE* f = std::fopen(json.c_str(), "w")) {
+                        std::fprintf(f, "{\"backend\":\"%s\",\"peak_tbps\":%.2f,\"reps\":%d,\"rows\":[\n  %s\n]}\n", backend_name.c_str(),
+                                     peak_tbps, reps, rows.c_str());
+                        std::fclose(f);
+                    }
+            }
     return 0;
 }

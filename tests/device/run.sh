@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# One device check for the CUDA backend, sized for a fresh H200 machine (< 8 minutes, no network):
-#   1. finds the tools (nvcc under /usr/local/cuda, a C++20 g++, TBB/fmt/doctest headers and libs;
-#      missing ones are reported in $OUT/summary.json and the script stops),
-#   2. builds libpatternkv with the CUDA backend for sm_90 only, test_differential and attend_bench
-#      with plain g++/nvcc commands (no Meson/pkg-config/CMake needed on the device; the flags are
-#      those of backends/meson.build and meson.build),
-#   3. runs the differential tests against the CPU reference with PATTERNKV_REQUIRE_GPU=1,
-#   4. times decode attention: bench/patternkv-bench --backend cuda if bench/ has one, else
-#      tests/device/attend_bench.cpp (contexts 1K/4K/16K/64K, GB/s against 4.8 TB/s).
-# Logs and JSON go to $OUT (default build-device/out). Without a GPU it stops cleanly after step 2.
-# If the machine has no TBB/fmt/doctest: run tests/device/prepare-deps.sh where apt works and carry
-# the .gpu-deps folder it makes (it is picked up automatically).
+# One device check for the CUDA backend, sized for a fresh H200 machine (at most 6.5 minutes, no
+# network, no Debian libraries: carry .gpu-deps, made by tests/device/prepare-deps.sh where apt works):
+#   1. toolchain: the compilers' versions and what the dependencies resolve to (ldd), first, so a
+#      toolchain problem fails in seconds; missing tools stop the run;
+#   2. build: libpatternkv with the CUDA backend for sm_90 (the sources of src/ and reference/
+#      meson.build, the flags of meson.build and backends/meson.build), test_differential and
+#      attend_bench, with plain g++/nvcc commands (no Meson on the device);
+#   3. differential tests against the CPU reference (PATTERNKV_REQUIRE_GPU=1), small cases first,
+#      the 32K-token cases last (test_differential lists them last);
+#   4. compute-sanitizer memcheck, racecheck and initcheck on a few small cases, into one log;
+#   5. decode attention: tests/device/attend_bench.cpp (KIVI and PatternKV at 2 and 4 bits, batch 1
+#      and 8, 16K and 64K tokens, caches rotated past the L2; GB/s end to end and kernel only).
+# $OUT/summary.json is rewritten after every phase, so a run cut short still says how far it got.
+# Everything goes to $OUT (default build-device/out), at most 8 files: summary.json, run.log,
+# build.log, gpu.txt, differential.log, sanitizer.log, bench.log, bench.json.
+# Without a GPU it stops cleanly after the build (exit 2): that is the dry run on a CPU machine.
 # Exit: 0 all passed; 1 a test failed; 2 no usable GPU; 3 tools missing; 4 build failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,8 +25,10 @@ build=${PKV_DEVICE_BUILD:-build-device}
 arch=${PKV_CUDA_ARCH:-90}
 jobs=$(nproc 2>/dev/null || echo 4)
 t0=$(date +%s)
+budget=${PKV_DEVICE_BUDGET:-390}  # seconds for the whole run (6.5 minutes)
 elapsed() { echo $(( $(date +%s) - t0 )); }
-step() { echo; echo "=== [$(elapsed) s] $*"; }
+left() { echo $(( budget - $(elapsed) )); }  # seconds left to the budget
+step() { summary; echo; echo "=== [$(elapsed) s of $budget] $*"; }
 
 declare -A S=([status]=started [arch]="sm_$arch")
 summary() {  # writes $OUT/summary.json from S
@@ -33,9 +39,12 @@ summary() {  # writes $OUT/summary.json from S
     done; echo; echo "}"; } > "$OUT/summary.json"
 }
 finish() { S[status]=$1; S[seconds]=$(elapsed); summary; echo; echo "=== result: $1 ($(elapsed) s)"; exit "$2"; }
+# `limit SECONDS-WANTED RESERVE`: the time a phase may take, never past the budget minus what the
+# later phases need (RESERVE); at least 10 s.
+limit() { local l=$(( $(left) - $2 )); [ "$l" -gt "$1" ] && l=$1; [ "$l" -lt 10 ] && l=10; echo "$l"; }
 
-# --- 1. tools --------------------------------------------------------------------------------------
-step "tools"
+# --- 1. toolchain -----------------------------------------------------------------------------------
+step "toolchain"
 [ -d /usr/local/cuda/bin ] && export PATH=/usr/local/cuda/bin:$PATH
 CXX=${CXX:-g++}
 if [ -d .gpu-deps/usr ]; then
@@ -56,10 +65,17 @@ if command -v "$CXX" >/dev/null; then
     printf 'int main() {}\n' | "$CXX" -x c++ - -o /tmp/pkv-link-$l -l$l 2>/dev/null || missing+=("library -l$l")
   done
 fi
+command -v "$CXX" >/dev/null && { "$CXX" --version | head -1; S[cxx]=$("$CXX" --version | head -1); }
 if command -v nvcc >/dev/null; then
   cuda_root=$(dirname "$(dirname "$(command -v nvcc)")")
   nvcc --version | tail -2
   S[nvcc]=$(nvcc --version | grep -o 'release [0-9.]*')
+fi
+# what -ltbb -lfmt resolve to at run time (a carried library the loader cannot find shows here)
+if printf '#include <tbb/task_arena.h>\n#include <fmt/format.h>\nint main() { return fmt::format("{}", tbb::this_task_arena::max_concurrency()).empty(); }\n' |
+   "$CXX" -std=c++20 -x c++ - -o /tmp/pkv-ldd-probe -ltbb -lfmt 2>/dev/null; then
+  ldd /tmp/pkv-ldd-probe | grep -E 'tbb|fmt|stdc' | sed 's/^/  ldd: /'
+  /tmp/pkv-ldd-probe || missing+=("a program linked with -ltbb -lfmt does not run (see ldd above)")
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi > "$OUT/gpu.txt" 2>&1 && S[gpu]=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)
 if ((${#missing[@]})); then
@@ -77,10 +93,12 @@ cxxflags=(-std=c++20 -O2 -fPIC -DNDEBUG -ffp-contract=off -fno-fast-math -fno-fi
 nvccflags=(--std=c++20 -O3 --expt-relaxed-constexpr -fmad=false -prec-div=true -prec-sqrt=true -ftz=false
            -Xcompiler=-ffp-contract=off -Xcompiler=-fno-fast-math -Xcompiler=-fPIC -diag-suppress=554
            "-gencode=arch=compute_$arch,code=sm_$arch" -DNDEBUG -Iinclude -I.)
-sources=$(sed -n "s/^ *'\([^']*\.cpp\)',\{0,1\} *$/reference\/\1/p" reference/meson.build)
+sources=$(for d in reference src; do sed -n "s/^ *'\([^']*\.cpp\)',\{0,1\} *$/$d\/\1/p" $d/meson.build; done)
+[ -n "$sources" ] || { echo "no sources found in reference/ and src/ meson.build"; S[build]="no sources"; finish build-failed 4; }
 build_start=$(date +%s)
 (
   set -e
+  echo "sources: $(echo $sources)"
   printf '%s\n' $sources | xargs -P "$jobs" -I{} sh -c \
     'echo "c++ {}"; '"$CXX"' '"${cxxflags[*]}"' -c {} -o '"$build"'/obj/$(echo {} | tr / _).o' &
   cpu_pid=$!
@@ -108,26 +126,39 @@ if ! PATTERNKV_REQUIRE_GPU=1 "$build/test_differential" --backend cuda --filter 
   S[differential]="not run: no usable CUDA device"
   finish no-gpu 2
 fi
-step "differential tests (CPU reference vs CUDA)"
-PATTERNKV_REQUIRE_GPU=1 timeout 330 "$build/test_differential" --backend cuda > "$OUT/differential.log" 2>&1
+step "differential tests (CPU reference vs CUDA; 32K cases last)"
+# the sanitizer (about 40 s) and the benchmark (about 90 s) keep their share of the budget
+PATTERNKV_REQUIRE_GPU=1 timeout "$(limit 200 150)" "$build/test_differential" --backend cuda > "$OUT/differential.log" 2>&1
 diff_rc=$?
 grep -E "FAIL|passed" "$OUT/differential.log" | tail -20
-S[differential]="rc=$diff_rc; $(grep -E '^[0-9]+ passed' "$OUT/differential.log" | tail -1)"
+S[differential]="rc=$diff_rc$([ $diff_rc = 124 ] && echo ' (timed out)'); $(grep -E '^[0-9]+ passed' "$OUT/differential.log" | tail -1); $(grep -c '^\[cuda\] OK' "$OUT/differential.log") cases OK"
 
-# --- 4. decode-attention timing ----------------------------------------------------------------------
-step "decode attention timing"
-if grep -q -- '"--backend"' bench/perf/bench_main.cpp 2>/dev/null; then
-  "$CXX" "${cxxflags[@]}" bench/perf/*.cpp -o "$build/patternkv-bench" -L"$build" -lpatternkv -ltbb -lfmt \
-    -Wl,-rpath,"$PWD/$build" >> "$OUT/build.log" 2>&1 &&
-    timeout 150 "$build/patternkv-bench" --backend cuda --quick --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1
-  bench_rc=$?
-  S[bench]="bench/patternkv-bench rc=$bench_rc"
+# --- 4. compute-sanitizer ----------------------------------------------------------------------------
+step "compute-sanitizer (memcheck, racecheck, initcheck) on small cases"
+sanitizer=$(command -v compute-sanitizer || ls "$cuda_root"/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
+if [ -z "$sanitizer" ]; then
+  S[sanitizer]="not run: compute-sanitizer not found (PATH, $cuda_root/compute-sanitizer)"
 else
-  timeout 150 "$build/attend_bench" --backend cuda --contexts 1024,4096,16384,65536 --reps 20 --json "$OUT/bench.json" \
-    > "$OUT/bench.log" 2>&1
-  bench_rc=$?
-  S[bench]="tests/device/attend_bench rc=$bench_rc"
+  : > "$OUT/sanitizer.log"
+  san=""
+  for tool in memcheck racecheck initcheck; do
+    echo "=== $tool" >> "$OUT/sanitizer.log"
+    PATTERNKV_REQUIRE_GPU=1 timeout "$(limit 40 100)" "$sanitizer" --tool "$tool" --error-exitcode 9 \
+      "$build/test_differential" --backend cuda --filter 'prefill/patternkv K2V2 d128 kv2 q8 R128 batch1 prompts300 ' \
+      --filter 'flush/kivi' --filter 'page-pool/kivi' >> "$OUT/sanitizer.log" 2>&1
+    rc=$?
+    san="$san $tool=$rc"
+    echo "$tool rc=$rc"
+  done
+  S[sanitizer]="rc:$san (0 clean, 9 errors found, 124 timed out)"
 fi
-cat "$OUT/bench.log" | tail -12
+
+# --- 5. decode-attention timing ----------------------------------------------------------------------
+step "decode attention timing (end to end and kernel only)"
+timeout "$(limit 200 5)" "$build/attend_bench" --backend cuda --methods kivi-2,patternkv-2,kivi-4,patternkv-4 --contexts 16384,65536 \
+  --batches 1,8 --reps 20 --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1
+bench_rc=$?
+cat "$OUT/bench.log" | tail -20
+S[bench]="rc=$bench_rc$([ $bench_rc = 124 ] && echo ' (timed out; bench.json holds the rows it finished)'); $(($(wc -l < "$OUT/bench.log") - 1)) rows"
 [ $diff_rc -eq 0 ] || finish differential-failed 1
 finish ok 0
