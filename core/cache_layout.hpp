@@ -55,10 +55,7 @@ struct cache_layout {
     PKV_HD std::int64_t block_entry(int seq, int page) const { return static_cast<std::int64_t>(seq) * max_pages + page; }
     /// Page `page` of (seq, h), through the sequence's block table.
     PKV_HD page_ref page(const cache_pointers& a, int seq, int h, int page) const {
-        const std::int64_t e = page_entry(a.block_table[block_entry(seq, page)], pool_pages, h);
-        return {a.k_codes + e * g.k_code_words(), a.k_sm + e * g.k_groups(), a.k_index + e * g.k_index_bytes(),
-                a.v_codes + e * g.v_code_words(), a.v_sm + e * g.v_groups(), a.v_index + e * g.v_index_bytes(),
-                a.v_gate + e * g.gate_words()};
+        return page_at<page_ref>(g, a, page_entry(a.block_table[block_entry(seq, page)], pool_pages, h));
     }
     /// Every page of (seq, h), read-only.
     PKV_HD head_pages head(const cache_pointers& a, int seq, int h) const {

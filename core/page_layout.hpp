@@ -137,6 +137,15 @@ PKV_HD std::int64_t page_entry(std::int32_t slot, std::int32_t pool_pages, int h
     return static_cast<std::int64_t>(h) * pool_pages + slot;
 }
 
+/// Entry `e` of the page arrays of `a` (anything holding the seven array pointers of page_ref), as a
+/// page_ref or page_view: the one map from an entry to its pointers.
+template <class Page, class Arrays>
+PKV_HD Page page_at(const page_geometry& g, const Arrays& a, std::int64_t e) {
+    return {a.k_codes + e * g.k_code_words(), a.k_sm + e * g.k_groups(), a.k_index + e * g.k_index_bytes(),
+            a.v_codes + e * g.v_code_words(), a.v_sm + e * g.v_groups(), a.v_index + e * g.v_index_bytes(),
+            a.v_gate + e * g.gate_words()};
+}
+
 /// The pages of one (sequence, KV head): the pool's arrays and the sequence's block table (its
 /// pages' pool slots, in token order).
 struct head_pages {
@@ -152,12 +161,7 @@ struct head_pages {
     std::int32_t pool_pages;
     int h;
 
-    PKV_HD page_view page(int i) const {
-        const std::int64_t e = page_entry(block[i], pool_pages, h);
-        return {k_codes + e * g.k_code_words(), k_sm + e * g.k_groups(), k_index + e * g.k_index_bytes(),
-                v_codes + e * g.v_code_words(), v_sm + e * g.v_groups(), v_index + e * g.v_index_bytes(),
-                v_gate + e * g.gate_words()};
-    }
+    PKV_HD page_view page(int i) const { return page_at<page_view>(g, *this, page_entry(block[i], pool_pages, h)); }
 };
 
 }  // namespace patternkv::core

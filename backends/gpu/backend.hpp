@@ -400,6 +400,8 @@ inline void gpu_backend<Gate>::sync_from_host(const layer_cache_state& s) {
 
 /// The backend for `s` on the current device of this runtime, with the config's gate.
 inline std::unique_ptr<cache_backend> make_gpu_backend(const layer_cache_state& s, backend kind) {
+    if (std::holds_alternative<any_gate>(s.gate))  // layer_cache refuses this first; never run another gate in its place
+        throw error("GPU backend: a user gate needs make_gpu_backend_with_gate (the config's gate kernels cannot run it)");
     core::gate_params g{core::gate_rule::always, 0.0f};
     if (const auto* z = std::get_if<z_test_gate>(&s.gate))
         g = {core::gate_rule::z_test, z->c};
