@@ -54,18 +54,25 @@ PKV_HD float max_magnitude(const float* a, int n, float from = 0.0f) {
     return from;
 }
 
+/// quantize_multipliers' rounding once max|a| = amax is known (a backend that finds the maximum
+/// its own way, a warp's fold, applies this to each element): the multiplier of a and the step.
+struct multiplier_rounding {
+    float r, top, step;  ///< qmax / amax, qmax, amax / qmax; all 0 when amax is not > 0
+    bool zero;           ///< amax is not > 0: every multiplier is 0
+    PKV_HD float operator()(float a) const { return zero ? 0.0f : round_multiplier(a * r, top); }
+};
+PKV_HD multiplier_rounding rounding_for(float amax, int qmax) {
+    if (!(amax > 0.0f)) return {0.0f, 0.0f, 0.0f, true};
+    return {static_cast<float>(qmax) / amax, static_cast<float>(qmax), amax / static_cast<float>(qmax), false};
+}
+
 /// Rounds a[0 .. n) in place to integer-valued floats m_i = round_even(a_i * (qmax / max|a|)),
 /// clamped to [-qmax, qmax] (a non-finite product becomes 0). Returns the step max|a| / qmax such
 /// that a_i ~ step * m_i; 0 (and all m_i = 0) when max|a| is 0.
 PKV_HD float quantize_multipliers(float* a, int n, int qmax) {
-    const float amax = max_magnitude(a, n);
-    if (!(amax > 0.0f)) {
-        for (int i = 0; i < n; ++i) a[i] = 0.0f;
-        return 0.0f;
-    }
-    const float r = static_cast<float>(qmax) / amax, top = static_cast<float>(qmax);
-    for (int i = 0; i < n; ++i) a[i] = round_multiplier(a[i] * r, top);
-    return amax / static_cast<float>(qmax);
+    const multiplier_rounding round = rounding_for(max_magnitude(a, n), qmax);
+    for (int i = 0; i < n; ++i) a[i] = round(a[i]);
+    return round.step;
 }
 
 }  // namespace patternkv::core

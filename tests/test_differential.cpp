@@ -12,6 +12,7 @@
 // prints why for each backend and exits 77 (Meson's SKIP), unless PATTERNKV_REQUIRE_GPU=1, which
 // turns that into a failure (at least one GPU backend must run). No doctest here: this binary has its own main.
 #define DOCTEST_CONFIG_DISABLE  // support.hpp includes doctest; nothing of it is used or registered here
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -519,6 +520,77 @@ namespace {
 
 __global__ void emulation_probe_kernel(int* hits) { ++hits[blockIdx.x * blockDim.x + threadIdx.x]; }
 
+/// Each thread posts its index + 1 in shared memory and reads its neighbour's post, with or without
+/// the barrier between: without it, what a thread reads depends on the interleaving.
+__global__ void neighbour_kernel(int* out, bool barrier) {
+    int* posted = patternkv::emulated::gpu::dynamic_shared<int>();
+    const unsigned t = threadIdx.x;
+    posted[t] = static_cast<int>(t) + 1;
+    if (barrier) __syncthreads();
+    out[t] = posted[(t + 1) % blockDim.x];
+}
+
+/// The lane folds of every warp of the block over x, each lane's result into sums / maxima.
+__global__ void fold_kernel(const float* x, float* sums, float* maxima) {
+    namespace gpu = patternkv::emulated::gpu;
+    const unsigned t = threadIdx.x;
+    sums[t] = gpu::lane_fold<gpu::fold_add>(x[t]);
+    maxima[t] = gpu::lane_fold<gpu::fold_max>(x[t]);
+}
+
+/// Cooperative launches (gpu::launch_with_barriers): a missing barrier shows as varying bits, the
+/// barrier makes them fixed, dynamic shared memory and device allocations come poisoned, a request
+/// past the shared-memory limit names the kernel, and the warp folds give core::fold_lanes' bits
+/// in every lane.
+std::string check_cooperative_emulation() {
+    namespace gpu = patternkv::emulated::gpu;
+    constexpr unsigned n = 96;
+    std::vector<int> out(n);
+    std::vector<std::vector<int>> seen;
+    for (int launch = 0; launch < 8; ++launch) {
+        gpu::launch_with_barriers(neighbour_kernel, 1, n, n * sizeof(int), "neighbour", out.data(), false);
+        if (std::find(seen.begin(), seen.end(), out) == seen.end()) seen.push_back(out);
+    }
+    if (seen.size() < 2) return "eight launches of a kernel missing a barrier gave the same bits";
+    for (int launch = 0; launch < 4; ++launch) {
+        gpu::launch_with_barriers(neighbour_kernel, 1, n, n * sizeof(int), "neighbour", out.data(), true);
+        for (unsigned t = 0; t < n; ++t)
+            if (out[t] != static_cast<int>((t + 1) % n) + 1) return "a kernel with its barrier read a value nothing posted";
+    }
+    for (int launch = 0; launch < 4; ++launch) {  // a thread reading before any write sees the poison
+        gpu::launch_with_barriers(neighbour_kernel, 1, n, n * sizeof(int), "neighbour", out.data(), false);
+        for (int v : out)
+            if (v != -1 && (v < 1 || v > static_cast<int>(n))) return "shared memory held neither the poison nor a posted value";
+    }
+    const auto fresh = gpu::malloc_device<std::uint32_t>(16);
+    for (std::size_t i = 0; i < 16; ++i)
+        if (fresh.get()[i] != 0xFFFFFFFFu) return "a fresh device allocation was not poisoned";
+    try {
+        gpu::launch_with_barriers(neighbour_kernel, 1, n, static_cast<std::size_t>(gpu::max_shared_bytes()) + 1, "greedy", out.data(),
+                                  true);
+        return "a launch past the shared-memory limit was accepted";
+    } catch (const patternkv::error& e) {
+        if (std::string(e.what()).find("kernel greedy") == std::string::npos)
+            return std::string("unnamed shared-memory error: ") + e.what();
+    }
+    std::vector<float> x(64), sums(64), maxima(64);
+    std::uint32_t state = 12345;
+    for (float& v : x) {
+        state = state * 1664525u + 1013904223u;
+        v = static_cast<float>(static_cast<std::int32_t>(state)) * 1e-7f;  // mixed signs and magnitudes
+    }
+    gpu::launch_with_barriers(fold_kernel, 1, 64, 0, "fold", x.data(), sums.data(), maxima.data());
+    for (unsigned w = 0; w < 2; ++w) {
+        float acc[patternkv::core::reduction_lanes];
+        std::copy(x.begin() + 32 * w, x.begin() + 32 * (w + 1), acc);
+        const float total = patternkv::core::fold_lanes(acc), top = *std::max_element(x.begin() + 32 * w, x.begin() + 32 * (w + 1));
+        for (unsigned l = 0; l < 32; ++l)
+            if (std::memcmp(&sums[32 * w + l], &total, 4) != 0 || maxima[32 * w + l] != top)
+                return fmt::format("warp {} lane {}: the fold differs from core::fold_lanes", w, l);
+    }
+    return "";
+}
+
 /// The emulated runtime's own checks (issue 14): launches past the device limits are errors that
 /// name the kernel, every thread of a launch runs once, and the order of blocks and threads varies
 /// from launch to launch. Returns what is wrong ("" when nothing).
@@ -604,15 +676,22 @@ int main(int argc, char** argv) {
     int passed = 0, failed = 0;
     std::vector<std::string> failures;
     for (const target& b : run_on) {
-        if (b.emulated && selected(opt, "emulation/runtime")) {
-            const std::string why = check_emulation();
-            fmt::print("[{}] {:4} emulation/runtime (launch limits, every thread once, varying orders, kernel timing){}\n", b.name,
-                       why.empty() ? "OK" : "FAIL", why.empty() ? "" : "\n       " + why);
+        const struct {
+            const char* name;
+            const char* what;
+            std::string (*check)();
+        } emulation_checks[] = {
+            {"emulation/runtime", "launch limits, every thread once, varying orders, kernel timing", check_emulation},
+            {"emulation/cooperative", "missing barriers vary, poison, shared-memory limit, warp folds", check_cooperative_emulation}};
+        for (const auto& e : emulation_checks) {
+            if (!b.emulated || !selected(opt, e.name)) continue;
+            const std::string why = e.check();
+            fmt::print("[{}] {:4} {} ({}){}\n", b.name, why.empty() ? "OK" : "FAIL", e.name, e.what, why.empty() ? "" : "\n       " + why);
             if (why.empty()) {
                 ++passed;
             } else {
                 ++failed;
-                failures.push_back(fmt::format("[{}] emulation/runtime: {}", b.name, why));
+                failures.push_back(fmt::format("[{}] {}: {}", b.name, e.name, why));
             }
         }
         for (const auto& c : cases) {

@@ -1,11 +1,25 @@
 #pragma once
-// Decode attention kernels: the splits of core/attention.hpp (pages_per_split(R) history pages per
-// split, the window last), one thread per (sequence, query head, split) running the core split
-// function with core::scalar_ops, then one thread per (sequence, query head) combining the splits
-// in order. Query heads of a GQA group read the same KV head; their results do not depend on being
-// processed together (core/attention.hpp fixes every element's sequence of operations).
+// Decode attention kernels, in the order of core/attention.hpp: prepare_queries (scaled queries and
+// the q . K-pattern tables), then one block per (sequence, KV head, split, head chunk) serving the
+// query heads of its GQA group (all of them when the shared memory holds them: the codes are read
+// once), then one thread per (sequence, query head) combining the splits in order.
+//
+// A split block (128 threads, 4 warps of 32 lanes) keeps everything it computes in shared memory;
+// only its partial records go to global memory. Its work, per page of the split:
+//   * K, per K group: warp h forms head h's multipliers (q_j s_j, their maximum by a lane fold, the
+//     rounding of core/multipliers.hpp) and the zero-point term (a lane dot); then every thread
+//     takes (head, token) pairs and sums its integer products over the channels (exact, so any
+//     thread may do any share) and finishes the score as core::scalar_ops::finish_scores does;
+//   * softmax, once per split: warp h finds head h's maximum (a fold) and sums the exponentials in
+//     core::lane_sum's order (lane l takes tokens l, l + 32, ..., then the butterfly);
+//   * V, per V group: warp h forms the multipliers e_t s_t and the zero-point dot, then threads take
+//     (head, channel) pairs, sum over the page's tokens and add the code term to the output in page
+//     order; histogram entry (head, pattern) is one thread's, adding gated tokens in token order.
+// Every float is computed with the operands and order core/attention.hpp fixes; only integer sums
+// and order-free maxima are spread over threads. The window split is the same with fp16 rows.
 #include <cstdint>
 
+#include "block_primitives.hpp"
 #include "cache_arrays.hpp"
 #include "core/attention.hpp"
 #include "encode_kernels.hpp"
@@ -20,15 +34,15 @@ struct attend_params {
     int n;             ///< sequences attended
     int q_heads, gqa;  ///< Hq and Hq / H
     float tau;
-    int max_splits, pages_per_split;
-    const float* q;   ///< [n][Hq][d]
-    float* q_tau;     ///< [n][Hq][d]
-    float* qm;        ///< [n][Hq][bank_capacity]
-    float* partials;  ///< [n][Hq][max_splits][partial_stride]
-    float* work;      ///< [n][Hq][max_splits][work_stride]
-    std::int64_t work_stride;
-    float* hist_acc;  ///< [n][Hq][bank_capacity]
-    float* out;       ///< [n][Hq][d]
+    int max_splits;       ///< the most splits of an attended sequence
+    int pages_per_split;  ///< core::pages_per_split(R)
+    int heads_per_block;  ///< query heads a split block serves (a divisor of gqa)
+    const float* q;       ///< [n][Hq][d]
+    float* q_tau;         ///< [n][Hq][d]
+    float* qm;            ///< [n][Hq][bank_capacity]
+    float* partials;      ///< [n][Hq][max_splits][partial_stride]
+    float* hist_acc;      ///< [n][Hq][bank_capacity]
+    float* out;           ///< [n][Hq][d]
 
     __device__ int history_splits(int seq) const { return core::history_splits(c.pages[seq], a.g.tokens); }
     __device__ int total_splits(int seq) const { return core::attention_splits(c.pages[seq], c.window_count[seq], a.g.tokens); }
@@ -51,25 +65,291 @@ __global__ void prepare_queries_kernel(attend_params p) {
     for (int c = nb; c < cap; ++c) qm[c] = 0.0f;
 }
 
-/// One split of one (sequence, query head) into its partial record.
-__global__ void __launch_bounds__(heavy_threads) attend_splits_kernel(attend_params p) {
-    const int d = p.a.g.d, cap = p.a.bank_capacity, ms = p.max_splits;
-    const std::int64_t idx = thread_index();
-    if (idx >= static_cast<std::int64_t>(p.n) * p.q_heads * ms) return;
-    const std::int64_t qh = idx / ms;  // i * Hq + hq
-    const int split = static_cast<int>(idx % ms), i = static_cast<int>(qh / p.q_heads), hq = static_cast<int>(qh % p.q_heads);
-    const int seq = p.seqs[i], h = hq / p.gqa;
-    if (split >= p.total_splits(seq)) return;
-    const core::head_group hg{
-        1, p.q_tau + qh * d, cap > 0 ? p.qm + qh * cap : nullptr, cap, p.partials + idx * p.stride(), ms * p.stride()};
-    float* work = p.work + idx * p.work_stride;
+inline constexpr int split_threads = 128, split_warps = split_threads / static_cast<int>(gpu::warp_lanes);
+
+/// The shared memory of a split block serving `heads` query heads: offsets in floats (each array
+/// 16-byte aligned) of the staged queries, multipliers, per-head steps and zero-point terms, per-token
+/// K's query group sums, the split's scores (then weights), the outputs, V's zero-point sums and the
+/// pattern histograms.
+struct split_shared {
+    int q, mult, steps, zterm, qsum, scores, o, zsum, hist, total;
+    int wide;  ///< multipliers per head: max(d, R)
+
+    PKV_HD static split_shared layout(const core::page_geometry& g, int heads, int bank_capacity) {
+        split_shared s{};
+        s.wide = g.d > g.tokens ? g.d : g.tokens;
+        const int sizes[9] = {heads * g.d, heads * s.wide,       heads, heads, heads * g.d, heads * core::split_tokens(g), heads * g.d,
+                              heads * g.d, heads * bank_capacity};
+        int* offsets[9] = {&s.q, &s.mult, &s.steps, &s.zterm, &s.qsum, &s.scores, &s.o, &s.zsum, &s.hist};
+        for (int i = 0; i < 9; ++i) {
+            *offsets[i] = s.total;
+            s.total += (sizes[i] + 3) / 4 * 4;
+        }
+        return s;
+    }
+    PKV_HD std::size_t bytes() const { return static_cast<std::size_t>(total) * sizeof(float); }
+};
+
+/// What the device functions of one split block share: its geometry, its heads' inputs and records,
+/// its shared arrays and the calling thread's place.
+struct split_block {
+    core::page_geometry g;
+    int heads, cap;
+    const float* qm;  ///< the heads' q . K-pattern tables [heads][cap] (global), or nullptr without patterns
+    float* rec;       ///< head hh's partial record at rec + hh * rec_stride (global)
+    std::int64_t rec_stride;
+    int n;  ///< scores per head (the split's tokens at most)
+    split_shared at;
+    float* smem;
+    int tid, lane, warp;
+
+    __device__ float* q(int hh) const { return smem + at.q + hh * g.d; }
+    __device__ float* mult(int hh) const { return smem + at.mult + hh * at.wide; }
+    __device__ float* steps() const { return smem + at.steps; }
+    __device__ float* zterm() const { return smem + at.zterm; }
+    __device__ float* qsum(int hh) const { return smem + at.qsum + hh * g.d; }
+    __device__ float* scores(int hh) const { return smem + at.scores + hh * n; }
+    __device__ float* o(int hh) const { return smem + at.o + hh * g.d; }
+    __device__ float* zsum(int hh) const { return smem + at.zsum + hh * g.d; }
+    __device__ float* hist(int hh) const { return smem + at.hist + hh * cap; }
+    __device__ float* record(int hh) const { return rec + hh * rec_stride; }
+};
+
+/// The integer sum over `rows` rows of m[r] * (2 code(row r, position) - (2^bits - 1)): exact in
+/// int32 (core::multiplier_max bounds it), the term core::scalar_ops::code_sums adds up.
+__device__ inline std::int32_t centred_code_sum(const std::uint32_t* codes, int row_words, int rows, int bits, int position,
+                                                const float* m) {
+    const auto off = static_cast<std::int32_t>(core::code_mask(bits));
+    std::int32_t sum = 0;
+    for (int r = 0; r < rows; ++r)
+        sum += static_cast<std::int32_t>(m[r]) *
+               (2 * static_cast<std::int32_t>(core::unpack_code(codes + r * row_words, position, bits)) - off);
+    return sum;
+}
+
+/// Warp-wide: m[i] = x[i] * y[i] for i < n rounded to integer multipliers (core's
+/// quantize_multipliers, the maximum by a fold) and the dot of x with z (core::lane_dot's order),
+/// where y[i], z[i] = scale_of(i) (and its centred minimum). Returns the half step; *dot gets the dot.
+template <class ScaleOf>
+__device__ float warp_multipliers(const float* x, int n, int qmax, int lane, ScaleOf scale_of, float* m, float* dot) {
+    float amax = 0.0f, acc = 0.0f;
+    for (int i = lane; i < n; i += gpu::warp_lanes) {
+        float scale, mnc;
+        scale_of(i, scale, mnc);
+        m[i] = x[i] * scale;
+        amax = core::max_magnitude(m + i, 1, amax);
+        acc = acc + x[i] * mnc;
+    }
+    const core::multiplier_rounding round = core::rounding_for(gpu::lane_fold<gpu::fold_max>(amax), qmax);
+    *dot = gpu::lane_fold<gpu::fold_add>(acc);
+    for (int i = lane; i < n; i += gpu::warp_lanes) m[i] = round(m[i]);
+    return 0.5f * round.step;
+}
+
+/// A (scale, centred minimum) reader of fp16 pairs sm[i * stride].
+struct scale_pairs {
+    const core::scale_min* sm;
+    int stride;
+    float centre;
+    __device__ void operator()(int i, float& scale, float& mnc) const {
+        const core::scale_min v = sm[i * stride];
+        scale = core::half_to_float(v.scale);
+        mnc = core::half_to_float(v.min) + centre * scale;
+    }
+};
+
+/// Scores of K group [t0, t0 + k_group) of a per-channel K page, into scores columns col + t.
+__device__ inline void split_k_channel_group(const split_block& b, const core::page_view& pv, int t0, int col) {
+    const core::page_geometry& g = b.g;
+    const int d = g.d, kg = g.k_group;
+    const scale_pairs pairs{pv.k_sm + (t0 / kg) * d, 1, core::code_centre(g.k_bits)};
+    for (int hh = b.warp; hh < b.heads; hh += split_warps) {
+        float z;
+        const float half_step = warp_multipliers(b.q(hh), d, core::multiplier_max(false, d, g.k_bits), b.lane, pairs, b.mult(hh), &z);
+        if (b.lane == 0) b.steps()[hh] = half_step, b.zterm()[hh] = z;
+    }
+    __syncthreads();
+    for (int e = b.tid; e < b.heads * kg; e += split_threads) {
+        const int hh = e / kg, t = t0 + e % kg;
+        const std::int32_t sum = centred_code_sum(pv.k_codes, g.k_row_words(), d, g.k_bits, t, b.mult(hh));
+        float s = b.steps()[hh] * static_cast<float>(sum) + b.zterm()[hh];
+        if (b.qm != nullptr && g.k_patterns) s = s + b.qm[hh * b.cap + core::pattern_index(pv.k_index, t, g.index_bits)];
+        b.scores(hh)[col + t] = s;
+    }
+    __syncthreads();
+}
+
+/// Per-token K: the query multipliers and group sums of every head (once per block).
+__device__ inline void split_k_token_setup(const split_block& b) {
+    const core::page_geometry& g = b.g;
+    const int d = g.d, groups = d / g.k_group;
+    const auto same = [](int, float& scale, float& mnc) { scale = 1.0f, mnc = 0.0f; };  // q_j * 1 is q_j: the multipliers of q itself
+    for (int hh = b.warp; hh < b.heads; hh += split_warps) {
+        float unused;
+        const float half_step = warp_multipliers(b.q(hh), d, core::multiplier_max(false, d, g.k_bits), b.lane, same, b.mult(hh), &unused);
+        if (b.lane == 0) b.steps()[hh] = half_step;
+    }
+    for (int e = b.tid; e < b.heads * groups; e += split_threads) {
+        const int hh = e / groups, gi = e % groups;
+        core::scalar_ops::group_sums(b.q(hh) + gi * g.k_group, g.k_group, g.k_group, b.qsum(hh) + gi);
+    }
+    __syncthreads();
+}
+
+/// Scores of a per-token K page (the KIVI per-token baseline), into scores columns col + t.
+__device__ inline void split_k_token_page(const split_block& b, const core::page_view& pv, int col) {
+    const core::page_geometry& g = b.g;
+    const int d = g.d, R = g.tokens, kg = g.k_group, groups = d / kg;
+    const float centre = core::code_centre(g.k_bits);
+    for (int e = b.tid; e < b.heads * R; e += split_threads) {
+        const int hh = e / R, t = e % R;
+        const std::uint32_t* row = pv.k_codes + t * g.k_row_words();
+        float total = 0.0f;
+        for (int gi = 0; gi < groups; ++gi) {
+            // channels of the group as rows of one word-packed row: position j of `row`
+            std::int32_t code = 0;
+            for (int j = gi * kg; j < (gi + 1) * kg; ++j)
+                code += static_cast<std::int32_t>(b.mult(hh)[j]) * (2 * static_cast<std::int32_t>(core::unpack_code(row, j, g.k_bits)) -
+                                                                    static_cast<std::int32_t>(core::code_mask(g.k_bits)));
+            total = core::scalar_ops::token_group_term(total, pv.k_sm[t * groups + gi], centre, b.steps()[hh], code, b.qsum(hh)[gi]);
+        }
+        if (b.qm != nullptr && g.k_patterns) total = total + b.qm[hh * b.cap + core::pattern_index(pv.k_index, t, g.index_bits)];
+        b.scores(hh)[col + t] = total;
+    }
+    __syncthreads();
+}
+
+/// The split's softmax over its first `n` scores of every head: the maximum (a zero maximum is +0)
+/// and the sum of exponentials in core::lane_sum's order go to the record, the weights stay.
+__device__ inline void split_softmax(const split_block& b, int n) {
+    for (int hh = b.warp; hh < b.heads; hh += split_warps) {
+        float* s = b.scores(hh);
+        float m = s[b.lane < n ? b.lane : 0];
+        for (int j = b.lane; j < n; j += gpu::warp_lanes) m = s[j] > m ? s[j] : m;
+        m = gpu::lane_fold<gpu::fold_max>(m) + 0.0f;
+        float l = 0.0f;
+        for (int j = b.lane; j < n; j += gpu::warp_lanes) {
+            s[j] = core::exp_fixed(s[j] - m);
+            l = l + s[j];
+        }
+        l = gpu::lane_fold<gpu::fold_add>(l);
+        if (b.lane == 0) b.record(hh)[0] = m, b.record(hh)[1] = l;
+    }
+    __syncthreads();
+}
+
+/// One page's V contribution with the weights in scores columns col + t: per V group the weighted
+/// multipliers, the zero-point sums and the code terms; then the histogram of gated tokens.
+__device__ inline void split_v_page(const split_block& b, const core::page_view& pv, int col) {
+    const core::page_geometry& g = b.g;
+    const int d = g.d, R = g.tokens, vg = g.v_group, groups = d / vg;
+    for (int gi = 0; gi < groups; ++gi) {
+        const scale_pairs pairs{pv.v_sm + gi, groups, core::code_centre(g.v_bits)};
+        for (int hh = b.warp; hh < b.heads; hh += split_warps) {
+            float z;
+            const float half_step =
+                warp_multipliers(b.scores(hh) + col, R, core::multiplier_max(true, R, g.v_bits), b.lane, pairs, b.mult(hh), &z);
+            if (b.lane == 0) b.steps()[hh] = half_step, b.zsum(hh)[gi] = b.zsum(hh)[gi] + z;
+        }
+        __syncthreads();
+        for (int e = b.tid; e < b.heads * vg; e += split_threads) {
+            const int hh = e / vg, j = gi * vg + e % vg;
+            const std::int32_t sum = centred_code_sum(pv.v_codes, g.v_row_words(), R, g.v_bits, j, b.mult(hh));
+            b.o(hh)[j] = b.o(hh)[j] + b.steps()[hh] * static_cast<float>(sum);
+        }
+        __syncthreads();
+    }
+    if (b.cap == 0) return;
+    for (int e = b.tid; e < b.heads * b.cap; e += split_threads) {  // entry (hh, c) adds its gated tokens in token order
+        const int hh = e / b.cap, c = e % b.cap;
+        const float* w = b.scores(hh) + col;
+        float sum = b.hist(hh)[c];
+        for (int t = 0; t < R; ++t)
+            if (core::gate_bit(pv.v_gate, t) && core::pattern_index(pv.v_index, t, g.index_bits) == c) sum = sum + w[t];
+        b.hist(hh)[c] = sum;
+    }
+}
+
+/// A history split: pages [first, first + count) of (seq, h).
+__device__ inline void split_history(const split_block& b, const core::head_pages& hp, int first, int count) {
+    const core::page_geometry& g = b.g;
+    const int d = g.d, groups = d / g.v_group;
+    for (int e = b.tid; e < b.heads * d; e += split_threads) b.o(e / d)[e % d] = 0.0f;
+    for (int e = b.tid; e < b.heads * groups; e += split_threads) b.zsum(e / groups)[e % groups] = 0.0f;
+    for (int e = b.tid; e < b.heads * b.cap; e += split_threads) b.hist(e / b.cap)[e % b.cap] = 0.0f;
+    if (!g.k_per_channel) split_k_token_setup(b);
+    for (int i = 0; i < count; ++i) {
+        const core::page_view pv = hp.page(first + i);
+        if (g.k_per_channel)
+            for (int t0 = 0; t0 < g.tokens; t0 += g.k_group) split_k_channel_group(b, pv, t0, i * g.tokens);
+        else
+            split_k_token_page(b, pv, i * g.tokens);
+    }
+    split_softmax(b, count * g.tokens);
+    for (int i = 0; i < count; ++i) split_v_page(b, hp.page(first + i), i * g.tokens);
+    __syncthreads();
+    for (int e = b.tid; e < b.heads * d; e += split_threads) {
+        const int hh = e / d, j = e % d;
+        b.record(hh)[2 + j] = b.o(hh)[j] + b.zsum(hh)[j / g.v_group];
+    }
+    for (int e = b.tid; e < b.heads * b.cap; e += split_threads) b.record(e / b.cap)[2 + d + e % b.cap] = b.hist(e / b.cap)[e % b.cap];
+}
+
+/// The window split: n >= 1 fp16 rows wk, wv [n][d].
+__device__ inline void split_window(const split_block& b, const std::uint16_t* wk, const std::uint16_t* wv, int n) {
+    const int d = b.g.d;
+    for (int e = b.warp; e < b.heads * n; e += split_warps) {
+        const int hh = e / n, t = e % n;
+        const float* q = b.q(hh);
+        float acc = 0.0f;
+        for (int j = b.lane; j < d; j += gpu::warp_lanes) acc = acc + q[j] * core::half_to_float(wk[t * d + j]);
+        acc = gpu::lane_fold<gpu::fold_add>(acc);
+        if (b.lane == 0) b.scores(hh)[t] = acc;
+    }
+    __syncthreads();
+    split_softmax(b, n);
+    for (int e = b.tid; e < b.heads * d; e += split_threads) {
+        const int hh = e / d, j = e % d;
+        const float* w = b.scores(hh);
+        float acc = 0.0f;
+        for (int t = 0; t < n; ++t) acc = core::fma_exact(w[t], core::half_to_float(wv[t * d + j]), acc);
+        b.record(hh)[2 + j] = acc;
+    }
+    for (int e = b.tid; e < b.heads * b.cap; e += split_threads) b.record(e / b.cap)[2 + d + e % b.cap] = 0.0f;
+}
+
+/// One block per (sequence, KV head, head chunk, split): the split's partial records of the chunk's
+/// query heads (heads_per_block consecutive heads of the GQA group).
+__global__ void __launch_bounds__(split_threads) attend_split_kernel(attend_params p) {
+    const int ms = p.max_splits, chunks = p.gqa / p.heads_per_block, H = p.a.heads, d = p.a.g.d, cap = p.a.bank_capacity;
+    int rest = static_cast<int>(blockIdx.x);
+    const int split = rest % ms;
+    rest /= ms;
+    const int chunk = rest % chunks;
+    rest /= chunks;
+    const int h = rest % H, i = rest / H, seq = p.seqs[i];
+    if (split >= p.total_splits(seq)) return;  // the whole block, before any barrier
+    const std::int64_t qh0 = static_cast<std::int64_t>(i) * p.q_heads + h * p.gqa + chunk * p.heads_per_block;
+    const int tid = static_cast<int>(threadIdx.x), lane = tid % static_cast<int>(gpu::warp_lanes);
+    const split_block b{p.a.g,
+                        p.heads_per_block,
+                        cap,
+                        cap > 0 ? p.qm + qh0 * cap : nullptr,
+                        p.partials + (qh0 * ms + split) * p.stride(),
+                        static_cast<std::int64_t>(ms) * p.stride(),
+                        core::split_tokens(p.a.g),
+                        split_shared::layout(p.a.g, p.heads_per_block, cap),
+                        gpu::dynamic_shared<float>(),
+                        tid,
+                        lane,
+                        tid / static_cast<int>(gpu::warp_lanes)};
+    for (int e = tid; e < b.heads * d; e += split_threads) b.q(e / d)[e % d] = p.q_tau[qh0 * d + e];
+    __syncthreads();
     if (split == p.history_splits(seq)) {
-        core::attend_window_split<core::scalar_ops>(p.a.window(false, seq, h), p.a.window(true, seq, h), p.c.window_count[seq], d, hg, cap,
-                                                    work);
+        split_window(b, p.a.window(false, seq, h), p.a.window(true, seq, h), p.c.window_count[seq]);
     } else {
         const int first = split * p.pages_per_split, left = p.c.pages[seq] - first;
-        core::attend_history_split<core::scalar_ops>(p.a.head(seq, h), first, left < p.pages_per_split ? left : p.pages_per_split, hg, cap,
-                                                     work);
+        split_history(b, p.a.head(seq, h), first, left < p.pages_per_split ? left : p.pages_per_split);
     }
 }
 

@@ -48,7 +48,9 @@ private:
                 gpu::device_buffer<float>& resid, gpu::device_buffer<std::uint8_t>& flags);
 
     backend kind_;
-    int batch_, heads_, d_, R_, cap_, q_heads_, gqa_, max_splits_, pps_;
+    int batch_, heads_, d_, R_, cap_, q_heads_, gqa_, pps_;
+    int heads_per_block_;       ///< query heads one split block serves (attend_kernels.hpp)
+    std::size_t split_shared_;  ///< its shared memory
     bool grow_ = false;
     kmeans_miner kmeans_{};
     Gate gate_;
@@ -70,8 +72,8 @@ private:
 
     // append input and attention buffers (fixed size)
     gpu::device_buffer<std::uint16_t> in_;
-    gpu::device_buffer<float> q_, q_tau_, qm_, partials_, work_, hist_, out_;
-    std::int64_t work_stride_ = 0;
+    gpu::device_buffer<float> q_, q_tau_, qm_, hist_, out_;
+    mutable gpu::device_buffer<float> partials_;  ///< grows to the live splits of the largest call
 
     // flush scratch (grows to the largest number of sequences flushing at once)
     gpu::device_buffer<float> flush_rows_, flush_resid_, flush_bank_;
@@ -89,7 +91,6 @@ inline gpu_backend<Gate>::gpu_backend(const layer_cache_state& s, backend kind, 
       cap_(s.bank_capacity),
       q_heads_(s.cfg.num_q_heads),
       gqa_(s.gqa()),
-      max_splits_(s.max_splits()),
       pps_(core::pages_per_split(s.geom.tokens)),
       gate_(gate),
       tau_(s.cfg.scale()) {
@@ -127,15 +128,23 @@ inline gpu_backend<Gate>::gpu_backend(const layer_cache_state& s, backend kind, 
     meta_host_.assign(meta_.total, 0);
     meta_dev_ = gpu::malloc_device<int>(meta_.total);
 
-    const std::size_t BQ = B * q_heads_, stride = static_cast<std::size_t>(core::partial_stride(d_, cap_));
-    // one query head per thread; V's scratch holds this config's V groups per token, not the d bound
-    work_stride_ = core::split_scratch_floats(1, core::split_tokens(s.geom), d_, R_, d_ / s.geom.v_group);
+    // A split block serves the whole GQA group when its shared memory fits the device, else the
+    // largest divisor of the group that does (each chunk re-reads the codes).
+    const int limit = gpu::max_shared_bytes();
+    heads_per_block_ = 0;
+    for (int hc = gqa_; hc >= 1 && heads_per_block_ == 0; --hc)
+        if (gqa_ % hc == 0 && split_shared::layout(s.geom, hc, cap_).bytes() <= static_cast<std::size_t>(limit)) heads_per_block_ = hc;
+    if (heads_per_block_ == 0)
+        throw error("GPU backend: decode attention needs " + std::to_string(split_shared::layout(s.geom, 1, cap_).bytes()) +
+                    " bytes of shared memory per block for head_dim " + std::to_string(d_) + " and residual_length " + std::to_string(R_) +
+                    "; the device gives " + std::to_string(limit));
+    split_shared_ = split_shared::layout(s.geom, heads_per_block_, cap_).bytes();
+
+    const std::size_t BQ = B * q_heads_;
     in_ = gpu::malloc_device<std::uint16_t>(2 * BH * d_);
     q_ = gpu::malloc_device<float>(BQ * d_);
     q_tau_ = gpu::malloc_device<float>(BQ * d_);
     qm_ = gpu::malloc_device<float>(BQ * cap_);
-    partials_ = gpu::malloc_device<float>(BQ * max_splits_ * stride);
-    work_ = gpu::malloc_device<float>(BQ * max_splits_ * static_cast<std::size_t>(work_stride_));
     hist_ = gpu::malloc_device<float>(BQ * cap_);
     out_ = gpu::malloc_device<float>(BQ * d_);
     sync_from_host(s);
@@ -246,7 +255,7 @@ inline void gpu_backend<Gate>::prefill(layer_cache_state& s, int seq, const std:
             const kmeans_args a{
                 arrays_,      seq,          M,         rows.get(), k, kmeans_.iterations, kmeans_.tolerance, kmeans_.seed, centroids.get(),
                 assign.get(), chosen.get(), keys.get()};
-            gpu::launch_with_barriers(kmeans_kernel, static_cast<unsigned>(2 * H), kmeans_threads, "kmeans", a);
+            gpu::launch_with_barriers(kmeans_kernel, static_cast<unsigned>(2 * H), kmeans_threads, 0, "kmeans", a);
             gpu::check(gpu::synchronize(), "k-means");  // before the scratch is freed
         }
     }
@@ -343,6 +352,11 @@ inline void gpu_backend<Gate>::attend(const layer_cache_state& s, std::span<cons
     std::copy(s.v_bank_size.begin(), s.v_bank_size.end(), meta_host_.begin() + meta_.v_bank_size);
     std::copy(seqs.begin(), seqs.end(), meta_host_.begin() + meta_.seqs);
     upload_meta(s);
+    // Partial records for the splits the attended sequences have now, not for their capacity.
+    int splits = 1;
+    for (int seq : seqs) splits = std::max(splits, core::attention_splits(s.pages[seq], s.window_count[seq], R_));
+    const std::int64_t nq = static_cast<std::int64_t>(n) * q_heads_;
+    gpu::ensure_capacity(partials_, static_cast<std::size_t>(nq * splits * core::partial_stride(d_, cap_)));
     const attend_params p{arrays_,
                           counters(),
                           meta_dev_.get() + meta_.seqs,
@@ -350,19 +364,18 @@ inline void gpu_backend<Gate>::attend(const layer_cache_state& s, std::span<cons
                           q_heads_,
                           gqa_,
                           tau_,
-                          max_splits_,
+                          splits,
                           pps_,
+                          heads_per_block_,
                           q_.get(),
                           q_tau_.get(),
                           qm_.get(),
                           partials_.get(),
-                          work_.get(),
-                          work_stride_,
                           hist_.get(),
                           out_.get()};
-    const std::int64_t nq = static_cast<std::int64_t>(n) * q_heads_;
     gpu::launch(prepare_queries_kernel, gpu::blocks_for(nq, elementwise_threads), elementwise_threads, "prepare_queries", p);
-    gpu::launch(attend_splits_kernel, gpu::blocks_for(nq * max_splits_, heavy_threads), heavy_threads, "attend_splits", p);
+    const std::int64_t blocks = static_cast<std::int64_t>(n) * heads_ * (gqa_ / heads_per_block_) * splits;
+    gpu::launch_with_barriers(attend_split_kernel, static_cast<unsigned>(blocks), split_threads, split_shared_, "attend_split", p);
     gpu::launch(combine_splits_kernel, gpu::blocks_for(nq, elementwise_threads), elementwise_threads, "combine_splits", p);
     gpu::copy_to_host(out, out_.get(), elems);  // synchronizes
 }

@@ -7,12 +7,22 @@
 //
 // Blocks run one after another, in an order that varies from launch to launch
 // (gpu::emulated_order). A kernel launched with gpu::launch runs its threads one after another too,
-// in a varying order (it must not use __syncthreads); gpu::launch_with_barriers runs each block's
-// threads as std::threads, started in a varying order, meeting at a std::barrier. __shared__
-// becomes static storage, which is per block because blocks never overlap. Launches past the
+// in a varying order (it must not use barriers). gpu::launch_with_barriers runs each block's
+// threads as fibers, one at a time (pkv_emulated_block): a thread runs until it reaches a barrier
+// (__syncthreads, or a warp's rendezvous in block_primitives.hpp's folds) or ends, and the next to
+// run is drawn at random from those that may go on. So the threads of a phase between two barriers
+// run in a different order in every launch, and a kernel that reads what another thread wrote in the
+// same phase (a missing barrier) gets different bits from one launch to the next, which the
+// differential test sees. __shared__ becomes static storage (per block: blocks never overlap);
+// dynamic shared memory is a per-block buffer, poisoned like device allocations. Launches past the
 // device limits throw, as a device refuses them.
-#include <barrier>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <memory>
+#include <random>
+#include <ucontext.h>
+#include <vector>
 
 #define __global__
 #define __device__
@@ -24,9 +34,113 @@ struct pkv_emulated_dim3 {
     unsigned x = 0, y = 0, z = 0;
 };
 inline thread_local pkv_emulated_dim3 threadIdx, blockIdx, blockDim;
-inline thread_local std::barrier<>* pkv_emulated_block_barrier = nullptr;
+
+/// The threads of one block of a launch with barriers, as fibers (ucontext) run one at a time by
+/// the launching thread: a fiber runs until it reaches a barrier or ends, then the scheduler draws
+/// the next from those that may go on. Barrier 0 is the block's; barrier 1 + w is warp w's (its 32
+/// threads, fewer in a last partial warp).
+class pkv_emulated_block {
+public:
+    static constexpr unsigned warp = 32;
+    static constexpr std::size_t stack_bytes = 256 * 1024;
+
+    pkv_emulated_block(unsigned threads, std::uint64_t seed)
+        : exchange(threads),
+          threads_(threads),
+          waiting_(threads, runnable),
+          arrived_(1 + (threads + warp - 1) / warp, 0),
+          fibers_(threads),
+          gen_(seed) {}
+
+    /// Runs body() as each thread of the block (threadIdx set) until every thread has ended.
+    template <class Body>
+    void run(Body& body) {
+        static thread_local std::vector<std::unique_ptr<char[]>> stacks;  // reused by every block of this launching thread
+        while (stacks.size() < threads_) stacks.push_back(std::make_unique<char[]>(stack_bytes));
+        body_ = [](void* b) { (*static_cast<Body*>(b))(); };
+        body_arg_ = &body;
+        for (unsigned t = 0; t < threads_; ++t) {
+            getcontext(&fibers_[t]);
+            fibers_[t].uc_stack.ss_sp = stacks[t].get();
+            fibers_[t].uc_stack.ss_size = stack_bytes;
+            fibers_[t].uc_link = &scheduler_;
+            makecontext(&fibers_[t], &fiber_main, 0);
+            ready_.push_back(t);
+        }
+        pkv_emulated_block* const outer = running_block;
+        running_block = this;
+        while (finished_ < threads_) {
+            if (ready_.empty()) deadlock();
+            running_ = draw();
+            threadIdx = {running_, 0, 0};
+            swapcontext(&scheduler_, &fibers_[running_]);
+        }
+        running_block = outer;
+    }
+
+    /// Thread t reaches barrier b; returns when every member has and t is drawn to run again.
+    void arrive(unsigned t, unsigned b) {
+        waiting_[t] = static_cast<int>(b);
+        if (++arrived_[b] == members(b)) {
+            arrived_[b] = 0;
+            for (unsigned u = first(b); u < first(b) + members(b); ++u) {
+                waiting_[u] = runnable;
+                ready_.push_back(u);
+            }
+        }
+        swapcontext(&fibers_[t], &scheduler_);
+    }
+
+    /// One 32-bit slot per thread for warp exchanges (emulated shuffles).
+    std::vector<std::uint32_t> exchange;
+
+    static inline thread_local pkv_emulated_block* running_block = nullptr;
+
+private:
+    static constexpr int runnable = -1, finished = -2;
+
+    static void fiber_main() {
+        pkv_emulated_block& b = *running_block;
+        b.body_(b.body_arg_);
+        b.waiting_[b.running_] = finished;
+        ++b.finished_;
+    }  // returns to the scheduler (uc_link)
+
+    unsigned members(unsigned b) const {
+        if (b == 0) return threads_;
+        const unsigned f = first(b);
+        return threads_ - f < warp ? threads_ - f : warp;
+    }
+    static unsigned first(unsigned b) { return b == 0 ? 0 : (b - 1) * warp; }
+    unsigned draw() {
+        const std::size_t i = std::uniform_int_distribution<std::size_t>(0, ready_.size() - 1)(gen_);
+        const unsigned t = ready_[i];
+        ready_[i] = ready_.back();
+        ready_.pop_back();
+        return t;
+    }
+    // A block where no thread can go on is a deadlock on a device (a barrier some thread never
+    // reaches): a bug of the kernel, reported and fatal as a device hang would be.
+    [[noreturn]] void deadlock() const {
+        std::fprintf(stderr, "emulated GPU: deadlock in block %u: %u of %u threads ended, the others wait at barriers\n", blockIdx.x,
+                     finished_, threads_);
+        std::abort();
+    }
+
+    unsigned threads_, finished_ = 0, running_ = 0;
+    std::vector<int> waiting_;  ///< per thread: runnable, finished, or the barrier it waits at
+    std::vector<unsigned> arrived_;
+    std::vector<unsigned> ready_;  ///< threads that may run, not running
+    std::vector<ucontext_t> fibers_;
+    ucontext_t scheduler_{};
+    void (*body_)(void*) = nullptr;
+    void* body_arg_ = nullptr;
+    std::mt19937_64 gen_;
+};
+
+inline thread_local unsigned char* pkv_emulated_dynamic_shared = nullptr;
 
 inline void __syncthreads() {
-    if (pkv_emulated_block_barrier == nullptr) std::abort();  // a barrier in a kernel launched with gpu::launch
-    pkv_emulated_block_barrier->arrive_and_wait();
+    if (pkv_emulated_block::running_block == nullptr) std::abort();  // a barrier in a kernel launched with gpu::launch
+    pkv_emulated_block::running_block->arrive(threadIdx.x, 0);
 }

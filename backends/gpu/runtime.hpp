@@ -57,6 +57,8 @@ inline status raw_malloc(void** p, std::size_t bytes) {
     return *p != nullptr ? (std::memset(*p, 0xFF, bytes), success) : out_of_memory;
 }
 inline std::string kernel_image_problem(const void*) { return {}; }
+// the portable default of a block's shared memory (CUDA without opt-in; AMD's LDS is 64 KiB)
+inline int max_shared_bytes() { return 48 * 1024; }
 inline status raw_free(void* p) { return ::operator delete(p), success; }
 inline status raw_memset(void* p, std::size_t bytes) { return std::memset(p, 0, bytes), success; }
 inline status raw_h2d(void* d, const void* h, std::size_t bytes) { return std::memcpy(d, h, bytes), success; }
@@ -85,6 +87,13 @@ inline status raw_h2d(void* d, const void* h, std::size_t bytes) { return hipMem
 inline status raw_d2h(void* h, const void* d, std::size_t bytes) { return hipMemcpy(h, d, bytes, hipMemcpyDeviceToHost); }
 inline status raw_d2d(void* d, const void* s, std::size_t bytes) { return hipMemcpy(d, s, bytes, hipMemcpyDeviceToDevice); }
 inline status synchronize() { return hipDeviceSynchronize(); }
+inline int max_shared_bytes() {
+    int dev = 0, v = 0;
+    return hipGetDevice(&dev) == success && hipDeviceGetAttribute(&v, hipDeviceAttributeMaxSharedMemoryPerBlock, dev) == success ? v : 0;
+}
+inline status allow_shared_bytes(const void* kernel, std::size_t bytes) {
+    return hipFuncSetAttribute(kernel, hipFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+}
 using event = hipEvent_t;
 inline status event_create(event* e) { return hipEventCreate(e); }
 inline status event_record(event e) { return hipEventRecord(e); }
@@ -118,6 +127,14 @@ inline status raw_h2d(void* d, const void* h, std::size_t bytes) { return cudaMe
 inline status raw_d2h(void* h, const void* d, std::size_t bytes) { return cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost); }
 inline status raw_d2d(void* d, const void* s, std::size_t bytes) { return cudaMemcpy(d, s, bytes, cudaMemcpyDeviceToDevice); }
 inline status synchronize() { return cudaDeviceSynchronize(); }
+// the most a block may opt in to (227 KiB on sm_90), beyond the 48 KiB every launch gets
+inline int max_shared_bytes() {
+    int dev = 0, v = 0;
+    return cudaGetDevice(&dev) == success && cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == success ? v : 0;
+}
+inline status allow_shared_bytes(const void* kernel, std::size_t bytes) {
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+}
 using event = cudaEvent_t;
 inline status event_create(event* e) { return cudaEventCreate(e); }
 inline status event_record(event e) { return cudaEventRecord(e); }
@@ -247,6 +264,14 @@ inline void check_launch_limits(unsigned blocks, unsigned threads, const char* n
                     " blocks of " + std::to_string(threads) + " threads (limits: 1 to 1024 threads, fewer than 2^31 blocks)");
 }
 
+/// A launch asking for more dynamic shared memory than the device gives one block is an error
+/// naming the kernel (the caller sizes its request from max_shared_bytes()).
+inline void check_shared_bytes(std::size_t bytes, const char* name) {
+    if (bytes > static_cast<std::size_t>(max_shared_bytes()))
+        throw error(std::string("patternkv ") + api_name + " backend: kernel " + name + " asks for " + std::to_string(bytes) +
+                    " bytes of shared memory per block; the device has " + std::to_string(max_shared_bytes()));
+}
+
 #if defined(PKV_GPU_EMULATION)
 /// The order in which emulation runs a launch's blocks or a block's threads: a permutation of
 /// 0 .. n - 1 that changes from launch to launch (seeded by a launch counter, so a run repeats).
@@ -318,30 +343,33 @@ void launch(void (*kernel)(Params...), unsigned blocks, unsigned threads, const 
 #endif
 }
 
-/// launch() for a kernel whose threads meet at __syncthreads (the same launch on a GPU). Emulated,
-/// each block's threads are std::threads started in a varying order, and blocks run in a varying
-/// order.
+/// launch() for a kernel whose threads meet at barriers (__syncthreads, the lane folds of
+/// block_primitives.hpp), with `shared_bytes` of dynamic shared memory (gpu::dynamic_shared; at
+/// most max_shared_bytes()). Emulated, each block's threads are std::threads run one at a time in a
+/// varying interleaving (emulation.hpp), and blocks run in a varying order.
 template <class... Params, class... Args>
-void launch_with_barriers(void (*kernel)(Params...), unsigned blocks, unsigned threads, const char* name, Args&&... args) {
-#if defined(PKV_GPU_EMULATION)
+void launch_with_barriers(void (*kernel)(Params...), unsigned blocks, unsigned threads, std::size_t shared_bytes, const char* name,
+                          Args&&... args) {
     if (blocks == 0) return;
     check_launch_limits(blocks, threads, name);
+    check_shared_bytes(shared_bytes, name);
     const launch_timer timer(name);
+#if defined(PKV_GPU_EMULATION)
+    static std::atomic<std::uint64_t> block_seeds{0};
+    std::vector<unsigned char> shared(shared_bytes);
+    blockDim = {threads, 1, 1};
+    pkv_emulated_dynamic_shared = shared.data();
+    auto body = [&] { kernel(args...); };
     for (unsigned b : emulated_order(blocks)) {
-        std::barrier<> block_barrier(static_cast<std::ptrdiff_t>(threads));
-        std::vector<std::thread> pool;
-        for (unsigned t : emulated_order(threads))
-            pool.emplace_back([&, t] {
-                blockDim = {threads, 1, 1};
-                blockIdx = {b, 0, 0};
-                threadIdx = {t, 0, 0};
-                pkv_emulated_block_barrier = &block_barrier;
-                kernel(args...);
-            });
-        for (auto& th : pool) th.join();
+        std::fill(shared.begin(), shared.end(), 0xFF);  // uninitialised on a device
+        blockIdx = {b, 0, 0};
+        pkv_emulated_block block(threads, block_seeds.fetch_add(1) + 1);
+        block.run(body);
     }
 #else
-    launch(kernel, blocks, threads, name, std::forward<Args>(args)...);
+    if (shared_bytes > 48 * 1024) check(allow_shared_bytes(reinterpret_cast<const void*>(kernel), shared_bytes), name);
+    kernel<<<blocks, threads, shared_bytes>>>(std::forward<Args>(args)...);
+    check(last_error(), name);
 #endif
 }
 

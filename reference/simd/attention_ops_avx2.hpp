@@ -364,8 +364,9 @@ struct avx2_ops {
         int i = 0;
         for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(a + i)), vmax);  // a NaN lane keeps vmax
         const float amax = core::max_magnitude(a + i, n - i, lanes_extreme_avx2<true>(vmax));
-        if (!(amax > 0.0f)) return core::quantize_multipliers(a, n, qmax);
-        const float r = static_cast<float>(qmax) / amax, top = static_cast<float>(qmax);
+        const core::multiplier_rounding round = core::rounding_for(amax, qmax);
+        if (round.zero) return core::quantize_multipliers(a, n, qmax);
+        const float r = round.r, top = round.top;
         const __m256 vr = _mm256_set1_ps(r), vtop = _mm256_set1_ps(top), vbot = _mm256_set1_ps(-top), magic = _mm256_set1_ps(12582912.0f);
         for (i = 0; i + 8 <= n; i += 8) {
             __m256 x = _mm256_mul_ps(_mm256_loadu_ps(a + i), vr);
@@ -374,8 +375,8 @@ struct avx2_ops {
             x = _mm256_and_ps(x, _mm256_cmp_ps(x, x, _CMP_ORD_Q));  // NaN -> +0
             _mm256_storeu_ps(a + i, _mm256_sub_ps(_mm256_add_ps(x, magic), magic));
         }
-        for (; i < n; ++i) a[i] = core::round_multiplier(a[i] * r, top);
-        return amax / static_cast<float>(qmax);
+        for (; i < n; ++i) a[i] = round(a[i]);
+        return round.step;
     }
 
     PKV_AVX2 static void scales_and_minimums(const std::uint16_t* sm, int n, int stride, float centre, float* scale, float* mnc) {

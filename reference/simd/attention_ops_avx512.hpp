@@ -301,8 +301,9 @@ struct avx512_ops : avx2_ops {
 private:
     /// The rounding half of core::quantize_multipliers, given amax = max |a[i]| (NaN passed over).
     PKV_AVX512 static float round_multipliers(float* a, int n, int qmax, float amax) {
-        if (!(amax > 0.0f)) return core::quantize_multipliers(a, n, qmax);
-        const float r = static_cast<float>(qmax) / amax, top = static_cast<float>(qmax);
+        const core::multiplier_rounding round = core::rounding_for(amax, qmax);
+        if (round.zero) return core::quantize_multipliers(a, n, qmax);
+        const float r = round.r, top = round.top;
         const __m512 vr = _mm512_set1_ps(r), vtop = _mm512_set1_ps(top), vbot = _mm512_set1_ps(-top), magic = _mm512_set1_ps(12582912.0f);
         int i = 0;
         for (; i + 16 <= n; i += 16) {
@@ -311,8 +312,8 @@ private:
             x = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, x, _CMP_ORD_Q), x);
             _mm512_storeu_ps(a + i, _mm512_sub_ps(_mm512_add_ps(x, magic), magic));
         }
-        for (; i < n; ++i) a[i] = core::round_multiplier(a[i] * r, top);
-        return amax / static_cast<float>(qmax);
+        for (; i < n; ++i) a[i] = round(a[i]);
+        return round.step;
     }
 };
 static_assert(core::AttentionOps<avx512_ops>);
