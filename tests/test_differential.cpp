@@ -56,6 +56,7 @@ struct diff_case {
     bool reset_midway = false;    ///< reset() sequence 0 half way and prefill it again
     bool reload_midway = false;   ///< half way, load the CPU state into the GPU cache (sync_from_host)
     std::int64_t pool_pages = 0;  ///< pages of the shared pool (0: every sequence can reach max_tokens)
+    int shared_kib = 0;           ///< emulated: the device's shared memory per block (0: the portable 48 KiB)
     std::string extra;            ///< non-default config fields, for the name
 
     std::string method() const {
@@ -68,11 +69,11 @@ struct diff_case {
             if (i > 0) p += ',';
             p += std::to_string(prompts[i]);
         }
-        return fmt::format("{}/{} K{}V{} d{} kv{} q{} R{} batch{} prompts{} steps{}{}{}{}{}{}{} seed{}", family, method(), cfg.k_bits,
-                           cfg.v_bits, cfg.head_dim, cfg.num_kv_heads, cfg.num_q_heads, cfg.residual_length, batch, p, steps,
-                           extra.empty() ? "" : " " + extra, subsets ? " subsets" : "", duplicate_rows ? " duplicates" : "",
-                           reset_midway ? " reset" : "", reload_midway ? " reload" : "",
-                           pool_pages ? fmt::format(" pool{}", pool_pages) : "", seed);
+        return fmt::format(
+            "{}/{} K{}V{} d{} kv{} q{} R{} batch{} prompts{} steps{}{}{}{}{}{}{}{} seed{}", family, method(), cfg.k_bits, cfg.v_bits,
+            cfg.head_dim, cfg.num_kv_heads, cfg.num_q_heads, cfg.residual_length, batch, p, steps, extra.empty() ? "" : " " + extra,
+            subsets ? " subsets" : "", duplicate_rows ? " duplicates" : "", reset_midway ? " reset" : "", reload_midway ? " reload" : "",
+            pool_pages ? fmt::format(" pool{}", pool_pages) : "", shared_kib ? fmt::format(" shared{}KiB", shared_kib) : "", seed);
     }
     std::int64_t max_tokens() const {
         int m = 1;
@@ -130,6 +131,14 @@ std::vector<diff_case> make_cases() {
         for (const char* m : {"patternkv", "kivi"}) add(simple("bits", base(m, kb, vb, 128, 2, 8), {300}, 40, 4));
     // GQA ratios 1, 4, 8
     for (int g : {1, 4, 8}) add(simple("gqa", base("patternkv", 4, 4, 128, 2, 2 * g), {200}, 60, 6));
+    // GQA 16: a split block serves the group in chunks on a 48 KiB device, whole (two passes of
+    // eight register heads) on an H200's 227 KiB
+    for (const char* method : {"patternkv", "per-token"})
+        for (int kib : {0, 227}) {
+            diff_case c = simple("gqa", base(method, 2, 2, 64, 2, 32), {300}, 40, 10);
+            c.shared_kib = kib;
+            add(c);
+        }
     // head_dim 64, 96 and 128
     for (int d : {64, 96, 128}) add(simple("head-dim", base("patternkv", 2, 2, d, 2, 4), {300}, 40, 4));
     // a batch of sequences of different lengths, every step and subsets; a decode-only sequence
@@ -367,6 +376,7 @@ struct target {
     layer_cache make(const diff_case& c) const {
         if (!emulated) return layer_cache(c.cfg, c.capacity(), kind);
         layer_cache cache(c.cfg, c.capacity(), backend::cpu);
+        patternkv::emulated::gpu::emulated_shared_bytes = (c.shared_kib > 0 ? c.shared_kib : 48) * 1024;
         auto& s = const_cast<patternkv::layer_cache_state&>(patternkv::state_of(cache));
         s.impl = patternkv::emulated::make_gpu_backend(s, backend::cpu);
         return cache;

@@ -67,21 +67,25 @@ __global__ void prepare_queries_kernel(attend_params p) {
 
 inline constexpr int split_threads = 128, split_warps = split_threads / static_cast<int>(gpu::warp_lanes);
 
+/// Heads whose integer sums one thread keeps in registers at once: each code is unpacked once for
+/// all of them (the GQA group's heads share the KV head's codes).
+inline constexpr int head_regs = 8;
+
 /// The shared memory of a split block serving `heads` query heads: offsets in floats (each array
 /// 16-byte aligned) of the staged queries, multipliers, per-head steps and zero-point terms, per-token
 /// K's query group sums, the split's scores (then weights), the outputs, V's zero-point sums and the
 /// pattern histograms.
 struct split_shared {
-    int q, mult, steps, zterm, qsum, scores, o, zsum, hist, total;
+    int q, mult, imult, steps, zterm, qsum, scores, o, zsum, hist, total;
     int wide;  ///< multipliers per head: max(d, R)
 
     PKV_HD static split_shared layout(const core::page_geometry& g, int heads, int bank_capacity) {
         split_shared s{};
         s.wide = g.d > g.tokens ? g.d : g.tokens;
-        const int sizes[9] = {heads * g.d, heads * s.wide,       heads, heads, heads * g.d, heads * core::split_tokens(g), heads * g.d,
-                              heads * g.d, heads * bank_capacity};
-        int* offsets[9] = {&s.q, &s.mult, &s.steps, &s.zterm, &s.qsum, &s.scores, &s.o, &s.zsum, &s.hist};
-        for (int i = 0; i < 9; ++i) {
+        const int sizes[10] = {heads * g.d, heads * s.wide, heads * s.wide,       heads, heads, heads * g.d, heads * core::split_tokens(g),
+                               heads * g.d, heads * g.d,    heads * bank_capacity};
+        int* offsets[10] = {&s.q, &s.mult, &s.imult, &s.steps, &s.zterm, &s.qsum, &s.scores, &s.o, &s.zsum, &s.hist};
+        for (int i = 0; i < 10; ++i) {
             *offsets[i] = s.total;
             s.total += (sizes[i] + 3) / 4 * 4;
         }
@@ -105,6 +109,8 @@ struct split_block {
 
     __device__ float* q(int hh) const { return smem + at.q + hh * g.d; }
     __device__ float* mult(int hh) const { return smem + at.mult + hh * at.wide; }
+    /// The integer multipliers of head hh (int32: converted once, not per product).
+    __device__ std::int32_t* imult(int hh) const { return reinterpret_cast<std::int32_t*>(smem + at.imult) + hh * at.wide; }
     __device__ float* steps() const { return smem + at.steps; }
     __device__ float* zterm() const { return smem + at.zterm; }
     __device__ float* qsum(int hh) const { return smem + at.qsum + hh * g.d; }
@@ -113,25 +119,32 @@ struct split_block {
     __device__ float* zsum(int hh) const { return smem + at.zsum + hh * g.d; }
     __device__ float* hist(int hh) const { return smem + at.hist + hh * cap; }
     __device__ float* record(int hh) const { return rec + hh * rec_stride; }
+    /// Passes over the heads, head_regs at a time.
+    __device__ int head_passes() const { return (heads + head_regs - 1) / head_regs; }
 };
 
-/// The integer sum over `rows` rows of m[r] * (2 code(row r, position) - (2^bits - 1)): exact in
-/// int32 (core::multiplier_max bounds it), the term core::scalar_ops::code_sums adds up.
-__device__ inline std::int32_t centred_code_sum(const std::uint32_t* codes, int row_words, int rows, int bits, int position,
-                                                const float* m) {
+/// For heads hh < hn (<= head_regs): acc[hh] = the integer sum over r < rows of
+/// im[hh * im_stride + r] * (2 c_r - (2^bits - 1)), c_r the code at position + r * step of the row at
+/// codes + r * row_words (K per channel and V: a column, step 0; per-token K: along one row,
+/// row_words 0). Exact in int32 (core::multiplier_max bounds it): the sums of
+/// core::scalar_ops::code_sums and token_scores.
+__device__ inline void centred_code_sums(const std::uint32_t* codes, int row_words, int rows, int bits, int position, int step,
+                                         const std::int32_t* im, int im_stride, int hn, std::int32_t (&acc)[head_regs]) {
     const auto off = static_cast<std::int32_t>(core::code_mask(bits));
-    std::int32_t sum = 0;
-    for (int r = 0; r < rows; ++r)
-        sum += static_cast<std::int32_t>(m[r]) *
-               (2 * static_cast<std::int32_t>(core::unpack_code(codes + r * row_words, position, bits)) - off);
-    return sum;
+    for (int hh = 0; hh < head_regs; ++hh) acc[hh] = 0;
+    for (int r = 0; r < rows; ++r) {
+        const std::int32_t c = 2 * static_cast<std::int32_t>(core::unpack_code(codes + r * row_words, position + r * step, bits)) - off;
+        for (int hh = 0; hh < head_regs; ++hh)
+            if (hh < hn) acc[hh] += im[hh * im_stride + r] * c;
+    }
 }
 
 /// Warp-wide: m[i] = x[i] * y[i] for i < n rounded to integer multipliers (core's
 /// quantize_multipliers, the maximum by a fold) and the dot of x with z (core::lane_dot's order),
-/// where y[i], z[i] = scale_of(i) (and its centred minimum). Returns the half step; *dot gets the dot.
+/// where y[i], z[i] = scale_of(i) (and its centred minimum); im gets the multipliers as int32 (m the
+/// products). Returns the half step; *dot gets the dot.
 template <class ScaleOf>
-__device__ float warp_multipliers(const float* x, int n, int qmax, int lane, ScaleOf scale_of, float* m, float* dot) {
+__device__ float warp_multipliers(const float* x, int n, int qmax, int lane, ScaleOf scale_of, float* m, std::int32_t* im, float* dot) {
     float amax = 0.0f, acc = 0.0f;
     for (int i = lane; i < n; i += gpu::warp_lanes) {
         float scale, mnc;
@@ -142,7 +155,7 @@ __device__ float warp_multipliers(const float* x, int n, int qmax, int lane, Sca
     }
     const core::multiplier_rounding round = core::rounding_for(gpu::lane_fold<gpu::fold_max>(amax), qmax);
     *dot = gpu::lane_fold<gpu::fold_add>(acc);
-    for (int i = lane; i < n; i += gpu::warp_lanes) m[i] = round(m[i]);
+    for (int i = lane; i < n; i += gpu::warp_lanes) im[i] = static_cast<std::int32_t>(round(m[i]));
     return 0.5f * round.step;
 }
 
@@ -165,16 +178,21 @@ __device__ inline void split_k_channel_group(const split_block& b, const core::p
     const scale_pairs pairs{pv.k_sm + (t0 / kg) * d, 1, core::code_centre(g.k_bits)};
     for (int hh = b.warp; hh < b.heads; hh += split_warps) {
         float z;
-        const float half_step = warp_multipliers(b.q(hh), d, core::multiplier_max(false, d, g.k_bits), b.lane, pairs, b.mult(hh), &z);
+        const float half_step =
+            warp_multipliers(b.q(hh), d, core::multiplier_max(false, d, g.k_bits), b.lane, pairs, b.mult(hh), b.imult(hh), &z);
         if (b.lane == 0) b.steps()[hh] = half_step, b.zterm()[hh] = z;
     }
     __syncthreads();
-    for (int e = b.tid; e < b.heads * kg; e += split_threads) {
-        const int hh = e / kg, t = t0 + e % kg;
-        const std::int32_t sum = centred_code_sum(pv.k_codes, g.k_row_words(), d, g.k_bits, t, b.mult(hh));
-        float s = b.steps()[hh] * static_cast<float>(sum) + b.zterm()[hh];
-        if (b.qm != nullptr && g.k_patterns) s = s + b.qm[hh * b.cap + core::pattern_index(pv.k_index, t, g.index_bits)];
-        b.scores(hh)[col + t] = s;
+    for (int e = b.tid; e < b.head_passes() * kg; e += split_threads) {  // one token, up to head_regs heads
+        const int h0 = e / kg * head_regs, hn = b.heads - h0 < head_regs ? b.heads - h0 : head_regs, t = t0 + e % kg;
+        std::int32_t sums[head_regs];
+        centred_code_sums(pv.k_codes, g.k_row_words(), d, g.k_bits, t, 0, b.imult(h0), b.at.wide, hn, sums);
+        const int a = b.qm != nullptr && g.k_patterns ? core::pattern_index(pv.k_index, t, g.index_bits) : -1;
+        for (int hh = h0; hh < h0 + hn; ++hh) {
+            float s = b.steps()[hh] * static_cast<float>(sums[hh - h0]) + b.zterm()[hh];
+            if (a >= 0) s = s + b.qm[hh * b.cap + a];
+            b.scores(hh)[col + t] = s;
+        }
     }
     __syncthreads();
 }
@@ -186,7 +204,8 @@ __device__ inline void split_k_token_setup(const split_block& b) {
     const auto same = [](int, float& scale, float& mnc) { scale = 1.0f, mnc = 0.0f; };  // q_j * 1 is q_j: the multipliers of q itself
     for (int hh = b.warp; hh < b.heads; hh += split_warps) {
         float unused;
-        const float half_step = warp_multipliers(b.q(hh), d, core::multiplier_max(false, d, g.k_bits), b.lane, same, b.mult(hh), &unused);
+        const float half_step =
+            warp_multipliers(b.q(hh), d, core::multiplier_max(false, d, g.k_bits), b.lane, same, b.mult(hh), b.imult(hh), &unused);
         if (b.lane == 0) b.steps()[hh] = half_step;
     }
     for (int e = b.tid; e < b.heads * groups; e += split_threads) {
@@ -201,20 +220,19 @@ __device__ inline void split_k_token_page(const split_block& b, const core::page
     const core::page_geometry& g = b.g;
     const int d = g.d, R = g.tokens, kg = g.k_group, groups = d / kg;
     const float centre = core::code_centre(g.k_bits);
-    for (int e = b.tid; e < b.heads * R; e += split_threads) {
-        const int hh = e / R, t = e % R;
+    for (int e = b.tid; e < b.head_passes() * R; e += split_threads) {  // one token, up to head_regs heads
+        const int h0 = e / R * head_regs, hn = b.heads - h0 < head_regs ? b.heads - h0 : head_regs, t = e % R;
         const std::uint32_t* row = pv.k_codes + t * g.k_row_words();
-        float total = 0.0f;
+        float total[head_regs] = {};
         for (int gi = 0; gi < groups; ++gi) {
-            // channels of the group as rows of one word-packed row: position j of `row`
-            std::int32_t code = 0;
-            for (int j = gi * kg; j < (gi + 1) * kg; ++j)
-                code += static_cast<std::int32_t>(b.mult(hh)[j]) * (2 * static_cast<std::int32_t>(core::unpack_code(row, j, g.k_bits)) -
-                                                                    static_cast<std::int32_t>(core::code_mask(g.k_bits)));
-            total = core::scalar_ops::token_group_term(total, pv.k_sm[t * groups + gi], centre, b.steps()[hh], code, b.qsum(hh)[gi]);
+            std::int32_t sums[head_regs];
+            centred_code_sums(row, 0, kg, g.k_bits, gi * kg, 1, b.imult(h0) + gi * kg, b.at.wide, hn, sums);
+            for (int hh = 0; hh < hn; ++hh)
+                total[hh] = core::scalar_ops::token_group_term(total[hh], pv.k_sm[t * groups + gi], centre, b.steps()[h0 + hh], sums[hh],
+                                                               b.qsum(h0 + hh)[gi]);
         }
-        if (b.qm != nullptr && g.k_patterns) total = total + b.qm[hh * b.cap + core::pattern_index(pv.k_index, t, g.index_bits)];
-        b.scores(hh)[col + t] = total;
+        const int a = b.qm != nullptr && g.k_patterns ? core::pattern_index(pv.k_index, t, g.index_bits) : -1;
+        for (int hh = 0; hh < hn; ++hh) b.scores(h0 + hh)[col + t] = a >= 0 ? total[hh] + b.qm[(h0 + hh) * b.cap + a] : total[hh];
     }
     __syncthreads();
 }
@@ -247,15 +265,16 @@ __device__ inline void split_v_page(const split_block& b, const core::page_view&
         const scale_pairs pairs{pv.v_sm + gi, groups, core::code_centre(g.v_bits)};
         for (int hh = b.warp; hh < b.heads; hh += split_warps) {
             float z;
-            const float half_step =
-                warp_multipliers(b.scores(hh) + col, R, core::multiplier_max(true, R, g.v_bits), b.lane, pairs, b.mult(hh), &z);
+            const float half_step = warp_multipliers(b.scores(hh) + col, R, core::multiplier_max(true, R, g.v_bits), b.lane, pairs,
+                                                     b.mult(hh), b.imult(hh), &z);
             if (b.lane == 0) b.steps()[hh] = half_step, b.zsum(hh)[gi] = b.zsum(hh)[gi] + z;
         }
         __syncthreads();
-        for (int e = b.tid; e < b.heads * vg; e += split_threads) {
-            const int hh = e / vg, j = gi * vg + e % vg;
-            const std::int32_t sum = centred_code_sum(pv.v_codes, g.v_row_words(), R, g.v_bits, j, b.mult(hh));
-            b.o(hh)[j] = b.o(hh)[j] + b.steps()[hh] * static_cast<float>(sum);
+        for (int e = b.tid; e < b.head_passes() * vg; e += split_threads) {  // one channel, up to head_regs heads
+            const int h0 = e / vg * head_regs, hn = b.heads - h0 < head_regs ? b.heads - h0 : head_regs, j = gi * vg + e % vg;
+            std::int32_t sums[head_regs];
+            centred_code_sums(pv.v_codes, g.v_row_words(), R, g.v_bits, j, 0, b.imult(h0), b.at.wide, hn, sums);
+            for (int hh = 0; hh < hn; ++hh) b.o(h0 + hh)[j] = b.o(h0 + hh)[j] + b.steps()[h0 + hh] * static_cast<float>(sums[hh]);
         }
         __syncthreads();
     }

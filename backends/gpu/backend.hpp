@@ -79,6 +79,13 @@ private:
     gpu::device_buffer<float> flush_rows_, flush_resid_, flush_bank_;
     gpu::device_buffer<std::uint8_t> flush_flags_;
     gpu::device_buffer<float> bank_f_;  // used by encode: [jobs][2][H][cap][d]
+
+    // prefill scratch (gpu::workspace: grows to the largest prompt, no malloc/free per call)
+    gpu::device_buffer<std::uint16_t> prompt_;
+    gpu::device_buffer<float> prompt_rows_, centroids_, select_bank_, prefill_resid_;
+    gpu::device_buffer<int> assign_, chosen_;
+    gpu::device_buffer<std::uint64_t> keys_;
+    gpu::device_buffer<std::uint8_t> prefill_flags_;
 };
 
 template <class Gate>
@@ -173,9 +180,9 @@ template <class Gate>
 inline void gpu_backend<Gate>::encode(int jobs, int pages, const float* rows, std::int64_t job_stride, std::int64_t head_stride, bool flush,
                                       gpu::device_buffer<float>& resid, gpu::device_buffer<std::uint8_t>& flags) {
     const std::int64_t tokens = static_cast<std::int64_t>(pages) * R_, H = heads_;
-    gpu::ensure_capacity(resid, static_cast<std::size_t>(jobs * 2 * H * tokens * d_));
-    gpu::ensure_capacity(flags, static_cast<std::size_t>(jobs * 3 * H * tokens));  // gate flags, then K and V indices
-    gpu::ensure_capacity(bank_f_, static_cast<std::size_t>(jobs) * 2 * H * cap_ * d_);
+    (void)gpu::workspace(resid, static_cast<std::size_t>(jobs * 2 * H * tokens * d_));
+    (void)gpu::workspace(flags, static_cast<std::size_t>(jobs * 3 * H * tokens));  // gate flags, then K and V indices
+    (void)gpu::workspace(bank_f_, static_cast<std::size_t>(jobs) * 2 * H * cap_ * d_);
     const int* m = meta_dev_.get();
     const encode_params p{arrays_,
                           counters(),
@@ -210,16 +217,13 @@ inline void gpu_backend<Gate>::encode(int jobs, int pages, const float* rows, st
 template <class Gate>
 inline void gpu_backend<Gate>::select_k_channels(const layer_cache_state& s, int seq, const float* rows, int T, int count) {
     const std::int64_t H = heads_, per = static_cast<std::int64_t>(cap_) * d_;
-    auto bank_f = gpu::malloc_device<float>(static_cast<std::size_t>(H * per));
-    auto assign = gpu::malloc_device<int>(static_cast<std::size_t>(H * T));
+    float* bank_f = gpu::workspace(select_bank_, static_cast<std::size_t>(H * per));
+    int* assign = gpu::workspace(assign_, static_cast<std::size_t>(H * T));
     const int E = elementwise_threads;
-    gpu::launch(halves_to_floats_kernel, gpu::blocks_for(H * per, E), E, "k_bank_to_float", arrays_.bank(false, seq, 0), H * per,
-                bank_f.get());
-    gpu::launch(k_select_assign_kernel, gpu::blocks_for(H * T, E), E, "k_select_assign", arrays_, rows, T, bank_f.get(), count,
-                assign.get());
-    gpu::launch(k_select_channels_kernel, gpu::blocks_for(H * d_, E), E, "k_select_channels", arrays_, seq, rows, T, bank_f.get(), count,
-                assign.get(), s.cfg.k_group, s.cfg.k_bits);
-    gpu::check(gpu::synchronize(), "K channel selection");  // before the scratch is freed
+    gpu::launch(halves_to_floats_kernel, gpu::blocks_for(H * per, E), E, "k_bank_to_float", arrays_.bank(false, seq, 0), H * per, bank_f);
+    gpu::launch(k_select_assign_kernel, gpu::blocks_for(H * T, E), E, "k_select_assign", arrays_, rows, T, bank_f, count, assign);
+    gpu::launch(k_select_channels_kernel, gpu::blocks_for(H * d_, E), E, "k_select_channels", arrays_, seq, rows, T, bank_f, count, assign,
+                s.cfg.k_group, s.cfg.k_bits);
 }
 
 template <class Gate>
@@ -229,14 +233,14 @@ inline void gpu_backend<Gate>::prefill(layer_cache_state& s, int seq, const std:
     const std::int64_t H = heads_, n = H * T * d_;
     const int full = static_cast<int>(g.prompt_pages(T)), sink = static_cast<int>(g.sink_rows(T)), M = T - sink;
     const int tail = M - full * R_;
-    gpu::device_buffer<std::uint16_t> x = gpu::malloc_device<std::uint16_t>(static_cast<std::size_t>(2 * n));
-    gpu::copy_to_device(x.get(), xk, static_cast<std::size_t>(n));
-    gpu::copy_to_device(x.get() + n, xv, static_cast<std::size_t>(n));
+    std::uint16_t* x = gpu::workspace(prompt_, static_cast<std::size_t>(2 * n));
+    gpu::copy_to_device(x, xk, static_cast<std::size_t>(n));
+    gpu::copy_to_device(x + n, xv, static_cast<std::size_t>(n));
     const std::int64_t m = H * M * d_;  // floats per K or V of the mined rows
-    gpu::device_buffer<float> rows = gpu::malloc_device<float>(static_cast<std::size_t>(2 * m));
+    float* rows = gpu::workspace(prompt_rows_, static_cast<std::size_t>(2 * m));
     if (M > 0)
-        gpu::launch(prompt_rows_kernel, gpu::blocks_for(2 * m, elementwise_threads), elementwise_threads, "prompt_rows", x.get(),
-                    static_cast<int>(2 * H), T, sink, d_, rows.get());
+        gpu::launch(prompt_rows_kernel, gpu::blocks_for(2 * m, elementwise_threads), elementwise_threads, "prompt_rows", x,
+                    static_cast<int>(2 * H), T, sink, d_, rows);
 
     // Banks (kmeans_miner::mine): the tokens themselves when M <= num_patterns, else k-means.
     int bank = 0;
@@ -245,21 +249,25 @@ inline void gpu_backend<Gate>::prefill(layer_cache_state& s, int seq, const std:
         if (core::bank_is_tokens(M, k)) {
             bank = M;
             gpu::launch(bank_from_tokens_kernel, gpu::blocks_for(2 * m, elementwise_threads), elementwise_threads, "bank_from_tokens",
-                        arrays_, seq, rows.get(), M);
+                        arrays_, seq, rows, M);
         } else {
             bank = k;
-            auto centroids = gpu::malloc_device<float>(static_cast<std::size_t>(2 * H * k * d_));
-            auto assign = gpu::malloc_device<int>(static_cast<std::size_t>(2 * H * M));
-            auto chosen = gpu::malloc_device<int>(static_cast<std::size_t>(2 * H * k));
-            auto keys = gpu::malloc_device<std::uint64_t>(static_cast<std::size_t>(2 * H * k));
-            const kmeans_args a{
-                arrays_,      seq,          M,         rows.get(), k, kmeans_.iterations, kmeans_.tolerance, kmeans_.seed, centroids.get(),
-                assign.get(), chosen.get(), keys.get()};
+            const kmeans_args a{arrays_,
+                                seq,
+                                M,
+                                rows,
+                                k,
+                                kmeans_.iterations,
+                                kmeans_.tolerance,
+                                kmeans_.seed,
+                                gpu::workspace(centroids_, static_cast<std::size_t>(2 * H * k * d_)),
+                                gpu::workspace(assign_, static_cast<std::size_t>(2 * H * M)),
+                                gpu::workspace(chosen_, static_cast<std::size_t>(2 * H * k)),
+                                gpu::workspace(keys_, static_cast<std::size_t>(2 * H * k))};
             gpu::launch_with_barriers(kmeans_kernel, static_cast<unsigned>(2 * H), kmeans_threads, 0, "kmeans", a);
-            gpu::check(gpu::synchronize(), "k-means");  // before the scratch is freed
         }
     }
-    if (cap_ > 0 && s.selects_k_channels() && bank > 0) select_k_channels(s, seq, rows.get(), M, bank);
+    if (cap_ > 0 && s.selects_k_channels() && bank > 0) select_k_channels(s, seq, rows, M, bank);
     // The new bank sizes go to the device now and to the host state only once everything succeeded.
     std::copy(s.k_bank_size.begin(), s.k_bank_size.end(), meta_host_.begin() + meta_.k_bank_size);
     std::copy(s.v_bank_size.begin(), s.v_bank_size.end(), meta_host_.begin() + meta_.v_bank_size);
@@ -273,15 +281,13 @@ inline void gpu_backend<Gate>::prefill(layer_cache_state& s, int seq, const std:
     meta_host_[meta_.job_page] = 0;
     upload_meta(s);
 
-    gpu::device_buffer<float> resid;
-    gpu::device_buffer<std::uint8_t> flags;
-    if (full > 0) encode(1, full, rows.get(), 0, static_cast<std::int64_t>(M) * d_, false, resid, flags);
+    if (full > 0) encode(1, full, rows, 0, static_cast<std::int64_t>(M) * d_, false, prefill_resid_, prefill_flags_);
     if (sink > 0)
         gpu::launch(window_rows_kernel, gpu::blocks_for(2 * H * sink * d_, elementwise_threads), elementwise_threads, "sink_rows", arrays_,
-                    seq, x.get(), T, 0, sink, 0);
+                    seq, x, T, 0, sink, 0);
     if (tail > 0)
         gpu::launch(window_rows_kernel, gpu::blocks_for(2 * H * tail * d_, elementwise_threads), elementwise_threads, "window_tail",
-                    arrays_, seq, x.get(), T, sink + full * R_, tail, sink);
+                    arrays_, seq, x, T, sink + full * R_, tail, sink);
     gpu::check(gpu::synchronize(), "prefill");
     if (cap_ > 0)
         for (int h = 0; h < heads_; ++h) {
@@ -320,7 +326,7 @@ inline void gpu_backend<Gate>::append(layer_cache_state& s, std::span<const int>
     const int E = elementwise_threads;
     if (jobs > 0) {
         const std::int64_t per = static_cast<std::int64_t>(R_) * d_;
-        gpu::ensure_capacity(flush_rows_, static_cast<std::size_t>(jobs * 2 * H * per));
+        (void)gpu::workspace(flush_rows_, static_cast<std::size_t>(jobs * 2 * H * per));
         gpu::launch(window_to_float_kernel, gpu::blocks_for(jobs * 2 * H * per, E), E, "window_to_float", arrays_, m + meta_.job_seq, jobs,
                     flush_rows_.get());
         if (cap_ > 0)
@@ -356,7 +362,7 @@ inline void gpu_backend<Gate>::attend(const layer_cache_state& s, std::span<cons
     int splits = 1;
     for (int seq : seqs) splits = std::max(splits, core::attention_splits(s.pages[seq], s.window_count[seq], R_));
     const std::int64_t nq = static_cast<std::int64_t>(n) * q_heads_;
-    gpu::ensure_capacity(partials_, static_cast<std::size_t>(nq * splits * core::partial_stride(d_, cap_)));
+    (void)gpu::workspace(partials_, static_cast<std::size_t>(nq * splits * core::partial_stride(d_, cap_)));
     const attend_params p{arrays_,
                           counters(),
                           meta_dev_.get() + meta_.seqs,

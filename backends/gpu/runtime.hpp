@@ -57,8 +57,10 @@ inline status raw_malloc(void** p, std::size_t bytes) {
     return *p != nullptr ? (std::memset(*p, 0xFF, bytes), success) : out_of_memory;
 }
 inline std::string kernel_image_problem(const void*) { return {}; }
-// the portable default of a block's shared memory (CUDA without opt-in; AMD's LDS is 64 KiB)
-inline int max_shared_bytes() { return 48 * 1024; }
+// A block's shared memory on the emulated device: the portable 48 KiB (CUDA without opt-in; AMD's
+// LDS is 64 KiB) unless a test sets another device's (an H200 opts in to 227 KiB).
+inline int emulated_shared_bytes = 48 * 1024;
+inline int max_shared_bytes() { return emulated_shared_bytes; }
 inline status raw_free(void* p) { return ::operator delete(p), success; }
 inline status raw_memset(void* p, std::size_t bytes) { return std::memset(p, 0, bytes), success; }
 inline status raw_h2d(void* d, const void* h, std::size_t bytes) { return std::memcpy(d, h, bytes), success; }
@@ -231,6 +233,18 @@ void ensure_capacity(device_buffer<T>& b, std::size_t n, std::source_location wh
     if (b.size() >= n) return;
     b.reset();
     b = malloc_device<T>(n, where);
+}
+
+/// Scratch for one call: `b` grown to at least n elements (never shrunk), so a backend's scratch
+/// costs no malloc/free per call once it reached its largest size. Emulated, the n elements are
+/// poisoned on every use: on a device they hold whatever the last call left there.
+template <class T>
+T* workspace(device_buffer<T>& b, std::size_t n, std::source_location where = std::source_location::current()) {
+    ensure_capacity(b, n, where);
+#if defined(PKV_GPU_EMULATION)
+    if (n != 0) std::memset(static_cast<void*>(b.get()), 0xFF, n * sizeof(T));
+#endif
+    return b.get();
 }
 
 template <class T>
