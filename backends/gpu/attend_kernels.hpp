@@ -121,6 +121,11 @@ struct split_block {
     __device__ float* record(int hh) const { return rec + hh * rec_stride; }
     /// Passes over the heads, head_regs at a time.
     __device__ int head_passes() const { return (heads + head_regs - 1) / head_regs; }
+    /// The heads of pass `pass`: the first, and how many (at most head_regs).
+    __device__ void pass_heads(int pass, int& h0, int& hn) const {
+        h0 = pass * head_regs;
+        hn = heads - h0 < head_regs ? heads - h0 : head_regs;
+    }
 };
 
 /// For heads hh < hn (<= head_regs): acc[hh] = the integer sum over r < rows of
@@ -184,7 +189,9 @@ __device__ inline void split_k_channel_group(const split_block& b, const core::p
     }
     __syncthreads();
     for (int e = b.tid; e < b.head_passes() * kg; e += split_threads) {  // one token, up to head_regs heads
-        const int h0 = e / kg * head_regs, hn = b.heads - h0 < head_regs ? b.heads - h0 : head_regs, t = t0 + e % kg;
+        const int t = t0 + e % kg;
+        int h0, hn;
+        b.pass_heads(e / kg, h0, hn);
         std::int32_t sums[head_regs];
         centred_code_sums(pv.k_codes, g.k_row_words(), d, g.k_bits, t, 0, b.imult(h0), b.at.wide, hn, sums);
         const int a = b.qm != nullptr && g.k_patterns ? core::pattern_index(pv.k_index, t, g.index_bits) : -1;
@@ -221,7 +228,9 @@ __device__ inline void split_k_token_page(const split_block& b, const core::page
     const int d = g.d, R = g.tokens, kg = g.k_group, groups = d / kg;
     const float centre = core::code_centre(g.k_bits);
     for (int e = b.tid; e < b.head_passes() * R; e += split_threads) {  // one token, up to head_regs heads
-        const int h0 = e / R * head_regs, hn = b.heads - h0 < head_regs ? b.heads - h0 : head_regs, t = e % R;
+        const int t = e % R;
+        int h0, hn;
+        b.pass_heads(e / R, h0, hn);
         const std::uint32_t* row = pv.k_codes + t * g.k_row_words();
         float total[head_regs] = {};
         for (int gi = 0; gi < groups; ++gi) {
@@ -271,7 +280,9 @@ __device__ inline void split_v_page(const split_block& b, const core::page_view&
         }
         __syncthreads();
         for (int e = b.tid; e < b.head_passes() * vg; e += split_threads) {  // one channel, up to head_regs heads
-            const int h0 = e / vg * head_regs, hn = b.heads - h0 < head_regs ? b.heads - h0 : head_regs, j = gi * vg + e % vg;
+            const int j = gi * vg + e % vg;
+            int h0, hn;
+            b.pass_heads(e / vg, h0, hn);
             std::int32_t sums[head_regs];
             centred_code_sums(pv.v_codes, g.v_row_words(), R, g.v_bits, j, 0, b.imult(h0), b.at.wide, hn, sums);
             for (int hh = 0; hh < hn; ++hh) b.o(h0 + hh)[j] = b.o(h0 + hh)[j] + b.steps()[h0 + hh] * static_cast<float>(sums[hh]);

@@ -62,12 +62,4 @@ __device__ float lane_fold(float v) {
 #endif
 }
 
-/// core::lane_dot(a, b, n) by a warp (lane l adds elements l, l + 32, ... in order, then the fold):
-/// the same bits, returned to every lane.
-__device__ inline float warp_lane_dot(const float* a, const float* b, int n, int lane) {
-    float acc = 0.0f;
-    for (int j = lane; j < n; j += warp_lanes) acc = acc + a[j] * b[j];
-    return lane_fold<fold_add>(acc);
-}
-
 }  // namespace patternkv::PKV_GPU_NS::gpu

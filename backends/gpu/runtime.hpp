@@ -23,7 +23,6 @@
 #include <cstring>
 #include <new>
 #include <random>
-#include <thread>
 #include <vector>
 
 #include "emulation.hpp"
@@ -60,7 +59,8 @@ inline std::string kernel_image_problem(const void*) { return {}; }
 // A block's shared memory on the emulated device: the portable 48 KiB (CUDA without opt-in; AMD's
 // LDS is 64 KiB) unless a test sets another device's (an H200 opts in to 227 KiB).
 inline int emulated_shared_bytes = 48 * 1024;
-inline int max_shared_bytes() { return emulated_shared_bytes; }
+inline status current_device(int* dev) { return *dev = 0, success; }
+inline status shared_bytes_limit(int* v, int) { return *v = emulated_shared_bytes, success; }
 inline status raw_free(void* p) { return ::operator delete(p), success; }
 inline status raw_memset(void* p, std::size_t bytes) { return std::memset(p, 0, bytes), success; }
 inline status raw_h2d(void* d, const void* h, std::size_t bytes) { return std::memcpy(d, h, bytes), success; }
@@ -89,10 +89,8 @@ inline status raw_h2d(void* d, const void* h, std::size_t bytes) { return hipMem
 inline status raw_d2h(void* h, const void* d, std::size_t bytes) { return hipMemcpy(h, d, bytes, hipMemcpyDeviceToHost); }
 inline status raw_d2d(void* d, const void* s, std::size_t bytes) { return hipMemcpy(d, s, bytes, hipMemcpyDeviceToDevice); }
 inline status synchronize() { return hipDeviceSynchronize(); }
-inline int max_shared_bytes() {
-    int dev = 0, v = 0;
-    return hipGetDevice(&dev) == success && hipDeviceGetAttribute(&v, hipDeviceAttributeMaxSharedMemoryPerBlock, dev) == success ? v : 0;
-}
+inline status current_device(int* dev) { return hipGetDevice(dev); }
+inline status shared_bytes_limit(int* v, int dev) { return hipDeviceGetAttribute(v, hipDeviceAttributeMaxSharedMemoryPerBlock, dev); }
 inline status allow_shared_bytes(const void* kernel, std::size_t bytes) {
     return hipFuncSetAttribute(kernel, hipFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
 }
@@ -129,11 +127,9 @@ inline status raw_h2d(void* d, const void* h, std::size_t bytes) { return cudaMe
 inline status raw_d2h(void* h, const void* d, std::size_t bytes) { return cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost); }
 inline status raw_d2d(void* d, const void* s, std::size_t bytes) { return cudaMemcpy(d, s, bytes, cudaMemcpyDeviceToDevice); }
 inline status synchronize() { return cudaDeviceSynchronize(); }
+inline status current_device(int* dev) { return cudaGetDevice(dev); }
 // the most a block may opt in to (227 KiB on sm_90), beyond the 48 KiB every launch gets
-inline int max_shared_bytes() {
-    int dev = 0, v = 0;
-    return cudaGetDevice(&dev) == success && cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == success ? v : 0;
-}
+inline status shared_bytes_limit(int* v, int dev) { return cudaDeviceGetAttribute(v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev); }
 inline status allow_shared_bytes(const void* kernel, std::size_t bytes) {
     return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
 }
@@ -278,12 +274,21 @@ inline void check_launch_limits(unsigned blocks, unsigned threads, const char* n
                     " blocks of " + std::to_string(threads) + " threads (limits: 1 to 1024 threads, fewer than 2^31 blocks)");
 }
 
+/// The dynamic shared memory one block of the current device may use (0 when the runtime cannot
+/// say, so that every request is refused with the device's answer in the error).
+inline int max_shared_bytes() {
+    int dev = 0, v = 0;
+    return current_device(&dev) == success && shared_bytes_limit(&v, dev) == success ? v : 0;
+}
+
 /// A launch asking for more dynamic shared memory than the device gives one block is an error
 /// naming the kernel (the caller sizes its request from max_shared_bytes()).
 inline void check_shared_bytes(std::size_t bytes, const char* name) {
-    if (bytes > static_cast<std::size_t>(max_shared_bytes()))
+    if (bytes == 0) return;  // no runtime query for launches without dynamic shared memory
+    const int limit = max_shared_bytes();
+    if (bytes > static_cast<std::size_t>(limit))
         throw error(std::string("patternkv ") + api_name + " backend: kernel " + name + " asks for " + std::to_string(bytes) +
-                    " bytes of shared memory per block; the device has " + std::to_string(max_shared_bytes()));
+                    " bytes of shared memory per block; the device has " + std::to_string(limit));
 }
 
 #if defined(PKV_GPU_EMULATION)
@@ -359,7 +364,7 @@ void launch(void (*kernel)(Params...), unsigned blocks, unsigned threads, const 
 
 /// launch() for a kernel whose threads meet at barriers (__syncthreads, the lane folds of
 /// block_primitives.hpp), with `shared_bytes` of dynamic shared memory (gpu::dynamic_shared; at
-/// most max_shared_bytes()). Emulated, each block's threads are std::threads run one at a time in a
+/// most max_shared_bytes()). Emulated, each block's threads are fibers run one at a time in a
 /// varying interleaving (emulation.hpp), and blocks run in a varying order.
 template <class... Params, class... Args>
 void launch_with_barriers(void (*kernel)(Params...), unsigned blocks, unsigned threads, std::size_t shared_bytes, const char* name,
