@@ -66,4 +66,26 @@ std::unique_ptr<cache_backend> make_backend(backend kind, [[maybe_unused]] const
     }
 }
 
+// The host-only backend (the CPU reference) takes no device views and no stream; layer_cache
+// refuses both before they reach it, so these name the bug if one ever does.
+namespace {
+[[noreturn]] void refuse_device_call(const cache_backend& b, const char* what) {
+    throw error(fmt::format("{}: the {} backend takes no device views", what, backend_name(b.kind())));
+}
+}  // namespace
+
+void cache_backend::prefill_device(layer_cache_state&, int, const const_tensor_view&, const const_tensor_view&, int) {
+    refuse_device_call(*this, "prefill");
+}
+void cache_backend::append_device(layer_cache_state&, std::span<const int>, const const_tensor_view&, const const_tensor_view&) {
+    refuse_device_call(*this, "append");
+}
+void cache_backend::attend_device(const layer_cache_state&, std::span<const int>, const const_tensor_view&, const tensor_view&) const {
+    refuse_device_call(*this, "attend");
+}
+void cache_backend::set_stream(void* stream) {
+    if (stream != nullptr)
+        throw error(fmt::format("set_stream: the {} backend runs on the host and takes no stream (only nullptr)", backend_name(kind())));
+}
+
 }  // namespace patternkv

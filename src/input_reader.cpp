@@ -12,6 +12,7 @@
 #include <patternkv/error.hpp>
 
 #include "core/fp16.hpp"
+#include "core/input_element.hpp"
 #include "core/platform.hpp"
 #include "reference/simd/cpu_features.hpp"
 #include "reference/simd/halves_avx2.hpp"
@@ -39,16 +40,7 @@ void check_shape(const char* name, const tensor_view& v, std::int64_t a, std::in
 }
 
 float read_element(const const_tensor_view& v, std::int64_t i, std::int64_t j, std::int64_t k) {
-    const std::int64_t off = v.offset(i, j, k);
-    switch (v.type) {
-        case dtype::f32:
-            return static_cast<const float*>(v.data)[off];
-        case dtype::f16:
-            return core::half_to_float(static_cast<const std::uint16_t*>(v.data)[off]);
-        case dtype::bf16:
-            return core::bf16_to_float(static_cast<const std::uint16_t*>(v.data)[off]);
-    }
-    return 0.0f;
+    return core::element_as_float(v.data, v.type, v.offset(i, j, k));
 }
 
 namespace {
@@ -56,8 +48,6 @@ namespace {
 [[noreturn]] void throw_bad_element(const char* name, std::int64_t i, std::int64_t j, std::int64_t k, float x) {
     throw error(fmt::format("{}[{}, {}, {}] = {}: values must be finite with |x| <= {}", name, i, j, k, x, core::max_abs_input));
 }
-
-bool valid_input(float x) { return std::fabs(x) <= core::max_abs_input; }  // false for NaN, Inf
 
 // Row (i, j) of c elements to fp16; false if an element is invalid (out is then unspecified).
 bool row_to_half(const const_tensor_view& v, std::int64_t i, std::int64_t j, std::int64_t c, std::uint16_t* out) {
@@ -71,7 +61,7 @@ bool row_to_half(const const_tensor_view& v, std::int64_t i, std::int64_t j, std
     bool ok = true;
     for (; k < c; ++k) {
         const float x = read_element(v, i, j, k);
-        ok &= valid_input(x);
+        ok &= core::valid_kv_value(x);
         out[k] = core::float_to_half(x);
     }
     return ok;
@@ -95,7 +85,7 @@ void to_cache_half(const char* name, const const_tensor_view& v, std::vector<std
     for (std::int64_t j = 0; j < b; ++j)
         for (std::int64_t i = 0; i < a; ++i)
             for (std::int64_t k = 0; k < c; ++k)
-                if (const float x = read_element(v, i, j, k); !valid_input(x)) throw_bad_element(name, i, j, k, x);
+                if (const float x = read_element(v, i, j, k); !core::valid_kv_value(x)) throw_bad_element(name, i, j, k, x);
 }
 
 void to_finite_floats(const char* name, const const_tensor_view& v, std::vector<float>& out) {
@@ -118,7 +108,7 @@ void to_finite_floats(const char* name, const const_tensor_view& v, std::vector<
         for (std::int64_t j = 0; j < b; ++j)
             for (std::int64_t k = 0; k < c; ++k) {
                 const float x = read_element(v, i, j, k);
-                if (!std::isfinite(x)) throw error(fmt::format("{}[{}, {}, {}] = {}: values must be finite", name, i, j, k, x));
+                if (!core::valid_query_value(x)) throw error(fmt::format("{}[{}, {}, {}] = {}: values must be finite", name, i, j, k, x));
                 out[static_cast<std::size_t>((i * b + j) * c + k)] = x;
             }
 }

@@ -2,6 +2,7 @@
 // backend (cache_backend.hpp); the sequence counters are kept here, identically for every backend.
 #include <algorithm>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 
 #include <fmt/format.h>
@@ -41,6 +42,30 @@ void reserve_zeroed(std::vector<T>& v, std::size_t n) {
 }
 
 }  // namespace
+
+void layer_cache_state::allocate_host_arrays() {
+    if (host_arrays) return;
+    const core::cache_sizes n = layout().sizes(batch);
+    const auto size = [](std::int64_t e) { return static_cast<std::size_t>(e); };
+    reserve_zeroed(k_codes, size(n.k_codes));
+    reserve_zeroed(v_codes, size(n.v_codes));
+    reserve_zeroed(v_gate, size(n.v_gate));
+    reserve_zeroed(k_sm, size(n.k_sm));
+    reserve_zeroed(v_sm, size(n.v_sm));
+    reserve_zeroed(k_index, size(n.k_index));
+    reserve_zeroed(v_index, size(n.v_index));
+    reserve_zeroed(k_bank, size(n.bank));
+    reserve_zeroed(v_bank, size(n.bank));
+    reserve_zeroed(window_k, size(n.window));
+    reserve_zeroed(window_v, size(n.window));
+    host_arrays = true;
+}
+
+void layer_cache_state::release_host_arrays() {
+    k_codes = {}, v_codes = {}, v_gate = {}, k_sm = {}, v_sm = {}, k_index = {}, v_index = {};
+    k_bank = {}, v_bank = {}, window_k = {}, window_v = {};
+    host_arrays = false;
+}
 
 void layer_cache_state::check_pool(const char* what, std::int64_t n) const {
     if (n > static_cast<std::int64_t>(free_pages.size()))
@@ -113,19 +138,9 @@ layer_cache::layer_cache(const config& cfg, const cache_capacity& capacity, back
                         batch, s.heads(), s.max_tokens, s.pool_pages, static_cast<double>(reserve_bytes)));
     const core::cache_sizes n = layout.sizes(batch);
     const auto size = [](std::int64_t e) { return static_cast<std::size_t>(e); };
-    reserve_zeroed(s.k_codes, size(n.k_codes));
-    reserve_zeroed(s.v_codes, size(n.v_codes));
-    reserve_zeroed(s.v_gate, size(n.v_gate));
-    reserve_zeroed(s.k_sm, size(n.k_sm));
-    reserve_zeroed(s.v_sm, size(n.v_sm));
-    reserve_zeroed(s.k_index, size(n.k_index));
-    reserve_zeroed(s.v_index, size(n.v_index));
-    reserve_zeroed(s.k_bank, size(n.bank));
-    reserve_zeroed(s.v_bank, size(n.bank));
+    if (where == backend::cpu) s.allocate_host_arrays();  // a GPU cache's data lives on its device only
     reserve_zeroed(s.k_bank_size, size(n.heads));
     reserve_zeroed(s.v_bank_size, size(n.heads));
-    reserve_zeroed(s.window_k, size(n.window));
-    reserve_zeroed(s.window_v, size(n.window));
     s.block_table.assign(size(n.block_table), -1);
     s.free_pages.resize(static_cast<std::size_t>(s.pool_pages));
     for (std::int32_t i = 0; i < s.pool_pages; ++i) s.free_pages[static_cast<std::size_t>(i)] = s.pool_pages - 1 - i;  // slot 0 first
@@ -136,9 +151,11 @@ layer_cache::layer_cache(const config& cfg, const cache_capacity& capacity, back
     for (int i = 0; i < batch; ++i) s.all_seqs.push_back(i);
     const std::size_t q_elems = static_cast<std::size_t>(batch) * cfg.num_q_heads;
     s.q_in.resize(q_elems * s.d());
-    s.q_tau.resize(q_elems * s.d());
-    s.qm.resize(q_elems * s.bank_capacity);
-    s.partials.resize(q_elems * s.max_splits() * core::partial_stride(s.d(), s.bank_capacity));
+    if (where == backend::cpu) {  // the CPU kernels' attention scratch
+        s.q_tau.resize(q_elems * s.d());
+        s.qm.resize(q_elems * s.bank_capacity);
+        s.partials.resize(q_elems * s.max_splits() * core::partial_stride(s.d(), s.bank_capacity));
+    }
     s.in_k.reserve(static_cast<std::size_t>(batch) * s.heads() * s.d());
     s.in_v.reserve(static_cast<std::size_t>(batch) * s.heads() * s.d());
     s.out.resize(q_elems * s.d());
@@ -178,6 +195,22 @@ layer_cache::~layer_cache() = default;
 layer_cache::layer_cache(layer_cache&&) noexcept = default;
 layer_cache& layer_cache::operator=(layer_cache&&) noexcept = default;
 
+namespace {
+
+/// Whether the views of a call are all in device memory (true) or all in host memory (false);
+/// throws for a mix, and for device views on a backend that cannot read them.
+bool device_call(const layer_cache_state& s, const char* what, std::initializer_list<memory_space> spaces) {
+    const auto n = std::count(spaces.begin(), spaces.end(), memory_space::device);
+    if (n == 0) return false;
+    if (n != static_cast<std::ptrdiff_t>(spaces.size()))
+        throw error(fmt::format("{}: views in host and device memory in one call (all of a call's views must be in one space)", what));
+    if (!s.impl->device_views())
+        throw error(fmt::format("{}: device views need a GPU backend; this cache runs on {}", what, backend_name(s.impl->kind())));
+    return true;
+}
+
+}  // namespace
+
 void layer_cache::prefill(int seq, const_tensor_view k, const_tensor_view v) {
     layer_cache_state& s = *state_;
     check_seq(s, "prefill", seq);
@@ -186,15 +219,21 @@ void layer_cache::prefill(int seq, const_tensor_view k, const_tensor_view v) {
     if (T < 0 || T > s.max_tokens) throw error(fmt::format("prefill: {} tokens exceed the capacity max_tokens = {}", T, s.max_tokens));
     detail::check_shape("prefill k", k, T, s.heads(), s.d());
     detail::check_shape("prefill v", v, T, s.heads(), s.d());
+    const bool device = device_call(s, "prefill", {k.space, v.space});
     if (T == 0) return;
     std::vector<std::uint16_t> xk, xv;  // prefill is not the allocation-free path
-    detail::to_cache_half("prefill k", k, xk);
-    detail::to_cache_half("prefill v", v, xv);
+    if (!device) {
+        detail::to_cache_half("prefill k", k, xk);
+        detail::to_cache_half("prefill v", v, xv);
+    }
     const int pages = s.plan_prefill(seq, T);
     s.reserve_thread_scratch();
     try {
-        s.impl->prefill(s, seq, xk.data(), xv.data(), static_cast<int>(T));
-    } catch (...) {  // a user miner or gate failed: the sequence stays empty, as it was
+        if (device)
+            s.impl->prefill_device(s, seq, k, v, static_cast<int>(T));
+        else
+            s.impl->prefill(s, seq, xk.data(), xv.data(), static_cast<int>(T));
+    } catch (...) {  // a user miner or gate, or a launch, failed: the sequence stays empty, as it was
         s.release(seq, pages);
         throw;
     }
@@ -206,6 +245,7 @@ void layer_cache::append(std::span<const int> seqs, const_tensor_view k, const_t
     const auto n = static_cast<std::int64_t>(seqs.size());
     detail::check_shape("append k", k, n, s.heads(), s.d());
     detail::check_shape("append v", v, n, s.heads(), s.d());
+    const bool device = device_call(s, "append", {k.space, v.space});
     for (std::int64_t i = 0; i < n; ++i) {
         check_seq(s, "append", seqs[i]);
         for (std::int64_t j = 0; j < i; ++j)
@@ -213,8 +253,10 @@ void layer_cache::append(std::span<const int> seqs, const_tensor_view k, const_t
         if (s.tokens(seqs[i]) >= s.max_tokens)
             throw error(fmt::format("append: sequence {} is full (max_tokens = {})", seqs[i], s.max_tokens));
     }
-    detail::to_cache_half("append k", k, s.in_k);
-    detail::to_cache_half("append v", v, s.in_v);
+    if (!device) {
+        detail::to_cache_half("append k", k, s.in_k);
+        detail::to_cache_half("append v", v, s.in_v);
+    }
 
     s.plan_append(seqs);
     s.reserve_thread_scratch();
@@ -223,7 +265,10 @@ void layer_cache::append(std::span<const int> seqs, const_tensor_view k, const_t
         s.undo_v_bank_size = s.v_bank_size;
     }
     try {
-        s.impl->append(s, seqs, s.in_k.data(), s.in_v.data());
+        if (device)
+            s.impl->append_device(s, seqs, k, v);
+        else
+            s.impl->append(s, seqs, s.in_k.data(), s.in_v.data());
     } catch (...) {
         s.drop_plan();
         if (s.user_code) {
@@ -243,12 +288,16 @@ void layer_cache::attend(std::span<const int> seqs, const_tensor_view q, tensor_
     detail::check_shape("attend q", q, n, s.cfg.num_q_heads, s.d());
     detail::check_shape("attend out", out, n, s.cfg.num_q_heads, s.d());
     if (out.type != dtype::f32) throw error(fmt::format("attend out: dtype {} unsupported, out must be f32", dtype_name(out.type)));
+    const bool device = device_call(s, "attend", {q.space, out.space});
+    if (device && out.strides[2] != 1)
+        throw error(fmt::format("attend out: a device view needs unit stride in its last dimension (has {})", out.strides[2]));
     for (std::int64_t i = 0; i < n; ++i) {
         check_seq(s, "attend", seqs[i]);
         for (std::int64_t j = 0; j < i; ++j)
             if (seqs[j] == seqs[i]) throw error(fmt::format("attend: sequence {} listed twice", seqs[i]));
         if (s.tokens(seqs[i]) == 0) throw error(fmt::format("attend: sequence {} holds no tokens (query for an empty cache)", seqs[i]));
     }
+    if (device) return s.impl->attend_device(s, seqs, q, out);
     detail::to_finite_floats("attend q", q, s.q_in);
     s.reserve_thread_scratch();
     s.impl->attend(s, seqs, s.q_in.data(), s.out.data());
@@ -262,6 +311,9 @@ void layer_cache::attend(std::span<const int> seqs, const_tensor_view q, tensor_
 void layer_cache::attend(const_tensor_view q, tensor_view out) const { attend(state_->all_seqs, q, out); }
 
 backend layer_cache::where() const { return state_->impl->kind(); }
+void layer_cache::set_stream(void* stream) { state_->impl->set_stream(stream); }
+void* layer_cache::stream() const { return state_->impl->stream(); }
+void layer_cache::synchronize() const { state_->impl->synchronize(); }
 
 void layer_cache::reset(int seq) {
     layer_cache_state& s = *state_;

@@ -140,8 +140,16 @@ struct layer_cache_state {
     std::vector<int> undo_k_bank_size, undo_v_bank_size;
     token_quantizer v_quantizer{};
 
-    // quantized history: the page pool, [pool slot][head][...] (page_layout.hpp), and the block
-    // tables, [seq][max_pages] pool slots (-1: no page)
+    // Quantized history: the page pool, [pool slot][head][...] (page_layout.hpp), and the block
+    // tables, [seq][max_pages] pool slots (-1: no page). A GPU cache keeps the data arrays (codes,
+    // scales, indices, gates, banks, windows) on its device: their host copies exist only once
+    // allocate_host_arrays() made them (to save, load or dequantize); the block tables and all
+    // counters are always the host's.
+    bool host_arrays = false;
+    /// The data arrays in host memory, zeroed, if they are not there yet.
+    void allocate_host_arrays();
+    /// Frees the data arrays' host copies (a GPU cache after a load).
+    void release_host_arrays();
     std::vector<std::uint32_t> k_codes, v_codes, v_gate;
     std::vector<core::scale_min> k_sm, v_sm;
     std::vector<std::uint8_t> k_index, v_index;

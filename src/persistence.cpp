@@ -568,6 +568,7 @@ layer_cache build(const parsed_layer& p, const load_options& options) {
         throw error(fmt::format("load: cannot reserve memory for batch {} x max_tokens {} ({})", p.batch, p.capacity, p.cfg.describe()));
     }
     layer_cache_state& s = detail::cache_io::state(*made);
+    s.allocate_host_arrays();  // filled here, then copied to a GPU cache's device
     const std::uint8_t* src = p.payload;
     const int H = s.heads();
     for (int seq = 0; seq < s.batch; ++seq) {
@@ -586,6 +587,7 @@ layer_cache build(const parsed_layer& p, const load_options& options) {
         }
     }
     s.impl->sync_from_host(s);
+    if (options.where != backend::cpu) s.release_host_arrays();  // the device holds the data now
     return std::move(*made);
 }
 

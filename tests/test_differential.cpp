@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,7 @@ struct diff_case {
     bool reload_midway = false;   ///< half way, load the CPU state into the GPU cache (sync_from_host)
     std::int64_t pool_pages = 0;  ///< pages of the shared pool (0: every sequence can reach max_tokens)
     int shared_kib = 0;           ///< emulated: the device's shared memory per block (0: the portable 48 KiB)
+    bool device_views = false;    ///< emulated: the GPU cache gets device views (layer_cache.hpp), the CPU the same data as host views
     std::string extra;            ///< non-default config fields, for the name
 
     std::string method() const {
@@ -69,11 +71,12 @@ struct diff_case {
             if (i > 0) p += ',';
             p += std::to_string(prompts[i]);
         }
-        return fmt::format(
-            "{}/{} K{}V{} d{} kv{} q{} R{} batch{} prompts{} steps{}{}{}{}{}{}{}{} seed{}", family, method(), cfg.k_bits, cfg.v_bits,
-            cfg.head_dim, cfg.num_kv_heads, cfg.num_q_heads, cfg.residual_length, batch, p, steps, extra.empty() ? "" : " " + extra,
-            subsets ? " subsets" : "", duplicate_rows ? " duplicates" : "", reset_midway ? " reset" : "", reload_midway ? " reload" : "",
-            pool_pages ? fmt::format(" pool{}", pool_pages) : "", shared_kib ? fmt::format(" shared{}KiB", shared_kib) : "", seed);
+        return fmt::format("{}/{} K{}V{} d{} kv{} q{} R{} batch{} prompts{} steps{}{}{}{}{}{}{}{}{} seed{}", family, method(), cfg.k_bits,
+                           cfg.v_bits, cfg.head_dim, cfg.num_kv_heads, cfg.num_q_heads, cfg.residual_length, batch, p, steps,
+                           extra.empty() ? "" : " " + extra, subsets ? " subsets" : "", duplicate_rows ? " duplicates" : "",
+                           reset_midway ? " reset" : "", reload_midway ? " reload" : "",
+                           pool_pages ? fmt::format(" pool{}", pool_pages) : "", shared_kib ? fmt::format(" shared{}KiB", shared_kib) : "",
+                           device_views ? " device-views" : "", seed);
     }
     std::int64_t max_tokens() const {
         int m = 1;
@@ -268,6 +271,15 @@ std::vector<diff_case> make_cases() {
         c.pool_pages = 40;
         add(c);
     }
+    // device-resident calls: K as padded f16, V and queries as padded bf16 device views, outputs
+    // into padded device rows; flushes, bank growth, subsets, a sink, a reset
+    for (const char* m : methods) {
+        config cfg = base(m, 2, 2, 64, 2, 8);
+        cfg.sink_tokens = 4;
+        diff_case c = simple("device-views", cfg, {300, 90, 2}, 100, 7);
+        c.subsets = c.reset_midway = c.device_views = true;
+        add(c);
+    }
     // long context, last (the slowest; a device run with little time left still ran the rest) (32K tokens): k-means on 32K tokens, 32+ attention splits, a flush on top
     add(simple("context-32k", base("patternkv", 2, 2, 128, 2, 8), {32768}, 130, 32));
     add(simple("context-32k", base("kivi", 2, 2, 128, 2, 8), {32700}, 70, 16));
@@ -345,6 +357,61 @@ bool attend_guarded(const layer_cache& cache, const std::vector<int>& seqs, cons
     return true;
 }
 
+// --- device views (layer_cache's device-resident calls, on emulated device memory) ----------------
+
+namespace gpu = patternkv::emulated::gpu;
+
+constexpr int row_pad = 8;                  ///< elements after each row of a staged tensor, NaN in f16 and bf16
+constexpr std::uint16_t pad_bits = 0xFFFF;  ///< a kernel that reads the padding stores a NaN and changes bits
+
+/// A tensor [a][b][c] of 16-bit `type` values in rows padded with NaNs, in host memory and in the
+/// emulated device's (poisoned, then filled), with the views of each.
+struct staged_tensor {
+    std::vector<std::uint16_t> host;
+    gpu::device_buffer<std::uint16_t> device;
+    patternkv::const_tensor_view host_view, device_view;
+};
+
+staged_tensor stage(const float* x, std::int64_t a, std::int64_t b, std::int64_t c, patternkv::dtype type) {
+    staged_tensor t;
+    const std::int64_t row = c + row_pad;
+    t.host.assign(static_cast<std::size_t>(a * b * row), pad_bits);
+    for (std::int64_t r = 0; r < a * b; ++r)
+        for (std::int64_t k = 0; k < c; ++k) {
+            const float v = x[r * c + k];
+            t.host[static_cast<std::size_t>(r * row + k)] =
+                type == patternkv::dtype::f16 ? patternkv::core::float_to_half(v) : patternkv::core::float_to_bf16(v);
+        }
+    t.device = gpu::malloc_device<std::uint16_t>(t.host.size());
+    std::memcpy(t.device.get(), t.host.data(), t.host.size() * sizeof(std::uint16_t));
+    t.host_view = {t.host.data(), type, {a, b, c}, {b * row, row, 1}};
+    t.device_view = patternkv::const_tensor_view{t.device.get(), type, {a, b, c}, {b * row, row, 1}}.on_device();
+    return t;
+}
+
+/// Attention of `seqs`: the CPU's from the host view of bf16 queries, the GPU cache's from their
+/// device view into padded device rows (the padding must stay as the device left it).
+bool attend_device_views(const layer_cache& cpu, const layer_cache& dev, const std::vector<int>& seqs, const std::vector<float>& q,
+                         std::string& why) {
+    const config& c = cpu.cfg();
+    const auto n = static_cast<std::int64_t>(seqs.size());
+    const std::int64_t Hq = c.num_q_heads, d = c.head_dim, row = d + row_pad;
+    const staged_tensor qs = stage(q.data(), n, Hq, d, patternkv::dtype::bf16);
+    std::vector<float> a(static_cast<std::size_t>(n * Hq * d));
+    cpu.attend(seqs, qs.host_view, patternkv::view_f32(a.data(), n, Hq, d));
+    const auto out = gpu::malloc_device<std::uint32_t>(static_cast<std::size_t>(n * Hq * row));  // poisoned: 0xFFFFFFFF
+    dev.attend(seqs, qs.device_view, patternkv::tensor_view{out.get(), patternkv::dtype::f32, {n, Hq, d}, {Hq * row, row, 1}}.on_device());
+    dev.synchronize();
+    for (std::int64_t r = 0; r < n * Hq; ++r) {
+        if (std::memcmp(a.data() + r * d, out.get() + r * row, static_cast<std::size_t>(d) * sizeof(float)) != 0)
+            return why = fmt::format("attention output (device view): row {} differs", r), false;
+        for (std::int64_t k = d; k < row; ++k)
+            if (out.get()[r * row + k] != 0xFFFFFFFFu)
+                return why = fmt::format("attention output (device view): padding of row {} written", r), false;
+    }
+    return true;
+}
+
 // --- running a case -------------------------------------------------------------------------------
 
 struct case_inputs {
@@ -379,6 +446,8 @@ struct target {
         patternkv::emulated::gpu::emulated_shared_bytes = (c.shared_kib > 0 ? c.shared_kib : 48) * 1024;
         auto& s = const_cast<patternkv::layer_cache_state&>(patternkv::state_of(cache));
         s.impl = patternkv::emulated::make_gpu_backend(s, backend::cpu);
+        s.release_host_arrays();  // as a GPU cache's state: no host copy of the data until synced
+        s.q_tau = {}, s.qm = {}, s.partials = {};
         return cache;
     }
 };
@@ -398,8 +467,30 @@ struct runner {
 
     void prefill(int i, const case_inputs& in) {
         const int H = c.cfg.num_kv_heads, d = c.cfg.head_dim, T = c.prompts[i];
+        if (c.device_views) {
+            const staged_tensor k = stage(in.k[i].data(), T, H, d, patternkv::dtype::f16),
+                                v = stage(in.v[i].data(), T, H, d, patternkv::dtype::bf16);
+            cpu.prefill(i, k.host_view, v.host_view);
+            gpu.prefill(i, k.device_view, v.device_view);
+            gpu.synchronize();
+            return;
+        }
         for (layer_cache* cache : {&cpu, &gpu})
             cache->prefill(i, patternkv::view_f32(in.k[i].data(), T, H, d), patternkv::view_f32(in.v[i].data(), T, H, d));
+    }
+
+    void append(const std::vector<int>& seqs, const std::vector<float>& k, const std::vector<float>& v) {
+        const int H = c.cfg.num_kv_heads, d = c.cfg.head_dim;
+        const auto n = static_cast<std::int64_t>(seqs.size());
+        if (c.device_views) {
+            const staged_tensor ks = stage(k.data(), n, H, d, patternkv::dtype::f16), vs = stage(v.data(), n, H, d, patternkv::dtype::bf16);
+            cpu.append(seqs, ks.host_view, vs.host_view);
+            gpu.append(seqs, ks.device_view, vs.device_view);
+            gpu.synchronize();
+            return;
+        }
+        for (layer_cache* cache : {&cpu, &gpu})
+            cache->append(seqs, patternkv::view_f32(k.data(), n, H, d), patternkv::view_f32(v.data(), n, H, d));
     }
 
     bool attend(const std::string& where, std::uint64_t qseed) {
@@ -408,6 +499,7 @@ struct runner {
             if (cpu.size(i) > 0) seqs.push_back(i);
         if (seqs.empty()) return true;
         const auto q = pkv_test::normal_floats(qseed, seqs.size() * c.cfg.num_q_heads * c.cfg.head_dim);
+        if (c.device_views) return attend_device_views(cpu, gpu, seqs, q, why) ? (++attends, true) : fail(where);
         std::vector<float> a, b;
         if (!attend_guarded(cpu, seqs, q, a)) return why = "cpu output guard overwritten", fail(where);
         if (!attend_guarded(gpu, seqs, q, b)) return why = "gpu output guard overwritten", fail(where);
@@ -458,10 +550,8 @@ struct runner {
                 std::memcpy(k.data() + j * H * d, in.k[i].data() + row, sizeof(float) * H * d);
                 std::memcpy(v.data() + j * H * d, in.v[i].data() + row, sizeof(float) * H * d);
             }
-            const auto n = static_cast<std::int64_t>(seqs.size());
             const std::int64_t quantized_before = cpu.memory().quantized_tokens;
-            for (layer_cache* cache : {&cpu, &gpu})
-                cache->append(seqs, patternkv::view_f32(k.data(), n, H, d), patternkv::view_f32(v.data(), n, H, d));
+            append(seqs, k, v);
             const std::string where = fmt::format("step {}", step);
             if (static_cast<std::int64_t>(cpu.memory().quantized_tokens) != quantized_before && !check_state(where + " (flush)"))
                 return false;
@@ -558,17 +648,17 @@ std::string check_cooperative_emulation() {
     std::vector<int> out(n);
     std::vector<std::vector<int>> seen;
     for (int launch = 0; launch < 8; ++launch) {
-        gpu::launch_with_barriers(neighbour_kernel, 1, n, n * sizeof(int), "neighbour", out.data(), false);
+        gpu::launch_with_barriers(nullptr, neighbour_kernel, 1, n, n * sizeof(int), "neighbour", out.data(), false);
         if (std::find(seen.begin(), seen.end(), out) == seen.end()) seen.push_back(out);
     }
     if (seen.size() < 2) return "eight launches of a kernel missing a barrier gave the same bits";
     for (int launch = 0; launch < 4; ++launch) {
-        gpu::launch_with_barriers(neighbour_kernel, 1, n, n * sizeof(int), "neighbour", out.data(), true);
+        gpu::launch_with_barriers(nullptr, neighbour_kernel, 1, n, n * sizeof(int), "neighbour", out.data(), true);
         for (unsigned t = 0; t < n; ++t)
             if (out[t] != static_cast<int>((t + 1) % n) + 1) return "a kernel with its barrier read a value nothing posted";
     }
     for (int launch = 0; launch < 4; ++launch) {  // a thread reading before any write sees the poison
-        gpu::launch_with_barriers(neighbour_kernel, 1, n, n * sizeof(int), "neighbour", out.data(), false);
+        gpu::launch_with_barriers(nullptr, neighbour_kernel, 1, n, n * sizeof(int), "neighbour", out.data(), false);
         for (int v : out)
             if (v != -1 && (v < 1 || v > static_cast<int>(n))) return "shared memory held neither the poison nor a posted value";
     }
@@ -576,8 +666,8 @@ std::string check_cooperative_emulation() {
     for (std::size_t i = 0; i < 16; ++i)
         if (fresh.get()[i] != 0xFFFFFFFFu) return "a fresh device allocation was not poisoned";
     try {
-        gpu::launch_with_barriers(neighbour_kernel, 1, n, static_cast<std::size_t>(gpu::max_shared_bytes()) + 1, "greedy", out.data(),
-                                  true);
+        gpu::launch_with_barriers(nullptr, neighbour_kernel, 1, n, static_cast<std::size_t>(gpu::max_shared_bytes()) + 1, "greedy",
+                                  out.data(), true);
         return "a launch past the shared-memory limit was accepted";
     } catch (const patternkv::error& e) {
         if (std::string(e.what()).find("kernel greedy") == std::string::npos)
@@ -589,7 +679,7 @@ std::string check_cooperative_emulation() {
         state = state * 1664525u + 1013904223u;
         v = static_cast<float>(static_cast<std::int32_t>(state)) * 1e-7f;  // mixed signs and magnitudes
     }
-    gpu::launch_with_barriers(fold_kernel, 1, 64, 0, "fold", x.data(), sums.data(), maxima.data());
+    gpu::launch_with_barriers(nullptr, fold_kernel, 1, 64, 0, "fold", x.data(), sums.data(), maxima.data());
     for (unsigned w = 0; w < 2; ++w) {
         float acc[patternkv::core::reduction_lanes];
         std::copy(x.begin() + 32 * w, x.begin() + 32 * (w + 1), acc);
@@ -601,6 +691,67 @@ std::string check_cooperative_emulation() {
     return "";
 }
 
+/// Device-resident calls' errors: views the backend cannot read or mixed with host views are
+/// refused at the call; invalid values in device views are reported by synchronize(), once, naming
+/// the tensor, the sequence, the head and the channel.
+std::string check_device_view_errors() {
+    config cfg = base("patternkv", 2, 2, 64, 2, 4);
+    diff_case dc;
+    dc.cfg = cfg;
+    dc.batch = 2;
+    dc.prompts = {40, 40};
+    const target emulated{"emulated", backend::cpu, true};
+    layer_cache dev = emulated.make(dc), host(cfg, dc.capacity(), backend::cpu);
+    const auto kv = pkv_test::synthetic_kv(5, 40, 2, 64, true);
+    staged_tensor p = stage(kv.data(), 40, 2, 64, patternkv::dtype::f16);
+    const auto expect_error = [](const char* what, const std::function<void()>& call, const std::string& needle) -> std::string {
+        try {
+            call();
+        } catch (const patternkv::error& e) {
+            if (std::string(e.what()).find(needle) != std::string::npos) return {};
+            return fmt::format("{}: error without \"{}\": {}", what, needle, e.what());
+        }
+        return fmt::format("{}: no error", what);
+    };
+    std::string why;
+    const auto check = [&](std::string r) {
+        if (why.empty()) why = std::move(r);
+    };
+    check(expect_error(
+        "device view on a CPU cache", [&] { host.prefill(0, p.device_view, p.device_view); }, "need a GPU backend"));
+    check(expect_error(
+        "host and device views mixed", [&] { dev.prefill(0, p.host_view, p.device_view); }, "host and device memory"));
+    check(expect_error(
+        "a stream on a CPU cache", [&] { host.set_stream(&dev); }, "takes no stream"));
+    if (!why.empty()) return why;
+    dev.prefill(0, p.device_view, p.device_view);
+    dev.prefill(1, p.device_view, p.device_view);
+    dev.synchronize();
+    // a NaN in sequence 1's row (head 1, channel 7) of an append
+    std::vector<float> row(2 * 2 * 64, 0.25f);
+    row[(1 * 2 + 1) * 64 + 7] = std::numeric_limits<float>::quiet_NaN();
+    const staged_tensor r = stage(row.data(), 2, 2, 64, patternkv::dtype::bf16);
+    dev.append(r.device_view, r.device_view);
+    check(expect_error(
+        "NaN in an append", [&] { dev.synchronize(); }, "append k (device view): the element of sequence 1, head 1, channel 7"));
+    try {
+        dev.synchronize();  // reported once
+    } catch (const patternkv::error& e) {
+        check(fmt::format("a second synchronize() reported again: {}", e.what()));
+    }
+    std::vector<float> q(2 * 4 * 64, 0.5f);
+    q[(0 * 4 + 3) * 64 + 9] = std::numeric_limits<float>::infinity();
+    const staged_tensor qs = stage(q.data(), 2, 4, 64, patternkv::dtype::bf16);
+    auto out = gpu::malloc_device<float>(2 * 4 * 64 * 2);
+    const patternkv::tensor_view strided{out.get(), patternkv::dtype::f32, {2, 4, 64}, {4 * 128, 128, 2}};
+    check(expect_error(
+        "strided device out", [&] { dev.attend(qs.device_view, strided.on_device()); }, "unit stride"));
+    dev.attend(qs.device_view, patternkv::view_f32(out.get(), 2, 4, 64).on_device());
+    check(expect_error(
+        "Inf in a query", [&] { dev.synchronize(); }, "attend q (device view): the element of sequence 0, query head 3, channel 9"));
+    return why;
+}
+
 /// The emulated runtime's own checks (issue 14): launches past the device limits are errors that
 /// name the kernel, every thread of a launch runs once, and the order of blocks and threads varies
 /// from launch to launch. Returns what is wrong ("" when nothing).
@@ -609,14 +760,14 @@ std::string check_emulation() {
     std::vector<int> hits(8 * 1025, 0);
     for (unsigned threads : {0u, 1025u}) {
         try {
-            gpu::launch(emulation_probe_kernel, 1, threads, "probe", hits.data());
+            gpu::launch(nullptr, emulation_probe_kernel, 1, threads, "probe", hits.data());
             return fmt::format("a launch of {} threads per block was accepted", threads);
         } catch (const patternkv::error& e) {
             if (std::string(e.what()).find("kernel probe") == std::string::npos) return std::string("unnamed launch error: ") + e.what();
         }
     }
     hits.assign(8 * 96, 0);
-    gpu::launch(emulation_probe_kernel, 8, 96, "probe", hits.data());
+    gpu::launch(nullptr, emulation_probe_kernel, 8, 96, "probe", hits.data());
     for (int h : hits)
         if (h != 1) return "a launch did not run every thread exactly once";
     if (gpu::emulated_order(64) == gpu::emulated_order(64)) return "two launches ran their threads in the same order";
@@ -624,9 +775,9 @@ std::string check_emulation() {
     const std::string profile = (std::filesystem::temp_directory_path() / fmt::format("pkv-profile-{}.txt", ::getpid())).string();
     std::filesystem::remove(profile);
     ::setenv("PATTERNKV_GPU_PROFILE", profile.c_str(), 1);
-    gpu::launch(emulation_probe_kernel, 1, 32, "timed_probe", hits.data());
+    gpu::launch(nullptr, emulation_probe_kernel, 1, 32, "timed_probe", hits.data());
     ::unsetenv("PATTERNKV_GPU_PROFILE");
-    gpu::launch(emulation_probe_kernel, 1, 32, "untimed_probe", hits.data());
+    gpu::launch(nullptr, emulation_probe_kernel, 1, 32, "untimed_probe", hits.data());
     std::ifstream in(profile);
     std::string name, extra;
     double ms = -1.0;
@@ -692,7 +843,8 @@ int main(int argc, char** argv) {
             std::string (*check)();
         } emulation_checks[] = {
             {"emulation/runtime", "launch limits, every thread once, varying orders, kernel timing", check_emulation},
-            {"emulation/cooperative", "missing barriers vary, poison, shared-memory limit, warp folds", check_cooperative_emulation}};
+            {"emulation/cooperative", "missing barriers vary, poison, shared-memory limit, warp folds", check_cooperative_emulation},
+            {"emulation/device-view-errors", "refused views, NaN/Inf in device views reported by synchronize()", check_device_view_errors}};
         for (const auto& e : emulation_checks) {
             if (!b.emulated || !selected(opt, e.name)) continue;
             const std::string why = e.check();
@@ -707,6 +859,13 @@ int main(int argc, char** argv) {
         for (const auto& c : cases) {
             const std::string name = c.name();
             if (!selected(opt, name)) continue;
+            if (c.device_views && !b.emulated) {  // the test has no device allocator of a real GPU
+                fmt::print(
+                    "[{}] SKIP {} (device views run on emulated device memory only; the device run checks device views with "
+                    "attend_bench)\n",
+                    b.name, name);
+                continue;
+            }
             const auto t0 = std::chrono::steady_clock::now();
             bool ok = false;
             std::string why;

@@ -22,6 +22,7 @@
 #include "block_primitives.hpp"
 #include "cache_arrays.hpp"
 #include "core/attention.hpp"
+#include "device_views.hpp"
 #include "encode_kernels.hpp"
 #include "runtime.hpp"
 
@@ -34,15 +35,16 @@ struct attend_params {
     int n;             ///< sequences attended
     int q_heads, gqa;  ///< Hq and Hq / H
     float tau;
-    int max_splits;       ///< the most splits of an attended sequence
-    int pages_per_split;  ///< core::pages_per_split(R)
-    int heads_per_block;  ///< query heads a split block serves (a divisor of gqa)
-    const float* q;       ///< [n][Hq][d]
-    float* q_tau;         ///< [n][Hq][d]
-    float* qm;            ///< [n][Hq][bank_capacity]
-    float* partials;      ///< [n][Hq][max_splits][partial_stride]
-    float* hist_acc;      ///< [n][Hq][bank_capacity]
-    float* out;           ///< [n][Hq][d]
+    int max_splits;               ///< the most splits of an attended sequence
+    int pages_per_split;          ///< core::pages_per_split(R)
+    int heads_per_block;          ///< query heads a split block serves (a divisor of gqa)
+    input_view q;                 ///< [n][Hq][d]
+    unsigned long long* q_fault;  ///< the fault slot of invalid query elements (device_views.hpp)
+    float* q_tau;                 ///< [n][Hq][d]
+    float* qm;                    ///< [n][Hq][bank_capacity]
+    float* partials;              ///< [n][Hq][max_splits][partial_stride]
+    float* hist_acc;              ///< [n][Hq][bank_capacity]
+    output_rows out;              ///< [n][Hq][d]
 
     __device__ int history_splits(int seq) const { return core::history_splits(c.pages[seq], a.g.tokens); }
     __device__ int total_splits(int seq) const { return core::attention_splits(c.pages[seq], c.window_count[seq], a.g.tokens); }
@@ -55,9 +57,8 @@ __global__ void prepare_queries_kernel(attend_params p) {
     const std::int64_t idx = thread_index();
     if (idx >= static_cast<std::int64_t>(p.n) * p.q_heads) return;
     const int i = static_cast<int>(idx / p.q_heads), hq = static_cast<int>(idx % p.q_heads), seq = p.seqs[i];
-    const float* q = p.q + idx * d;
     float* qt = p.q_tau + idx * d;
-    for (int j = 0; j < d; ++j) qt[j] = q[j] * p.tau;
+    for (int j = 0; j < d; ++j) qt[j] = p.q.checked<core::valid_query_value>(i, hq, j, seq, p.q_fault) * p.tau;
     if (cap == 0) return;
     float* qm = p.qm + idx * cap;
     const int h = hq / p.gqa, nb = p.c.bank_size(false, p.a.sh(seq, h));
@@ -391,7 +392,7 @@ __global__ void combine_splits_kernel(attend_params p) {
     const int i = static_cast<int>(idx / p.q_heads), hq = static_cast<int>(idx % p.q_heads), seq = p.seqs[i];
     const int h = hq / p.gqa, nb = cap > 0 ? p.c.bank_size(true, p.a.sh(seq, h)) : 0;
     core::combine_splits(p.partials + idx * p.max_splits * p.stride(), p.total_splits(seq), d, cap, p.a.bank(true, seq, h), nb,
-                         p.hist_acc + idx * cap, p.out + idx * d);
+                         p.hist_acc + idx * cap, p.out.row(i, hq));
 }
 
 }  // namespace patternkv::PKV_GPU_NS

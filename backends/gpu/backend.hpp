@@ -1,10 +1,12 @@
 #pragma once
 // The GPU cache_backend shared by CUDA and HIP (compiled once by nvcc, once by hipcc, into
-// patternkv::cuda / patternkv::hip). The device holds a mirror of every data array of
-// layer_cache_state, allocated for the full capacity at construction; the host keeps the counters
-// (pages, window_count, bank sizes) and the block tables, updates the bank sizes exactly as
-// cpu_backend.cpp does, and uploads them before every operation (the block tables only when they
-// changed). Host data arrays are current only after sync_to_host.
+// patternkv::cuda / patternkv::hip). The device holds every data array of layer_cache_state,
+// allocated for the full capacity at construction (the host allocates its copies only for
+// sync_to_host and loads); the host keeps the counters (pages, window_count, bank sizes) and the
+// block tables, updates the bank sizes exactly as cpu_backend.cpp does, and uploads them before
+// every operation (the block tables only when they changed). All work goes to one stream, the
+// caller's (set_stream): a call with device views only enqueues; a call with host views copies its
+// inputs in, enqueues the same kernels and waits for its results.
 #include <algorithm>
 #include <cstdint>
 #include <memory>
@@ -14,6 +16,7 @@
 
 #include "attend_kernels.hpp"
 #include "cache_arrays.hpp"
+#include "device_views.hpp"
 #include "encode_kernels.hpp"
 #include "src/cache_backend.hpp"
 #include "src/layer_cache_state.hpp"
@@ -35,6 +38,15 @@ public:
     void sync_to_host(layer_cache_state& s) const override;
     void sync_from_host(const layer_cache_state& s) override;
 
+    bool device_views() const override { return true; }
+    void prefill_device(layer_cache_state& s, int seq, const const_tensor_view& k, const const_tensor_view& v, int T) override;
+    void append_device(layer_cache_state& s, std::span<const int> seqs, const const_tensor_view& k, const const_tensor_view& v) override;
+    void attend_device(const layer_cache_state& s, std::span<const int> seqs, const const_tensor_view& q,
+                       const tensor_view& out) const override;
+    void set_stream(void* stream) override { stream_ = static_cast<gpu::stream_t>(stream); }
+    void* stream() const override { return stream_; }
+    void synchronize() const override;
+
 private:
     // Offsets into the uploaded int block `meta` (layout fixed at construction).
     struct meta_layout {
@@ -42,12 +54,26 @@ private:
     };
 
     void upload_meta(const layer_cache_state& s) const;
+    // The operations on fp16 rows already on the device (prompt_ [2][H][T][d], in_ [2][H][n][d]) and
+    // on query / output views: what host and device calls share.
+    void prefill_rows(layer_cache_state& s, int seq, const std::uint16_t* x, int T);
+    void append_rows(layer_cache_state& s, std::span<const int> seqs, const input_view* views);
+    void attend_views(const layer_cache_state& s, std::span<const int> seqs, input_view q, output_rows out) const;
+    void clear_faults() const;
+    /// f(device buffer, host vector) for each data array of `s`.
+    template <class State, class F>
+    void for_each_array(State& s, F&& f) const {
+        f(k_codes_, s.k_codes), f(v_codes_, s.v_codes), f(v_gate_, s.v_gate), f(k_sm_, s.k_sm), f(v_sm_, s.v_sm);
+        f(k_index_, s.k_index), f(v_index_, s.v_index), f(k_bank_, s.k_bank), f(v_bank_, s.v_bank);
+        f(window_k_, s.window_k), f(window_v_, s.window_v);
+    }
     void select_k_channels(const layer_cache_state& s, int seq, const float* rows, int T, int count);
     cache_counters counters() const;
     void encode(int jobs, int pages, const float* rows, std::int64_t job_stride, std::int64_t head_stride, bool flush,
                 gpu::device_buffer<float>& resid, gpu::device_buffer<std::uint8_t>& flags);
 
     backend kind_;
+    gpu::stream_t stream_{};  ///< the caller's (nullptr: the default stream)
     int batch_, heads_, d_, R_, cap_, q_heads_, gqa_, pps_;
     int heads_per_block_;       ///< query heads one split block serves (attend_kernels.hpp)
     std::size_t split_shared_;  ///< its shared memory
@@ -64,6 +90,9 @@ private:
     gpu::device_buffer<std::int32_t> block_table_;
     mutable std::uint64_t uploaded_tables_ = ~std::uint64_t{0};  ///< block_table_version of the device copy
     cache_arrays arrays_{};
+
+    // invalid elements of device views since the last synchronize (device_views.hpp), per input_tensor
+    gpu::device_buffer<unsigned long long> faults_;
 
     // counters and per-call index lists
     meta_layout meta_{};
@@ -106,18 +135,24 @@ inline gpu_backend<Gate>::gpu_backend(const layer_cache_state& s, backend kind, 
         grow_ = m->grow;
     }
 
-    k_codes_ = gpu::malloc_device<std::uint32_t>(s.k_codes.size());
-    v_codes_ = gpu::malloc_device<std::uint32_t>(s.v_codes.size());
-    v_gate_ = gpu::malloc_device<std::uint32_t>(s.v_gate.size());
-    k_sm_ = gpu::malloc_device<core::scale_min>(s.k_sm.size());
-    v_sm_ = gpu::malloc_device<core::scale_min>(s.v_sm.size());
-    k_index_ = gpu::malloc_device<std::uint8_t>(s.k_index.size());
-    v_index_ = gpu::malloc_device<std::uint8_t>(s.v_index.size());
-    k_bank_ = gpu::malloc_device<std::uint16_t>(s.k_bank.size());
-    v_bank_ = gpu::malloc_device<std::uint16_t>(s.v_bank.size());
-    window_k_ = gpu::malloc_device<std::uint16_t>(s.window_k.size());
-    window_v_ = gpu::malloc_device<std::uint16_t>(s.window_v.size());
-    block_table_ = gpu::malloc_device<std::int32_t>(s.block_table.size());
+    // every data array zeroed, as the host's state starts
+    const core::cache_sizes n = s.layout().sizes(s.batch);
+    const auto zeroed = [](auto& buffer, std::int64_t elements) {
+        buffer = gpu::malloc_device<typename std::remove_reference_t<decltype(buffer)>::value_type>(static_cast<std::size_t>(elements));
+        gpu::zero(nullptr, buffer.get(), buffer.size());
+    };
+    zeroed(k_codes_, n.k_codes);
+    zeroed(v_codes_, n.v_codes);
+    zeroed(v_gate_, n.v_gate);
+    zeroed(k_sm_, n.k_sm);
+    zeroed(v_sm_, n.v_sm);
+    zeroed(k_index_, n.k_index);
+    zeroed(v_index_, n.v_index);
+    zeroed(k_bank_, n.bank);
+    zeroed(v_bank_, n.bank);
+    zeroed(window_k_, n.window);
+    zeroed(window_v_, n.window);
+    block_table_ = gpu::malloc_device<std::int32_t>(s.block_table.size());  // uploaded by the first operation
     arrays_ = {s.layout(),
                {k_codes_.get(), v_codes_.get(), v_gate_.get(), k_sm_.get(), v_sm_.get(), k_index_.get(), v_index_.get(), k_bank_.get(),
                 v_bank_.get(), window_k_.get(), window_v_.get(), block_table_.get()}};
@@ -154,7 +189,9 @@ inline gpu_backend<Gate>::gpu_backend(const layer_cache_state& s, backend kind, 
     qm_ = gpu::malloc_device<float>(BQ * cap_);
     hist_ = gpu::malloc_device<float>(BQ * cap_);
     out_ = gpu::malloc_device<float>(BQ * d_);
-    sync_from_host(s);
+    faults_ = gpu::malloc_device<unsigned long long>(input_tensors);
+    clear_faults();
+    gpu::check(gpu::synchronize(stream_), "GPU backend construction");
 }
 
 template <class Gate>
@@ -168,12 +205,12 @@ inline cache_counters gpu_backend<Gate>::counters() const {
 template <class Gate>
 inline void gpu_backend<Gate>::upload_meta(const layer_cache_state& s) const {
     if (uploaded_tables_ != s.block_table_version) {
-        gpu::copy_to_device(block_table_.get(), s.block_table.data(), s.block_table.size());
+        gpu::copy_to_device(stream_, block_table_.get(), s.block_table.data(), s.block_table.size());
         uploaded_tables_ = s.block_table_version;
     }
     std::copy(s.pages.begin(), s.pages.end(), meta_host_.begin() + meta_.pages);
     std::copy(s.window_count.begin(), s.window_count.end(), meta_host_.begin() + meta_.window_count);
-    gpu::copy_to_device(meta_dev_.get(), meta_host_.data(), meta_.total);
+    gpu::copy_to_device(stream_, meta_dev_.get(), meta_host_.data(), meta_.total);
 }
 
 template <class Gate>
@@ -199,17 +236,17 @@ inline void gpu_backend<Gate>::encode(int jobs, int pages, const float* rows, st
                           flags.get() + jobs * H * tokens,
                           flush};
     const int E = elementwise_threads, Hv = heavy_threads;
-    if (cap_ > 0) gpu::launch(bank_to_float_kernel, gpu::blocks_for(jobs * 2 * H * cap_ * d_, E), E, "bank_to_float", p);
-    gpu::launch(align_kernel<Gate>, gpu::blocks_for(jobs * 2 * H * tokens, Hv), Hv, "align", p, gate_);
+    if (cap_ > 0) gpu::launch(stream_, bank_to_float_kernel, gpu::blocks_for(jobs * 2 * H * cap_ * d_, E), E, "bank_to_float", p);
+    gpu::launch(stream_, align_kernel<Gate>, gpu::blocks_for(jobs * 2 * H * tokens, Hv), Hv, "align", p, gate_);
     if (cap_ > 0) {
-        gpu::launch(pack_gate_kernel, gpu::blocks_for(jobs * H * pages * arrays_.g.gate_words(), E), E, "pack_gate", p);
-        gpu::launch(pack_index_kernel, gpu::blocks_for(jobs * 2 * H * pages * arrays_.g.index_bytes(), E), E, "pack_index", p);
+        gpu::launch(stream_, pack_gate_kernel, gpu::blocks_for(jobs * H * pages * arrays_.g.gate_words(), E), E, "pack_gate", p);
+        gpu::launch(stream_, pack_index_kernel, gpu::blocks_for(jobs * 2 * H * pages * arrays_.g.index_bytes(), E), E, "pack_index", p);
     }
     if (arrays_.g.k_per_channel)
-        gpu::launch(quantize_k_channel_kernel, gpu::blocks_for(jobs * H * pages * d_, Hv), Hv, "quantize_k_channel", p);
+        gpu::launch(stream_, quantize_k_channel_kernel, gpu::blocks_for(jobs * H * pages * d_, Hv), Hv, "quantize_k_channel", p);
     else
-        gpu::launch(quantize_token_rows_kernel, gpu::blocks_for(jobs * H * tokens, Hv), Hv, "quantize_k_rows", p, 0);
-    gpu::launch(quantize_token_rows_kernel, gpu::blocks_for(jobs * H * tokens, Hv), Hv, "quantize_v_rows", p, 1);
+        gpu::launch(stream_, quantize_token_rows_kernel, gpu::blocks_for(jobs * H * tokens, Hv), Hv, "quantize_k_rows", p, 0);
+    gpu::launch(stream_, quantize_token_rows_kernel, gpu::blocks_for(jobs * H * tokens, Hv), Hv, "quantize_v_rows", p, 1);
 }
 
 // K channel selection of a fresh prefill (cpu_backend.cpp: select_k_channels). rows: K then V as
@@ -220,26 +257,45 @@ inline void gpu_backend<Gate>::select_k_channels(const layer_cache_state& s, int
     float* bank_f = gpu::workspace(select_bank_, static_cast<std::size_t>(H * per));
     int* assign = gpu::workspace(assign_, static_cast<std::size_t>(H * T));
     const int E = elementwise_threads;
-    gpu::launch(halves_to_floats_kernel, gpu::blocks_for(H * per, E), E, "k_bank_to_float", arrays_.bank(false, seq, 0), H * per, bank_f);
-    gpu::launch(k_select_assign_kernel, gpu::blocks_for(H * T, E), E, "k_select_assign", arrays_, rows, T, bank_f, count, assign);
-    gpu::launch(k_select_channels_kernel, gpu::blocks_for(H * d_, E), E, "k_select_channels", arrays_, seq, rows, T, bank_f, count, assign,
-                s.cfg.k_group, s.cfg.k_bits);
+    gpu::launch(stream_, halves_to_floats_kernel, gpu::blocks_for(H * per, E), E, "k_bank_to_float", arrays_.bank(false, seq, 0), H * per,
+                bank_f);
+    gpu::launch(stream_, k_select_assign_kernel, gpu::blocks_for(H * T, E), E, "k_select_assign", arrays_, rows, T, bank_f, count, assign);
+    gpu::launch(stream_, k_select_channels_kernel, gpu::blocks_for(H * d_, E), E, "k_select_channels", arrays_, seq, rows, T, bank_f, count,
+                assign, s.cfg.k_group, s.cfg.k_bits);
 }
 
 template <class Gate>
 inline void gpu_backend<Gate>::prefill(layer_cache_state& s, int seq, const std::uint16_t* xk, const std::uint16_t* xv, int T) {
+    const std::size_t n = static_cast<std::size_t>(heads_) * T * d_;
+    std::uint16_t* x = gpu::workspace(prompt_, 2 * n);
+    gpu::copy_to_device(stream_, x, xk, n);
+    gpu::copy_to_device(stream_, x + n, xv, n);
+    prefill_rows(s, seq, x, T);
+    gpu::check(gpu::synchronize(stream_), "prefill");
+}
+
+template <class Gate>
+inline void gpu_backend<Gate>::prefill_device(layer_cache_state& s, int seq, const const_tensor_view& k, const const_tensor_view& v,
+                                              int T) {
+    std::uint16_t* x = gpu::workspace(prompt_, static_cast<std::size_t>(2) * heads_ * T * d_);
+    gpu::launch(stream_, views_to_halves_kernel, gpu::blocks_for(std::int64_t{2} * heads_ * T * d_, elementwise_threads),
+                elementwise_threads, "prefill_views", input_view::of(k), input_view::of(v), T, heads_, d_, nullptr, seq,
+                faults_.get() + prefill_k, x);
+    prefill_rows(s, seq, x, T);
+}
+
+// x: the prompt as fp16 rows [2][H][T][d] on the device.
+template <class Gate>
+inline void gpu_backend<Gate>::prefill_rows(layer_cache_state& s, int seq, const std::uint16_t* x, int T) {
     // The sink rows stay as they are (cpu_backend.cpp: prefill); M tokens after them are mined and paged.
     const core::page_geometry& g = arrays_.g;
-    const std::int64_t H = heads_, n = H * T * d_;
+    const std::int64_t H = heads_;
     const int full = static_cast<int>(g.prompt_pages(T)), sink = static_cast<int>(g.sink_rows(T)), M = T - sink;
     const int tail = M - full * R_;
-    std::uint16_t* x = gpu::workspace(prompt_, static_cast<std::size_t>(2 * n));
-    gpu::copy_to_device(x, xk, static_cast<std::size_t>(n));
-    gpu::copy_to_device(x + n, xv, static_cast<std::size_t>(n));
     const std::int64_t m = H * M * d_;  // floats per K or V of the mined rows
     float* rows = gpu::workspace(prompt_rows_, static_cast<std::size_t>(2 * m));
     if (M > 0)
-        gpu::launch(prompt_rows_kernel, gpu::blocks_for(2 * m, elementwise_threads), elementwise_threads, "prompt_rows", x,
+        gpu::launch(stream_, prompt_rows_kernel, gpu::blocks_for(2 * m, elementwise_threads), elementwise_threads, "prompt_rows", x,
                     static_cast<int>(2 * H), T, sink, d_, rows);
 
     // Banks (kmeans_miner::mine): the tokens themselves when M <= num_patterns, else k-means.
@@ -248,8 +304,8 @@ inline void gpu_backend<Gate>::prefill(layer_cache_state& s, int seq, const std:
         const int k = kmeans_.patterns_for(M);
         if (core::bank_is_tokens(M, k)) {
             bank = M;
-            gpu::launch(bank_from_tokens_kernel, gpu::blocks_for(2 * m, elementwise_threads), elementwise_threads, "bank_from_tokens",
-                        arrays_, seq, rows, M);
+            gpu::launch(stream_, bank_from_tokens_kernel, gpu::blocks_for(2 * m, elementwise_threads), elementwise_threads,
+                        "bank_from_tokens", arrays_, seq, rows, M);
         } else {
             bank = k;
             const kmeans_args a{arrays_,
@@ -264,7 +320,7 @@ inline void gpu_backend<Gate>::prefill(layer_cache_state& s, int seq, const std:
                                 gpu::workspace(assign_, static_cast<std::size_t>(2 * H * M)),
                                 gpu::workspace(chosen_, static_cast<std::size_t>(2 * H * k)),
                                 gpu::workspace(keys_, static_cast<std::size_t>(2 * H * k))};
-            gpu::launch_with_barriers(kmeans_kernel, static_cast<unsigned>(2 * H), kmeans_threads, 0, "kmeans", a);
+            gpu::launch_with_barriers(stream_, kmeans_kernel, static_cast<unsigned>(2 * H), kmeans_threads, 0, "kmeans", a);
         }
     }
     if (cap_ > 0 && s.selects_k_channels() && bank > 0) select_k_channels(s, seq, rows, M, bank);
@@ -283,12 +339,11 @@ inline void gpu_backend<Gate>::prefill(layer_cache_state& s, int seq, const std:
 
     if (full > 0) encode(1, full, rows, 0, static_cast<std::int64_t>(M) * d_, false, prefill_resid_, prefill_flags_);
     if (sink > 0)
-        gpu::launch(window_rows_kernel, gpu::blocks_for(2 * H * sink * d_, elementwise_threads), elementwise_threads, "sink_rows", arrays_,
-                    seq, x, T, 0, sink, 0);
+        gpu::launch(stream_, window_rows_kernel, gpu::blocks_for(2 * H * sink * d_, elementwise_threads), elementwise_threads, "sink_rows",
+                    arrays_, seq, x, T, 0, sink, 0);
     if (tail > 0)
-        gpu::launch(window_rows_kernel, gpu::blocks_for(2 * H * tail * d_, elementwise_threads), elementwise_threads, "window_tail",
-                    arrays_, seq, x, T, sink + full * R_, tail, sink);
-    gpu::check(gpu::synchronize(), "prefill");
+        gpu::launch(stream_, window_rows_kernel, gpu::blocks_for(2 * H * tail * d_, elementwise_threads), elementwise_threads,
+                    "window_tail", arrays_, seq, x, T, sink + full * R_, tail, sink);
     if (cap_ > 0)
         for (int h = 0; h < heads_; ++h) {
             s.k_bank_size[s.sh(seq, h)] = k_bank;
@@ -298,11 +353,26 @@ inline void gpu_backend<Gate>::prefill(layer_cache_state& s, int seq, const std:
 
 template <class Gate>
 inline void gpu_backend<Gate>::append(layer_cache_state& s, std::span<const int> seqs, const std::uint16_t* xk, const std::uint16_t* xv) {
+    const std::size_t rows = static_cast<std::size_t>(heads_) * seqs.size() * d_;
+    if (rows == 0) return;
+    gpu::copy_to_device(stream_, in_.get(), xk, rows);
+    gpu::copy_to_device(stream_, in_.get() + rows, xv, rows);
+    append_rows(s, seqs, nullptr);
+    gpu::check(gpu::synchronize(stream_), "append");
+}
+
+template <class Gate>
+inline void gpu_backend<Gate>::append_device(layer_cache_state& s, std::span<const int> seqs, const const_tensor_view& k,
+                                             const const_tensor_view& v) {
+    const input_view views[2] = {input_view::of(k), input_view::of(v)};
+    if (!seqs.empty()) append_rows(s, seqs, views);
+}
+
+// The tokens' fp16 rows [2][H][n][d] are in in_, or come from `views` (the caller's K and V on the
+// device), converted into in_ once the sequence list is on the device (it names faulty rows).
+template <class Gate>
+inline void gpu_backend<Gate>::append_rows(layer_cache_state& s, std::span<const int> seqs, const input_view* views) {
     const int n = static_cast<int>(seqs.size()), H = heads_;
-    if (n == 0) return;
-    const std::size_t rows = static_cast<std::size_t>(H) * n * d_;
-    gpu::copy_to_device(in_.get(), xk, rows);
-    gpu::copy_to_device(in_.get() + rows, xv, rows);
 
     // The cache's plan (layer_cache_state::append_plan): the sequences whose full window flushes
     // before the new token, and the banks each flush may add its window's Chebyshev centre to.
@@ -324,24 +394,26 @@ inline void gpu_backend<Gate>::append(layer_cache_state& s, std::span<const int>
     upload_meta(s);
     const int* m = meta_dev_.get();
     const int E = elementwise_threads;
+    if (views != nullptr)
+        gpu::launch(stream_, views_to_halves_kernel, gpu::blocks_for(std::int64_t{2} * H * n * d_, E), E, "append_views", views[0],
+                    views[1], n, H, d_, m + meta_.seqs, 0, faults_.get() + append_k, in_.get());
     if (jobs > 0) {
         const std::int64_t per = static_cast<std::int64_t>(R_) * d_;
         (void)gpu::workspace(flush_rows_, static_cast<std::size_t>(jobs * 2 * H * per));
-        gpu::launch(window_to_float_kernel, gpu::blocks_for(jobs * 2 * H * per, E), E, "window_to_float", arrays_, m + meta_.job_seq, jobs,
-                    flush_rows_.get());
+        gpu::launch(stream_, window_to_float_kernel, gpu::blocks_for(jobs * 2 * H * per, E), E, "window_to_float", arrays_,
+                    m + meta_.job_seq, jobs, flush_rows_.get());
         if (cap_ > 0)
-            gpu::launch(chebyshev_centre_kernel, gpu::blocks_for(static_cast<std::int64_t>(jobs) * 2 * H * d_, E), E, "chebyshev_centre",
-                        arrays_, m + meta_.job_seq, jobs, m + meta_.centre_slot, flush_rows_.get());
+            gpu::launch(stream_, chebyshev_centre_kernel, gpu::blocks_for(static_cast<std::int64_t>(jobs) * 2 * H * d_, E), E,
+                        "chebyshev_centre", arrays_, m + meta_.job_seq, jobs, m + meta_.centre_slot, flush_rows_.get());
         encode(jobs, 1, flush_rows_.get(), 2 * H * per, per, true, flush_resid_, flush_flags_);
         for (int i = 0; i < jobs; ++i) {  // emptied down to the sink rows
             int& count = meta_host_[meta_.window_count + meta_host_[meta_.job_seq + i]];
             count = arrays_.g.next_row(count);
         }
-        gpu::copy_to_device(meta_dev_.get(), meta_host_.data(), meta_.total);
+        gpu::copy_to_device(stream_, meta_dev_.get(), meta_host_.data(), meta_.total);
     }
-    gpu::launch(window_write_kernel, gpu::blocks_for(static_cast<std::int64_t>(n) * 2 * H * d_, E), E, "window_write", arrays_, counters(),
-                m + meta_.seqs, n, in_.get());
-    gpu::check(gpu::synchronize(), "append");
+    gpu::launch(stream_, window_write_kernel, gpu::blocks_for(static_cast<std::int64_t>(n) * 2 * H * d_, E), E, "window_write", arrays_,
+                counters(), m + meta_.seqs, n, in_.get());
     for (std::size_t i = 0; i < s.k_bank_size.size(); ++i) {
         s.k_bank_size[i] = meta_host_[meta_.k_bank_size + i];
         s.v_bank_size[i] = meta_host_[meta_.v_bank_size + i];
@@ -350,10 +422,23 @@ inline void gpu_backend<Gate>::append(layer_cache_state& s, std::span<const int>
 
 template <class Gate>
 inline void gpu_backend<Gate>::attend(const layer_cache_state& s, std::span<const int> seqs, const float* q, float* out) const {
+    const std::size_t elems = seqs.size() * q_heads_ * d_;
+    if (elems == 0) return;
+    gpu::copy_to_device(stream_, q_.get(), q, elems);
+    attend_views(s, seqs, input_view::f32(q_.get(), q_heads_, d_), output_rows::contiguous(out_.get(), q_heads_, d_));
+    gpu::copy_to_host(stream_, out, out_.get(), elems);
+    gpu::check(gpu::synchronize(stream_), "attend");
+}
+
+template <class Gate>
+inline void gpu_backend<Gate>::attend_device(const layer_cache_state& s, std::span<const int> seqs, const const_tensor_view& q,
+                                             const tensor_view& out) const {
+    if (!seqs.empty()) attend_views(s, seqs, input_view::of(q), output_rows::of(out));
+}
+
+template <class Gate>
+inline void gpu_backend<Gate>::attend_views(const layer_cache_state& s, std::span<const int> seqs, input_view q, output_rows out) const {
     const int n = static_cast<int>(seqs.size());
-    if (n == 0) return;
-    const std::size_t elems = static_cast<std::size_t>(n) * q_heads_ * d_;
-    gpu::copy_to_device(q_.get(), q, elems);
     std::copy(s.k_bank_size.begin(), s.k_bank_size.end(), meta_host_.begin() + meta_.k_bank_size);
     std::copy(s.v_bank_size.begin(), s.v_bank_size.end(), meta_host_.begin() + meta_.v_bank_size);
     std::copy(seqs.begin(), seqs.end(), meta_host_.begin() + meta_.seqs);
@@ -373,48 +458,56 @@ inline void gpu_backend<Gate>::attend(const layer_cache_state& s, std::span<cons
                           splits,
                           pps_,
                           heads_per_block_,
-                          q_.get(),
+                          q,
+                          faults_.get() + attend_q,
                           q_tau_.get(),
                           qm_.get(),
                           partials_.get(),
                           hist_.get(),
-                          out_.get()};
-    gpu::launch(prepare_queries_kernel, gpu::blocks_for(nq, elementwise_threads), elementwise_threads, "prepare_queries", p);
+                          out};
+    gpu::launch(stream_, prepare_queries_kernel, gpu::blocks_for(nq, elementwise_threads), elementwise_threads, "prepare_queries", p);
     const std::int64_t blocks = static_cast<std::int64_t>(n) * heads_ * (gqa_ / heads_per_block_) * splits;
-    gpu::launch_with_barriers(attend_split_kernel, static_cast<unsigned>(blocks), split_threads, split_shared_, "attend_split", p);
-    gpu::launch(combine_splits_kernel, gpu::blocks_for(nq, elementwise_threads), elementwise_threads, "combine_splits", p);
-    gpu::copy_to_host(out, out_.get(), elems);  // synchronizes
+    gpu::launch_with_barriers(stream_, attend_split_kernel, static_cast<unsigned>(blocks), split_threads, split_shared_, "attend_split", p);
+    gpu::launch(stream_, combine_splits_kernel, gpu::blocks_for(nq, elementwise_threads), elementwise_threads, "combine_splits", p);
+}
+
+template <class Gate>
+inline void gpu_backend<Gate>::clear_faults() const {
+    const unsigned long long none[input_tensors] = {no_fault, no_fault, no_fault, no_fault, no_fault};
+    gpu::copy_to_device(stream_, faults_.get(), none, input_tensors);
+}
+
+template <class Gate>
+inline void gpu_backend<Gate>::synchronize() const {
+    unsigned long long found[input_tensors];
+    gpu::copy_to_host(stream_, found, faults_.get(), input_tensors);
+    gpu::check(gpu::synchronize(stream_), "synchronize");
+    for (int t = 0; t < input_tensors; ++t) {
+        if (found[t] == no_fault) continue;
+        clear_faults();
+        const auto seq = static_cast<int>(found[t] >> 40), head = static_cast<int>(found[t] >> 20 & 0xFFFFF),
+                   channel = static_cast<int>(found[t] & 0xFFFFF);
+        const bool query = t == attend_q;
+        throw error(std::string(input_tensor_names[t]) + " (device view): the element of sequence " + std::to_string(seq) + ", " +
+                    (query ? "query head " : "head ") + std::to_string(head) + ", channel " + std::to_string(channel) +
+                    (query ? " is NaN or Inf; it was read as 0 (that sequence's output is not the query's)"
+                           : " is NaN, Inf or beyond |x| <= " + std::to_string(static_cast<int>(core::max_abs_input)) +
+                                 "; it was stored as 0 (reset() the sequence)") +
+                    ", the first of its kind since the last synchronize()");
+    }
 }
 
 template <class Gate>
 inline void gpu_backend<Gate>::sync_to_host(layer_cache_state& s) const {
-    gpu::check(gpu::synchronize(), "sync_to_host");
-    gpu::copy_to_host(s.k_codes.data(), k_codes_.get(), s.k_codes.size());
-    gpu::copy_to_host(s.v_codes.data(), v_codes_.get(), s.v_codes.size());
-    gpu::copy_to_host(s.v_gate.data(), v_gate_.get(), s.v_gate.size());
-    gpu::copy_to_host(s.k_sm.data(), k_sm_.get(), s.k_sm.size());
-    gpu::copy_to_host(s.v_sm.data(), v_sm_.get(), s.v_sm.size());
-    gpu::copy_to_host(s.k_index.data(), k_index_.get(), s.k_index.size());
-    gpu::copy_to_host(s.v_index.data(), v_index_.get(), s.v_index.size());
-    gpu::copy_to_host(s.k_bank.data(), k_bank_.get(), s.k_bank.size());
-    gpu::copy_to_host(s.v_bank.data(), v_bank_.get(), s.v_bank.size());
-    gpu::copy_to_host(s.window_k.data(), window_k_.get(), s.window_k.size());
-    gpu::copy_to_host(s.window_v.data(), window_v_.get(), s.window_v.size());
+    s.allocate_host_arrays();
+    for_each_array(s, [&](const auto& device, auto& host) { gpu::copy_to_host(stream_, host.data(), device.get(), host.size()); });
+    gpu::check(gpu::synchronize(stream_), "sync_to_host");
 }
 
 template <class Gate>
 inline void gpu_backend<Gate>::sync_from_host(const layer_cache_state& s) {
-    gpu::copy_to_device(k_codes_.get(), s.k_codes.data(), s.k_codes.size());
-    gpu::copy_to_device(v_codes_.get(), s.v_codes.data(), s.v_codes.size());
-    gpu::copy_to_device(v_gate_.get(), s.v_gate.data(), s.v_gate.size());
-    gpu::copy_to_device(k_sm_.get(), s.k_sm.data(), s.k_sm.size());
-    gpu::copy_to_device(v_sm_.get(), s.v_sm.data(), s.v_sm.size());
-    gpu::copy_to_device(k_index_.get(), s.k_index.data(), s.k_index.size());
-    gpu::copy_to_device(v_index_.get(), s.v_index.data(), s.v_index.size());
-    gpu::copy_to_device(k_bank_.get(), s.k_bank.data(), s.k_bank.size());
-    gpu::copy_to_device(v_bank_.get(), s.v_bank.data(), s.v_bank.size());
-    gpu::copy_to_device(window_k_.get(), s.window_k.data(), s.window_k.size());
-    gpu::copy_to_device(window_v_.get(), s.window_v.data(), s.window_v.size());
+    for_each_array(s, [&](const auto& device, const auto& host) { gpu::copy_to_device(stream_, device.get(), host.data(), host.size()); });
+    gpu::check(gpu::synchronize(stream_), "sync_from_host");
 }
 
 /// The backend for `s` on the current device of this runtime, with the config's gate.

@@ -5,9 +5,9 @@
 // inline or template names with different bodies would otherwise be merged by the linker.
 //
 //   gpu::device_buffer<T> b = gpu::malloc_device<T>(n);   // owning, move-only
-//   gpu::copy_to_device(b.get(), host, n); gpu::copy_to_host(host, b.get(), n);
-//   gpu::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");  // throws patternkv::error
-//   gpu::launch(kernel, blocks, threads, args...);                  // <<<>>> + launch check
+//   gpu::copy_to_device(stream, b.get(), host, n);                  // enqueued on the stream
+//   gpu::check(gpu::synchronize(stream), "append");                 // throws patternkv::error
+//   gpu::launch(stream, kernel, blocks, threads, "name", args...);  // <<<>>> + launch check
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -62,15 +62,16 @@ inline int emulated_shared_bytes = 48 * 1024;
 inline status current_device(int* dev) { return *dev = 0, success; }
 inline status shared_bytes_limit(int* v, int) { return *v = emulated_shared_bytes, success; }
 inline status raw_free(void* p) { return ::operator delete(p), success; }
-inline status raw_memset(void* p, std::size_t bytes) { return std::memset(p, 0, bytes), success; }
-inline status raw_h2d(void* d, const void* h, std::size_t bytes) { return std::memcpy(d, h, bytes), success; }
-inline status raw_d2h(void* h, const void* d, std::size_t bytes) { return std::memcpy(h, d, bytes), success; }
-inline status raw_d2d(void* d, const void* s, std::size_t bytes) { return std::memcpy(d, s, bytes), success; }
-inline status synchronize() { return success; }
+// a stream is a name only: every launch and copy runs to its end before it returns
+using stream_t = void*;
+inline status raw_memset(void* p, std::size_t bytes, stream_t) { return std::memset(p, 0, bytes), success; }
+enum copy_kind { host_to_device, device_to_host, device_to_device };
+inline status raw_copy(void* d, const void* s, std::size_t bytes, copy_kind, stream_t) { return std::memcpy(d, s, bytes), success; }
+inline status synchronize(stream_t) { return success; }
 // events are readings of the host's clock (a launch runs to its end before launch() returns)
 using event = std::chrono::steady_clock::time_point;
 inline status event_create(event* e) { return *e = {}, success; }
-inline status event_record(event& e) { return e = std::chrono::steady_clock::now(), success; }
+inline status event_record(event& e, stream_t) { return e = std::chrono::steady_clock::now(), success; }
 inline status event_wait(event) { return success; }
 inline status event_ms(float* ms, event a, event b) { return *ms = std::chrono::duration<float, std::milli>(b - a).count(), success; }
 inline status event_destroy(event) { return success; }
@@ -84,11 +85,13 @@ inline status device_count(int* n) { return hipGetDeviceCount(n); }
 inline status last_error() { return hipGetLastError(); }
 inline status raw_malloc(void** p, std::size_t bytes) { return hipMalloc(p, bytes); }
 inline status raw_free(void* p) { return hipFree(p); }
-inline status raw_memset(void* p, std::size_t bytes) { return hipMemset(p, 0, bytes); }
-inline status raw_h2d(void* d, const void* h, std::size_t bytes) { return hipMemcpy(d, h, bytes, hipMemcpyHostToDevice); }
-inline status raw_d2h(void* h, const void* d, std::size_t bytes) { return hipMemcpy(h, d, bytes, hipMemcpyDeviceToHost); }
-inline status raw_d2d(void* d, const void* s, std::size_t bytes) { return hipMemcpy(d, s, bytes, hipMemcpyDeviceToDevice); }
-inline status synchronize() { return hipDeviceSynchronize(); }
+using stream_t = hipStream_t;
+inline status raw_memset(void* p, std::size_t bytes, stream_t st) { return hipMemsetAsync(p, 0, bytes, st); }
+using copy_kind = hipMemcpyKind;
+inline constexpr copy_kind host_to_device = hipMemcpyHostToDevice, device_to_host = hipMemcpyDeviceToHost,
+                           device_to_device = hipMemcpyDeviceToDevice;
+inline status raw_copy(void* d, const void* s, std::size_t bytes, copy_kind k, stream_t st) { return hipMemcpyAsync(d, s, bytes, k, st); }
+inline status synchronize(stream_t st) { return hipStreamSynchronize(st); }
 inline status current_device(int* dev) { return hipGetDevice(dev); }
 inline status shared_bytes_limit(int* v, int dev) { return hipDeviceGetAttribute(v, hipDeviceAttributeMaxSharedMemoryPerBlock, dev); }
 inline status allow_shared_bytes(const void* kernel, std::size_t bytes) {
@@ -96,7 +99,7 @@ inline status allow_shared_bytes(const void* kernel, std::size_t bytes) {
 }
 using event = hipEvent_t;
 inline status event_create(event* e) { return hipEventCreate(e); }
-inline status event_record(event e) { return hipEventRecord(e); }
+inline status event_record(event e, stream_t st) { return hipEventRecord(e, st); }
 inline status event_wait(event e) { return hipEventSynchronize(e); }
 inline status event_ms(float* ms, event a, event b) { return hipEventElapsedTime(ms, a, b); }
 inline status event_destroy(event e) { return hipEventDestroy(e); }
@@ -122,11 +125,13 @@ inline status device_count(int* n) { return cudaGetDeviceCount(n); }
 inline status last_error() { return cudaGetLastError(); }
 inline status raw_malloc(void** p, std::size_t bytes) { return cudaMalloc(p, bytes); }
 inline status raw_free(void* p) { return cudaFree(p); }
-inline status raw_memset(void* p, std::size_t bytes) { return cudaMemset(p, 0, bytes); }
-inline status raw_h2d(void* d, const void* h, std::size_t bytes) { return cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice); }
-inline status raw_d2h(void* h, const void* d, std::size_t bytes) { return cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost); }
-inline status raw_d2d(void* d, const void* s, std::size_t bytes) { return cudaMemcpy(d, s, bytes, cudaMemcpyDeviceToDevice); }
-inline status synchronize() { return cudaDeviceSynchronize(); }
+using stream_t = cudaStream_t;
+inline status raw_memset(void* p, std::size_t bytes, stream_t st) { return cudaMemsetAsync(p, 0, bytes, st); }
+using copy_kind = cudaMemcpyKind;
+inline constexpr copy_kind host_to_device = cudaMemcpyHostToDevice, device_to_host = cudaMemcpyDeviceToHost,
+                           device_to_device = cudaMemcpyDeviceToDevice;
+inline status raw_copy(void* d, const void* s, std::size_t bytes, copy_kind k, stream_t st) { return cudaMemcpyAsync(d, s, bytes, k, st); }
+inline status synchronize(stream_t st) { return cudaStreamSynchronize(st); }
 inline status current_device(int* dev) { return cudaGetDevice(dev); }
 // the most a block may opt in to (227 KiB on sm_90), beyond the 48 KiB every launch gets
 inline status shared_bytes_limit(int* v, int dev) { return cudaDeviceGetAttribute(v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev); }
@@ -135,7 +140,7 @@ inline status allow_shared_bytes(const void* kernel, std::size_t bytes) {
 }
 using event = cudaEvent_t;
 inline status event_create(event* e) { return cudaEventCreate(e); }
-inline status event_record(event e) { return cudaEventRecord(e); }
+inline status event_record(event e, stream_t st) { return cudaEventRecord(e, st); }
 inline status event_wait(event e) { return cudaEventSynchronize(e); }
 inline status event_ms(float* ms, event a, event b) { return cudaEventElapsedTime(ms, a, b); }
 inline status event_destroy(event e) { return cudaEventDestroy(e); }
@@ -186,6 +191,7 @@ inline std::string unavailable_reason(const void* kernel) {
 template <class T>
 class device_buffer {
 public:
+    using value_type = T;
     device_buffer() = default;
     device_buffer(T* p, std::size_t n) : p_(p), n_(n) {}
     device_buffer(device_buffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
@@ -243,21 +249,23 @@ T* workspace(device_buffer<T>& b, std::size_t n, std::source_location where = st
     return b.get();
 }
 
+// Copies and fills are enqueued on `stream`. A copy to pageable host memory returns once it is
+// done; one from pageable host memory once the driver staged it (the source may be reused at once).
 template <class T>
-void copy_to_device(T* dst, const T* src, std::size_t n, std::source_location where = std::source_location::current()) {
-    if (n != 0) check(raw_h2d(dst, src, n * sizeof(T)), "copy host to device", where);
+void copy_to_device(stream_t stream, T* dst, const T* src, std::size_t n, std::source_location where = std::source_location::current()) {
+    if (n != 0) check(raw_copy(dst, src, n * sizeof(T), host_to_device, stream), "copy host to device", where);
 }
 template <class T>
-void copy_to_host(T* dst, const T* src, std::size_t n, std::source_location where = std::source_location::current()) {
-    if (n != 0) check(raw_d2h(dst, src, n * sizeof(T)), "copy device to host", where);
+void copy_to_host(stream_t stream, T* dst, const T* src, std::size_t n, std::source_location where = std::source_location::current()) {
+    if (n != 0) check(raw_copy(dst, src, n * sizeof(T), device_to_host, stream), "copy device to host", where);
 }
 template <class T>
-void copy_on_device(T* dst, const T* src, std::size_t n, std::source_location where = std::source_location::current()) {
-    if (n != 0) check(raw_d2d(dst, src, n * sizeof(T)), "copy device to device", where);
+void copy_on_device(stream_t stream, T* dst, const T* src, std::size_t n, std::source_location where = std::source_location::current()) {
+    if (n != 0) check(raw_copy(dst, src, n * sizeof(T), device_to_device, stream), "copy device to device", where);
 }
 template <class T>
-void zero(T* p, std::size_t n, std::source_location where = std::source_location::current()) {
-    if (n != 0) check(raw_memset(p, n * sizeof(T)), "device memset", where);
+void zero(stream_t stream, T* p, std::size_t n, std::source_location where = std::source_location::current()) {
+    if (n != 0) check(raw_memset(p, n * sizeof(T), stream), "device memset", where);
 }
 
 // --- launches -------------------------------------------------------------------------------------
@@ -313,16 +321,16 @@ inline std::vector<unsigned> emulated_order(unsigned n) {
 /// "<kernel name> <milliseconds>" is appended to that file. Unset, a launch costs one getenv.
 class launch_timer {
 public:
-    explicit launch_timer(const char* name) : path_(std::getenv("PATTERNKV_GPU_PROFILE")), name_(name) {
+    launch_timer(stream_t stream, const char* name) : path_(std::getenv("PATTERNKV_GPU_PROFILE")), name_(name), stream_(stream) {
         if (path_ == nullptr) return;
         (void)event_create(&start_);
         (void)event_create(&stop_);
-        (void)event_record(start_);
+        (void)event_record(start_, stream_);
     }
     ~launch_timer() {
         if (path_ == nullptr) return;
         float ms = -1.0f;  // an event call that failed shows as a negative time
-        if (event_record(stop_) == success && event_wait(stop_) == success) (void)event_ms(&ms, start_, stop_);
+        if (event_record(stop_, stream_) == success && event_wait(stop_) == success) (void)event_ms(&ms, start_, stop_);
         (void)event_destroy(start_);
         (void)event_destroy(stop_);
         if (std::FILE* f = std::fopen(path_, "a")) {  // a profile that cannot be written is lost, not an error of the launch
@@ -336,17 +344,18 @@ public:
 private:
     const char* path_;
     const char* name_;
+    stream_t stream_;
     event start_{}, stop_{};
 };
 
-/// kernel<<<blocks, threads>>>(args...) on the default stream, then a check of the launch itself
-/// (errors during execution surface at the next synchronizing call). Nothing to do for 0 blocks.
-/// The kernel must not use __syncthreads (see launch_with_barriers).
+/// kernel<<<blocks, threads, 0, stream>>>(args...), then a check of the launch itself (errors
+/// during execution surface at the next synchronizing call). Nothing to do for 0 blocks. The
+/// kernel must not use __syncthreads (see launch_with_barriers).
 template <class... Params, class... Args>
-void launch(void (*kernel)(Params...), unsigned blocks, unsigned threads, const char* name, Args&&... args) {
+void launch(stream_t stream, void (*kernel)(Params...), unsigned blocks, unsigned threads, const char* name, Args&&... args) {
     if (blocks == 0) return;
     check_launch_limits(blocks, threads, name);
-    const launch_timer timer(name);
+    const launch_timer timer(stream, name);
 #if defined(PKV_GPU_EMULATION)
     blockDim = {threads, 1, 1};
     const auto thread_order = emulated_order(threads);
@@ -357,7 +366,7 @@ void launch(void (*kernel)(Params...), unsigned blocks, unsigned threads, const 
             kernel(args...);
         }
 #else
-    kernel<<<blocks, threads>>>(std::forward<Args>(args)...);
+    kernel<<<blocks, threads, 0, stream>>>(std::forward<Args>(args)...);
     check(last_error(), name);
 #endif
 }
@@ -367,12 +376,12 @@ void launch(void (*kernel)(Params...), unsigned blocks, unsigned threads, const 
 /// most max_shared_bytes()). Emulated, each block's threads are fibers run one at a time in a
 /// varying interleaving (emulation.hpp), and blocks run in a varying order.
 template <class... Params, class... Args>
-void launch_with_barriers(void (*kernel)(Params...), unsigned blocks, unsigned threads, std::size_t shared_bytes, const char* name,
-                          Args&&... args) {
+void launch_with_barriers(stream_t stream, void (*kernel)(Params...), unsigned blocks, unsigned threads, std::size_t shared_bytes,
+                          const char* name, Args&&... args) {
     if (blocks == 0) return;
     check_launch_limits(blocks, threads, name);
     check_shared_bytes(shared_bytes, name);
-    const launch_timer timer(name);
+    const launch_timer timer(stream, name);
 #if defined(PKV_GPU_EMULATION)
     static std::atomic<std::uint64_t> block_seeds{0};
     std::vector<unsigned char> shared(shared_bytes);
@@ -387,7 +396,7 @@ void launch_with_barriers(void (*kernel)(Params...), unsigned blocks, unsigned t
     }
 #else
     if (shared_bytes > 48 * 1024) check(allow_shared_bytes(reinterpret_cast<const void*>(kernel), shared_bytes), name);
-    kernel<<<blocks, threads, shared_bytes>>>(std::forward<Args>(args)...);
+    kernel<<<blocks, threads, shared_bytes, stream>>>(std::forward<Args>(args)...);
     check(last_error(), name);
 #endif
 }

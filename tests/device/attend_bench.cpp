@@ -5,7 +5,11 @@
 // reads its cache from memory. Two timings per row, medians over the reps:
 //   end to end: attend() wall clock, host to host (query upload, output download);
 //   kernel:     the attend kernels' device time (PATTERNKV_GPU_PROFILE, backends/gpu/runtime.hpp:
-//               launch_timer), summed per attend; per-kernel totals go to the JSON.
+//               launch_timer), summed per attend; per-kernel totals go to the JSON;
+//   device:     (built with -DPKV_BENCH_CUDA and cudart) attends with device views (query and output
+//               in device memory, layer_cache.hpp's device-resident calls) enqueued back to back on
+//               one stream, one synchronize at the end, per attend; first checked bit for bit
+//               against the host-view attend of the same cache (dev_bits: same / DIFF).
 // GB/s = bytes the cache stores (memory_report::total_bytes) / time. Rows are printed and the JSON
 // rewritten as each finishes, so a run cut short keeps what it measured.
 //   attend_bench [--backend cuda|hip|cpu] [--methods patternkv-2,kivi-2,...] [--contexts 16384,65536]
@@ -16,6 +20,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <random>
@@ -25,6 +30,10 @@
 #include <unistd.h>
 
 #include <patternkv/patternkv.hpp>
+
+#if defined(PKV_BENCH_CUDA)
+#include <cuda_runtime_api.h>
+#endif
 
 namespace {
 
@@ -76,6 +85,46 @@ std::map<std::string, double> read_profile(const std::string& path) {
     return ms;
 }
 
+#if defined(PKV_BENCH_CUDA)
+void cuda_check(cudaError_t e, const char* what) {
+    if (e != cudaSuccess) throw patternkv::error(std::string("attend_bench: ") + what + ": " + cudaGetErrorString(e));
+}
+
+/// Device-view attends over `caches` (query and output in device memory, on one stream): whether
+/// the first one's output equals `host_out` bit for bit, and the microseconds per attend of `reps`
+/// enqueued back to back.
+std::pair<bool, double> device_view_attends(std::vector<patternkv::layer_cache>& caches, const std::vector<float>& q,
+                                            const std::vector<float>& host_out, int B, int Hq, int d, int reps) {
+    float *dq = nullptr, *dout = nullptr;
+    cudaStream_t stream = nullptr;
+    const std::size_t bytes = q.size() * sizeof(float);
+    cuda_check(cudaMalloc(reinterpret_cast<void**>(&dq), bytes), "cudaMalloc");
+    cuda_check(cudaMalloc(reinterpret_cast<void**>(&dout), bytes), "cudaMalloc");
+    cuda_check(cudaStreamCreate(&stream), "cudaStreamCreate");
+    cuda_check(cudaMemcpy(dq, q.data(), bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
+    for (auto& c : caches) c.set_stream(stream);
+    const auto attend = [&](patternkv::layer_cache& c) {
+        c.attend(patternkv::view_f32(dq, B, Hq, d).on_device(), patternkv::view_f32(dout, B, Hq, d).on_device());
+    };
+    attend(caches[0]);
+    caches[0].synchronize();
+    std::vector<float> got(q.size());
+    cuda_check(cudaMemcpy(got.data(), dout, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy");
+    const bool same = std::memcmp(got.data(), host_out.data(), bytes) == 0;
+    for (auto& c : caches) attend(c);  // warm-up
+    caches[0].synchronize();
+    const auto a = std::chrono::steady_clock::now();
+    for (int i = 0; i < reps; ++i) attend(caches[static_cast<std::size_t>(i) % caches.size()]);
+    caches[0].synchronize();
+    const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - a).count() / reps;
+    for (auto& c : caches) c.set_stream(nullptr);
+    cudaStreamDestroy(stream);
+    cudaFree(dq);
+    cudaFree(dout);
+    return {same, us};
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -119,8 +168,8 @@ int main(int argc, char** argv) {
     }
     const std::string profile = "/tmp/pkv-attend-profile-" + std::to_string(::getpid()) + ".txt";
     std::string rows;
-    std::printf("%-12s %7s %5s %7s %11s %10s %9s %6s %10s %9s %6s\n", "method", "context", "batch", "caches", "cache_MB", "e2e_us",
-                "e2e_GB/s", "%peak", "kernel_us", "kern_GB/s", "%peak");
+    std::printf("%-12s %7s %5s %7s %11s %10s %9s %6s %10s %9s %6s %10s %9s %8s\n", "method", "context", "batch", "caches", "cache_MB",
+                "e2e_us", "e2e_GB/s", "%peak", "kernel_us", "kern_GB/s", "%peak", "device_us", "dev_GB/s", "dev_bits");
     for (const std::string& ctx_s : contexts)
         for (const std::string& batch_s : batches)
             for (const std::string& m : methods) {
@@ -176,10 +225,21 @@ int main(int argc, char** argv) {
                 }
                 std::remove(profile.c_str());
                 const double e2e_us = median(e2e), kernel_us = kernel.empty() ? 0.0 : median(kernel);
+                double device_us = 0.0;
+                const char* device_bits = "n/a";
+#if defined(PKV_BENCH_CUDA)
+                if (where == patternkv::backend::cuda) {
+                    caches[0].attend(patternkv::view_f32(q.data(), B, Hq, d), patternkv::view_f32(out.data(), B, Hq, d));
+                    const auto [same, us] = device_view_attends(caches, q, out, B, Hq, d, reps);
+                    device_us = us;
+                    device_bits = same ? "same" : "DIFF";
+                }
+#endif
                 const auto gbps = [&](double us) { return us > 0.0 ? bytes / (us * 1e-6) / 1e9 : 0.0; };
                 const auto pct = [&](double us) { return 100.0 * gbps(us) / (peak_tbps * 1e3); };
-                std::printf("%-12s %7ld %5d %7d %11.1f %10.1f %9.1f %6.2f %10.1f %9.1f %6.2f\n", m.c_str(), T, B, n, bytes / 1e6, e2e_us,
-                            gbps(e2e_us), pct(e2e_us), kernel_us, gbps(kernel_us), pct(kernel_us));
+                std::printf("%-12s %7ld %5d %7d %11.1f %10.1f %9.1f %6.2f %10.1f %9.1f %6.2f %10.1f %9.1f %8s\n", m.c_str(), T, B, n,
+                            bytes / 1e6, e2e_us, gbps(e2e_us), pct(e2e_us), kernel_us, gbps(kernel_us), pct(kernel_us), device_us,
+                            gbps(device_us), device_bits);
                 std::fflush(stdout);
                 std::string kernels;
                 for (const auto& [name, us] : per_kernel)
@@ -187,8 +247,10 @@ int main(int argc, char** argv) {
                 char buf[768];
                 std::snprintf(buf, sizeof buf,
                               "%s{\"method\":\"%s\",\"context\":%ld,\"batch\":%d,\"caches\":%d,\"cache_bytes\":%.0f,"
-                              "\"e2e_us\":%.3f,\"e2e_gbps\":%.3f,\"kernel_us\":%.3f,\"kernel_gbps\":%.3f,\"kernel_us_each\":{",
-                              rows.empty() ? "" : ",\n  ", m.c_str(), T, B, n, bytes, e2e_us, gbps(e2e_us), kernel_us, gbps(kernel_us));
+                              "\"e2e_us\":%.3f,\"e2e_gbps\":%.3f,\"kernel_us\":%.3f,\"kernel_gbps\":%.3f,\"device_us\":%.3f,"
+                              "\"device_gbps\":%.3f,\"device_bits\":\"%s\",\"kernel_us_each\":{",
+                              rows.empty() ? "" : ",\n  ", m.c_str(), T, B, n, bytes, e2e_us, gbps(e2e_us), kernel_us, gbps(kernel_us),
+                              device_us, gbps(device_us), device_bits);
                 rows += buf + kernels + "}}";
                 if (!json.empty())
                     if (std::FILE* f = std::fopen(json.c_str(), "w")) {

@@ -10,7 +10,8 @@
 #      the 32K-token cases last (test_differential lists them last);
 #   4. compute-sanitizer memcheck, racecheck and initcheck on a few small cases, into one log;
 #   5. decode attention: tests/device/attend_bench.cpp (KIVI and PatternKV at 2 and 4 bits, batch 1
-#      and 8, 16K and 64K tokens, caches rotated past the L2; GB/s end to end and kernel only).
+#      and 8, 16K and 64K tokens, caches rotated past the L2; GB/s end to end, kernel only, and with
+#      device views on a stream, checked bit for bit against the host-view output).
 # $OUT/summary.json is rewritten after every phase, so a run cut short still says how far it got.
 # Everything goes to $OUT (default build-device/out), at most 8 files: summary.json, run.log,
 # build.log, gpu.txt, differential.log, sanitizer.log, bench.log, bench.json.
@@ -110,8 +111,8 @@ build_start=$(date +%s)
   "$CXX" "${cxxflags[@]}" tests/test_differential.cpp -o "$build/test_differential" -L"$build" -lpatternkv -ltbb -lfmt \
     -Wl,-rpath,"$PWD/$build" &
   diff_pid=$!
-  "$CXX" "${cxxflags[@]}" tests/device/attend_bench.cpp -o "$build/attend_bench" -L"$build" -lpatternkv \
-    -Wl,-rpath,"$PWD/$build"
+  "$CXX" "${cxxflags[@]}" -DPKV_BENCH_CUDA -I"$cuda_root/include" tests/device/attend_bench.cpp -o "$build/attend_bench" \
+    -L"$build" -lpatternkv -L"$cuda_root/lib64" -lcudart -Wl,-rpath,"$PWD/$build" -Wl,-rpath,"$cuda_root/lib64"
   wait $diff_pid
 ) > "$OUT/build.log" 2>&1
 build_rc=$?
