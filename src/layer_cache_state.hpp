@@ -114,27 +114,40 @@ struct layer_cache_state {
 
     /// Free pool slots, a stack (the next page taken is the back): sized pool_pages at construction.
     std::vector<std::int32_t> free_pages;
-    /// Bumped whenever a block table entry changes (device backends upload the tables then).
+    /// Block table entries changed since a device backend last uploaded the tables, so that it
+    /// uploads only those (a flush changes one entry per flushing sequence). When more change than
+    /// the list's capacity (reserved by the backend; 0 on the CPU), block_table_version moves
+    /// instead, and the whole table goes up. Mutable: attend() uploads from a const state.
+    mutable std::vector<std::int64_t> table_changes;
+    /// Bumped when block table entries changed beyond what table_changes holds.
     std::uint64_t block_table_version = 0;
+    void note_table_change(std::int64_t entry) {
+        if (table_changes.size() < table_changes.capacity())
+            table_changes.push_back(entry);
+        else
+            ++block_table_version;
+    }
     /// Throws when the pool cannot give `n` more pages (validation before mutation).
     void check_pool(const char* what, std::int64_t n) const;
     /// Block table entries [first, first + n) of `seq` take free pages (the caller checked there are).
     void take_pages(int seq, int first, int n) {
         for (int i = 0; i < n; ++i) {
-            block_table[static_cast<std::size_t>(layout().block_entry(seq, first + i))] = free_pages.back();
+            const std::int64_t entry = layout().block_entry(seq, first + i);
+            block_table[static_cast<std::size_t>(entry)] = free_pages.back();
             free_pages.pop_back();
+            note_table_change(entry);
         }
-        ++block_table_version;
     }
     /// The pages of entries [first, first + n) of `seq` go back to the pool, in the reverse of the
     /// order take_pages took them, so taking and giving back leaves the pool as it was.
     void give_back_pages(int seq, int first, int n) {
         for (int i = n - 1; i >= 0; --i) {
-            std::int32_t& slot = block_table[static_cast<std::size_t>(layout().block_entry(seq, first + i))];
+            const std::int64_t entry = layout().block_entry(seq, first + i);
+            std::int32_t& slot = block_table[static_cast<std::size_t>(entry)];
             free_pages.push_back(slot);
             slot = -1;
+            note_table_change(entry);
         }
-        ++block_table_version;
     }
     bool user_code = false;  ///< a user miner or gate (user_policies.hpp): append keeps the bank sizes to undo
     std::vector<int> undo_k_bank_size, undo_v_bank_size;

@@ -89,6 +89,8 @@ private:
     gpu::device_buffer<std::uint16_t> k_bank_, v_bank_, window_k_, window_v_;
     gpu::device_buffer<std::int32_t> block_table_;
     mutable std::uint64_t uploaded_tables_ = ~std::uint64_t{0};  ///< block_table_version of the device copy
+    mutable std::vector<std::int64_t> table_pairs_;              ///< changed entries, then their values
+    gpu::device_buffer<std::int64_t> table_pairs_dev_;
     cache_arrays arrays_{};
 
     // invalid elements of device views since the last synchronize (device_views.hpp), per input_tensor
@@ -153,6 +155,13 @@ inline gpu_backend<Gate>::gpu_backend(const layer_cache_state& s, backend kind, 
     zeroed(window_k_, n.window);
     zeroed(window_v_, n.window);
     block_table_ = gpu::malloc_device<std::int32_t>(s.block_table.size());  // uploaded by the first operation
+    // Later operations upload the entries that changed: up to two per sequence and call (a flush
+    // taking a page, a failed one giving it back), more (a prefill, a reset) send the whole table.
+    const std::size_t changes = 2 * static_cast<std::size_t>(batch_) + 64;
+    s.table_changes.clear();
+    s.table_changes.reserve(changes);
+    table_pairs_.reserve(2 * changes);
+    table_pairs_dev_ = gpu::malloc_device<std::int64_t>(2 * changes);
     arrays_ = {s.layout(),
                {k_codes_.get(), v_codes_.get(), v_gate_.get(), k_sm_.get(), v_sm_.get(), k_index_.get(), v_index_.get(), k_bank_.get(),
                 v_bank_.get(), window_k_.get(), window_v_.get(), block_table_.get()}};
@@ -207,7 +216,14 @@ inline void gpu_backend<Gate>::upload_meta(const layer_cache_state& s) const {
     if (uploaded_tables_ != s.block_table_version) {
         gpu::copy_to_device(stream_, block_table_.get(), s.block_table.data(), s.block_table.size());
         uploaded_tables_ = s.block_table_version;
+    } else if (const auto n = static_cast<std::int64_t>(s.table_changes.size()); n > 0) {
+        table_pairs_.assign(s.table_changes.begin(), s.table_changes.end());  // within the reserved capacity
+        for (const std::int64_t entry : s.table_changes) table_pairs_.push_back(s.block_table[static_cast<std::size_t>(entry)]);
+        gpu::copy_to_device(stream_, table_pairs_dev_.get(), table_pairs_.data(), table_pairs_.size());
+        gpu::launch(stream_, set_table_entries_kernel, gpu::blocks_for(n, elementwise_threads), elementwise_threads, "set_table_entries",
+                    block_table_.get(), table_pairs_dev_.get(), n);
     }
+    s.table_changes.clear();
     std::copy(s.pages.begin(), s.pages.end(), meta_host_.begin() + meta_.pages);
     std::copy(s.window_count.begin(), s.window_count.end(), meta_host_.begin() + meta_.window_count);
     gpu::copy_to_device(stream_, meta_dev_.get(), meta_host_.data(), meta_.total);

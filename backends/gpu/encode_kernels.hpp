@@ -312,6 +312,12 @@ __global__ void prompt_rows_kernel(const std::uint16_t* x, int blocks, int T, in
 
 // --- append / flush -------------------------------------------------------------------------------
 
+/// Block table entries pairs[i] set to pairs[n + i] (the entries a call changed, gpu_backend::upload_meta).
+__global__ void set_table_entries_kernel(std::int32_t* table, const std::int64_t* pairs, std::int64_t n) {
+    const std::int64_t i = thread_index();
+    if (i < n) table[pairs[i]] = static_cast<std::int32_t>(pairs[n + i]);
+}
+
 /// One decode token per listed sequence into its window at window_count. x: fp16 [2][H][n][d].
 __global__ void window_write_kernel(cache_arrays a, cache_counters c, const int* seqs, int n, const std::uint16_t* x) {
     const int d = a.g.d, H = a.heads;

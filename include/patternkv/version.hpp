@@ -5,7 +5,7 @@
 /// Major version.
 #define PATTERNKV_VERSION_MAJOR 0
 /// Minor version.
-#define PATTERNKV_VERSION_MINOR 1
+#define PATTERNKV_VERSION_MINOR 2
 /// Patch version.
 #define PATTERNKV_VERSION_PATCH 0
 /// Single comparable number: major * 10000 + minor * 100 + patch.
