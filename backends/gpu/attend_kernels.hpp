@@ -19,6 +19,7 @@
 // and order-free maxima are spread over threads. The window split is the same with fp16 rows.
 #include <cstdint>
 
+#include "atomics.hpp"
 #include "block_primitives.hpp"
 #include "cache_arrays.hpp"
 #include "core/attention.hpp"
@@ -45,6 +46,7 @@ struct attend_params {
     float* partials;              ///< [n][Hq][max_splits][partial_stride]
     float* hist_acc;              ///< [n][Hq][bank_capacity]
     output_rows out;              ///< [n][Hq][d]
+    int* done;                    ///< [n][H][gqa / heads_per_block] split blocks finished; 0 between attends
 
     __device__ int history_splits(int seq) const { return core::history_splits(c.pages[seq], a.g.tokens); }
     __device__ int total_splits(int seq) const { return core::attention_splits(c.pages[seq], c.window_count[seq], a.g.tokens); }
@@ -349,8 +351,35 @@ __device__ inline void split_window(const split_block& b, const std::uint16_t* w
     for (int e = b.tid; e < b.heads * b.cap; e += split_threads) b.record(e / b.cap)[2 + d + e % b.cap] = 0.0f;
 }
 
+/// The splits of query head qh (flat over [n][Hq]) of the i-th attended sequence combined in order,
+/// plus the pattern histogram term, into its output row.
+__device__ inline void combine_query_head(const attend_params& p, int i, std::int64_t qh) {
+    const int d = p.a.g.d, cap = p.a.bank_capacity, seq = p.seqs[i], hq = static_cast<int>(qh % p.q_heads);
+    const int h = hq / p.gqa, nb = cap > 0 ? p.c.bank_size(true, p.a.sh(seq, h)) : 0;
+    core::combine_splits(p.partials + qh * p.max_splits * p.stride(), p.total_splits(seq), d, cap, p.a.bank(true, seq, h), nb,
+                         p.hist_acc + qh * cap, p.out.row(i, hq));
+}
+
+/// Whether this block is the last of its (sequence, KV head, head chunk) to finish, after every
+/// thread wrote its part of the records: the block's writes are published by a fence before the
+/// count, and the last block (which then resets the count for the next attend) reads the others'
+/// after its own fence.
+__device__ inline bool last_split_block(int* count, int splits, int tid) {
+    __shared__ int last;
+    __syncthreads();
+    if (tid == 0) {
+        gpu::thread_fence();
+        last = gpu::atomic_add(count, 1) == splits - 1;
+        if (last) *count = 0;
+    }
+    __syncthreads();
+    if (last) gpu::thread_fence();
+    return last;
+}
+
 /// One block per (sequence, KV head, head chunk, split): the split's partial records of the chunk's
-/// query heads (heads_per_block consecutive heads of the GQA group).
+/// query heads (heads_per_block consecutive heads of the GQA group); the chunk's last block to
+/// finish combines them into the outputs (no combine launch).
 __global__ void __launch_bounds__(split_threads) attend_split_kernel(attend_params p) {
     const int ms = p.max_splits, chunks = p.gqa / p.heads_per_block, H = p.a.heads, d = p.a.g.d, cap = p.a.bank_capacity;
     int rest = static_cast<int>(blockIdx.x);
@@ -382,17 +411,9 @@ __global__ void __launch_bounds__(split_threads) attend_split_kernel(attend_para
         const int first = split * p.pages_per_split, left = p.c.pages[seq] - first;
         split_history(b, p.a.head(seq, h), first, left < p.pages_per_split ? left : p.pages_per_split);
     }
-}
-
-/// The splits of one (sequence, query head) combined in order, plus the pattern histogram term.
-__global__ void combine_splits_kernel(attend_params p) {
-    const int d = p.a.g.d, cap = p.a.bank_capacity;
-    const std::int64_t idx = thread_index();
-    if (idx >= static_cast<std::int64_t>(p.n) * p.q_heads) return;
-    const int i = static_cast<int>(idx / p.q_heads), hq = static_cast<int>(idx % p.q_heads), seq = p.seqs[i];
-    const int h = hq / p.gqa, nb = cap > 0 ? p.c.bank_size(true, p.a.sh(seq, h)) : 0;
-    core::combine_splits(p.partials + idx * p.max_splits * p.stride(), p.total_splits(seq), d, cap, p.a.bank(true, seq, h), nb,
-                         p.hist_acc + idx * cap, p.out.row(i, hq));
+    int* count = p.done + (static_cast<std::int64_t>(i) * H + h) * chunks + chunk;
+    if (!last_split_block(count, p.total_splits(seq), tid)) return;
+    for (int hh = tid; hh < b.heads; hh += split_threads) combine_query_head(p, i, qh0 + hh);
 }
 
 }  // namespace patternkv::PKV_GPU_NS

@@ -105,6 +105,7 @@ private:
     gpu::device_buffer<std::uint16_t> in_;
     gpu::device_buffer<float> q_, q_tau_, qm_, hist_, out_;
     mutable gpu::device_buffer<float> partials_;  ///< grows to the live splits of the largest call
+    mutable gpu::device_buffer<int> done_;        ///< finished split blocks per (sequence, KV head, chunk): 0 between attends
 
     // flush scratch (grows to the largest number of sequences flushing at once)
     gpu::device_buffer<float> flush_rows_, flush_resid_, flush_bank_;
@@ -464,6 +465,11 @@ inline void gpu_backend<Gate>::attend_views(const layer_cache_state& s, std::spa
     for (int seq : seqs) splits = std::max(splits, core::attention_splits(s.pages[seq], s.window_count[seq], R_));
     const std::int64_t nq = static_cast<std::int64_t>(n) * q_heads_;
     (void)gpu::workspace(partials_, static_cast<std::size_t>(nq * splits * core::partial_stride(d_, cap_)));
+    const std::int64_t chunk_blocks = static_cast<std::int64_t>(n) * heads_ * (gqa_ / heads_per_block_);
+    if (done_.size() < static_cast<std::size_t>(chunk_blocks)) {  // counters start at 0; the kernel leaves them at 0
+        gpu::ensure_capacity(done_, static_cast<std::size_t>(chunk_blocks));
+        gpu::zero(stream_, done_.get(), done_.size());
+    }
     const attend_params p{arrays_,
                           counters(),
                           meta_dev_.get() + meta_.seqs,
@@ -480,11 +486,11 @@ inline void gpu_backend<Gate>::attend_views(const layer_cache_state& s, std::spa
                           qm_.get(),
                           partials_.get(),
                           hist_.get(),
-                          out};
+                          out,
+                          done_.get()};
     gpu::launch(stream_, prepare_queries_kernel, gpu::blocks_for(nq, elementwise_threads), elementwise_threads, "prepare_queries", p);
-    const std::int64_t blocks = static_cast<std::int64_t>(n) * heads_ * (gqa_ / heads_per_block_) * splits;
-    gpu::launch_with_barriers(stream_, attend_split_kernel, static_cast<unsigned>(blocks), split_threads, split_shared_, "attend_split", p);
-    gpu::launch(stream_, combine_splits_kernel, gpu::blocks_for(nq, elementwise_threads), elementwise_threads, "combine_splits", p);
+    gpu::launch_with_barriers(stream_, attend_split_kernel, static_cast<unsigned>(chunk_blocks * splits), split_threads, split_shared_,
+                              "attend_split", p);
 }
 
 template <class Gate>

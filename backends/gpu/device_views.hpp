@@ -9,6 +9,7 @@
 #include "core/fp16.hpp"
 #include "core/input_element.hpp"
 #include "core/platform.hpp"
+#include "atomics.hpp"
 #include "runtime.hpp"
 
 namespace patternkv::PKV_GPU_NS {
@@ -22,15 +23,6 @@ inline constexpr const char* input_tensor_names[input_tensors] = {"prefill k", "
 inline constexpr unsigned long long no_fault = ~0ull;
 PKV_HD unsigned long long fault_key(int seq, int head, int channel) {
     return (static_cast<unsigned long long>(seq) << 40) | (static_cast<unsigned long long>(head) << 20) | static_cast<unsigned>(channel);
-}
-
-/// *slot = min(*slot, key), atomically on a device (an emulated launch runs its threads one at a time).
-__device__ inline void atomic_min(unsigned long long* slot, unsigned long long key) {
-#if defined(PKV_GPU_EMULATION)
-    if (key < *slot) *slot = key;
-#else
-    atomicMin(slot, key);
-#endif
 }
 
 /// A rank-3 tensor [a][b][c] of any dtype and strides, read element by element.
@@ -48,7 +40,7 @@ struct input_view {
     __device__ float checked(std::int64_t i, int j, int k, int seq, unsigned long long* fault) const {
         const float x = core::element_as_float(data, type, i * s0 + j * s1 + k * s2);
         if (valid(x)) return x;
-        atomic_min(fault, fault_key(seq, j, k));
+        gpu::atomic_min(fault, fault_key(seq, j, k));
         return 0.0f;
     }
 };
