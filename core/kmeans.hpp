@@ -33,15 +33,25 @@ struct kmeans_params {
     std::uint64_t head;                       ///< KV head index: part of every hash key
 };
 
-/// Writes to `chosen` the k token indices with the smallest counter_hash(seed, stream, head, t),
-/// in increasing hash order (ties: lower token first). Insertion into a sorted list of k entries.
+/// The key that ranks token t for the init: the k tokens with the smallest keys start the centroids.
+PKV_HD std::uint64_t kmeans_init_key(const kmeans_params& p, int t) {
+    return counter_hash(p.seed, p.init_stream, p.head, static_cast<std::uint64_t>(t));
+}
+
+/// The init's order: increasing key, ties to the lower token.
+PKV_HD bool kmeans_init_before(std::uint64_t key_a, int token_a, std::uint64_t key_b, int token_b) {
+    return key_a < key_b || (key_a == key_b && token_a < token_b);
+}
+
+/// Writes to `chosen` the k token indices that come first in kmeans_init_before's order of
+/// (kmeans_init_key(p, t), t), in that order. Insertion into a sorted list of k entries.
 PKV_HD void kmeans_init_tokens(const kmeans_params& p, int tokens, int* chosen, std::uint64_t* keys) {
     int filled = 0;
     for (int t = 0; t < tokens; ++t) {
-        const std::uint64_t h = counter_hash(p.seed, p.init_stream, p.head, static_cast<std::uint64_t>(t));
-        if (filled == p.k && h >= keys[filled - 1]) continue;
+        const std::uint64_t h = kmeans_init_key(p, t);
+        if (filled == p.k && !kmeans_init_before(h, t, keys[filled - 1], chosen[filled - 1])) continue;
         int pos = filled < p.k ? filled++ : p.k - 1;
-        while (pos > 0 && keys[pos - 1] > h) {
+        while (pos > 0 && kmeans_init_before(h, t, keys[pos - 1], chosen[pos - 1])) {
             keys[pos] = keys[pos - 1];
             chosen[pos] = chosen[pos - 1];
             --pos;
@@ -84,6 +94,17 @@ PKV_HD float kmeans_reseed_centroid(const float* x, int d, int t, float* centroi
     return s;
 }
 
+/// Adds coordinates [first, first + width) of the rows `members` (ascending tokens) to
+/// sum[0 .. width): each coordinate's member sum is one chain in token order, however a backend
+/// walks it (the CPU adds each token's row to its cluster's sums as it scans the tokens; a GPU
+/// thread takes one coordinate over its cluster's member list).
+PKV_HD void kmeans_member_sums(const float* x, int d, const int* members, int count, int first, int width, float* sum) {
+    for (int i = 0; i < count; ++i) {
+        const float* row = x + static_cast<std::int64_t>(members[i]) * d + first;
+        for (int j = 0; j < width; ++j) sum[j] = sum[j] + row[j];
+    }
+}
+
 /// New centroids from the current assignment: each coordinate's member sum is one chain in token
 /// order (one pass over the tokens), divided by the count; an empty cluster c takes token
 /// kmeans_empty_cluster_token(p, tokens, iter, c). Scratch: sum [k][d], count [k].
@@ -93,10 +114,8 @@ PKV_HD float kmeans_update_centroids(const kmeans_params& p, const float* x, int
     for (int i = 0; i < p.k * d; ++i) sum[i] = 0.0f;
     for (int c = 0; c < p.k; ++c) count[c] = 0;
     for (int t = 0; t < tokens; ++t) {
-        float* s = sum + assign[t] * d;
-        const float* row = x + t * d;
         ++count[assign[t]];
-        for (int j = 0; j < d; ++j) s[j] = s[j] + row[j];
+        kmeans_member_sums(x, d, &t, 1, 0, d, sum + assign[t] * d);  // token t's row joins its cluster's chains
     }
     float shift = 0.0f;
     for (int c = 0; c < p.k; ++c) {
@@ -114,19 +133,26 @@ PKV_HD float kmeans_update_centroids(const kmeans_params& p, const float* x, int
     return shift;
 }
 
-/// Coordinate j of kmeans_update_centroids, for backends that give each (centroid, coordinate) its
-/// own thread: the member sum of coordinate j is the same chain in token order, then the same
-/// kmeans_set_coordinate. Returns the member count; *delta is the |change| (0 when empty).
-PKV_HD int kmeans_update_coordinate(const float* x, int tokens, int d, const int* assign, int c, int j, float* centroid_j, float* delta) {
+/// Cluster c's members in the layout of member lists a GPU builds (backends/gpu/kmeans_kernels.hpp):
+/// every cluster's members ascending, cluster after cluster, cluster c's ending at ends[c]. Returns
+/// the first and sets *count.
+PKV_HD const int* kmeans_cluster_members(const int* members, const int* ends, int c, int* count) {
+    const int begin = c == 0 ? 0 : ends[c - 1];
+    *count = ends[c] - begin;
+    return members + begin;
+}
+
+/// Coordinate j of centroid c in kmeans_update_centroids, from member lists (kmeans_cluster_members'
+/// layout), for backends that give each (centroid, coordinate) its own thread: the same chain, the
+/// same division or reseed. Returns the |change|.
+PKV_HD float kmeans_update_coordinate(const kmeans_params& p, const float* x, int tokens, int d, const int* members, const int* ends,
+                                      int iter, int c, int j, float* centroid_j) {
     int count = 0;
+    const int* m = kmeans_cluster_members(members, ends, c, &count);
+    if (count == 0) return kmeans_reseed_coordinate(x, d, kmeans_empty_cluster_token(p, tokens, iter, c), j, centroid_j);
     float sum = 0.0f;
-    for (int t = 0; t < tokens; ++t) {
-        if (assign[t] != c) continue;
-        ++count;
-        sum = sum + x[t * d + j];
-    }
-    *delta = count > 0 ? kmeans_set_coordinate(sum, count, centroid_j) : 0.0f;
-    return count;
+    kmeans_member_sums(x, d, m, count, j, 1, &sum);
+    return kmeans_set_coordinate(sum, count, centroid_j);
 }
 
 /// The assignment step as the method defines it: every token to its nearest centroid by
@@ -142,8 +168,8 @@ struct full_assignment {
 /// Whole k-means on one head: x [tokens][d] (tokens >= k), centroids [k][d] out, the assignment
 /// step supplied by the caller (called once per iteration with the current centroids).
 /// Scratch: assign [tokens], chosen [k] ints (the initial tokens, then member counts), keys [k],
-/// sum [k][d]. Sequential reference driver; a GPU
-/// backend runs the same steps with the assignment and centroid loops spread over threads.
+/// sum [k][d]. Sequential reference driver; a GPU backend runs the same steps with the init,
+/// assignment and centroid update spread over threads (backends/gpu/kmeans_kernels.hpp).
 template <class Assignment>
 PKV_HD void kmeans_iterate(const kmeans_params& p, const float* x, int tokens, int d, float* centroids, int* assign, int* chosen,
                            std::uint64_t* keys, float* sum, Assignment&& assignment) {

@@ -21,7 +21,9 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <unistd.h>
@@ -279,6 +281,13 @@ std::vector<diff_case> make_cases() {
         diff_case c = simple("device-views", cfg, {300, 90, 2}, 100, 7);
         c.subsets = c.reset_midway = c.device_views = true;
         add(c);
+    }
+    // clusters of thousands of tokens: their member sums round, so a member list out of token order
+    // changes the bits (smaller prompts' sums of fp16 values are mostly exact in any order)
+    {
+        config cfg = base("patternkv", 2, 2, 64, 2, 4);
+        cfg.num_patterns = 2;
+        add(simple("kmeans-order", cfg, {6000}, 0));
     }
     // long context, last (the slowest; a device run with little time left still ran the rest) (32K tokens): k-means on 32K tokens, 32+ attention splits, a flush on top
     add(simple("context-32k", base("patternkv", 2, 2, 128, 2, 8), {32768}, 130, 32));
@@ -752,6 +761,42 @@ std::string check_device_view_errors() {
     return why;
 }
 
+/// The k-means init's select (backends/gpu/kmeans_kernels.hpp): per problem the k first (key, index)
+/// pairs in core::kmeans_init_before's order, against a sort, for random keys (one and two radix
+/// passes) and keys drawn from a few values (ties at the k-th key, candidates far beyond k).
+std::string check_kmeans_select() {
+    namespace em = patternkv::emulated;
+    const struct {
+        int n, k;
+        int values;  ///< distinct keys (0: every key drawn afresh)
+    } shapes[] = {{300, 16, 0}, {70000, 256, 0}, {3000, 100, 500}, {3000, 100, 7}, {2000, 1, 2}};
+    for (const auto& shape : shapes) {
+        const int problems = 3, n = shape.n, k = shape.k;
+        std::mt19937_64 gen(static_cast<std::uint64_t>(n) * 1000 + shape.values);
+        std::vector<std::uint64_t> values(static_cast<std::size_t>(shape.values)), keys(static_cast<std::size_t>(problems) * n);
+        for (auto& v : values) v = gen();
+        for (auto& key : keys) key = shape.values == 0 ? gen() : values[gen() % values.size()];
+        auto keys_dev = em::gpu::malloc_device<std::uint64_t>(keys.size());
+        auto state = em::gpu::malloc_device<em::select_state>(problems);
+        auto counts = em::gpu::malloc_device<int>(static_cast<std::size_t>(problems) * em::select_digits);
+        auto candidates = em::gpu::malloc_device<int>(keys.size());
+        auto chosen = em::gpu::malloc_device<int>(static_cast<std::size_t>(problems) * k);
+        em::gpu::copy_to_device(nullptr, keys_dev.get(), keys.data(), keys.size());
+        em::select_smallest(
+            nullptr, {keys_dev.get(), problems, n, k, em::select_passes(n), state.get(), counts.get(), candidates.get(), chosen.get()});
+        for (int b = 0; b < problems; ++b) {
+            std::vector<std::pair<std::uint64_t, int>> order;
+            for (int t = 0; t < n; ++t) order.emplace_back(keys[static_cast<std::size_t>(b) * n + t], t);
+            std::sort(order.begin(), order.end());
+            for (int r = 0; r < k; ++r)
+                if (chosen.get()[b * k + r] != order[r].second)
+                    return fmt::format("{} keys ({} values), k {}, problem {}: rank {} is token {}, not {}", n, shape.values, k, b, r,
+                                       chosen.get()[b * k + r], order[r].second);
+        }
+    }
+    return "";
+}
+
 /// The emulated runtime's own checks (issue 14): launches past the device limits are errors that
 /// name the kernel, every thread of a launch runs once, and the order of blocks and threads varies
 /// from launch to launch. Returns what is wrong ("" when nothing).
@@ -844,7 +889,8 @@ int main(int argc, char** argv) {
         } emulation_checks[] = {
             {"emulation/runtime", "launch limits, every thread once, varying orders, kernel timing", check_emulation},
             {"emulation/cooperative", "missing barriers vary, poison, shared-memory limit, warp folds", check_cooperative_emulation},
-            {"emulation/device-view-errors", "refused views, NaN/Inf in device views reported by synchronize()", check_device_view_errors}};
+            {"emulation/device-view-errors", "refused views, NaN/Inf in device views reported by synchronize()", check_device_view_errors},
+            {"emulation/kmeans-select", "the init's k smallest keys: one and two radix passes, ties", check_kmeans_select}};
         for (const auto& e : emulation_checks) {
             if (!b.emulated || !selected(opt, e.name)) continue;
             const std::string why = e.check();

@@ -18,6 +18,7 @@
 #include "cache_arrays.hpp"
 #include "device_views.hpp"
 #include "encode_kernels.hpp"
+#include "kmeans_kernels.hpp"
 #include "src/cache_backend.hpp"
 #include "src/layer_cache_state.hpp"
 #include "runtime.hpp"
@@ -114,9 +115,9 @@ private:
 
     // prefill scratch (gpu::workspace: grows to the largest prompt, no malloc/free per call)
     gpu::device_buffer<std::uint16_t> prompt_;
-    gpu::device_buffer<float> prompt_rows_, centroids_, select_bank_, prefill_resid_;
-    gpu::device_buffer<int> assign_, chosen_;
-    gpu::device_buffer<std::uint64_t> keys_;
+    gpu::device_buffer<float> prompt_rows_, select_bank_, prefill_resid_;
+    gpu::device_buffer<int> assign_;
+    kmeans_workspace kmeans_scratch_;
     gpu::device_buffer<std::uint8_t> prefill_flags_;
 };
 
@@ -325,19 +326,9 @@ inline void gpu_backend<Gate>::prefill_rows(layer_cache_state& s, int seq, const
                         "bank_from_tokens", arrays_, seq, rows, M);
         } else {
             bank = k;
-            const kmeans_args a{arrays_,
-                                seq,
-                                M,
-                                rows,
-                                k,
-                                kmeans_.iterations,
-                                kmeans_.tolerance,
-                                kmeans_.seed,
-                                gpu::workspace(centroids_, static_cast<std::size_t>(2 * H * k * d_)),
-                                gpu::workspace(assign_, static_cast<std::size_t>(2 * H * M)),
-                                gpu::workspace(chosen_, static_cast<std::size_t>(2 * H * k)),
-                                gpu::workspace(keys_, static_cast<std::size_t>(2 * H * k))};
-            gpu::launch_with_barriers(stream_, kmeans_kernel, static_cast<unsigned>(2 * H), kmeans_threads, 0, "kmeans", a);
+            const int first = g.k_patterns ? 0 : heads_, problems = 2 * heads_ - first;  // no K bank without k_patterns
+            mine_banks(stream_, {arrays_, seq, M, first, problems, rows, k, kmeans_.iterations, kmeans_.tolerance, kmeans_.seed,
+                                 kmeans_scratch_.bind(problems, M, k, d_)});
         }
     }
     if (cap_ > 0 && s.selects_k_channels() && bank > 0) select_k_channels(s, seq, rows, M, bank);

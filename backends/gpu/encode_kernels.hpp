@@ -1,7 +1,8 @@
 #pragma once
-// Kernels that write the cache: prefill (k-means banks, L2 alignment) and flush (Chebyshev centre,
-// d_mm alignment), V gate, residual quantization and packing. Each kernel maps core/ functions onto
-// threads without touching their arithmetic; reference/cpu_backend.cpp is the oracle.
+// Kernels that write the cache: prefill (banks of tokens, L2 alignment; k-means is kmeans_kernels.hpp)
+// and flush (Chebyshev centre, d_mm alignment), V gate, residual quantization and packing. Each
+// kernel maps core/ functions onto threads without touching their arithmetic;
+// reference/cpu_backend.cpp is the oracle.
 //
 // An encode "job" quantizes `pages` consecutive pages of one sequence for every (K/V, head): one job
 // for a prefill, one per flushing sequence for an append. Rows of job j, K/V kv, head h, token t:
@@ -12,9 +13,7 @@
 #include "cache_arrays.hpp"
 #include "core/encode_row.hpp"
 #include "core/fp16.hpp"
-#include "core/hash.hpp"
 #include "core/k_channel_select.hpp"
-#include "core/kmeans.hpp"
 #include "core/page_quantizer.hpp"
 #include "core/patterns.hpp"
 #include "core/v_gate.hpp"
@@ -24,7 +23,6 @@ namespace patternkv::PKV_GPU_NS {
 
 inline constexpr int elementwise_threads = 256;
 inline constexpr int heavy_threads = 128;  ///< kernels whose threads run a whole core function
-inline constexpr int kmeans_threads = 256;
 
 /// Flat index of this thread in a 1-D grid.
 __device__ inline std::int64_t thread_index() { return static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
@@ -225,69 +223,6 @@ __global__ void k_select_channels_kernel(cache_arrays a, int seq, const float* x
         std::uint16_t* b = a.bank(false, seq, h);
         for (int c = 0; c < count; ++c) b[c * d + j] = 0;  // +0 in fp16
     }
-}
-
-struct kmeans_args {
-    cache_arrays a;
-    int seq, T;
-    const float* x;  ///< [2][H][T][d]
-    int k, iterations;
-    float tolerance;
-    std::uint64_t seed;
-    float* centroids;     ///< [2][H][k][d]
-    int* assign;          ///< [2][H][T]
-    int* chosen;          ///< [2][H][k]
-    std::uint64_t* keys;  ///< [2][H][k]
-};
-
-/// k-means of one (K/V, head) per block: core::kmeans_run's steps, the assignment spread over
-/// tokens and the centroid update over (centroid, coordinate) pairs (each coordinate's member sum
-/// stays one chain in token order). T > k.
-__global__ void __launch_bounds__(kmeans_threads) kmeans_kernel(kmeans_args p) {
-    __shared__ float shift_part[kmeans_threads];
-    __shared__ int stop;
-    const int d = p.a.g.d, k = p.k, T = p.T, H = p.a.heads;
-    const int block = static_cast<int>(blockIdx.x), kv = block / H, h = block % H, tid = static_cast<int>(threadIdx.x);
-    if (kv == 0 && !p.a.g.k_patterns) return;  // no K bank (the whole block leaves before any barrier)
-    const core::kmeans_params kp{k,
-                                 p.iterations,
-                                 p.tolerance,
-                                 p.seed,
-                                 kv == 1 ? core::stream_kmeans_init_v : core::stream_kmeans_init_k,
-                                 kv == 1 ? core::stream_empty_cluster_v : core::stream_empty_cluster_k,
-                                 static_cast<std::uint64_t>(h)};
-    const float* x = p.x + static_cast<std::int64_t>(block) * T * d;
-    float* cent = p.centroids + static_cast<std::int64_t>(block) * k * d;
-    int* assign = p.assign + static_cast<std::int64_t>(block) * T;
-    int* chosen = p.chosen + block * k;
-    if (tid == 0) core::kmeans_init_tokens(kp, T, chosen, p.keys + block * k);
-    __syncthreads();
-    for (int i = tid; i < k * d; i += kmeans_threads) cent[i] = x[static_cast<std::int64_t>(chosen[i / d]) * d + i % d];
-    __syncthreads();
-    for (int iter = 0; iter < p.iterations; ++iter) {
-        for (int t = tid; t < T; t += kmeans_threads)
-            assign[t] = core::nearest_pattern_l2(x + static_cast<std::int64_t>(t) * d, cent, k, d);
-        __syncthreads();
-        float shift = 0.0f;
-        for (int i = tid; i < k * d; i += kmeans_threads) {
-            const int c = i / d, j = i % d;
-            float delta;
-            if (core::kmeans_update_coordinate(x, T, d, assign, c, j, cent + i, &delta) == 0)
-                delta = core::kmeans_reseed_coordinate(x, d, core::kmeans_empty_cluster_token(kp, T, iter, c), j, cent + i);
-            shift = delta > shift ? delta : shift;
-        }
-        shift_part[tid] = shift;
-        __syncthreads();
-        if (tid == 0) {
-            float m = 0.0f;  // a max: the same value in any order
-            for (int i = 0; i < kmeans_threads; ++i) m = shift_part[i] > m ? shift_part[i] : m;
-            stop = iter >= 1 && m <= p.tolerance;
-        }
-        __syncthreads();
-        if (stop) break;
-    }
-    std::uint16_t* bank = p.a.bank(kv == 1, p.seq, h);
-    for (int i = tid; i < k * d; i += kmeans_threads) bank[i] = core::float_to_half(core::round_to_half(cent[i]));
 }
 
 /// Prompt rows [first, first + count) go to the fp16 rows from row `to` (the sink rows, then the
