@@ -57,6 +57,10 @@ struct cache_capacity {
 /// @code
 ///   patternkv::layer_cache cache(cfg, {.slots = 256, .max_tokens = 32768, .pool_pages = 4096});
 /// @endcode
+/// On a GPU backend, prefill, append and attend also take views of device memory
+/// (tensor_view::on_device()): such a call is enqueued on the cache's stream (set_stream) without
+/// host copies or waiting, and synchronize() reports invalid values the device found in them
+/// (docs/gpu-backends.md, "Device-resident use").
 class PATTERNKV_API layer_cache {
 public:
     /// @param cfg        validated with config::validate()
@@ -101,17 +105,17 @@ public:
     /// attend() for every sequence: q, out [batch, num_q_heads, head_dim].
     void attend(const_tensor_view q, tensor_view out) const;
 
-    /// @name Device-resident use (GPU backends)
-    /// prefill, append and attend take views of device memory (tensor_view::on_device()) as well:
-    /// every view of one call is then on the device, and the call enqueues its work on the cache's
-    /// stream and returns without waiting (no host copies of the tensors; `seqs` is host memory).
-    /// Shapes, sequence indices and capacity are checked at the call, as for host views. Values are
-    /// checked on the device: an element that is NaN, Inf or beyond max_abs_input is read as 0, and
-    /// synchronize() reports the first such element, naming the tensor, the sequence, the head and
-    /// the channel (the sequence then holds that 0 in place of the value: reset() it). A device `out`
-    /// must be f32 with unit stride in its last dimension. Calls with host views synchronize the
-    /// stream before they return, as before.
-    /// @{
+    // Device-resident use (GPU backends; docs/gpu-backends.md).
+    // prefill, append and attend take views of device memory (tensor_view::on_device()) as well:
+    // every view of one call is then on the device, and the call enqueues its work on the cache's
+    // stream and returns without waiting (no host copies of the tensors; `seqs` is host memory).
+    // Shapes, sequence indices and capacity are checked at the call, as for host views. Values are
+    // checked on the device: an element that is NaN, Inf or beyond max_abs_input is read as 0, and
+    // synchronize() reports the first such element, naming the tensor, the sequence, the head and
+    // the channel (the sequence then holds that 0 in place of the value: reset() it). A device `out`
+    // must be f32 with unit stride in its last dimension. Calls with host views synchronize the
+    // stream before they return, as before.
+
     /// Sets the stream (a cudaStream_t or hipStream_t; nullptr is the default stream) that later
     /// calls enqueue their work on. The caller orders work on a new stream after work on the old
     /// one (e.g. with an event); the cache's own scratch is reused by every call. CPU backend:
@@ -123,7 +127,6 @@ public:
     /// element a device view held since the last synchronize() (reported once), or for an error of
     /// the device. The CPU backend has nothing to wait for.
     void synchronize() const;
-    /// @}
 
     /// Reconstructed K and V of sequence `seq` as attention sees them (history dequantized plus its
     /// patterns, window as stored). k, v: [size(seq), num_kv_heads, head_dim], f32. For tests and
