@@ -45,25 +45,12 @@ void reserve_zeroed(std::vector<T>& v, std::size_t n) {
 
 void layer_cache_state::allocate_host_arrays() {
     if (host_arrays) return;
-    const core::cache_sizes n = layout().sizes(batch);
-    const auto size = [](std::int64_t e) { return static_cast<std::size_t>(e); };
-    reserve_zeroed(k_codes, size(n.k_codes));
-    reserve_zeroed(v_codes, size(n.v_codes));
-    reserve_zeroed(v_gate, size(n.v_gate));
-    reserve_zeroed(k_sm, size(n.k_sm));
-    reserve_zeroed(v_sm, size(n.v_sm));
-    reserve_zeroed(k_index, size(n.k_index));
-    reserve_zeroed(v_index, size(n.v_index));
-    reserve_zeroed(k_bank, size(n.bank));
-    reserve_zeroed(v_bank, size(n.bank));
-    reserve_zeroed(window_k, size(n.window));
-    reserve_zeroed(window_v, size(n.window));
+    each_data_array(*this, [](auto& array, std::int64_t elements) { reserve_zeroed(array, static_cast<std::size_t>(elements)); });
     host_arrays = true;
 }
 
 void layer_cache_state::release_host_arrays() {
-    k_codes = {}, v_codes = {}, v_gate = {}, k_sm = {}, v_sm = {}, k_index = {}, v_index = {};
-    k_bank = {}, v_bank = {}, window_k = {}, window_v = {};
+    each_data_array(*this, [](auto& array, std::int64_t) { array = {}; });
     host_arrays = false;
 }
 

@@ -163,6 +163,15 @@ struct layer_cache_state {
     void allocate_host_arrays();
     /// Frees the data arrays' host copies (a GPU cache after a load).
     void release_host_arrays();
+    /// f(array, elements) for each data array (codes, gates, scales, indices, banks, windows), with
+    /// the elements the layout gives it.
+    template <class State, class F>
+    static void each_data_array(State& s, F&& f) {
+        const core::cache_sizes n = s.layout().sizes(s.batch);
+        f(s.k_codes, n.k_codes), f(s.v_codes, n.v_codes), f(s.v_gate, n.v_gate), f(s.k_sm, n.k_sm), f(s.v_sm, n.v_sm);
+        f(s.k_index, n.k_index), f(s.v_index, n.v_index), f(s.k_bank, n.bank), f(s.v_bank, n.bank);
+        f(s.window_k, n.window), f(s.window_v, n.window);
+    }
     std::vector<std::uint32_t> k_codes, v_codes, v_gate;
     std::vector<core::scale_min> k_sm, v_sm;
     std::vector<std::uint8_t> k_index, v_index;

@@ -742,7 +742,9 @@ std::string check_device_view_errors() {
     const staged_tensor r = stage(row.data(), 2, 2, 64, patternkv::dtype::bf16);
     dev.append(r.device_view, r.device_view);
     check(expect_error(
-        "NaN in an append", [&] { dev.synchronize(); }, "append k (device view): the element of sequence 1, head 1, channel 7"));
+        "NaN in an append's K and V", [&] { dev.synchronize(); },
+        "append k (device view): the element of sequence 1, head 1, channel 7 is NaN, Inf or beyond |x| <= 16384; it was stored as 0 "
+        "(reset() the sequence); append v (device view): the element of sequence 1, head 1, channel 7"));
     try {
         dev.synchronize();  // reported once
     } catch (const patternkv::error& e) {

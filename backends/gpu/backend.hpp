@@ -61,12 +61,15 @@ private:
     void append_rows(layer_cache_state& s, std::span<const int> seqs, const input_view* views);
     void attend_views(const layer_cache_state& s, std::span<const int> seqs, input_view q, output_rows out) const;
     void clear_faults() const;
-    /// f(device buffer, host vector) for each data array of `s`.
-    template <class State, class F>
-    void for_each_array(State& s, F&& f) const {
-        f(k_codes_, s.k_codes), f(v_codes_, s.v_codes), f(v_gate_, s.v_gate), f(k_sm_, s.k_sm), f(v_sm_, s.v_sm);
-        f(k_index_, s.k_index), f(v_index_, s.v_index), f(k_bank_, s.k_bank), f(v_bank_, s.v_bank);
-        f(window_k_, s.window_k), f(window_v_, s.window_v);
+    /// f(device buffer, host array, elements) for each data array of `s`
+    /// (layer_cache_state::each_data_array's arrays and sizes).
+    template <class Self, class State, class F>
+    static void each_array(Self& b, State& s, F&& f) {
+        const core::cache_sizes n = s.layout().sizes(s.batch);
+        f(b.k_codes_, s.k_codes, n.k_codes), f(b.v_codes_, s.v_codes, n.v_codes), f(b.v_gate_, s.v_gate, n.v_gate);
+        f(b.k_sm_, s.k_sm, n.k_sm), f(b.v_sm_, s.v_sm, n.v_sm), f(b.k_index_, s.k_index, n.k_index);
+        f(b.v_index_, s.v_index, n.v_index), f(b.k_bank_, s.k_bank, n.bank), f(b.v_bank_, s.v_bank, n.bank);
+        f(b.window_k_, s.window_k, n.window), f(b.window_v_, s.window_v, n.window);
     }
     void select_k_channels(const layer_cache_state& s, int seq, const float* rows, int T, int count);
     cache_counters counters() const;
@@ -140,22 +143,10 @@ inline gpu_backend<Gate>::gpu_backend(const layer_cache_state& s, backend kind, 
     }
 
     // every data array zeroed, as the host's state starts
-    const core::cache_sizes n = s.layout().sizes(s.batch);
-    const auto zeroed = [](auto& buffer, std::int64_t elements) {
+    each_array(*this, s, [](auto& buffer, const auto&, std::int64_t elements) {
         buffer = gpu::malloc_device<typename std::remove_reference_t<decltype(buffer)>::value_type>(static_cast<std::size_t>(elements));
         gpu::zero(nullptr, buffer.get(), buffer.size());
-    };
-    zeroed(k_codes_, n.k_codes);
-    zeroed(v_codes_, n.v_codes);
-    zeroed(v_gate_, n.v_gate);
-    zeroed(k_sm_, n.k_sm);
-    zeroed(v_sm_, n.v_sm);
-    zeroed(k_index_, n.k_index);
-    zeroed(v_index_, n.v_index);
-    zeroed(k_bank_, n.bank);
-    zeroed(v_bank_, n.bank);
-    zeroed(window_k_, n.window);
-    zeroed(window_v_, n.window);
+    });
     block_table_ = gpu::malloc_device<std::int32_t>(s.block_table.size());  // uploaded by the first operation
     // Later operations upload the entries that changed: up to two per sequence and call (a flush
     // taking a page, a failed one giving it back), more (a prefill, a reset) send the whole table.
@@ -295,10 +286,10 @@ inline void gpu_backend<Gate>::prefill(layer_cache_state& s, int seq, const std:
 template <class Gate>
 inline void gpu_backend<Gate>::prefill_device(layer_cache_state& s, int seq, const const_tensor_view& k, const const_tensor_view& v,
                                               int T) {
-    std::uint16_t* x = gpu::workspace(prompt_, static_cast<std::size_t>(2) * heads_ * T * d_);
-    gpu::launch(stream_, views_to_halves_kernel, gpu::blocks_for(std::int64_t{2} * heads_ * T * d_, elementwise_threads),
-                elementwise_threads, "prefill_views", input_view::of(k), input_view::of(v), T, heads_, d_, nullptr, seq,
-                faults_.get() + prefill_k, x);
+    const std::int64_t halves = std::int64_t{2} * heads_ * T * d_;
+    std::uint16_t* x = gpu::workspace(prompt_, static_cast<std::size_t>(halves));
+    gpu::launch(stream_, views_to_halves_kernel, gpu::blocks_for(halves, elementwise_threads), elementwise_threads, "prefill_views",
+                input_view::of(k), input_view::of(v), T, heads_, d_, nullptr, seq, faults_.get() + prefill_k, x);
     prefill_rows(s, seq, x, T);
 }
 
@@ -495,31 +486,37 @@ inline void gpu_backend<Gate>::synchronize() const {
     unsigned long long found[input_tensors];
     gpu::copy_to_host(stream_, found, faults_.get(), input_tensors);
     gpu::check(gpu::synchronize(stream_), "synchronize");
+    std::string report;  // every tensor that held an invalid element, its first one each
     for (int t = 0; t < input_tensors; ++t) {
         if (found[t] == no_fault) continue;
-        clear_faults();
         const auto seq = static_cast<int>(found[t] >> 40), head = static_cast<int>(found[t] >> 20 & 0xFFFFF),
                    channel = static_cast<int>(found[t] & 0xFFFFF);
         const bool query = t == attend_q;
-        throw error(std::string(input_tensor_names[t]) + " (device view): the element of sequence " + std::to_string(seq) + ", " +
-                    (query ? "query head " : "head ") + std::to_string(head) + ", channel " + std::to_string(channel) +
-                    (query ? " is NaN or Inf; it was read as 0 (that sequence's output is not the query's)"
-                           : " is NaN, Inf or beyond |x| <= " + std::to_string(static_cast<int>(core::max_abs_input)) +
-                                 "; it was stored as 0 (reset() the sequence)") +
-                    ", the first of its kind since the last synchronize()");
+        report += std::string(report.empty() ? "" : "; ") + input_tensor_names[t] + " (device view): the element of sequence " +
+                  std::to_string(seq) + ", " + (query ? "query head " : "head ") + std::to_string(head) + ", channel " +
+                  std::to_string(channel) +
+                  (query ? " is NaN or Inf; it was read as 0 (that sequence's output is not the query's)"
+                         : " is NaN, Inf or beyond |x| <= " + std::to_string(static_cast<int>(core::max_abs_input)) +
+                               "; it was stored as 0 (reset() the sequence)");
     }
+    if (report.empty()) return;
+    clear_faults();
+    throw error(report + " (the first of each tensor since the last synchronize())");
 }
 
 template <class Gate>
 inline void gpu_backend<Gate>::sync_to_host(layer_cache_state& s) const {
     s.allocate_host_arrays();
-    for_each_array(s, [&](const auto& device, auto& host) { gpu::copy_to_host(stream_, host.data(), device.get(), host.size()); });
+    each_array(*this, s,
+               [&](const auto& device, auto& host, std::int64_t) { gpu::copy_to_host(stream_, host.data(), device.get(), host.size()); });
     gpu::check(gpu::synchronize(stream_), "sync_to_host");
 }
 
 template <class Gate>
 inline void gpu_backend<Gate>::sync_from_host(const layer_cache_state& s) {
-    for_each_array(s, [&](const auto& device, const auto& host) { gpu::copy_to_device(stream_, device.get(), host.data(), host.size()); });
+    each_array(*this, s, [&](const auto& device, const auto& host, std::int64_t) {
+        gpu::copy_to_device(stream_, device.get(), host.data(), host.size());
+    });
     gpu::check(gpu::synchronize(stream_), "sync_from_host");
 }
 
