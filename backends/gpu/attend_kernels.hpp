@@ -21,6 +21,7 @@
 
 #include "atomics.hpp"
 #include "block_primitives.hpp"
+#include "byte_dot.hpp"
 #include "cache_arrays.hpp"
 #include "core/attention.hpp"
 #include "device_views.hpp"
@@ -74,20 +75,54 @@ inline constexpr int split_threads = 128, split_warps = split_threads / static_c
 /// all of them (the GQA group's heads share the KV head's codes).
 inline constexpr int head_regs = 8;
 
+/// One head's integer multipliers (core/multipliers.hpp) as bytes in shared memory, the layout the
+/// byte dot products read: 4 multipliers per word, `quads` words of low bytes, then `quads` words of
+/// high bytes, then their sum. Narrow multipliers (|m| <= 127: K at 2 bits) are their low byte as a
+/// signed byte; wide ones (int16) are 256 hi + lo, hi signed and lo unsigned.
+struct packed_multipliers {
+    std::uint32_t* words;
+    int quads;
+    bool narrow;
+
+    PKV_HD static int words_per_head(int n) { return 2 * ((n + 3) / 4) + 1; }
+    __device__ std::uint32_t lo(int quad) const { return words[quad]; }
+    __device__ std::uint32_t hi(int quad) const { return words[quads + quad]; }
+    __device__ std::int32_t sum() const { return static_cast<std::int32_t>(words[2 * quads]); }
+    __device__ std::int32_t at(int i) const {
+        const auto* lo_bytes = reinterpret_cast<const std::uint8_t*>(words);
+        if (narrow) return static_cast<std::int8_t>(lo_bytes[i]);
+        const auto* hi_bytes = reinterpret_cast<const std::int8_t*>(words + quads);
+        return 256 * hi_bytes[i] + lo_bytes[i];
+    }
+    __device__ void set(int i, std::int32_t m) const {
+        reinterpret_cast<std::uint8_t*>(words)[i] = static_cast<std::uint8_t>(m);
+        reinterpret_cast<std::uint8_t*>(words + quads)[i] = static_cast<std::uint8_t>(m >> 8);  // arithmetic shift: the signed high byte
+    }
+    __device__ void set_sum(std::int32_t v) const { words[2 * quads] = static_cast<std::uint32_t>(v); }
+};
+
 /// The shared memory of a split block serving `heads` query heads: offsets in floats (each array
-/// 16-byte aligned) of the staged queries, multipliers, per-head steps and zero-point terms, per-token
-/// K's query group sums, the split's scores (then weights), the outputs, V's zero-point sums and the
-/// pattern histograms.
+/// 16-byte aligned) of the staged queries, multipliers (float products, then packed integers), per-head
+/// steps and zero-point terms, per-token K's query group sums, the split's scores (then weights), the
+/// outputs, V's zero-point sums and the pattern histograms.
 struct split_shared {
-    int q, mult, imult, steps, zterm, qsum, scores, o, zsum, hist, total;
+    int q, mult, packed, steps, zterm, qsum, scores, o, zsum, hist, total;
     int wide;  ///< multipliers per head: max(d, R)
 
     PKV_HD static split_shared layout(const core::page_geometry& g, int heads, int bank_capacity) {
         split_shared s{};
         s.wide = g.d > g.tokens ? g.d : g.tokens;
-        const int sizes[10] = {heads * g.d, heads * s.wide, heads * s.wide,       heads, heads, heads * g.d, heads * core::split_tokens(g),
-                               heads * g.d, heads * g.d,    heads * bank_capacity};
-        int* offsets[10] = {&s.q, &s.mult, &s.imult, &s.steps, &s.zterm, &s.qsum, &s.scores, &s.o, &s.zsum, &s.hist};
+        const int sizes[10] = {heads * g.d,
+                               heads * s.wide,
+                               heads * packed_multipliers::words_per_head(s.wide),
+                               heads,
+                               heads,
+                               heads * g.d,
+                               heads * core::split_tokens(g),
+                               heads * g.d,
+                               heads * g.d,
+                               heads * bank_capacity};
+        int* offsets[10] = {&s.q, &s.mult, &s.packed, &s.steps, &s.zterm, &s.qsum, &s.scores, &s.o, &s.zsum, &s.hist};
         for (int i = 0; i < 10; ++i) {
             *offsets[i] = s.total;
             s.total += (sizes[i] + 3) / 4 * 4;
@@ -112,8 +147,11 @@ struct split_block {
 
     __device__ float* q(int hh) const { return smem + at.q + hh * g.d; }
     __device__ float* mult(int hh) const { return smem + at.mult + hh * at.wide; }
-    /// The integer multipliers of head hh (int32: converted once, not per product).
-    __device__ std::int32_t* imult(int hh) const { return reinterpret_cast<std::int32_t*>(smem + at.imult) + hh * at.wide; }
+    /// The integer multipliers of head hh, at most `qmax` in magnitude.
+    __device__ packed_multipliers packed(int hh, int qmax) const {
+        return {reinterpret_cast<std::uint32_t*>(smem + at.packed) + hh * packed_multipliers::words_per_head(at.wide), (at.wide + 3) / 4,
+                qmax <= 127};
+    }
     __device__ float* steps() const { return smem + at.steps; }
     __device__ float* zterm() const { return smem + at.zterm; }
     __device__ float* qsum(int hh) const { return smem + at.qsum + hh * g.d; }
@@ -124,35 +162,95 @@ struct split_block {
     __device__ float* record(int hh) const { return rec + hh * rec_stride; }
     /// Passes over the heads, head_regs at a time.
     __device__ int head_passes() const { return (heads + head_regs - 1) / head_regs; }
-    /// The heads of pass `pass`: the first, and how many (at most head_regs).
-    __device__ void pass_heads(int pass, int& h0, int& hn) const {
+    /// The heads of pass `pass`: the first, and how many (at most head_regs), and their multipliers.
+    __device__ void pass_heads(int pass, int qmax, int& h0, int& hn, packed_multipliers (&pm)[head_regs]) const {
         h0 = pass * head_regs;
         hn = heads - h0 < head_regs ? heads - h0 : head_regs;
+        for (int hh = 0; hh < head_regs; ++hh) pm[hh] = packed(h0 + (hh < hn ? hh : 0), qmax);
     }
 };
 
+/// The centred sum sum_r m_r (2 c_r - (2^bits - 1)) from the plain sum sum_r m_r c_r and sum_r m_r:
+/// exact in int32 (core::multiplier_max bounds the centred sum; the parts wrap in uint32).
+__device__ inline std::int32_t centred(std::uint32_t plain, std::int32_t multiplier_sum, int bits) {
+    return static_cast<std::int32_t>(2u * plain - core::code_mask(bits) * static_cast<std::uint32_t>(multiplier_sum));
+}
+
 /// For heads hh < hn (<= head_regs): acc[hh] = the integer sum over r < rows of
-/// im[hh * im_stride + r] * (2 c_r - (2^bits - 1)), c_r the code at position + r * step of the row at
+/// pm[hh].at(first + r) * (2 c_r - (2^bits - 1)), c_r the code at position + r * step of the row at
 /// codes + r * row_words (K per channel and V: a column, step 0; per-token K: along one row,
 /// row_words 0). Exact in int32 (core::multiplier_max bounds it): the sums of
-/// core::scalar_ops::code_sums and token_scores.
+/// core::scalar_ops::code_sums and token_scores. The path of widths and geometries byte_code_sums
+/// does not take.
 __device__ inline void centred_code_sums(const std::uint32_t* codes, int row_words, int rows, int bits, int position, int step,
-                                         const std::int32_t* im, int im_stride, int hn, std::int32_t (&acc)[head_regs]) {
+                                         const packed_multipliers (&pm)[head_regs], int first, int hn, std::int32_t (&acc)[head_regs]) {
     const auto off = static_cast<std::int32_t>(core::code_mask(bits));
     for (int hh = 0; hh < head_regs; ++hh) acc[hh] = 0;
     for (int r = 0; r < rows; ++r) {
         const std::int32_t c = 2 * static_cast<std::int32_t>(core::unpack_code(codes + r * row_words, position + r * step, bits)) - off;
         for (int hh = 0; hh < head_regs; ++hh)
-            if (hh < hn) acc[hh] += im[hh * im_stride + r] * c;
+            if (hh < hn) acc[hh] += pm[hh].at(first + r) * c;
     }
+}
+
+/// Whether columns of `positions` codes (a K group's tokens, a V group's channels) summed over `rows`
+/// rows take the byte dot products: 2 or 4 bits, whole words of codes per column run, rows in fours.
+__device__ inline bool byte_columns(int bits, int rows, int positions) {
+    return (bits == 2 || bits == 4) && rows % 4 == 0 && positions % core::codes_per_word(bits) == 0;
+}
+
+/// byte_columns' path: for heads hh < hn and the 8 / bits positions p_m = word * codes_per_word +
+/// byte * (8 / bits) + m of the row codes + r * row_words, sums[m][hh] = the centred sum
+/// centred_code_sums gives at p_m. Byte `byte` of word `word` of four rows at a time is gathered into
+/// one word, so that each dp4a multiplies four rows' codes by four multipliers.
+template <int bits, bool narrow>
+__device__ void byte_code_sums(const std::uint32_t* codes, int row_words, int rows, int word, int byte,
+                               const packed_multipliers (&pm)[head_regs], int hn, std::int32_t (&sums)[4][head_regs]) {
+    constexpr int per_byte = 8 / bits;
+    std::int32_t high[per_byte][head_regs] = {};  // narrow: the whole sum
+    std::uint32_t low[per_byte][head_regs] = {};
+    for (int r = 0; r < rows; r += 4) {
+        const std::uint32_t* w = codes + static_cast<std::int64_t>(r) * row_words + word;
+        const std::uint32_t x = gpu::gather_byte(w[0], w[row_words], w[2 * row_words], w[3 * row_words], byte);
+        for (int m = 0; m < per_byte; ++m) {
+            const std::uint32_t c = gpu::byte_codes(x, bits, m);
+            for (int hh = 0; hh < head_regs; ++hh) {
+                if (hh >= hn) continue;
+                if constexpr (narrow) {
+                    high[m][hh] = gpu::dot4_signed(pm[hh].lo(r / 4), c, high[m][hh]);
+                } else {
+                    high[m][hh] = gpu::dot4_signed(pm[hh].hi(r / 4), c, high[m][hh]);
+                    low[m][hh] = gpu::dot4_unsigned(pm[hh].lo(r / 4), c, low[m][hh]);
+                }
+            }
+        }
+    }
+    for (int m = 0; m < per_byte; ++m)
+        for (int hh = 0; hh < hn; ++hh) {
+            const std::uint32_t plain =
+                narrow ? static_cast<std::uint32_t>(high[m][hh]) : 256u * static_cast<std::uint32_t>(high[m][hh]) + low[m][hh];
+            sums[m][hh] = centred(plain, pm[hh].sum(), bits);
+        }
+}
+
+/// byte_code_sums for the width and multiplier kind at run time (both uniform over a launch).
+__device__ inline void byte_code_sums(int bits, bool narrow, const std::uint32_t* codes, int row_words, int rows, int word, int byte,
+                                      const packed_multipliers (&pm)[head_regs], int hn, std::int32_t (&sums)[4][head_regs]) {
+    if (bits == 2)
+        narrow ? byte_code_sums<2, true>(codes, row_words, rows, word, byte, pm, hn, sums)
+               : byte_code_sums<2, false>(codes, row_words, rows, word, byte, pm, hn, sums);
+    else
+        narrow ? byte_code_sums<4, true>(codes, row_words, rows, word, byte, pm, hn, sums)
+               : byte_code_sums<4, false>(codes, row_words, rows, word, byte, pm, hn, sums);
 }
 
 /// Warp-wide: m[i] = x[i] * y[i] for i < n rounded to integer multipliers (core's
 /// quantize_multipliers, the maximum by a fold) and the dot of x with z (core::lane_dot's order),
-/// where y[i], z[i] = scale_of(i) (and its centred minimum); im gets the multipliers as int32 (m the
-/// products). Returns the half step; *dot gets the dot.
+/// where y[i], z[i] = scale_of(i) (and its centred minimum); pm gets the multipliers and their sum
+/// (m the products). Returns the half step; *dot gets the dot.
 template <class ScaleOf>
-__device__ float warp_multipliers(const float* x, int n, int qmax, int lane, ScaleOf scale_of, float* m, std::int32_t* im, float* dot) {
+__device__ float warp_multipliers(const float* x, int n, int qmax, int lane, ScaleOf scale_of, float* m, const packed_multipliers& pm,
+                                  float* dot) {
     float amax = 0.0f, acc = 0.0f;
     for (int i = lane; i < n; i += gpu::warp_lanes) {
         float scale, mnc;
@@ -163,7 +261,14 @@ __device__ float warp_multipliers(const float* x, int n, int qmax, int lane, Sca
     }
     const core::multiplier_rounding round = core::rounding_for(gpu::lane_fold<gpu::fold_max>(amax), qmax);
     *dot = gpu::lane_fold<gpu::fold_add>(acc);
-    for (int i = lane; i < n; i += gpu::warp_lanes) im[i] = static_cast<std::int32_t>(round(m[i]));
+    std::int32_t sum = 0;
+    for (int i = lane; i < n; i += gpu::warp_lanes) {
+        const auto mi = static_cast<std::int32_t>(round(m[i]));
+        pm.set(i, mi);
+        sum += mi;
+    }
+    sum = gpu::lane_fold<gpu::fold_add_int>(sum);
+    if (lane == 0) pm.set_sum(sum);
     return 0.5f * round.step;
 }
 
@@ -179,31 +284,51 @@ struct scale_pairs {
     }
 };
 
+/// For every position p in [p0, p0 + positions) of the rows at codes + r * row_words (r < rows) and
+/// every head hh of the block: finish(p, hh, s), s the centred sum of the head's multipliers (at most
+/// qmax in magnitude) times the codes at p. A thread takes one item, a run of positions for up to
+/// head_regs heads: on byte_columns' path a byte of a word column (8 / bits positions; the four
+/// threads of a word read the same four words, neighbouring words go to neighbouring threads), else
+/// one position.
+template <class Finish>
+__device__ void column_sums(const split_block& b, const std::uint32_t* codes, int row_words, int rows, int bits, int qmax, int p0,
+                            int positions, Finish finish) {
+    const bool bytes = byte_columns(bits, rows, positions);
+    const int per_item = bytes ? 8 / bits : 1, items = positions / per_item;
+    for (int e = b.tid; e < b.head_passes() * items; e += split_threads) {
+        int h0, hn;
+        packed_multipliers pm[head_regs];
+        b.pass_heads(e / items, qmax, h0, hn, pm);
+        const int first = p0 + (e % items) * per_item;
+        std::int32_t sums[4][head_regs];
+        if (bytes)
+            byte_code_sums(bits, pm[0].narrow, codes, row_words, rows, first / core::codes_per_word(bits),
+                           first % core::codes_per_word(bits) / per_item, pm, hn, sums);
+        else
+            centred_code_sums(codes, row_words, rows, bits, first, 0, pm, 0, hn, sums[0]);
+        for (int m = 0; m < per_item; ++m)
+            for (int hh = 0; hh < hn; ++hh) finish(first + m, h0 + hh, sums[m][hh]);
+    }
+}
+
 /// Scores of K group [t0, t0 + k_group) of a per-channel K page, into scores columns col + t.
 __device__ inline void split_k_channel_group(const split_block& b, const core::page_view& pv, int t0, int col) {
     const core::page_geometry& g = b.g;
     const int d = g.d, kg = g.k_group;
+    const int qmax = core::multiplier_max(false, d, g.k_bits);
     const scale_pairs pairs{pv.k_sm + (t0 / kg) * d, 1, core::code_centre(g.k_bits)};
     for (int hh = b.warp; hh < b.heads; hh += split_warps) {
         float z;
-        const float half_step =
-            warp_multipliers(b.q(hh), d, core::multiplier_max(false, d, g.k_bits), b.lane, pairs, b.mult(hh), b.imult(hh), &z);
+        const float half_step = warp_multipliers(b.q(hh), d, qmax, b.lane, pairs, b.mult(hh), b.packed(hh, qmax), &z);
         if (b.lane == 0) b.steps()[hh] = half_step, b.zterm()[hh] = z;
     }
     __syncthreads();
-    for (int e = b.tid; e < b.head_passes() * kg; e += split_threads) {  // one token, up to head_regs heads
-        const int t = t0 + e % kg;
-        int h0, hn;
-        b.pass_heads(e / kg, h0, hn);
-        std::int32_t sums[head_regs];
-        centred_code_sums(pv.k_codes, g.k_row_words(), d, g.k_bits, t, 0, b.imult(h0), b.at.wide, hn, sums);
-        const int a = b.qm != nullptr && g.k_patterns ? core::pattern_index(pv.k_index, t, g.index_bits) : -1;
-        for (int hh = h0; hh < h0 + hn; ++hh) {
-            float s = b.steps()[hh] * static_cast<float>(sums[hh - h0]) + b.zterm()[hh];
-            if (a >= 0) s = s + b.qm[hh * b.cap + a];
-            b.scores(hh)[col + t] = s;
-        }
-    }
+    const bool patterns = b.qm != nullptr && g.k_patterns;
+    column_sums(b, pv.k_codes, g.k_row_words(), d, g.k_bits, qmax, t0, kg, [&](int t, int hh, std::int32_t sum) {
+        float s = b.steps()[hh] * static_cast<float>(sum) + b.zterm()[hh];
+        if (patterns) s = s + b.qm[hh * b.cap + core::pattern_index(pv.k_index, t, g.index_bits)];
+        b.scores(hh)[col + t] = s;
+    });
     __syncthreads();
 }
 
@@ -211,11 +336,11 @@ __device__ inline void split_k_channel_group(const split_block& b, const core::p
 __device__ inline void split_k_token_setup(const split_block& b) {
     const core::page_geometry& g = b.g;
     const int d = g.d, groups = d / g.k_group;
+    const int qmax = core::multiplier_max(false, d, g.k_bits);
     const auto same = [](int, float& scale, float& mnc) { scale = 1.0f, mnc = 0.0f; };  // q_j * 1 is q_j: the multipliers of q itself
     for (int hh = b.warp; hh < b.heads; hh += split_warps) {
         float unused;
-        const float half_step =
-            warp_multipliers(b.q(hh), d, core::multiplier_max(false, d, g.k_bits), b.lane, same, b.mult(hh), b.imult(hh), &unused);
+        const float half_step = warp_multipliers(b.q(hh), d, qmax, b.lane, same, b.mult(hh), b.packed(hh, qmax), &unused);
         if (b.lane == 0) b.steps()[hh] = half_step;
     }
     for (int e = b.tid; e < b.heads * groups; e += split_threads) {
@@ -233,12 +358,13 @@ __device__ inline void split_k_token_page(const split_block& b, const core::page
     for (int e = b.tid; e < b.head_passes() * R; e += split_threads) {  // one token, up to head_regs heads
         const int t = e % R;
         int h0, hn;
-        b.pass_heads(e / R, h0, hn);
+        packed_multipliers pm[head_regs];
+        b.pass_heads(e / R, core::multiplier_max(false, d, g.k_bits), h0, hn, pm);
         const std::uint32_t* row = pv.k_codes + t * g.k_row_words();
         float total[head_regs] = {};
         for (int gi = 0; gi < groups; ++gi) {
             std::int32_t sums[head_regs];
-            centred_code_sums(row, 0, kg, g.k_bits, gi * kg, 1, b.imult(h0) + gi * kg, b.at.wide, hn, sums);
+            centred_code_sums(row, 0, kg, g.k_bits, gi * kg, 1, pm, gi * kg, hn, sums);
             for (int hh = 0; hh < hn; ++hh)
                 total[hh] = core::scalar_ops::token_group_term(total[hh], pv.k_sm[t * groups + gi], centre, b.steps()[h0 + hh], sums[hh],
                                                                b.qsum(h0 + hh)[gi]);
@@ -272,24 +398,17 @@ __device__ inline void split_softmax(const split_block& b, int n) {
 /// multipliers, the zero-point sums and the code terms; then the histogram of gated tokens.
 __device__ inline void split_v_page(const split_block& b, const core::page_view& pv, int col) {
     const core::page_geometry& g = b.g;
-    const int d = g.d, R = g.tokens, vg = g.v_group, groups = d / vg;
+    const int d = g.d, R = g.tokens, vg = g.v_group, groups = d / vg, qmax = core::multiplier_max(true, R, g.v_bits);
     for (int gi = 0; gi < groups; ++gi) {
         const scale_pairs pairs{pv.v_sm + gi, groups, core::code_centre(g.v_bits)};
         for (int hh = b.warp; hh < b.heads; hh += split_warps) {
             float z;
-            const float half_step = warp_multipliers(b.scores(hh) + col, R, core::multiplier_max(true, R, g.v_bits), b.lane, pairs,
-                                                     b.mult(hh), b.imult(hh), &z);
+            const float half_step = warp_multipliers(b.scores(hh) + col, R, qmax, b.lane, pairs, b.mult(hh), b.packed(hh, qmax), &z);
             if (b.lane == 0) b.steps()[hh] = half_step, b.zsum(hh)[gi] = b.zsum(hh)[gi] + z;
         }
         __syncthreads();
-        for (int e = b.tid; e < b.head_passes() * vg; e += split_threads) {  // one channel, up to head_regs heads
-            const int j = gi * vg + e % vg;
-            int h0, hn;
-            b.pass_heads(e / vg, h0, hn);
-            std::int32_t sums[head_regs];
-            centred_code_sums(pv.v_codes, g.v_row_words(), R, g.v_bits, j, 0, b.imult(h0), b.at.wide, hn, sums);
-            for (int hh = 0; hh < hn; ++hh) b.o(h0 + hh)[j] = b.o(h0 + hh)[j] + b.steps()[h0 + hh] * static_cast<float>(sums[hh]);
-        }
+        column_sums(b, pv.v_codes, g.v_row_words(), R, g.v_bits, qmax, gi * vg, vg,
+                    [&](int j, int hh, std::int32_t sum) { b.o(hh)[j] = b.o(hh)[j] + b.steps()[hh] * static_cast<float>(sum); });
         __syncthreads();
     }
     if (b.cap == 0) return;

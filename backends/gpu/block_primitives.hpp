@@ -29,11 +29,13 @@ __device__ T* dynamic_shared() {
 
 __device__ inline float fold_add(float a, float b) { return a + b; }
 __device__ inline float fold_max(float a, float b) { return b > a ? b : a; }  // no NaN reaches a fold
+__device__ inline std::int32_t fold_add_int(std::int32_t a, std::int32_t b) { return a + b; }
 
 /// The butterfly fold of one value per lane over the 32 lanes of the calling thread's warp, with
-/// `op` (fold_add or fold_max); every lane of the warp must call it, and gets the total.
-template <float (*op)(float, float)>
-__device__ float lane_fold(float v) {
+/// `op` (fold_add, fold_max or fold_add_int); every lane of the warp must call it, and gets the total.
+template <auto op, class T>
+__device__ T lane_fold(T v) {
+    static_assert(sizeof(T) == sizeof(std::uint32_t), "one 32-bit exchange slot per lane");
 #if defined(PKV_GPU_EMULATION)
     // Each lane posts its value, the warp meets, each lane runs the device's butterfly on the 32
     // posted values, and the warp meets again before a later fold may overwrite them.
@@ -41,11 +43,11 @@ __device__ float lane_fold(float v) {
     const unsigned t = threadIdx.x, base = t - t % warp_lanes, warp_barrier = 1 + t / warp_lanes;
     std::memcpy(&block.exchange[t], &v, sizeof v);
     block.arrive(t, warp_barrier);
-    float lanes[warp_lanes];
+    T lanes[warp_lanes];
     std::memcpy(lanes, &block.exchange[base], sizeof lanes);
     block.arrive(t, warp_barrier);
     for (unsigned w = warp_lanes / 2; w >= 1; w /= 2) {
-        float next[warp_lanes];
+        T next[warp_lanes];
         for (unsigned l = 0; l < warp_lanes; ++l) next[l] = op(lanes[l], lanes[l ^ w]);
         std::memcpy(lanes, next, sizeof lanes);
     }
