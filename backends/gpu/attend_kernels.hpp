@@ -2,23 +2,28 @@
 // Decode attention kernels, in the order of core/attention.hpp: prepare_queries (scaled queries and
 // the q . K-pattern tables), then one block per (sequence, KV head, split, head chunk) serving the
 // query heads of its GQA group (all of them when the shared memory holds them: the codes are read
-// once), then one thread per (sequence, query head) combining the splits in order.
+// once); the last block of a (sequence, KV head, head chunk) combines the splits in order.
 //
 // A split block (128 threads, 4 warps of 32 lanes) keeps everything it computes in shared memory;
-// only its partial records go to global memory. Its work, per page of the split:
+// only its partial records go to global memory. Pages stream through two shared buffers when they
+// fit (staged_page: the next page's codes are copied asynchronously while this one is computed).
+// Its work, per page of the split:
 //   * K, per K group: warp h forms head h's multipliers (q_j s_j, their maximum by a lane fold, the
-//     rounding of core/multipliers.hpp) and the zero-point term (a lane dot); then every thread
-//     takes (head, token) pairs and sums its integer products over the channels (exact, so any
-//     thread may do any share) and finishes the score as core::scalar_ops::finish_scores does;
+//     rounding of core/multipliers.hpp), packs them as bytes, and the zero-point term (a lane dot);
+//     then every thread takes a run of tokens for up to head_regs heads and sums its integer
+//     products over the channels (column_sums: dp4a on byte-gathered codes at 2 and 4 bits; exact,
+//     so any thread may do any share) and finishes the score as core::scalar_ops::finish_scores does;
 //   * softmax, once per split: warp h finds head h's maximum (a fold) and sums the exponentials in
 //     core::lane_sum's order (lane l takes tokens l, l + 32, ..., then the butterfly);
 //   * V, per V group: warp h forms the multipliers e_t s_t and the zero-point dot, then threads take
-//     (head, channel) pairs, sum over the page's tokens and add the code term to the output in page
-//     order; histogram entry (head, pattern) is one thread's, adding gated tokens in token order.
+//     runs of channels, sum over the page's tokens (column_sums again) and add the code term to the
+//     output in page order; histogram entry (head, pattern) is one thread's, adding gated tokens in
+//     token order.
 // Every float is computed with the operands and order core/attention.hpp fixes; only integer sums
 // and order-free maxima are spread over threads. The window split is the same with fp16 rows.
 #include <cstdint>
 
+#include "async_copy.hpp"
 #include "atomics.hpp"
 #include "block_primitives.hpp"
 #include "byte_dot.hpp"
@@ -40,6 +45,7 @@ struct attend_params {
     int max_splits;               ///< the most splits of an attended sequence
     int pages_per_split;          ///< core::pages_per_split(R)
     int heads_per_block;          ///< query heads a split block serves (a divisor of gqa)
+    bool staged;                  ///< split blocks stream pages through shared memory (split_shared)
     input_view q;                 ///< [n][Hq][d]
     unsigned long long* q_fault;  ///< the fault slot of invalid query elements (device_views.hpp)
     float* q_tau;                 ///< [n][Hq][d]
@@ -104,15 +110,19 @@ struct packed_multipliers {
 /// The shared memory of a split block serving `heads` query heads: offsets in floats (each array
 /// 16-byte aligned) of the staged queries, multipliers (float products, then packed integers), per-head
 /// steps and zero-point terms, per-token K's query group sums, the split's scores (then weights), the
-/// outputs, V's zero-point sums and the pattern histograms.
+/// outputs, V's zero-point sums, the pattern histograms and, when `staged`, two page buffers (a page's
+/// K or V codes: one is computed while the next streams into the other).
 struct split_shared {
-    int q, mult, packed, steps, zterm, qsum, scores, o, zsum, hist, total;
-    int wide;  ///< multipliers per head: max(d, R)
+    int q, mult, packed, steps, zterm, qsum, scores, o, zsum, hist, stage, total;
+    int wide;         ///< multipliers per head: max(d, R)
+    int stage_words;  ///< words of one page buffer; 0 without staging
 
-    PKV_HD static split_shared layout(const core::page_geometry& g, int heads, int bank_capacity) {
+    PKV_HD static split_shared layout(const core::page_geometry& g, int heads, int bank_capacity, bool staged) {
         split_shared s{};
         s.wide = g.d > g.tokens ? g.d : g.tokens;
-        const int sizes[10] = {heads * g.d,
+        const int page_words = g.k_code_words() > g.v_code_words() ? g.k_code_words() : g.v_code_words();
+        s.stage_words = staged ? (page_words + 3) / 4 * 4 : 0;
+        const int sizes[11] = {heads * g.d,
                                heads * s.wide,
                                heads * packed_multipliers::words_per_head(s.wide),
                                heads,
@@ -121,9 +131,10 @@ struct split_shared {
                                heads * core::split_tokens(g),
                                heads * g.d,
                                heads * g.d,
-                               heads * bank_capacity};
-        int* offsets[10] = {&s.q, &s.mult, &s.packed, &s.steps, &s.zterm, &s.qsum, &s.scores, &s.o, &s.zsum, &s.hist};
-        for (int i = 0; i < 10; ++i) {
+                               heads * bank_capacity,
+                               2 * s.stage_words};
+        int* offsets[11] = {&s.q, &s.mult, &s.packed, &s.steps, &s.zterm, &s.qsum, &s.scores, &s.o, &s.zsum, &s.hist, &s.stage};
+        for (int i = 0; i < 11; ++i) {
             *offsets[i] = s.total;
             s.total += (sizes[i] + 3) / 4 * 4;
         }
@@ -160,6 +171,9 @@ struct split_block {
     __device__ float* zsum(int hh) const { return smem + at.zsum + hh * g.d; }
     __device__ float* hist(int hh) const { return smem + at.hist + hh * cap; }
     __device__ float* record(int hh) const { return rec + hh * rec_stride; }
+    __device__ std::uint32_t* stage_buffer(int i) const {
+        return reinterpret_cast<std::uint32_t*>(smem + at.stage) + static_cast<std::int64_t>(i % 2) * at.stage_words;
+    }
     /// Passes over the heads, head_regs at a time.
     __device__ int head_passes() const { return (heads + head_regs - 1) / head_regs; }
     /// The heads of pass `pass`: the first, and how many (at most head_regs), and their multipliers.
@@ -422,6 +436,21 @@ __device__ inline void split_v_page(const split_block& b, const core::page_view&
     }
 }
 
+/// Where page i of a pass over `count` pages reads its codes (`words` words at codes(i), global):
+/// without staging codes(i) itself; with it, the stage buffer that page i's codes were streamed into
+/// (issued here for page 0, and one page ahead for the others), after this call issued page i + 1's
+/// copy into the other buffer. Called by every thread of the block, for i = 0, 1, ... in turn, after
+/// the previous page's last barrier.
+template <class Codes>
+__device__ const std::uint32_t* staged_page(const split_block& b, int i, int count, int words, Codes codes) {
+    if (b.at.stage_words == 0) return codes(i);
+    if (i == 0) gpu::stage_async(b.stage_buffer(0), codes(0), words, b.tid, split_threads);
+    gpu::wait_staged();
+    __syncthreads();  // page i has landed, from every thread's copies; page i - 1's buffer is no longer read
+    if (i + 1 < count) gpu::stage_async(b.stage_buffer(i + 1), codes(i + 1), words, b.tid, split_threads);
+    return b.stage_buffer(i);
+}
+
 /// A history split: pages [first, first + count) of (seq, h).
 __device__ inline void split_history(const split_block& b, const core::head_pages& hp, int first, int count) {
     const core::page_geometry& g = b.g;
@@ -430,15 +459,22 @@ __device__ inline void split_history(const split_block& b, const core::head_page
     for (int e = b.tid; e < b.heads * groups; e += split_threads) b.zsum(e / groups)[e % groups] = 0.0f;
     for (int e = b.tid; e < b.heads * b.cap; e += split_threads) b.hist(e / b.cap)[e % b.cap] = 0.0f;
     if (!g.k_per_channel) split_k_token_setup(b);
+    const auto k_codes = [&](int i) { return hp.page(first + i).k_codes; };
     for (int i = 0; i < count; ++i) {
-        const core::page_view pv = hp.page(first + i);
+        core::page_view pv = hp.page(first + i);
+        pv.k_codes = staged_page(b, i, count, g.k_code_words(), k_codes);
         if (g.k_per_channel)
             for (int t0 = 0; t0 < g.tokens; t0 += g.k_group) split_k_channel_group(b, pv, t0, i * g.tokens);
         else
             split_k_token_page(b, pv, i * g.tokens);
     }
     split_softmax(b, count * g.tokens);
-    for (int i = 0; i < count; ++i) split_v_page(b, hp.page(first + i), i * g.tokens);
+    const auto v_codes = [&](int i) { return hp.page(first + i).v_codes; };
+    for (int i = 0; i < count; ++i) {
+        core::page_view pv = hp.page(first + i);
+        pv.v_codes = staged_page(b, i, count, g.v_code_words(), v_codes);
+        split_v_page(b, pv, i * g.tokens);
+    }
     __syncthreads();
     for (int e = b.tid; e < b.heads * d; e += split_threads) {
         const int hh = e / d, j = e % d;
@@ -517,7 +553,7 @@ __global__ void __launch_bounds__(split_threads) attend_split_kernel(attend_para
                         p.partials + (qh0 * ms + split) * p.stride(),
                         static_cast<std::int64_t>(ms) * p.stride(),
                         core::split_tokens(p.a.g),
-                        split_shared::layout(p.a.g, p.heads_per_block, cap),
+                        split_shared::layout(p.a.g, p.heads_per_block, cap, p.staged),
                         gpu::dynamic_shared<float>(),
                         tid,
                         lane,

@@ -80,6 +80,7 @@ private:
     gpu::stream_t stream_{};  ///< the caller's (nullptr: the default stream)
     int batch_, heads_, d_, R_, cap_, q_heads_, gqa_, pps_;
     int heads_per_block_;       ///< query heads one split block serves (attend_kernels.hpp)
+    bool staged_ = false;       ///< whether split blocks stream pages through shared memory
     std::size_t split_shared_;  ///< its shared memory
     bool grow_ = false;
     kmeans_miner kmeans_{};
@@ -173,16 +174,19 @@ inline gpu_backend<Gate>::gpu_backend(const layer_cache_state& s, backend kind, 
     meta_dev_ = gpu::malloc_device<int>(meta_.total);
 
     // A split block serves the whole GQA group when its shared memory fits the device, else the
-    // largest divisor of the group that does (each chunk re-reads the codes).
-    const int limit = gpu::max_shared_bytes();
+    // largest divisor of the group that does (each chunk re-reads the codes); it streams pages
+    // through two shared page buffers when those fit too.
+    const auto limit = static_cast<std::size_t>(gpu::max_shared_bytes());
     heads_per_block_ = 0;
     for (int hc = gqa_; hc >= 1 && heads_per_block_ == 0; --hc)
-        if (gqa_ % hc == 0 && split_shared::layout(s.geom, hc, cap_).bytes() <= static_cast<std::size_t>(limit)) heads_per_block_ = hc;
+        for (const bool staged : {true, false})
+            if (heads_per_block_ == 0 && gqa_ % hc == 0 && split_shared::layout(s.geom, hc, cap_, staged).bytes() <= limit)
+                heads_per_block_ = hc, staged_ = staged;
     if (heads_per_block_ == 0)
-        throw error("GPU backend: decode attention needs " + std::to_string(split_shared::layout(s.geom, 1, cap_).bytes()) +
+        throw error("GPU backend: decode attention needs " + std::to_string(split_shared::layout(s.geom, 1, cap_, false).bytes()) +
                     " bytes of shared memory per block for head_dim " + std::to_string(d_) + " and residual_length " + std::to_string(R_) +
                     "; the device gives " + std::to_string(limit));
-    split_shared_ = split_shared::layout(s.geom, heads_per_block_, cap_).bytes();
+    split_shared_ = split_shared::layout(s.geom, heads_per_block_, cap_, staged_).bytes();
 
     const std::size_t BQ = B * q_heads_;
     in_ = gpu::malloc_device<std::uint16_t>(2 * BH * d_);
@@ -462,6 +466,7 @@ inline void gpu_backend<Gate>::attend_views(const layer_cache_state& s, std::spa
                           splits,
                           pps_,
                           heads_per_block_,
+                          staged_,
                           q,
                           faults_.get() + attend_q,
                           q_tau_.get(),

@@ -94,6 +94,15 @@ public:
     /// One 32-bit slot per thread for warp exchanges (emulated shuffles).
     std::vector<std::uint32_t> exchange;
 
+    /// A copy to shared memory a thread issued and has not waited for (gpu::stage_async): it lands
+    /// only when the thread waits (gpu::wait_staged), so a read before the wait sees the old bytes.
+    struct pending_copy {
+        void* dst;
+        const void* src;
+        std::size_t bytes;
+    };
+    std::vector<std::vector<pending_copy>> pending = std::vector<std::vector<pending_copy>>(exchange.size());
+
     static inline thread_local pkv_emulated_block* running_block = nullptr;
 
 private:
