@@ -113,7 +113,7 @@ struct packed_multipliers {
 /// outputs, V's zero-point sums, the pattern histograms and, when `staged`, two page buffers (a page's
 /// K or V codes: one is computed while the next streams into the other).
 struct split_shared {
-    int q, mult, packed, steps, zterm, qsum, scores, o, zsum, hist, stage, total;
+    int q, mult, packed, steps, zterm, qsum, scores, o, zsum, hist, pattern_of, stage, total;
     int wide;         ///< multipliers per head: max(d, R)
     int stage_words;  ///< words of one page buffer; 0 without staging
 
@@ -122,7 +122,7 @@ struct split_shared {
         s.wide = g.d > g.tokens ? g.d : g.tokens;
         const int page_words = g.k_code_words() > g.v_code_words() ? g.k_code_words() : g.v_code_words();
         s.stage_words = staged ? (page_words + 3) / 4 * 4 : 0;
-        const int sizes[11] = {heads * g.d,
+        const int sizes[12] = {heads * g.d,
                                heads * s.wide,
                                heads * packed_multipliers::words_per_head(s.wide),
                                heads,
@@ -132,9 +132,11 @@ struct split_shared {
                                heads * g.d,
                                heads * g.d,
                                heads * bank_capacity,
+                               bank_capacity > 0 ? g.tokens : 0,
                                2 * s.stage_words};
-        int* offsets[11] = {&s.q, &s.mult, &s.packed, &s.steps, &s.zterm, &s.qsum, &s.scores, &s.o, &s.zsum, &s.hist, &s.stage};
-        for (int i = 0; i < 11; ++i) {
+        int* offsets[12] = {&s.q,      &s.mult, &s.packed, &s.steps, &s.zterm,      &s.qsum,
+                            &s.scores, &s.o,    &s.zsum,   &s.hist,  &s.pattern_of, &s.stage};
+        for (int i = 0; i < 12; ++i) {
             *offsets[i] = s.total;
             s.total += (sizes[i] + 3) / 4 * 4;
         }
@@ -170,6 +172,8 @@ struct split_block {
     __device__ float* o(int hh) const { return smem + at.o + hh * g.d; }
     __device__ float* zsum(int hh) const { return smem + at.zsum + hh * g.d; }
     __device__ float* hist(int hh) const { return smem + at.hist + hh * cap; }
+    /// Per token of the page: its V pattern when its gate is set, else -1.
+    __device__ std::int32_t* pattern_of() const { return reinterpret_cast<std::int32_t*>(smem + at.pattern_of); }
     __device__ float* record(int hh) const { return rec + hh * rec_stride; }
     __device__ std::uint32_t* stage_buffer(int i) const {
         return reinterpret_cast<std::uint32_t*>(smem + at.stage) + static_cast<std::int64_t>(i % 2) * at.stage_words;
@@ -426,12 +430,16 @@ __device__ inline void split_v_page(const split_block& b, const core::page_view&
         __syncthreads();
     }
     if (b.cap == 0) return;
+    std::int32_t* pattern_of = b.pattern_of();  // unpacked once per page, not once per (head, pattern)
+    for (int t = b.tid; t < R; t += split_threads)
+        pattern_of[t] = core::gate_bit(pv.v_gate, t) ? static_cast<std::int32_t>(core::pattern_index(pv.v_index, t, g.index_bits)) : -1;
+    __syncthreads();
     for (int e = b.tid; e < b.heads * b.cap; e += split_threads) {  // entry (hh, c) adds its gated tokens in token order
         const int hh = e / b.cap, c = e % b.cap;
         const float* w = b.scores(hh) + col;
         float sum = b.hist(hh)[c];
         for (int t = 0; t < R; ++t)
-            if (core::gate_bit(pv.v_gate, t) && core::pattern_index(pv.v_index, t, g.index_bits) == c) sum = sum + w[t];
+            if (pattern_of[t] == c) sum = sum + w[t];
         b.hist(hh)[c] = sum;
     }
 }
