@@ -303,9 +303,9 @@ struct scale_pairs {
 };
 
 /// For every position p in [p0, p0 + positions) of the rows at codes + r * row_words (r < rows) and
-/// every head hh of the block: finish(p, hh, s), s the centred sum of the head's multipliers (at most
-/// qmax in magnitude) times the codes at p. A thread takes one item, a run of positions for up to
-/// head_regs heads: on byte_columns' path a byte of a word column (8 / bits positions; the four
+/// the heads [h0, h0 + hn) of one item: finish(p, h0, hn, sums), sums[hh - h0] the centred sum of
+/// head hh's multipliers (at most qmax in magnitude) times the codes at p. A thread takes one item, a
+/// run of positions for up to head_regs heads: on byte_columns' path a byte of a word column (8 / bits positions; the four
 /// threads of a word read the same four words, neighbouring words go to neighbouring threads), else
 /// one position.
 template <class Finish>
@@ -324,8 +324,7 @@ __device__ void column_sums(const split_block& b, const std::uint32_t* codes, in
                            first % core::codes_per_word(bits) / per_item, pm, hn, sums);
         else
             centred_code_sums(codes, row_words, rows, bits, first, 0, pm, 0, hn, sums[0]);
-        for (int m = 0; m < per_item; ++m)
-            for (int hh = 0; hh < hn; ++hh) finish(first + m, h0 + hh, sums[m][hh]);
+        for (int m = 0; m < per_item; ++m) finish(first + m, h0, hn, sums[m]);
     }
 }
 
@@ -342,10 +341,13 @@ __device__ inline void split_k_channel_group(const split_block& b, const core::p
     }
     __syncthreads();
     const bool patterns = b.qm != nullptr && g.k_patterns;
-    column_sums(b, pv.k_codes, g.k_row_words(), d, g.k_bits, qmax, t0, kg, [&](int t, int hh, std::int32_t sum) {
-        float s = b.steps()[hh] * static_cast<float>(sum) + b.zterm()[hh];
-        if (patterns) s = s + b.qm[hh * b.cap + core::pattern_index(pv.k_index, t, g.index_bits)];
-        b.scores(hh)[col + t] = s;
+    column_sums(b, pv.k_codes, g.k_row_words(), d, g.k_bits, qmax, t0, kg, [&](int t, int h0, int hn, const std::int32_t* sums) {
+        const int a = patterns ? core::pattern_index(pv.k_index, t, g.index_bits) : -1;  // once per token, for every head
+        for (int hh = h0; hh < h0 + hn; ++hh) {
+            float s = b.steps()[hh] * static_cast<float>(sums[hh - h0]) + b.zterm()[hh];
+            if (a >= 0) s = s + b.qm[hh * b.cap + a];
+            b.scores(hh)[col + t] = s;
+        }
     });
     __syncthreads();
 }
@@ -425,8 +427,9 @@ __device__ inline void split_v_page(const split_block& b, const core::page_view&
             if (b.lane == 0) b.steps()[hh] = half_step, b.zsum(hh)[gi] = b.zsum(hh)[gi] + z;
         }
         __syncthreads();
-        column_sums(b, pv.v_codes, g.v_row_words(), R, g.v_bits, qmax, gi * vg, vg,
-                    [&](int j, int hh, std::int32_t sum) { b.o(hh)[j] = b.o(hh)[j] + b.steps()[hh] * static_cast<float>(sum); });
+        column_sums(b, pv.v_codes, g.v_row_words(), R, g.v_bits, qmax, gi * vg, vg, [&](int j, int h0, int hn, const std::int32_t* sums) {
+            for (int hh = h0; hh < h0 + hn; ++hh) b.o(hh)[j] = b.o(hh)[j] + b.steps()[hh] * static_cast<float>(sums[hh - h0]);
+        });
         __syncthreads();
     }
     if (b.cap == 0) return;
