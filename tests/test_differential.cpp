@@ -4,7 +4,7 @@
 // every attention output (written between guard floats) and the memory report.
 //
 // A case is one struct whose parameters and seed are its name. Usage:
-//   test_differential [--list] [--filter SUBSTR]... [--backend cuda|hip|cpu|emulated]...
+//   test_differential [--list] [--filter SUBSTR]... [--backend cuda|hip|cpu|emulated|emulated-no-mma]...
 // --filter keeps cases whose name contains any SUBSTR. --backend picks what is compared with the
 // CPU reference (default: cuda and hip): cpu compares the CPU with itself (checks the harness);
 // emulated runs the GPU backend's own kernels and class compiled for the CPU
@@ -448,11 +448,13 @@ struct target {
     std::string name;
     backend kind = backend::cpu;
     bool emulated = false;
+    bool int8_mma = true;  ///< emulated: the device has int8 warp matrix products (CUDA sm_80+), else byte dot products only (HIP)
 
     layer_cache make(const diff_case& c) const {
         if (!emulated) return layer_cache(c.cfg, c.capacity(), kind);
         layer_cache cache(c.cfg, c.capacity(), backend::cpu);
         patternkv::emulated::gpu::emulated_shared_bytes = (c.shared_kib > 0 ? c.shared_kib : 48) * 1024;
+        patternkv::emulated::gpu::emulated_int8_mma = int8_mma;
         auto& s = const_cast<patternkv::layer_cache_state&>(patternkv::state_of(cache));
         s.impl = patternkv::emulated::make_gpu_backend(s, backend::cpu);
         s.release_host_arrays();  // as a GPU cache's state: no host copy of the data until synced
@@ -577,7 +579,9 @@ struct options {
     std::vector<target> targets;
 };
 
-void usage() { fmt::print("usage: test_differential [--list] [--filter SUBSTR]... [--backend cuda|hip|cpu|emulated]...\n"); }
+void usage() {
+    fmt::print("usage: test_differential [--list] [--filter SUBSTR]... [--backend cuda|hip|cpu|emulated|emulated-no-mma]...\n");
+}
 
 options parse(int argc, char** argv) {
     options o;
@@ -604,6 +608,8 @@ options parse(int argc, char** argv) {
                 o.targets.push_back({b, backend::cpu});
             else if (b == "emulated")
                 o.targets.push_back({b, backend::cpu, true});
+            else if (b == "emulated-no-mma")
+                o.targets.push_back({b, backend::cpu, true, false});
             else {
                 usage();
                 std::exit(2);
@@ -645,6 +651,47 @@ __global__ void fold_kernel(const float* x, float* sums, float* maxima) {
     const unsigned t = threadIdx.x;
     sums[t] = gpu::lane_fold<gpu::fold_add>(x[t]);
     maxima[t] = gpu::lane_fold<gpu::fold_max>(x[t]);
+}
+
+/// One warp's int8 matrix product D = A B (A 16 x 32 unsigned, B 32 x 8 signed or unsigned bytes,
+/// row-major) through gpu::mma_m16n8k32, each lane loading its fragments by the PTX ISA's table for
+/// m16n8k32 (written here from the table, apart from warp_mma.hpp's inverse maps).
+template <bool b_signed>
+__global__ void int8_mma_kernel(const std::uint8_t* a, const std::uint8_t* b, std::int32_t* d) {
+    const int lane = static_cast<int>(threadIdx.x), g = lane / 4, c = lane % 4;
+    std::uint32_t af[4] = {}, bf[2] = {};
+    for (int j = 0; j < 4; ++j)
+        for (int i = 0; i < 4; ++i) af[j] |= std::uint32_t{a[(g + 8 * (j % 2)) * 32 + 4 * c + 16 * (j / 2) + i]} << (8 * i);
+    for (int j = 0; j < 2; ++j)
+        for (int i = 0; i < 4; ++i) bf[j] |= std::uint32_t{b[(4 * c + 16 * j + i) * 8 + g]} << (8 * i);
+    std::int32_t acc[4] = {lane, -lane, 7, -7};  // the accumulator is added to
+    patternkv::emulated::gpu::mma_m16n8k32<b_signed>(acc, af, bf[0], bf[1]);
+    for (int i = 0; i < 4; ++i) d[(g + 8 * (i / 2)) * 8 + 2 * c + i % 2] = acc[i] - (i == 0 ? lane : i == 1 ? -lane : i == 2 ? 7 : -7);
+}
+
+/// The emulated int8 matrix product against a plain one, for signed and unsigned B.
+std::string check_int8_mma() {
+    namespace gpu = patternkv::emulated::gpu;
+    std::vector<std::uint8_t> a(16 * 32), b(32 * 8);
+    std::uint32_t state = 2024;
+    for (auto* v : {&a, &b})
+        for (auto& x : *v) x = static_cast<std::uint8_t>((state = state * 1664525u + 1013904223u) >> 24);
+    for (const bool b_signed : {true, false}) {
+        std::vector<std::int32_t> d(16 * 8, 0);
+        gpu::launch_with_barriers(nullptr, b_signed ? int8_mma_kernel<true> : int8_mma_kernel<false>, 1, 32, 0, "int8_mma", a.data(),
+                                  b.data(), d.data());
+        for (int r = 0; r < 16; ++r)
+            for (int col = 0; col < 8; ++col) {
+                std::int32_t want = 0;
+                for (int k = 0; k < 32; ++k)
+                    want +=
+                        a[r * 32 + k] * (b_signed ? static_cast<std::int32_t>(static_cast<std::int8_t>(b[k * 8 + col])) : b[k * 8 + col]);
+                if (d[r * 8 + col] != want)
+                    return fmt::format("B {}: D[{}][{}] is {}, the product {}", b_signed ? "signed" : "unsigned", r, col, d[r * 8 + col],
+                                       want);
+            }
+    }
+    return "";
 }
 
 /// Cooperative launches (gpu::launch_with_barriers): a missing barrier shows as varying bits, the
@@ -892,7 +939,8 @@ int main(int argc, char** argv) {
             {"emulation/runtime", "launch limits, every thread once, varying orders, kernel timing", check_emulation},
             {"emulation/cooperative", "missing barriers vary, poison, shared-memory limit, warp folds", check_cooperative_emulation},
             {"emulation/device-view-errors", "refused views, NaN/Inf in device views reported by synchronize()", check_device_view_errors},
-            {"emulation/kmeans-select", "the init's k smallest keys: one and two radix passes, ties", check_kmeans_select}};
+            {"emulation/kmeans-select", "the init's k smallest keys: one and two radix passes, ties", check_kmeans_select},
+            {"emulation/int8-mma", "warp matrix products: fragments by the PTX table, signed and unsigned B", check_int8_mma}};
         for (const auto& e : emulation_checks) {
             if (!b.emulated || !selected(opt, e.name)) continue;
             const std::string why = e.check();

@@ -26,7 +26,7 @@
 #include "async_copy.hpp"
 #include "atomics.hpp"
 #include "block_primitives.hpp"
-#include "byte_dot.hpp"
+#include "code_sums.hpp"
 #include "cache_arrays.hpp"
 #include "core/attention.hpp"
 #include "device_views.hpp"
@@ -46,6 +46,7 @@ struct attend_params {
     int pages_per_split;          ///< core::pages_per_split(R)
     int heads_per_block;          ///< query heads a split block serves (a divisor of gqa)
     bool staged;                  ///< split blocks stream pages through shared memory (split_shared)
+    bool mma;                     ///< the device has int8 warp matrix products (warp_mma.hpp) and they are not turned off
     input_view q;                 ///< [n][Hq][d]
     unsigned long long* q_fault;  ///< the fault slot of invalid query elements (device_views.hpp)
     float* q_tau;                 ///< [n][Hq][d]
@@ -76,36 +77,6 @@ __global__ void prepare_queries_kernel(attend_params p) {
 }
 
 inline constexpr int split_threads = 128, split_warps = split_threads / static_cast<int>(gpu::warp_lanes);
-
-/// Heads whose integer sums one thread keeps in registers at once: each code is unpacked once for
-/// all of them (the GQA group's heads share the KV head's codes).
-inline constexpr int head_regs = 8;
-
-/// One head's integer multipliers (core/multipliers.hpp) as bytes in shared memory, the layout the
-/// byte dot products read: 4 multipliers per word, `quads` words of low bytes, then `quads` words of
-/// high bytes, then their sum. Narrow multipliers (|m| <= 127: K at 2 bits) are their low byte as a
-/// signed byte; wide ones (int16) are 256 hi + lo, hi signed and lo unsigned.
-struct packed_multipliers {
-    std::uint32_t* words;
-    int quads;
-    bool narrow;
-
-    PKV_HD static int words_per_head(int n) { return 2 * ((n + 3) / 4) + 1; }
-    __device__ std::uint32_t lo(int quad) const { return words[quad]; }
-    __device__ std::uint32_t hi(int quad) const { return words[quads + quad]; }
-    __device__ std::int32_t sum() const { return static_cast<std::int32_t>(words[2 * quads]); }
-    __device__ std::int32_t at(int i) const {
-        const auto* lo_bytes = reinterpret_cast<const std::uint8_t*>(words);
-        if (narrow) return static_cast<std::int8_t>(lo_bytes[i]);
-        const auto* hi_bytes = reinterpret_cast<const std::int8_t*>(words + quads);
-        return 256 * hi_bytes[i] + lo_bytes[i];
-    }
-    __device__ void set(int i, std::int32_t m) const {
-        reinterpret_cast<std::uint8_t*>(words)[i] = static_cast<std::uint8_t>(m);
-        reinterpret_cast<std::uint8_t*>(words + quads)[i] = static_cast<std::uint8_t>(m >> 8);  // arithmetic shift: the signed high byte
-    }
-    __device__ void set_sum(std::int32_t v) const { words[2 * quads] = static_cast<std::uint32_t>(v); }
-};
 
 /// The shared memory of a split block serving `heads` query heads: offsets in floats (each array
 /// 16-byte aligned) of the staged queries, multipliers (float products, then packed integers), per-head
@@ -157,6 +128,7 @@ struct split_block {
     split_shared at;
     float* smem;
     int tid, lane, warp;
+    bool mma;  ///< attend_params::mma
 
     __device__ float* q(int hh) const { return smem + at.q + hh * g.d; }
     __device__ float* mult(int hh) const { return smem + at.mult + hh * at.wide; }
@@ -187,80 +159,6 @@ struct split_block {
         for (int hh = 0; hh < head_regs; ++hh) pm[hh] = packed(h0 + (hh < hn ? hh : 0), qmax);
     }
 };
-
-/// The centred sum sum_r m_r (2 c_r - (2^bits - 1)) from the plain sum sum_r m_r c_r and sum_r m_r:
-/// exact in int32 (core::multiplier_max bounds the centred sum; the parts wrap in uint32).
-__device__ inline std::int32_t centred(std::uint32_t plain, std::int32_t multiplier_sum, int bits) {
-    return static_cast<std::int32_t>(2u * plain - core::code_mask(bits) * static_cast<std::uint32_t>(multiplier_sum));
-}
-
-/// For heads hh < hn (<= head_regs): acc[hh] = the integer sum over r < rows of
-/// pm[hh].at(first + r) * (2 c_r - (2^bits - 1)), c_r the code at position + r * step of the row at
-/// codes + r * row_words (K per channel and V: a column, step 0; per-token K: along one row,
-/// row_words 0). Exact in int32 (core::multiplier_max bounds it): the sums of
-/// core::scalar_ops::code_sums and token_scores. The path of widths and geometries byte_code_sums
-/// does not take.
-__device__ inline void centred_code_sums(const std::uint32_t* codes, int row_words, int rows, int bits, int position, int step,
-                                         const packed_multipliers (&pm)[head_regs], int first, int hn, std::int32_t (&acc)[head_regs]) {
-    const auto off = static_cast<std::int32_t>(core::code_mask(bits));
-    for (int hh = 0; hh < head_regs; ++hh) acc[hh] = 0;
-    for (int r = 0; r < rows; ++r) {
-        const std::int32_t c = 2 * static_cast<std::int32_t>(core::unpack_code(codes + r * row_words, position + r * step, bits)) - off;
-        for (int hh = 0; hh < head_regs; ++hh)
-            if (hh < hn) acc[hh] += pm[hh].at(first + r) * c;
-    }
-}
-
-/// Whether columns of `positions` codes (a K group's tokens, a V group's channels) summed over `rows`
-/// rows take the byte dot products: 2 or 4 bits, whole words of codes per column run, rows in fours.
-__device__ inline bool byte_columns(int bits, int rows, int positions) {
-    return (bits == 2 || bits == 4) && rows % 4 == 0 && positions % core::codes_per_word(bits) == 0;
-}
-
-/// byte_columns' path: for heads hh < hn and the 8 / bits positions p_m = word * codes_per_word +
-/// byte * (8 / bits) + m of the row codes + r * row_words, sums[m][hh] = the centred sum
-/// centred_code_sums gives at p_m. Byte `byte` of word `word` of four rows at a time is gathered into
-/// one word, so that each dp4a multiplies four rows' codes by four multipliers.
-template <int bits, bool narrow>
-__device__ void byte_code_sums(const std::uint32_t* codes, int row_words, int rows, int word, int byte,
-                               const packed_multipliers (&pm)[head_regs], int hn, std::int32_t (&sums)[4][head_regs]) {
-    constexpr int per_byte = 8 / bits;
-    std::int32_t high[per_byte][head_regs] = {};  // narrow: the whole sum
-    std::uint32_t low[per_byte][head_regs] = {};
-    for (int r = 0; r < rows; r += 4) {
-        const std::uint32_t* w = codes + static_cast<std::int64_t>(r) * row_words + word;
-        const std::uint32_t x = gpu::gather_byte(w[0], w[row_words], w[2 * row_words], w[3 * row_words], byte);
-        for (int m = 0; m < per_byte; ++m) {
-            const std::uint32_t c = gpu::byte_codes(x, bits, m);
-            for (int hh = 0; hh < head_regs; ++hh) {
-                if (hh >= hn) continue;
-                if constexpr (narrow) {
-                    high[m][hh] = gpu::dot4_signed(pm[hh].lo(r / 4), c, high[m][hh]);
-                } else {
-                    high[m][hh] = gpu::dot4_signed(pm[hh].hi(r / 4), c, high[m][hh]);
-                    low[m][hh] = gpu::dot4_unsigned(pm[hh].lo(r / 4), c, low[m][hh]);
-                }
-            }
-        }
-    }
-    for (int m = 0; m < per_byte; ++m)
-        for (int hh = 0; hh < hn; ++hh) {
-            const std::uint32_t plain =
-                narrow ? static_cast<std::uint32_t>(high[m][hh]) : 256u * static_cast<std::uint32_t>(high[m][hh]) + low[m][hh];
-            sums[m][hh] = centred(plain, pm[hh].sum(), bits);
-        }
-}
-
-/// byte_code_sums for the width and multiplier kind at run time (both uniform over a launch).
-__device__ inline void byte_code_sums(int bits, bool narrow, const std::uint32_t* codes, int row_words, int rows, int word, int byte,
-                                      const packed_multipliers (&pm)[head_regs], int hn, std::int32_t (&sums)[4][head_regs]) {
-    if (bits == 2)
-        narrow ? byte_code_sums<2, true>(codes, row_words, rows, word, byte, pm, hn, sums)
-               : byte_code_sums<2, false>(codes, row_words, rows, word, byte, pm, hn, sums);
-    else
-        narrow ? byte_code_sums<4, true>(codes, row_words, rows, word, byte, pm, hn, sums)
-               : byte_code_sums<4, false>(codes, row_words, rows, word, byte, pm, hn, sums);
-}
 
 /// Warp-wide: m[i] = x[i] * y[i] for i < n rounded to integer multipliers (core's
 /// quantize_multipliers, the maximum by a fold) and the dot of x with z (core::lane_dot's order),
@@ -302,15 +200,46 @@ struct scale_pairs {
     }
 };
 
+/// column_sums' path on devices with int8 warp matrix products (mma_columns): each warp takes a tile
+/// (4 words of the run, 16 byte columns) for up to head_regs heads at a time, and each lane finishes
+/// its own positions for its two heads (mma_tile_sums' map).
+template <int bits, bool narrow, class Finish>
+__device__ void mma_column_sums(const split_block& b, const std::uint32_t* codes, int row_words, int rows, int qmax, int p0, int positions,
+                                Finish finish) {
+    constexpr int cpw = core::codes_per_word(bits), per_byte = 8 / bits;
+    const int words = positions / cpw, tiles = (words + 3) / 4, g = b.lane / 4, c = b.lane % 4;
+    for (int e = b.warp; e < b.head_passes() * tiles; e += split_warps) {  // uniform over the warp: every lane takes part
+        const int h0 = e / tiles * head_regs, hn = b.heads - h0 < head_regs ? b.heads - h0 : head_regs;
+        const int w = (e % tiles) * 4 + g / 2;  // the lane's word of the run
+        const packed_multipliers own = b.packed(h0 + (g < hn ? g : 0), qmax);
+        std::uint32_t plain[per_byte][4];
+        mma_tile_sums<bits, narrow>(w < words ? codes + p0 / cpw + w : nullptr, row_words, rows, b.lane, g < hn ? &own : nullptr, plain);
+        const int heads = hn - 2 * c < 2 ? hn - 2 * c : 2;  // the lane's heads h0 + 2c, h0 + 2c + 1
+        if (w >= words || heads <= 0) continue;
+        const std::int32_t sum0 = b.packed(h0 + 2 * c, qmax).sum(), sum1 = heads > 1 ? b.packed(h0 + 2 * c + 1, qmax).sum() : 0;
+        for (int r = 0; r < 2; ++r)  // rows g and g + 8: bytes g % 2 and 2 + g % 2 of word w
+            for (int m = 0; m < per_byte; ++m) {
+                const std::int32_t sums[2] = {centred(plain[m][2 * r], sum0, bits), centred(plain[m][2 * r + 1], sum1, bits)};
+                finish(p0 + w * cpw + (2 * r + g % 2) * per_byte + m, h0 + 2 * c, heads, sums);
+            }
+    }
+}
+
 /// For every position p in [p0, p0 + positions) of the rows at codes + r * row_words (r < rows) and
 /// the heads [h0, h0 + hn) of one item: finish(p, h0, hn, sums), sums[hh - h0] the centred sum of
-/// head hh's multipliers (at most qmax in magnitude) times the codes at p. A thread takes one item, a
-/// run of positions for up to head_regs heads: on byte_columns' path a byte of a word column (8 / bits positions; the four
-/// threads of a word read the same four words, neighbouring words go to neighbouring threads), else
-/// one position.
+/// head hh's multipliers (at most qmax in magnitude) times the codes at p. With warp matrix
+/// products, mma_column_sums; else a thread takes one item, a run of positions for up to head_regs
+/// heads: on byte_columns' path a byte of a word column (8 / bits positions; the four threads of a
+/// word read the same four words, neighbouring words go to neighbouring threads), else one position.
 template <class Finish>
 __device__ void column_sums(const split_block& b, const std::uint32_t* codes, int row_words, int rows, int bits, int qmax, int p0,
                             int positions, Finish finish) {
+    if (mma_columns(b.mma, bits, rows, positions)) {
+        with_byte_kind(bits, qmax <= 127, [&](auto width, auto narrow) {  // narrow: packed_multipliers' kind
+            mma_column_sums<width(), narrow()>(b, codes, row_words, rows, qmax, p0, positions, finish);
+        });
+        return;
+    }
     const bool bytes = byte_columns(bits, rows, positions);
     const int per_item = bytes ? 8 / bits : 1, items = positions / per_item;
     for (int e = b.tid; e < b.head_passes() * items; e += split_threads) {
@@ -320,8 +249,10 @@ __device__ void column_sums(const split_block& b, const std::uint32_t* codes, in
         const int first = p0 + (e % items) * per_item;
         std::int32_t sums[4][head_regs];
         if (bytes)
-            byte_code_sums(bits, pm[0].narrow, codes, row_words, rows, first / core::codes_per_word(bits),
-                           first % core::codes_per_word(bits) / per_item, pm, hn, sums);
+            with_byte_kind(bits, pm[0].narrow, [&](auto width, auto narrow) {
+                byte_code_sums<width(), narrow()>(codes, row_words, rows, first / core::codes_per_word(bits),
+                                                  first % core::codes_per_word(bits) / per_item, pm, hn, sums);
+            });
         else
             centred_code_sums(codes, row_words, rows, bits, first, 0, pm, 0, hn, sums[0]);
         for (int m = 0; m < per_item; ++m) finish(first + m, h0, hn, sums[m]);
@@ -568,7 +499,8 @@ __global__ void __launch_bounds__(split_threads) attend_split_kernel(attend_para
                         gpu::dynamic_shared<float>(),
                         tid,
                         lane,
-                        tid / static_cast<int>(gpu::warp_lanes)};
+                        tid / static_cast<int>(gpu::warp_lanes),
+                        p.mma};
     for (int e = tid; e < b.heads * d; e += split_threads) b.q(e / d)[e % d] = p.q_tau[qh0 * d + e];
     __syncthreads();
     if (split == p.history_splits(seq)) {

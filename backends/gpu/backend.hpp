@@ -9,8 +9,10 @@
 // inputs in, enqueues the same kernels and waits for its results.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <span>
+#include <string>
 #include <variant>
 #include <vector>
 
@@ -81,6 +83,7 @@ private:
     int batch_, heads_, d_, R_, cap_, q_heads_, gqa_, pps_;
     int heads_per_block_;       ///< query heads one split block serves (attend_kernels.hpp)
     bool staged_ = false;       ///< whether split blocks stream pages through shared memory
+    bool mma_ = false;          ///< whether split blocks sum codes with int8 warp matrix products
     std::size_t split_shared_;  ///< its shared memory
     bool grow_ = false;
     kmeans_miner kmeans_{};
@@ -187,6 +190,10 @@ inline gpu_backend<Gate>::gpu_backend(const layer_cache_state& s, backend kind, 
                     " bytes of shared memory per block for head_dim " + std::to_string(d_) + " and residual_length " + std::to_string(R_) +
                     "; the device gives " + std::to_string(limit));
     split_shared_ = split_shared::layout(s.geom, heads_per_block_, cap_, staged_).bytes();
+    // int8 warp matrix products where the device has them (the same sums as dp4a, faster at GQA >= 4);
+    // PATTERNKV_GPU_INT8_MMA=0 turns them off, to compare the two on one device.
+    const char* mma_env = std::getenv("PATTERNKV_GPU_INT8_MMA");
+    mma_ = gpu::device_int8_mma() && !(mma_env != nullptr && std::string(mma_env) == "0");
 
     const std::size_t BQ = B * q_heads_;
     in_ = gpu::malloc_device<std::uint16_t>(2 * BH * d_);
@@ -467,6 +474,7 @@ inline void gpu_backend<Gate>::attend_views(const layer_cache_state& s, std::spa
                           pps_,
                           heads_per_block_,
                           staged_,
+                          mma_,
                           q,
                           faults_.get() + attend_q,
                           q_tau_.get(),

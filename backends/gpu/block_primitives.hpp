@@ -38,20 +38,18 @@ __device__ T lane_fold(T v) {
     static_assert(sizeof(T) == sizeof(std::uint32_t), "one 32-bit exchange slot per lane");
 #if defined(PKV_GPU_EMULATION)
     // Each lane posts its value, the warp meets, each lane runs the device's butterfly on the 32
-    // posted values, and the warp meets again before a later fold may overwrite them.
-    pkv_emulated_block& block = *pkv_emulated_block::running_block;
-    const unsigned t = threadIdx.x, base = t - t % warp_lanes, warp_barrier = 1 + t / warp_lanes;
-    std::memcpy(&block.exchange[t], &v, sizeof v);
-    block.arrive(t, warp_barrier);
+    // posted values.
+    std::uint32_t word, posted[warp_lanes];
+    std::memcpy(&word, &v, sizeof v);
+    pkv_emulated_block::running_block->warp_exchange(threadIdx.x, &word, 1, posted);
     T lanes[warp_lanes];
-    std::memcpy(lanes, &block.exchange[base], sizeof lanes);
-    block.arrive(t, warp_barrier);
+    std::memcpy(lanes, posted, sizeof lanes);
     for (unsigned w = warp_lanes / 2; w >= 1; w /= 2) {
         T next[warp_lanes];
         for (unsigned l = 0; l < warp_lanes; ++l) next[l] = op(lanes[l], lanes[l ^ w]);
         std::memcpy(lanes, next, sizeof lanes);
     }
-    return lanes[t % warp_lanes];
+    return lanes[threadIdx.x % warp_lanes];
 #else
     for (int w = warp_lanes / 2; w >= 1; w /= 2) {
 #if defined(__HIP__)

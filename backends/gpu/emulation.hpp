@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <ucontext.h>
@@ -45,11 +46,13 @@ public:
     static constexpr std::size_t stack_bytes = 256 * 1024;
 
     pkv_emulated_block(unsigned threads, std::uint64_t seed)
-        : exchange(threads),
+        : pending(threads),
           threads_(threads),
           waiting_(threads, runnable),
           arrived_(1 + (threads + warp - 1) / warp, 0),
           fibers_(threads),
+          exchange_(2 * static_cast<std::size_t>(threads) * exchange_words),
+          exchanges_(threads, 0),
           gen_(seed) {}
 
     /// Runs body() as each thread of the block (threadIdx set) until every thread has ended.
@@ -91,8 +94,20 @@ public:
         swapcontext(&fibers_[t], &scheduler_);
     }
 
-    /// One 32-bit slot per thread for warp exchanges (emulated shuffles).
-    std::vector<std::uint32_t> exchange;
+    /// Words a thread may post to its warp at once (emulated shuffles and matrix products).
+    static constexpr unsigned exchange_words = 8;
+
+    /// Warp-collective: thread t posts n <= exchange_words words, its warp (32 threads) meets, and t
+    /// copies the words every lane l posted to lanes[l * n ...]. Exchanges alternate between two
+    /// slots per thread, so one meeting suffices: a lane posts exchange i + 2 only after exchange
+    /// i + 1's meeting, which every lane reaches after reading exchange i.
+    void warp_exchange(unsigned t, const std::uint32_t* words, unsigned n, std::uint32_t* lanes) {
+        const unsigned base = t - t % warp, barrier = 1 + t / warp, slot = exchanges_[t]++ % 2;
+        const auto at = [&](unsigned u) { return &exchange_[(2 * u + slot) * exchange_words]; };
+        std::memcpy(at(t), words, n * sizeof *words);
+        arrive(t, barrier);
+        for (unsigned l = 0; l < warp; ++l) std::memcpy(lanes + l * n, at(base + l), n * sizeof *words);
+    }
 
     /// A copy to shared memory a thread issued and has not waited for (gpu::stage_async): it lands
     /// only when the thread waits (gpu::wait_staged), so a read before the wait sees the old bytes.
@@ -101,7 +116,7 @@ public:
         const void* src;
         std::size_t bytes;
     };
-    std::vector<std::vector<pending_copy>> pending = std::vector<std::vector<pending_copy>>(exchange.size());
+    std::vector<std::vector<pending_copy>> pending;
 
     static inline thread_local pkv_emulated_block* running_block = nullptr;
 
@@ -144,6 +159,8 @@ private:
     ucontext_t scheduler_{};
     void (*body_)(void*) = nullptr;
     void* body_arg_ = nullptr;
+    std::vector<std::uint32_t> exchange_;  ///< two slots of exchange_words per thread (warp_exchange)
+    std::vector<unsigned> exchanges_;      ///< per thread: warp exchanges so far
     std::mt19937_64 gen_;
 };
 

@@ -61,6 +61,10 @@ inline std::string kernel_image_problem(const void*) { return {}; }
 inline int emulated_shared_bytes = 48 * 1024;
 inline status current_device(int* dev) { return *dev = 0, success; }
 inline status shared_bytes_limit(int* v, int) { return *v = emulated_shared_bytes, success; }
+// Whether the emulated device has int8 warp matrix products (a CUDA sm_80+ device): on unless a
+// test models one without (HIP, older NVIDIA), whose split blocks sum byte dot products instead.
+inline bool emulated_int8_mma = true;
+inline bool device_int8_mma() { return emulated_int8_mma; }
 inline status raw_free(void* p) { return ::operator delete(p), success; }
 // a stream is a name only: every launch and copy runs to its end before it returns
 using stream_t = void*;
@@ -94,6 +98,8 @@ inline status raw_copy(void* d, const void* s, std::size_t bytes, copy_kind k, s
 inline status synchronize(stream_t st) { return hipStreamSynchronize(st); }
 inline status current_device(int* dev) { return hipGetDevice(dev); }
 inline status shared_bytes_limit(int* v, int dev) { return hipDeviceGetAttribute(v, hipDeviceAttributeMaxSharedMemoryPerBlock, dev); }
+// AMD's matrix cores have other fragment maps than warp_mma.hpp's: split blocks use v_dot4 there
+inline bool device_int8_mma() { return false; }
 inline status allow_shared_bytes(const void* kernel, std::size_t bytes) {
     return hipFuncSetAttribute(kernel, hipFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
 }
@@ -135,6 +141,12 @@ inline status synchronize(stream_t st) { return cudaStreamSynchronize(st); }
 inline status current_device(int* dev) { return cudaGetDevice(dev); }
 // the most a block may opt in to (227 KiB on sm_90), beyond the 48 KiB every launch gets
 inline status shared_bytes_limit(int* v, int dev) { return cudaDeviceGetAttribute(v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev); }
+// mma.sync m16n8k32 on 8-bit integers: sm_80 and later
+inline bool device_int8_mma() {
+    int dev = 0, major = 0;
+    return current_device(&dev) == success && cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == success &&
+           major >= 8;
+}
 inline status allow_shared_bytes(const void* kernel, std::size_t bytes) {
     return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
 }

@@ -159,7 +159,11 @@ step "decode attention timing (end to end and kernel only)"
 timeout "$(limit 200 5)" "$build/attend_bench" --backend cuda --methods kivi-2,patternkv-2,kivi-4,patternkv-4 --contexts 16384,65536 \
   --batches 1,8 --reps 20 --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1
 bench_rc=$?
-cat "$OUT/bench.log" | tail -20
+# the same kernels without int8 MMA (dp4a, as HIP runs them): PatternKV-2 at 64K, appended to bench.log
+echo "--- PATTERNKV_GPU_INT8_MMA=0 (dp4a code sums) ---" >> "$OUT/bench.log"
+PATTERNKV_GPU_INT8_MMA=0 timeout "$(limit 60 5)" "$build/attend_bench" --backend cuda --methods patternkv-2 --contexts 65536 \
+  --batches 1,8 --reps 20 >> "$OUT/bench.log" 2>&1
+cat "$OUT/bench.log" | tail -24
 S[bench]="rc=$bench_rc$([ $bench_rc = 124 ] && echo ' (timed out; bench.json holds the rows it finished)'); $(($(wc -l < "$OUT/bench.log") - 1)) rows"
 [ $diff_rc -eq 0 ] || finish differential-failed 1
 finish ok 0
