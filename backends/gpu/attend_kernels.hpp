@@ -135,7 +135,7 @@ struct split_block {
     /// The integer multipliers of head hh, at most `qmax` in magnitude.
     __device__ packed_multipliers packed(int hh, int qmax) const {
         return {reinterpret_cast<std::uint32_t*>(smem + at.packed) + hh * packed_multipliers::words_per_head(at.wide), (at.wide + 3) / 4,
-                qmax <= 127};
+                packed_multipliers::narrow_for(qmax)};
     }
     __device__ float* steps() const { return smem + at.steps; }
     __device__ float* zterm() const { return smem + at.zterm; }
@@ -235,7 +235,7 @@ template <class Finish>
 __device__ void column_sums(const split_block& b, const std::uint32_t* codes, int row_words, int rows, int bits, int qmax, int p0,
                             int positions, Finish finish) {
     if (mma_columns(b.mma, bits, rows, positions)) {
-        with_byte_kind(bits, qmax <= 127, [&](auto width, auto narrow) {  // narrow: packed_multipliers' kind
+        with_byte_kind(bits, packed_multipliers::narrow_for(qmax), [&](auto width, auto narrow) {
             mma_column_sums<width(), narrow()>(b, codes, row_words, rows, qmax, p0, positions, finish);
         });
         return;

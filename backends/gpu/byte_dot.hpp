@@ -8,6 +8,7 @@
 // All of it is integer and exact, so it gives the bits of the scalar sums in any order.
 #include <cstdint>
 
+#include "core/platform.hpp"
 #include "runtime.hpp"
 
 // AMD targets with v_dot4 (dot1/dot2 instructions), as Debian's hipcc 5.2 builds them; the others
@@ -55,10 +56,10 @@ __device__ inline std::uint32_t gather_byte(std::uint32_t w0, std::uint32_t w1, 
 #endif
 }
 
+/// Code 0 of each byte of a word whose bytes hold 8 / bits codes of `bits` bits (2 or 4) each.
+PKV_HD constexpr std::uint32_t first_code_of_bytes(int bits) { return bits == 2 ? 0x03030303u : 0x0F0F0F0Fu; }
+
 /// Code m of each byte of x, the bytes holding 8 / bits codes of `bits` bits (2 or 4) each.
-__device__ inline std::uint32_t byte_codes(std::uint32_t x, int bits, int m) {
-    const std::uint32_t mask = bits == 2 ? 0x03030303u : 0x0F0F0F0Fu;
-    return x >> (bits * m) & mask;
-}
+__device__ inline std::uint32_t byte_codes(std::uint32_t x, int bits, int m) { return x >> (bits * m) & first_code_of_bytes(bits); }
 
 }  // namespace patternkv::PKV_GPU_NS::gpu

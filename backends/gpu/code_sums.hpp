@@ -36,6 +36,8 @@ struct packed_multipliers {
     bool narrow;
 
     PKV_HD static int words_per_head(int n) { return 2 * ((n + 3) / 4) + 1; }
+    /// Whether multipliers bounded by qmax in magnitude are narrow.
+    PKV_HD static bool narrow_for(int qmax) { return qmax <= 127; }
     __device__ std::uint32_t lo(int quad) const { return words[quad]; }
     __device__ std::uint32_t hi(int quad) const { return words[quads + quad]; }
     __device__ std::int32_t sum() const { return static_cast<std::int32_t>(words[2 * quads]); }
@@ -51,6 +53,14 @@ struct packed_multipliers {
     }
     __device__ void set_sum(std::int32_t v) const { words[2 * quads] = static_cast<std::uint32_t>(v); }
 };
+
+/// The plain sum sum_r m_r c_r from the byte products' sums: narrow multipliers, the signed sum
+/// itself; int16 ones, 256 times the sum over their signed high bytes plus the sum over their
+/// unsigned low bytes (wrapping in uint32, exact as centred() says).
+template <bool narrow>
+__device__ std::uint32_t joined(std::int32_t high, std::uint32_t low) {
+    return narrow ? static_cast<std::uint32_t>(high) : 256u * static_cast<std::uint32_t>(high) + low;
+}
 
 /// The centred sum sum_r m_r (2 c_r - (2^bits - 1)) from the plain sum sum_r m_r c_r and sum_r m_r:
 /// exact in int32 (core::multiplier_max bounds the centred sum; the parts wrap in uint32).
@@ -108,11 +118,7 @@ __device__ void byte_code_sums(const std::uint32_t* codes, int row_words, int ro
         }
     }
     for (int m = 0; m < per_byte; ++m)
-        for (int hh = 0; hh < hn; ++hh) {
-            const std::uint32_t plain =
-                narrow ? static_cast<std::uint32_t>(high[m][hh]) : 256u * static_cast<std::uint32_t>(high[m][hh]) + low[m][hh];
-            sums[m][hh] = centred(plain, pm[hh].sum(), bits);
-        }
+        for (int hh = 0; hh < hn; ++hh) sums[m][hh] = centred(joined<narrow>(high[m][hh], low[m][hh]), pm[hh].sum(), bits);
 }
 
 /// f(width, narrow) with a byte path's code width (2 or 4) and multiplier kind (narrow or int16) as
@@ -130,7 +136,7 @@ __device__ void with_byte_kind(int bits, bool narrow, F f) {
 /// Whether a column run of `positions` codes summed over `rows` rows takes warp matrix products
 /// (mma_tile_sums): the device has them, 2 or 4 bits, whole words of codes, rows in 32s (one product's k).
 __device__ inline bool mma_columns(bool device_mma, int bits, int rows, int positions) {
-    return gpu::int8_mma && device_mma && (bits == 2 || bits == 4) && rows % 32 == 0 && positions % core::codes_per_word(bits) == 0;
+    return gpu::int8_mma && device_mma && rows % 32 == 0 && byte_columns(bits, rows, positions);
 }
 
 /// Warp-wide (every lane calls it): the plain sums sum_r m_r c_r of one tile, 4 words of a column
@@ -146,7 +152,7 @@ template <int bits, bool narrow>
 __device__ void mma_tile_sums(const std::uint32_t* word, int row_words, int rows, int lane, const packed_multipliers* pm,
                               std::uint32_t (&plain)[8 / bits][4]) {
     constexpr int per_byte = 8 / bits;
-    constexpr std::uint32_t mask = bits == 2 ? 0x03030303u : 0x0F0F0F0Fu;
+    constexpr std::uint32_t mask = gpu::first_code_of_bytes(bits);
     const int g = lane / 4, c = lane % 4;
     std::int32_t high[per_byte][4] = {}, low[per_byte][4] = {};  // narrow: the whole sum in high
     PKV_ROLLED for (int k0 = 0; k0 < rows; k0 += 32) {
@@ -172,10 +178,8 @@ __device__ void mma_tile_sums(const std::uint32_t* word, int row_words, int rows
         }
     }
     for (int m = 0; m < per_byte; ++m)
-        for (int i = 0; i < 4; ++i) {
-            const auto h = static_cast<std::uint32_t>(high[m][i] >> (bits * m));  // arithmetic: exact for the signed sum
-            plain[m][i] = narrow ? h : 256u * h + (static_cast<std::uint32_t>(low[m][i]) >> (bits * m));
-        }
+        for (int i = 0; i < 4; ++i)  // the signed part's shift is arithmetic: exact for a negative sum
+            plain[m][i] = joined<narrow>(high[m][i] >> (bits * m), static_cast<std::uint32_t>(low[m][i]) >> (bits * m));
 }
 
 }  // namespace patternkv::PKV_GPU_NS

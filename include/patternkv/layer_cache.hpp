@@ -111,8 +111,8 @@ public:
     // stream and returns without waiting (no host copies of the tensors; `seqs` is host memory).
     // Shapes, sequence indices and capacity are checked at the call, as for host views. Values are
     // checked on the device: an element that is NaN, Inf or beyond max_abs_input is read as 0, and
-    // synchronize() reports the first such element, naming the tensor, the sequence, the head and
-    // the channel (the sequence then holds that 0 in place of the value: reset() it). A device `out`
+    // synchronize() reports the first such element of each tensor, naming the tensor, the sequence,
+    // the head and the channel (the sequence then holds that 0 in place of the value: reset() it). A device `out`
     // must be f32 with unit stride in its last dimension. Calls with host views synchronize the
     // stream before they return, as before.
 
