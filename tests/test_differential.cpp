@@ -60,6 +60,7 @@ struct diff_case {
     bool reload_midway = false;   ///< half way, load the CPU state into the GPU cache (sync_from_host)
     std::int64_t pool_pages = 0;  ///< pages of the shared pool (0: every sequence can reach max_tokens)
     int shared_kib = 0;           ///< emulated: the device's shared memory per block (0: the portable 48 KiB)
+    int sms = 0;                  ///< emulated: the device's multiprocessors (0: one, so split blocks serve whole GQA groups)
     bool device_views = false;    ///< emulated: the GPU cache gets device views (layer_cache.hpp), the CPU the same data as host views
     std::string extra;            ///< non-default config fields, for the name
 
@@ -73,12 +74,12 @@ struct diff_case {
             if (i > 0) p += ',';
             p += std::to_string(prompts[i]);
         }
-        return fmt::format("{}/{} K{}V{} d{} kv{} q{} R{} batch{} prompts{} steps{}{}{}{}{}{}{}{}{} seed{}", family, method(), cfg.k_bits,
+        return fmt::format("{}/{} K{}V{} d{} kv{} q{} R{} batch{} prompts{} steps{}{}{}{}{}{}{}{}{}{} seed{}", family, method(), cfg.k_bits,
                            cfg.v_bits, cfg.head_dim, cfg.num_kv_heads, cfg.num_q_heads, cfg.residual_length, batch, p, steps,
                            extra.empty() ? "" : " " + extra, subsets ? " subsets" : "", duplicate_rows ? " duplicates" : "",
                            reset_midway ? " reset" : "", reload_midway ? " reload" : "",
                            pool_pages ? fmt::format(" pool{}", pool_pages) : "", shared_kib ? fmt::format(" shared{}KiB", shared_kib) : "",
-                           device_views ? " device-views" : "", seed);
+                           sms ? fmt::format(" sms{}", sms) : "", device_views ? " device-views" : "", seed);
     }
     std::int64_t max_tokens() const {
         int m = 1;
@@ -144,6 +145,20 @@ std::vector<diff_case> make_cases() {
             c.shared_kib = kib;
             add(c);
         }
+    // a wide device: short contexts chunk the GQA group until the split blocks cover the SMs (16 SMs,
+    // 4 blocks per chunk: GQA 8 in chunks of 2 heads, GQA 4 of 1); a batch attending alternating
+    // subsets on 12 SMs changes its chunks with its live splits (2 or 4 heads)
+    for (int g : {4, 8}) {
+        diff_case c = simple("gqa", base("patternkv", 2, 2, 128, 2, 2 * g), {300}, 300, 30);
+        c.sms = 16;
+        add(c);
+    }
+    {
+        diff_case c = simple("batch", base("kivi", 2, 4, 64, 2, 8), {300, 128, 77, 5}, 60, 3);
+        c.subsets = true;
+        c.sms = 12;
+        add(c);
+    }
     // head_dim 64, 96 and 128
     for (int d : {64, 96, 128}) add(simple("head-dim", base("patternkv", 2, 2, d, 2, 4), {300}, 40, 4));
     // a batch of sequences of different lengths, every step and subsets; a decode-only sequence
@@ -455,6 +470,7 @@ struct target {
         layer_cache cache(c.cfg, c.capacity(), backend::cpu);
         patternkv::emulated::gpu::emulated_shared_bytes = (c.shared_kib > 0 ? c.shared_kib : 48) * 1024;
         patternkv::emulated::gpu::emulated_int8_mma = int8_mma;
+        patternkv::emulated::gpu::emulated_multiprocessors = c.sms > 0 ? c.sms : 1;
         auto& s = const_cast<patternkv::layer_cache_state&>(patternkv::state_of(cache));
         s.impl = patternkv::emulated::make_gpu_backend(s, backend::cpu);
         s.release_host_arrays();  // as a GPU cache's state: no host copy of the data until synced

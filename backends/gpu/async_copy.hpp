@@ -1,8 +1,10 @@
 #pragma once
-// Copies of global memory into shared memory that a block issues and waits for later, so that a
-// page's codes stream in while the previous page is computed: cp.async (sm_80+) on CUDA, 16-byte
-// loads and stores on HIP. Emulated, a copy lands only when its thread waits, so a kernel that reads
-// staged data before wait_staged() and a barrier reads stale bytes and differs from the CPU.
+// Copies of global memory into shared memory that a block issues and waits for later, so that the
+// next pages' codes stream in while a page is computed: cp.async (sm_80+) on CUDA, in groups (one
+// per stage_async) that land in the order they were issued; 16-byte loads and stores on HIP.
+// Emulated, a group lands either when it is issued or when its thread waits for it (at random), so
+// a kernel that reads staged data before the wait that covers it and a barrier, or that issues a
+// copy into a buffer another thread still reads, gets other bits than the CPU.
 #include <cstdint>
 #include <cstring>
 
@@ -14,11 +16,15 @@
 
 namespace patternkv::PKV_GPU_NS::gpu {
 
-/// One copy of `bytes` (4 or 16, both addresses aligned to it) from global src to shared dst.
+/// The most groups a thread may leave in flight when it waits (wait_staged).
+inline constexpr int max_staged_in_flight = 2;
+
+/// One copy of `bytes` (4 or 16, both addresses aligned to it) from global src to shared dst, in
+/// the calling thread's open group.
 __device__ inline void copy_async(void* dst, const void* src, int bytes) {
 #if defined(PKV_GPU_EMULATION)
     pkv_emulated_block& block = *pkv_emulated_block::running_block;
-    block.pending[threadIdx.x].push_back({dst, src, static_cast<std::size_t>(bytes)});
+    block.pending[threadIdx.x].back().push_back({dst, src, static_cast<std::size_t>(bytes)});
 #elif defined(__CUDACC__)
     __pipeline_memcpy_async(dst, src, static_cast<std::size_t>(bytes));
 #else
@@ -30,25 +36,44 @@ __device__ inline void copy_async(void* dst, const void* src, int bytes) {
 }
 
 /// The block's threads (tid of `threads`) issue the copy of `words` 32-bit words from global src to
-/// shared dst (16-byte aligned): 16 bytes a copy when src is 16-byte aligned and words a multiple of
-/// 4, else 4. Read dst only after wait_staged() and a barrier.
+/// shared dst (16-byte aligned), as one group per thread (also with no words: every call commits a
+/// group, so a thread counts its groups the same as every other): 16 bytes a copy when src is
+/// 16-byte aligned and words a multiple of 4, else 4. Read dst only after the wait_staged() that
+/// covers this group and a barrier.
 __device__ inline void stage_async(std::uint32_t* dst, const std::uint32_t* src, int words, int tid, int threads) {
+#if defined(PKV_GPU_EMULATION)
+    pkv_emulated_block::running_block->pending[threadIdx.x].emplace_back();
+#endif
     const bool wide = words % 4 == 0 && reinterpret_cast<std::uintptr_t>(src) % 16 == 0;
     const int step = wide ? 4 : 1;
     for (int w = tid * step; w < words; w += threads * step) copy_async(dst + w, src + w, 4 * step);
-#if defined(__CUDACC__) && !defined(PKV_GPU_EMULATION)
+#if defined(PKV_GPU_EMULATION)
+    pkv_emulated_block& block = *pkv_emulated_block::running_block;
+    if (block.lands_at_issue()) block.land(block.pending[threadIdx.x].back());
+#elif defined(__CUDACC__)
     __pipeline_commit();
 #endif
 }
 
-/// Waits until every copy the calling thread issued has landed (other threads' copies: a barrier after).
-__device__ inline void wait_staged() {
+/// Waits until the calling thread has at most `in_flight` (0 .. max_staged_in_flight) of its
+/// groups not landed: all but its newest `in_flight` (other threads' copies: a barrier after).
+__device__ inline void wait_staged(int in_flight) {
 #if defined(PKV_GPU_EMULATION)
-    pkv_emulated_block& block = *pkv_emulated_block::running_block;
-    for (const auto& c : block.pending[threadIdx.x]) std::memcpy(c.dst, c.src, c.bytes);
-    block.pending[threadIdx.x].clear();
+    auto& groups = pkv_emulated_block::running_block->pending[threadIdx.x];
+    while (groups.size() > static_cast<std::size_t>(in_flight)) {
+        pkv_emulated_block::land(groups.front());
+        groups.pop_front();
+    }
 #elif defined(__CUDACC__)
-    __pipeline_wait_prior(0);
+    // cp.async.wait_group takes its count as an immediate.
+    if (in_flight >= 2)
+        __pipeline_wait_prior(2);
+    else if (in_flight == 1)
+        __pipeline_wait_prior(1);
+    else
+        __pipeline_wait_prior(0);
+#else
+    (void)in_flight;
 #endif
 }
 

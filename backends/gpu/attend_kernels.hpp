@@ -5,8 +5,9 @@
 // once); the last block of a (sequence, KV head, head chunk) combines the splits in order.
 //
 // A split block (128 threads, 4 warps of 32 lanes) keeps everything it computes in shared memory;
-// only its partial records go to global memory. Pages stream through two shared buffers when they
-// fit (staged_page: the next page's codes are copied asynchronously while this one is computed).
+// only its partial records go to global memory. Pages stream through two or three shared buffers
+// when they fit (staged_page: the next one or two pages' codes are copied asynchronously while this
+// one is computed).
 // Its work, per page of the split:
 //   * K, per K group: warp h forms head h's multipliers (q_j s_j, their maximum by a lane fold, the
 //     rounding of core/multipliers.hpp), packs them as bytes, and the zero-point term (a lane dot);
@@ -45,7 +46,7 @@ struct attend_params {
     int max_splits;               ///< the most splits of an attended sequence
     int pages_per_split;          ///< core::pages_per_split(R)
     int heads_per_block;          ///< query heads a split block serves (a divisor of gqa)
-    bool staged;                  ///< split blocks stream pages through shared memory (split_shared)
+    int stages;                   ///< shared page buffers of a split block (split_shared): 0, 2 or 3
     bool mma;                     ///< the device has int8 warp matrix products (warp_mma.hpp) and they are not turned off
     input_view q;                 ///< [n][Hq][d]
     unsigned long long* q_fault;  ///< the fault slot of invalid query elements (device_views.hpp)
@@ -81,18 +82,23 @@ inline constexpr int split_threads = 128, split_warps = split_threads / static_c
 /// The shared memory of a split block serving `heads` query heads: offsets in floats (each array
 /// 16-byte aligned) of the staged queries, multipliers (float products, then packed integers), per-head
 /// steps and zero-point terms, per-token K's query group sums, the split's scores (then weights), the
-/// outputs, V's zero-point sums, the pattern histograms and, when `staged`, two page buffers (a page's
-/// K or V codes: one is computed while the next streams into the other).
+/// outputs, V's zero-point sums, the pattern histograms and `stages` page buffers (a page's K or V
+/// codes: one is computed while the next stages - 1 pages stream into the others; 0 reads codes
+/// from global memory).
 struct split_shared {
     int q, mult, packed, steps, zterm, qsum, scores, o, zsum, hist, pattern_of, stage, total;
     int wide;         ///< multipliers per head: max(d, R)
-    int stage_words;  ///< words of one page buffer; 0 without staging
+    int stages;       ///< page buffers: 0, or 2 .. max_stages
+    int stage_words;  ///< words of one page buffer
 
-    PKV_HD static split_shared layout(const core::page_geometry& g, int heads, int bank_capacity, bool staged) {
+    static constexpr int max_stages = 1 + gpu::max_staged_in_flight;
+
+    PKV_HD static split_shared layout(const core::page_geometry& g, int heads, int bank_capacity, int stages) {
         split_shared s{};
         s.wide = g.d > g.tokens ? g.d : g.tokens;
+        s.stages = stages;
         const int page_words = g.k_code_words() > g.v_code_words() ? g.k_code_words() : g.v_code_words();
-        s.stage_words = staged ? (page_words + 3) / 4 * 4 : 0;
+        s.stage_words = (page_words + 3) / 4 * 4;
         const int sizes[12] = {heads * g.d,
                                heads * s.wide,
                                heads * packed_multipliers::words_per_head(s.wide),
@@ -104,7 +110,7 @@ struct split_shared {
                                heads * g.d,
                                heads * bank_capacity,
                                bank_capacity > 0 ? g.tokens : 0,
-                               2 * s.stage_words};
+                               stages * s.stage_words};
         int* offsets[12] = {&s.q,      &s.mult, &s.packed, &s.steps, &s.zterm,      &s.qsum,
                             &s.scores, &s.o,    &s.zsum,   &s.hist,  &s.pattern_of, &s.stage};
         for (int i = 0; i < 12; ++i) {
@@ -148,7 +154,7 @@ struct split_block {
     __device__ std::int32_t* pattern_of() const { return reinterpret_cast<std::int32_t*>(smem + at.pattern_of); }
     __device__ float* record(int hh) const { return rec + hh * rec_stride; }
     __device__ std::uint32_t* stage_buffer(int i) const {
-        return reinterpret_cast<std::uint32_t*>(smem + at.stage) + static_cast<std::int64_t>(i % 2) * at.stage_words;
+        return reinterpret_cast<std::uint32_t*>(smem + at.stage) + static_cast<std::int64_t>(i % at.stages) * at.stage_words;
     }
     /// Passes over the heads, head_regs at a time.
     __device__ int head_passes() const { return (heads + head_regs - 1) / head_regs; }
@@ -379,17 +385,24 @@ __device__ inline void split_v_page(const split_block& b, const core::page_view&
 }
 
 /// Where page i of a pass over `count` pages reads its codes (`words` words at codes(i), global):
-/// without staging codes(i) itself; with it, the stage buffer that page i's codes were streamed into
-/// (issued here for page 0, and one page ahead for the others), after this call issued page i + 1's
-/// copy into the other buffer. Called by every thread of the block, for i = 0, 1, ... in turn, after
-/// the previous page's last barrier.
+/// without staging codes(i) itself; with it, the stage buffer that page i's codes were streamed into,
+/// stages - 1 pages ahead (pages 0 .. stages - 2 issued here for i = 0), after this call issued page
+/// i + stages - 1 into the buffer page i - 1 used. Every step issues one group (an empty one past
+/// the pass), so a thread's newest stages - 2 groups are the pages after i when it waits for page i.
+/// Called by every thread of the block, for i = 0, 1, ... in turn, after the previous page's last
+/// barrier.
 template <class Codes>
 __device__ const std::uint32_t* staged_page(const split_block& b, int i, int count, int words, Codes codes) {
-    if (b.at.stage_words == 0) return codes(i);
-    if (i == 0) gpu::stage_async(b.stage_buffer(0), codes(0), words, b.tid, split_threads);
-    gpu::wait_staged();
+    const int ahead = b.at.stages - 1;
+    if (ahead < 0) return codes(i);
+    const auto issue = [&](int k) {
+        gpu::stage_async(b.stage_buffer(k), k < count ? codes(k) : nullptr, k < count ? words : 0, b.tid, split_threads);
+    };
+    if (i == 0)
+        for (int k = 0; k < ahead; ++k) issue(k);
+    gpu::wait_staged(ahead - 1);
     __syncthreads();  // page i has landed, from every thread's copies; page i - 1's buffer is no longer read
-    if (i + 1 < count) gpu::stage_async(b.stage_buffer(i + 1), codes(i + 1), words, b.tid, split_threads);
+    issue(i + ahead);
     return b.stage_buffer(i);
 }
 
@@ -495,7 +508,7 @@ __global__ void __launch_bounds__(split_threads) attend_split_kernel(attend_para
                         p.partials + (qh0 * ms + split) * p.stride(),
                         static_cast<std::int64_t>(ms) * p.stride(),
                         core::split_tokens(p.a.g),
-                        split_shared::layout(p.a.g, p.heads_per_block, cap, p.staged),
+                        split_shared::layout(p.a.g, p.heads_per_block, cap, p.stages),
                         gpu::dynamic_shared<float>(),
                         tid,
                         lane,

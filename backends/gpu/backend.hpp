@@ -81,10 +81,17 @@ private:
     backend kind_;
     gpu::stream_t stream_{};  ///< the caller's (nullptr: the default stream)
     int batch_, heads_, d_, R_, cap_, q_heads_, gqa_, pps_;
-    int heads_per_block_;       ///< query heads one split block serves (attend_kernels.hpp)
-    bool staged_ = false;       ///< whether split blocks stream pages through shared memory
-    bool mma_ = false;          ///< whether split blocks sum codes with int8 warp matrix products
-    std::size_t split_shared_;  ///< its shared memory
+    /// A split block serving `heads` query heads (attend_kernels.hpp): its shared page buffers (0:
+    /// codes read from global memory) and its shared memory.
+    struct split_block_shape {
+        int heads, stages;
+        std::size_t bytes;
+    };
+    std::vector<split_block_shape> split_shapes_;  ///< one per divisor of the group that fits the device, most heads first
+    int multiprocessors_ = 1;                      ///< the device's SMs (CUs)
+    bool fill_sms_ = true;                         ///< chunk GQA groups until the split blocks cover the SMs
+    bool mma_ = false;                             ///< whether split blocks sum codes with int8 warp matrix products
+    const split_block_shape& split_shape_for(std::int64_t group_blocks) const;
     bool grow_ = false;
     kmeans_miner kmeans_{};
     Gate gate_;
@@ -176,20 +183,23 @@ inline gpu_backend<Gate>::gpu_backend(const layer_cache_state& s, backend kind, 
     meta_host_.assign(meta_.total, 0);
     meta_dev_ = gpu::malloc_device<int>(meta_.total);
 
-    // A split block serves the whole GQA group when its shared memory fits the device, else the
-    // largest divisor of the group that does (each chunk re-reads the codes); it streams pages
-    // through two shared page buffers when those fit too.
+    // A split block serves a chunk of the GQA group: a divisor of it whose shared memory fits the
+    // device (each chunk reads the codes; the whole group when it fits and the blocks cover the
+    // SMs, see split_shape_for). It streams pages through three shared page buffers (two pages in
+    // flight) when those fit too, else two, else none.
     const auto limit = static_cast<std::size_t>(gpu::max_shared_bytes());
-    heads_per_block_ = 0;
-    for (int hc = gqa_; hc >= 1 && heads_per_block_ == 0; --hc)
-        for (const bool staged : {true, false})
-            if (heads_per_block_ == 0 && gqa_ % hc == 0 && split_shared::layout(s.geom, hc, cap_, staged).bytes() <= limit)
-                heads_per_block_ = hc, staged_ = staged;
-    if (heads_per_block_ == 0)
-        throw error("GPU backend: decode attention needs " + std::to_string(split_shared::layout(s.geom, 1, cap_, false).bytes()) +
+    for (int hc = gqa_; hc >= 1; --hc)
+        for (const int stages : {split_shared::max_stages, 2, 0})
+            if (const std::size_t bytes = split_shared::layout(s.geom, hc, cap_, stages).bytes();
+                gqa_ % hc == 0 && bytes <= limit && (split_shapes_.empty() || split_shapes_.back().heads != hc))
+                split_shapes_.push_back({hc, stages, bytes});
+    if (split_shapes_.empty())
+        throw error("GPU backend: decode attention needs " + std::to_string(split_shared::layout(s.geom, 1, cap_, 0).bytes()) +
                     " bytes of shared memory per block for head_dim " + std::to_string(d_) + " and residual_length " + std::to_string(R_) +
                     "; the device gives " + std::to_string(limit));
-    split_shared_ = split_shared::layout(s.geom, heads_per_block_, cap_, staged_).bytes();
+    multiprocessors_ = gpu::multiprocessors();
+    const char* fill_env = std::getenv("PATTERNKV_GPU_FILL_SMS");
+    fill_sms_ = !(fill_env != nullptr && std::string(fill_env) == "0");
     // int8 warp matrix products where the device has them (the same sums as dp4a, faster at GQA >= 4);
     // PATTERNKV_GPU_INT8_MMA=0 turns them off, to compare the two on one device.
     const char* mma_env = std::getenv("PATTERNKV_GPU_INT8_MMA");
@@ -205,6 +215,19 @@ inline gpu_backend<Gate>::gpu_backend(const layer_cache_state& s, backend kind, 
     faults_ = gpu::malloc_device<unsigned long long>(input_tensors);
     clear_faults();
     gpu::check(gpu::synchronize(stream_), "GPU backend construction");
+}
+
+// The most heads per block (each chunk reads every code, so fewer chunks read fewer bytes), unless
+// the call's blocks would then leave SMs idle: a short context at a small batch (4K tokens, batch
+// 1, 8 KV heads: 5 splits x 8 = 40 blocks for 132 SMs; 16K with 2 KV heads: 34) then takes the
+// fewest chunks whose blocks cover the SMs, the idle SMs' share of the bandwidth being worth more than the extra reads (the
+// chunks of one split run at once, so their reads after the first mostly hit L2). Every head's
+// bits are the same whichever chunk serves it. group_blocks: the call's blocks at one chunk per group.
+template <class Gate>
+inline auto gpu_backend<Gate>::split_shape_for(std::int64_t group_blocks) const -> const split_block_shape& {
+    for (const split_block_shape& shape : split_shapes_)
+        if (!fill_sms_ || group_blocks * (gqa_ / shape.heads) >= multiprocessors_) return shape;
+    return split_shapes_.back();
 }
 
 template <class Gate>
@@ -455,10 +478,16 @@ inline void gpu_backend<Gate>::attend_views(const layer_cache_state& s, std::spa
     upload_meta(s);
     // Partial records for the splits the attended sequences have now, not for their capacity.
     int splits = 1;
-    for (int seq : seqs) splits = std::max(splits, core::attention_splits(s.pages[seq], s.window_count[seq], R_));
+    std::int64_t live_splits = 0;
+    for (int seq : seqs) {
+        const int here = core::attention_splits(s.pages[seq], s.window_count[seq], R_);
+        splits = std::max(splits, here);
+        live_splits += here;
+    }
     const std::int64_t nq = static_cast<std::int64_t>(n) * q_heads_;
     (void)gpu::workspace(partials_, static_cast<std::size_t>(nq * splits * core::partial_stride(d_, cap_)));
-    const std::int64_t chunk_blocks = static_cast<std::int64_t>(n) * heads_ * (gqa_ / heads_per_block_);
+    const split_block_shape& shape = split_shape_for(live_splits * heads_);
+    const std::int64_t chunk_blocks = static_cast<std::int64_t>(n) * heads_ * (gqa_ / shape.heads);
     if (done_.size() < static_cast<std::size_t>(chunk_blocks)) {  // counters start at 0; the kernel leaves them at 0
         gpu::ensure_capacity(done_, static_cast<std::size_t>(chunk_blocks));
         gpu::zero(stream_, done_.get(), done_.size());
@@ -472,8 +501,8 @@ inline void gpu_backend<Gate>::attend_views(const layer_cache_state& s, std::spa
                           tau_,
                           splits,
                           pps_,
-                          heads_per_block_,
-                          staged_,
+                          shape.heads,
+                          shape.stages,
                           mma_,
                           q,
                           faults_.get() + attend_q,
@@ -484,7 +513,7 @@ inline void gpu_backend<Gate>::attend_views(const layer_cache_state& s, std::spa
                           out,
                           done_.get()};
     gpu::launch(stream_, prepare_queries_kernel, gpu::blocks_for(nq, elementwise_threads), elementwise_threads, "prepare_queries", p);
-    gpu::launch_with_barriers(stream_, attend_split_kernel, static_cast<unsigned>(chunk_blocks * splits), split_threads, split_shared_,
+    gpu::launch_with_barriers(stream_, attend_split_kernel, static_cast<unsigned>(chunk_blocks * splits), split_threads, shape.bytes,
                               "attend_split", p);
 }
 

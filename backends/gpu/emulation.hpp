@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <random>
 #include <ucontext.h>
@@ -110,13 +111,26 @@ public:
     }
 
     /// A copy to shared memory a thread issued and has not waited for (gpu::stage_async): it lands
-    /// only when the thread waits (gpu::wait_staged), so a read before the wait sees the old bytes.
+    /// only when the thread waits for its group (gpu::wait_staged), so a read before that wait sees
+    /// the old bytes.
     struct pending_copy {
         void* dst;
         const void* src;
         std::size_t bytes;
     };
-    std::vector<std::vector<pending_copy>> pending;
+    /// Per thread: its groups of copies, oldest first; a landed group stays, empty, until the wait
+    /// that covers it.
+    std::vector<std::deque<std::vector<pending_copy>>> pending;
+
+    /// Lands the copies of a group now.
+    static void land(std::vector<pending_copy>& group) {
+        for (const auto& c : group) std::memcpy(c.dst, c.src, c.bytes);
+        group.clear();
+    }
+    /// Whether a group lands as soon as it is issued (else at its wait): a device lands it at some
+    /// time between the two, so the emulation takes either end at random, and both a read before
+    /// the wait and a copy issued into a buffer other threads still read give other bits.
+    bool lands_at_issue() { return std::bernoulli_distribution(0.5)(gen_); }
 
     static inline thread_local pkv_emulated_block* running_block = nullptr;
 

@@ -61,6 +61,10 @@ inline std::string kernel_image_problem(const void*) { return {}; }
 inline int emulated_shared_bytes = 48 * 1024;
 inline status current_device(int* dev) { return *dev = 0, success; }
 inline status shared_bytes_limit(int* v, int) { return *v = emulated_shared_bytes, success; }
+// The emulated device's SMs: one (split blocks serve whole GQA groups) unless a test models a wide
+// device (an H200 has 132), where short contexts chunk the groups to cover the SMs.
+inline int emulated_multiprocessors = 1;
+inline status multiprocessor_count(int* v, int) { return *v = emulated_multiprocessors, success; }
 // Whether the emulated device has int8 warp matrix products (a CUDA sm_80+ device): on unless a
 // test models one without (HIP, older NVIDIA), whose split blocks sum byte dot products instead.
 inline bool emulated_int8_mma = true;
@@ -98,6 +102,7 @@ inline status raw_copy(void* d, const void* s, std::size_t bytes, copy_kind k, s
 inline status synchronize(stream_t st) { return hipStreamSynchronize(st); }
 inline status current_device(int* dev) { return hipGetDevice(dev); }
 inline status shared_bytes_limit(int* v, int dev) { return hipDeviceGetAttribute(v, hipDeviceAttributeMaxSharedMemoryPerBlock, dev); }
+inline status multiprocessor_count(int* v, int dev) { return hipDeviceGetAttribute(v, hipDeviceAttributeMultiprocessorCount, dev); }
 // AMD's matrix cores have other fragment maps than warp_mma.hpp's: split blocks use v_dot4 there
 inline bool device_int8_mma() { return false; }
 inline status allow_shared_bytes(const void* kernel, std::size_t bytes) {
@@ -141,6 +146,7 @@ inline status synchronize(stream_t st) { return cudaStreamSynchronize(st); }
 inline status current_device(int* dev) { return cudaGetDevice(dev); }
 // the most a block may opt in to (227 KiB on sm_90), beyond the 48 KiB every launch gets
 inline status shared_bytes_limit(int* v, int dev) { return cudaDeviceGetAttribute(v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev); }
+inline status multiprocessor_count(int* v, int dev) { return cudaDeviceGetAttribute(v, cudaDevAttrMultiProcessorCount, dev); }
 // mma.sync m16n8k32 on 8-bit integers: sm_80 and later
 inline bool device_int8_mma() {
     int dev = 0, major = 0;
@@ -299,6 +305,12 @@ inline void check_launch_limits(unsigned blocks, unsigned threads, const char* n
 inline int max_shared_bytes() {
     int dev = 0, v = 0;
     return current_device(&dev) == success && shared_bytes_limit(&v, dev) == success ? v : 0;
+}
+
+/// The current device's multiprocessors (SMs, CUs); 1 when the runtime cannot say.
+inline int multiprocessors() {
+    int dev = 0, v = 0;
+    return current_device(&dev) == success && multiprocessor_count(&v, dev) == success && v > 0 ? v : 1;
 }
 
 /// A launch asking for more dynamic shared memory than the device gives one block is an error

@@ -163,7 +163,14 @@ bench_rc=$?
 echo "--- PATTERNKV_GPU_INT8_MMA=0 (dp4a code sums) ---" >> "$OUT/bench.log"
 PATTERNKV_GPU_INT8_MMA=0 timeout "$(limit 60 5)" "$build/attend_bench" --backend cuda --methods patternkv-2 --contexts 65536 \
   --batches 1,8 --reps 20 >> "$OUT/bench.log" 2>&1
-cat "$OUT/bench.log" | tail -24
+# a short context at batch 1 (8 KV heads x 5 splits = 40 blocks for 132 SMs): GQA groups chunked
+# until the blocks cover the SMs (the default), then whole groups (PATTERNKV_GPU_FILL_SMS=0)
+for fill in 1 0; do
+  echo "--- 4K tokens, batch 1, PATTERNKV_GPU_FILL_SMS=$fill ---" >> "$OUT/bench.log"
+  PATTERNKV_GPU_FILL_SMS=$fill timeout "$(limit 30 5)" "$build/attend_bench" --backend cuda --methods kivi-2,patternkv-2 \
+    --contexts 4096 --batches 1 --reps 20 >> "$OUT/bench.log" 2>&1
+done
+cat "$OUT/bench.log" | tail -32
 S[bench]="rc=$bench_rc$([ $bench_rc = 124 ] && echo ' (timed out; bench.json holds the rows it finished)'); $(($(wc -l < "$OUT/bench.log") - 1)) rows"
 [ $diff_rc -eq 0 ] || finish differential-failed 1
 finish ok 0
