@@ -24,6 +24,7 @@
 #include "src/cache_backend.hpp"
 #include "src/layer_cache_state.hpp"
 #include "runtime.hpp"
+#include "upload_ring.hpp"
 
 namespace patternkv::PKV_GPU_NS {
 
@@ -115,6 +116,7 @@ private:
     meta_layout meta_{};
     mutable std::vector<int> meta_host_;
     gpu::device_buffer<int> meta_dev_;
+    mutable gpu::upload_ring uploads_;  ///< the per-call uploads above, from page-locked memory
 
     // append input and attention buffers (fixed size)
     gpu::device_buffer<std::uint16_t> in_;
@@ -182,6 +184,10 @@ inline gpu_backend<Gate>::gpu_backend(const layer_cache_state& s, backend kind, 
     meta_.total = 5 * B + 4 * BH;
     meta_host_.assign(meta_.total, 0);
     meta_dev_ = gpu::malloc_device<int>(meta_.total);
+    // Eight page-locked slots, each holding the largest per-call upload: the counters and lists,
+    // the block-table changes, or the fault slots.
+    uploads_ = gpu::upload_ring(
+        std::max({meta_.total * sizeof(int), 2 * changes * sizeof(std::int64_t), input_tensors * sizeof(unsigned long long)}), 8);
 
     // A split block serves a chunk of the GQA group: a divisor of it whose shared memory fits the
     // device (each chunk reads the codes; the whole group when it fits and the blocks cover the
@@ -246,14 +252,14 @@ inline void gpu_backend<Gate>::upload_meta(const layer_cache_state& s) const {
     } else if (const auto n = static_cast<std::int64_t>(s.table_changes.size()); n > 0) {
         table_pairs_.assign(s.table_changes.begin(), s.table_changes.end());  // within the reserved capacity
         for (const std::int64_t entry : s.table_changes) table_pairs_.push_back(s.block_table[static_cast<std::size_t>(entry)]);
-        gpu::copy_to_device(stream_, table_pairs_dev_.get(), table_pairs_.data(), table_pairs_.size());
+        uploads_.send(stream_, table_pairs_dev_.get(), table_pairs_.data(), table_pairs_.size());
         gpu::launch(stream_, set_table_entries_kernel, gpu::blocks_for(n, elementwise_threads), elementwise_threads, "set_table_entries",
                     block_table_.get(), table_pairs_dev_.get(), n);
     }
     s.table_changes.clear();
     std::copy(s.pages.begin(), s.pages.end(), meta_host_.begin() + meta_.pages);
     std::copy(s.window_count.begin(), s.window_count.end(), meta_host_.begin() + meta_.window_count);
-    gpu::copy_to_device(stream_, meta_dev_.get(), meta_host_.data(), meta_.total);
+    uploads_.send(stream_, meta_dev_.get(), meta_host_.data(), meta_.total);
 }
 
 template <class Gate>
@@ -443,7 +449,7 @@ inline void gpu_backend<Gate>::append_rows(layer_cache_state& s, std::span<const
             int& count = meta_host_[meta_.window_count + meta_host_[meta_.job_seq + i]];
             count = arrays_.g.next_row(count);
         }
-        gpu::copy_to_device(stream_, meta_dev_.get(), meta_host_.data(), meta_.total);
+        uploads_.send(stream_, meta_dev_.get(), meta_host_.data(), meta_.total);
     }
     gpu::launch(stream_, window_write_kernel, gpu::blocks_for(static_cast<std::int64_t>(n) * 2 * H * d_, E), E, "window_write", arrays_,
                 counters(), m + meta_.seqs, n, in_.get());
@@ -520,7 +526,7 @@ inline void gpu_backend<Gate>::attend_views(const layer_cache_state& s, std::spa
 template <class Gate>
 inline void gpu_backend<Gate>::clear_faults() const {
     const unsigned long long none[input_tensors] = {no_fault, no_fault, no_fault, no_fault, no_fault};
-    gpu::copy_to_device(stream_, faults_.get(), none, input_tensors);
+    uploads_.send(stream_, faults_.get(), none, input_tensors);
 }
 
 template <class Gate>

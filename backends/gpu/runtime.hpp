@@ -70,6 +70,8 @@ inline status multiprocessor_count(int* v, int) { return *v = emulated_multiproc
 inline bool emulated_int8_mma = true;
 inline bool device_int8_mma() { return emulated_int8_mma; }
 inline status raw_free(void* p) { return ::operator delete(p), success; }
+inline status raw_host_malloc(void** p, std::size_t bytes) { return (*p = ::operator new(bytes, std::nothrow)) ? success : out_of_memory; }
+inline status raw_host_free(void* p) { return ::operator delete(p), success; }
 // a stream is a name only: every launch and copy runs to its end before it returns
 using stream_t = void*;
 inline status raw_memset(void* p, std::size_t bytes, stream_t) { return std::memset(p, 0, bytes), success; }
@@ -93,6 +95,8 @@ inline status device_count(int* n) { return hipGetDeviceCount(n); }
 inline status last_error() { return hipGetLastError(); }
 inline status raw_malloc(void** p, std::size_t bytes) { return hipMalloc(p, bytes); }
 inline status raw_free(void* p) { return hipFree(p); }
+inline status raw_host_malloc(void** p, std::size_t bytes) { return hipHostMalloc(p, bytes, hipHostMallocDefault); }
+inline status raw_host_free(void* p) { return hipHostFree(p); }
 using stream_t = hipStream_t;
 inline status raw_memset(void* p, std::size_t bytes, stream_t st) { return hipMemsetAsync(p, 0, bytes, st); }
 using copy_kind = hipMemcpyKind;
@@ -136,6 +140,8 @@ inline status device_count(int* n) { return cudaGetDeviceCount(n); }
 inline status last_error() { return cudaGetLastError(); }
 inline status raw_malloc(void** p, std::size_t bytes) { return cudaMalloc(p, bytes); }
 inline status raw_free(void* p) { return cudaFree(p); }
+inline status raw_host_malloc(void** p, std::size_t bytes) { return cudaMallocHost(p, bytes); }
+inline status raw_host_free(void* p) { return cudaFreeHost(p); }
 using stream_t = cudaStream_t;
 inline status raw_memset(void* p, std::size_t bytes, stream_t st) { return cudaMemsetAsync(p, 0, bytes, st); }
 using copy_kind = cudaMemcpyKind;
