@@ -154,6 +154,15 @@ struct scalar_ops {
     }
     /// lane_dot(a, b, n).
     PKV_HD static float dot(const float* a, const float* b, int n) { return lane_dot(a, b, n); }
+    /// dot(a, halves(h)) and add_scaled(a, halves(h), y) with each half converted where it is used:
+    /// the same bits without a [max_head_dim] buffer (2 KB of stack per GPU thread).
+    PKV_HD static float dot_halves(const float* a, const std::uint16_t* h, int n) {
+        return lane_dot_of(
+            a, [h](int j) { return half_to_float(h[j]); }, n);
+    }
+    PKV_HD static void add_scaled_halves(float a, const std::uint16_t* h, float* y, int n) {
+        for (int i = 0; i < n; ++i) y[i] = y[i] + a * half_to_float(h[i]);
+    }
     /// max_i s[i] (n >= 1, no NaN), with a zero maximum returned as +0 so the order of the search
     /// cannot show through the sign of zero.
     PKV_HD static float max(const float* s, int n) {
@@ -365,9 +374,13 @@ PKV_HD void attend_window_split(const std::uint16_t* wk, const std::uint16_t* wv
 template <AttentionOps Ops = scalar_ops>
 PKV_HD void pattern_scores(const float* q_tau, const std::uint16_t* bank_k, int bank, int d, float* qm, int heads = 1, int qm_stride = 0) {
     for (int c = 0; c < bank; ++c) {
-        float m[max_head_dim];
-        Ops::halves(bank_k + c * d, d, m);
-        for (int h = 0; h < heads; ++h) qm[h * qm_stride + c] = Ops::dot(q_tau + h * d, m, d);
+        if constexpr (requires { Ops::dot_halves(q_tau, bank_k, d); }) {
+            for (int h = 0; h < heads; ++h) qm[h * qm_stride + c] = Ops::dot_halves(q_tau + h * d, bank_k + c * d, d);
+        } else {
+            float m[max_head_dim];
+            Ops::halves(bank_k + c * d, d, m);
+            for (int h = 0; h < heads; ++h) qm[h * qm_stride + c] = Ops::dot(q_tau + h * d, m, d);
+        }
     }
 }
 
@@ -391,9 +404,13 @@ PKV_HD void combine_splits(const float* recs, int splits, int d, int bank_capaci
     }
     for (int c = 0; c < bank; ++c) {
         if (hist_acc[c] == 0.0f) continue;
-        float m[max_head_dim];
-        Ops::halves(bank_v + c * d, d, m);
-        Ops::add_scaled(hist_acc[c], m, out, d);
+        if constexpr (requires { Ops::add_scaled_halves(hist_acc[c], bank_v, out, d); }) {
+            Ops::add_scaled_halves(hist_acc[c], bank_v + c * d, out, d);
+        } else {
+            float m[max_head_dim];
+            Ops::halves(bank_v + c * d, d, m);
+            Ops::add_scaled(hist_acc[c], m, out, d);
+        }
     }
     for (int j = 0; j < d; ++j) out[j] = out[j] / big_l;
 }

@@ -11,12 +11,19 @@
 namespace patternkv::core {
 
 /// K per-channel: channel j of a page. rows: [R][d] residuals. Writes row j of codes and the
-/// scale/min of channel j for every token group.
-PKV_HD void quantize_k_channel(const page_geometry& g, const float* rows, int j, std::uint32_t* codes, scale_min* sm) {
-    std::uint8_t buf[max_page_tokens];
+/// scale/min of channel j for every token group. buf: scratch of R bytes (the channel's codes
+/// before packing; a GPU thread passes global memory, as R bytes of stack per thread would make the
+/// driver reserve local memory for every thread the device can hold).
+PKV_HD void quantize_k_channel(const page_geometry& g, const float* rows, int j, std::uint32_t* codes, scale_min* sm, std::uint8_t* buf) {
     for (int t0 = 0, gi = 0; t0 < g.tokens; t0 += g.k_group, ++gi)
         sm[gi * g.d + j] = quantize_group(rows + t0 * g.d + j, g.k_group, g.d, g.k_bits, buf + t0);
     pack_codes(buf, g.tokens, g.k_bits, codes + j * g.k_row_words());
+}
+
+/// The same with its scratch on the stack (host code).
+inline void quantize_k_channel(const page_geometry& g, const float* rows, int j, std::uint32_t* codes, scale_min* sm) {
+    std::uint8_t buf[max_page_tokens];
+    quantize_k_channel(g, rows, j, codes, sm, buf);
 }
 
 /// One token row quantized per-token in groups of `group` channels (V always; K per-token).

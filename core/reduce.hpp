@@ -14,14 +14,22 @@ PKV_HD float fold_lanes(float (&acc)[reduction_lanes]) {
     return acc[0];
 }
 
-/// sum_j a[j] * b[j] in the canonical order (mul then add, never fused).
-PKV_HD float lane_dot(const float* a, const float* b, int n) {
+/// sum_j a[j] * b(j) in the canonical order (mul then add, never fused), b(j) the j-th element of
+/// the second operand (read where it is used, so a converted operand needs no buffer).
+template <class B>
+PKV_HD float lane_dot_of(const float* a, B b, int n) {
     float acc[reduction_lanes] = {};
     for (int j0 = 0; j0 < n; j0 += reduction_lanes) {
         const int m = n - j0 < reduction_lanes ? n - j0 : reduction_lanes;
-        for (int l = 0; l < m; ++l) acc[l] = acc[l] + a[j0 + l] * b[j0 + l];
+        for (int l = 0; l < m; ++l) acc[l] = acc[l] + a[j0 + l] * b(j0 + l);
     }
     return fold_lanes(acc);
+}
+
+/// sum_j a[j] * b[j] in the canonical order (mul then add, never fused).
+PKV_HD float lane_dot(const float* a, const float* b, int n) {
+    return lane_dot_of(
+        a, [b](int j) { return b[j]; }, n);
 }
 
 /// sum_j a[j] in the canonical order.

@@ -133,6 +133,7 @@ private:
     gpu::device_buffer<std::uint16_t> prompt_;
     gpu::device_buffer<float> prompt_rows_, select_bank_, prefill_resid_;
     gpu::device_buffer<int> assign_;
+    gpu::device_buffer<std::uint8_t> select_codes_;
     kmeans_workspace kmeans_scratch_;
     gpu::device_buffer<std::uint8_t> prefill_flags_;
 };
@@ -267,7 +268,9 @@ inline void gpu_backend<Gate>::encode(int jobs, int pages, const float* rows, st
                                       gpu::device_buffer<float>& resid, gpu::device_buffer<std::uint8_t>& flags) {
     const std::int64_t tokens = static_cast<std::int64_t>(pages) * R_, H = heads_;
     (void)gpu::workspace(resid, static_cast<std::size_t>(jobs * 2 * H * tokens * d_));
-    (void)gpu::workspace(flags, static_cast<std::size_t>(jobs * 3 * H * tokens));  // gate flags, then K and V indices
+    // gate flags, then K and V indices, then (per-channel K) each channel's codes before packing
+    const std::int64_t flag_bytes = jobs * 3 * H * tokens;
+    (void)gpu::workspace(flags, static_cast<std::size_t>(flag_bytes + (arrays_.g.k_per_channel ? jobs * H * tokens * d_ : 0)));
     (void)gpu::workspace(bank_f_, static_cast<std::size_t>(jobs) * 2 * H * cap_ * d_);
     const int* m = meta_dev_.get();
     const encode_params p{arrays_,
@@ -283,6 +286,7 @@ inline void gpu_backend<Gate>::encode(int jobs, int pages, const float* rows, st
                           bank_f_.get(),
                           flags.get(),
                           flags.get() + jobs * H * tokens,
+                          flags.get() + flag_bytes,
                           flush};
     const int E = elementwise_threads, Hv = heavy_threads;
     if (cap_ > 0) gpu::launch(stream_, bank_to_float_kernel, gpu::blocks_for(jobs * 2 * H * cap_ * d_, E), E, "bank_to_float", p);
@@ -302,15 +306,17 @@ inline void gpu_backend<Gate>::encode(int jobs, int pages, const float* rows, st
 // floats [2][H][T][d]; the K banks hold `count` mined patterns.
 template <class Gate>
 inline void gpu_backend<Gate>::select_k_channels(const layer_cache_state& s, int seq, const float* rows, int T, int count) {
-    const std::int64_t H = heads_, per = static_cast<std::int64_t>(cap_) * d_;
-    float* bank_f = gpu::workspace(select_bank_, static_cast<std::size_t>(H * per));
+    const std::int64_t H = heads_, per = static_cast<std::int64_t>(cap_) * d_, group = s.cfg.k_group;
+    // the banks as floats, then each (head, channel)'s residual column of one token group
+    float* bank_f = gpu::workspace(select_bank_, static_cast<std::size_t>(H * per + H * d_ * group));
+    std::uint8_t* codes = gpu::workspace(select_codes_, static_cast<std::size_t>(H * d_ * group));
     int* assign = gpu::workspace(assign_, static_cast<std::size_t>(H * T));
     const int E = elementwise_threads;
     gpu::launch(stream_, halves_to_floats_kernel, gpu::blocks_for(H * per, E), E, "k_bank_to_float", arrays_.bank(false, seq, 0), H * per,
                 bank_f);
     gpu::launch(stream_, k_select_assign_kernel, gpu::blocks_for(H * T, E), E, "k_select_assign", arrays_, rows, T, bank_f, count, assign);
     gpu::launch(stream_, k_select_channels_kernel, gpu::blocks_for(H * d_, E), E, "k_select_channels", arrays_, seq, rows, T, bank_f, count,
-                assign, s.cfg.k_group, s.cfg.k_bits);
+                assign, s.cfg.k_group, s.cfg.k_bits, bank_f + H * per, codes);
 }
 
 template <class Gate>

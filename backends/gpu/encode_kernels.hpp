@@ -35,11 +35,12 @@ struct encode_params {
     int jobs, pages;      ///< pages per job
     const float* rows;
     std::int64_t job_stride, head_stride;
-    float* resid;               ///< [jobs][2][H][pages * R][d]
-    float* bank_f;              ///< [jobs][2][H][bank_capacity][d]: the banks as floats
-    std::uint8_t* gate_flags;   ///< [jobs][H][pages * R]: V gate decisions before packing
-    std::uint8_t* index_flags;  ///< [jobs][2][H][pages * R]: pattern indices before packing
-    bool flush;                 ///< align by d_mm (flush) or squared L2 (prefill)
+    float* resid;                   ///< [jobs][2][H][pages * R][d]
+    float* bank_f;                  ///< [jobs][2][H][bank_capacity][d]: the banks as floats
+    std::uint8_t* gate_flags;       ///< [jobs][H][pages * R]: V gate decisions before packing
+    std::uint8_t* index_flags;      ///< [jobs][2][H][pages * R]: pattern indices before packing
+    std::uint8_t* k_channel_codes;  ///< per-channel K: [jobs][H][pages][d][R], a channel's codes before packing
+    bool flush;                     ///< align by d_mm (flush) or squared L2 (prefill)
 
     __device__ int tokens() const { return pages * a.g.tokens; }
     __device__ const float* row(int job, int kv, int h, int t) const {
@@ -162,7 +163,7 @@ __global__ void quantize_k_channel_kernel(encode_params p) {
     const int h = static_cast<int>(idx / (static_cast<std::int64_t>(d) * p.pages) % H);
     const int job = static_cast<int>(idx / (static_cast<std::int64_t>(d) * p.pages * H));
     const core::page_ref page = p.a.page(p.job_seq[job], h, p.job_page[job] + pg);
-    core::quantize_k_channel(p.a.g, p.resid_row(job, 0, h, pg * R), j, page.k_codes, page.k_sm);
+    core::quantize_k_channel(p.a.g, p.resid_row(job, 0, h, pg * R), j, page.k_codes, page.k_sm, p.k_channel_codes + idx * R);
 }
 
 /// Per-token rows, one token per thread: V (kv = 1) always, K (kv = 0) in per-token mode.
@@ -207,19 +208,19 @@ __global__ void k_select_assign_kernel(cache_arrays a, const float* x, int T, co
 
 /// K channel selection, step 2: one (head, channel) per thread; zeroes the fp16 bank column of a
 /// channel that does not keep its patterns (core/k_channel_select.hpp; cpu_backend.cpp's
-/// select_k_channels does the same).
+/// select_k_channels does the same). col, codes: `group` floats and bytes of scratch per thread, in
+/// global memory (on the stack they would be sized for the longest page, 20 KB per thread, which
+/// the driver reserves for every thread the device can hold).
 __global__ void k_select_channels_kernel(cache_arrays a, int seq, const float* x, int T, const float* bank_f, int count, const int* assign,
-                                         int group, int bits) {
+                                         int group, int bits, float* col, std::uint8_t* codes) {
     const std::int64_t idx = thread_index();
     const int d = a.g.d;
     if (idx >= static_cast<std::int64_t>(a.heads) * d) return;
     const int h = static_cast<int>(idx / d), j = static_cast<int>(idx % d);
     const int groups = core::k_select_groups(T, a.g.tokens, group);
-    float col[core::max_page_tokens];
-    std::uint8_t codes[core::max_page_tokens];
-    if (!core::keep_k_pattern_channel(x + static_cast<std::int64_t>(h) * T * d, d,
-                                      bank_f + static_cast<std::int64_t>(h) * a.bank_capacity * d,
-                                      assign + static_cast<std::int64_t>(h) * T, groups, group, bits, j, col, codes)) {
+    if (!core::keep_k_pattern_channel(
+            x + static_cast<std::int64_t>(h) * T * d, d, bank_f + static_cast<std::int64_t>(h) * a.bank_capacity * d,
+            assign + static_cast<std::int64_t>(h) * T, groups, group, bits, j, col + idx * group, codes + idx * group)) {
         std::uint16_t* b = a.bank(false, seq, h);
         for (int c = 0; c < count; ++c) b[c * d + j] = 0;  // +0 in fp16
     }
