@@ -38,6 +38,15 @@ __device__ inline void atomic_max(std::uint32_t* p, std::uint32_t v) {
 #endif
 }
 
+/// *p |= v.
+__device__ inline void atomic_or(std::uint32_t* p, std::uint32_t v) {
+#if defined(PKV_GPU_EMULATION)
+    *p |= v;
+#else
+    atomicOr(p, v);
+#endif
+}
+
 /// The calling thread's earlier writes become visible to the whole device before its later ones.
 __device__ inline void thread_fence() {
 #if !defined(PKV_GPU_EMULATION)

@@ -79,6 +79,9 @@ __global__ void prepare_queries_kernel(attend_params p) {
 
 inline constexpr int split_threads = 128, split_warps = split_threads / static_cast<int>(gpu::warp_lanes);
 
+/// Words of a bit set over a page's tokens.
+PKV_HD int token_set_words(const core::page_geometry& g) { return (g.tokens + 31) / 32; }
+
 /// The shared memory of a split block serving `heads` query heads: offsets in floats (each array
 /// 16-byte aligned) of the staged queries, multipliers (float products, then packed integers), per-head
 /// steps and zero-point terms, per-token K's query group sums, the split's scores (then weights), the
@@ -86,7 +89,7 @@ inline constexpr int split_threads = 128, split_warps = split_threads / static_c
 /// codes: one is computed while the next stages - 1 pages stream into the others; 0 reads codes
 /// from global memory).
 struct split_shared {
-    int q, mult, packed, steps, zterm, qsum, scores, o, zsum, hist, pattern_of, stage, total;
+    int q, mult, packed, steps, zterm, qsum, scores, o, zsum, hist, pattern_tokens, stage, total;
     int wide;         ///< multipliers per head: max(d, R)
     int stages;       ///< page buffers: 0, or 2 .. max_stages
     int stage_words;  ///< words of one page buffer
@@ -109,10 +112,10 @@ struct split_shared {
                                heads * g.d,
                                heads * g.d,
                                heads * bank_capacity,
-                               bank_capacity > 0 ? g.tokens : 0,
+                               bank_capacity * token_set_words(g),
                                stages * s.stage_words};
-        int* offsets[12] = {&s.q,      &s.mult, &s.packed, &s.steps, &s.zterm,      &s.qsum,
-                            &s.scores, &s.o,    &s.zsum,   &s.hist,  &s.pattern_of, &s.stage};
+        int* offsets[12] = {&s.q,      &s.mult, &s.packed, &s.steps, &s.zterm,          &s.qsum,
+                            &s.scores, &s.o,    &s.zsum,   &s.hist,  &s.pattern_tokens, &s.stage};
         for (int i = 0; i < 12; ++i) {
             *offsets[i] = s.total;
             s.total += (sizes[i] + 3) / 4 * 4;
@@ -150,8 +153,8 @@ struct split_block {
     __device__ float* o(int hh) const { return smem + at.o + hh * g.d; }
     __device__ float* zsum(int hh) const { return smem + at.zsum + hh * g.d; }
     __device__ float* hist(int hh) const { return smem + at.hist + hh * cap; }
-    /// Per token of the page: its V pattern when its gate is set, else -1.
-    __device__ std::int32_t* pattern_of() const { return reinterpret_cast<std::int32_t*>(smem + at.pattern_of); }
+    /// Per V pattern, the page's tokens gated to it: a bit set of token_set_words(g) words each.
+    __device__ std::uint32_t* pattern_tokens() const { return reinterpret_cast<std::uint32_t*>(smem + at.pattern_tokens); }
     __device__ float* record(int hh) const { return rec + hh * rec_stride; }
     __device__ std::uint32_t* stage_buffer(int i) const {
         return reinterpret_cast<std::uint32_t*>(smem + at.stage) + static_cast<std::int64_t>(i % at.stages) * at.stage_words;
@@ -370,16 +373,24 @@ __device__ inline void split_v_page(const split_block& b, const core::page_view&
         __syncthreads();
     }
     if (b.cap == 0) return;
-    std::int32_t* pattern_of = b.pattern_of();  // unpacked once per page, not once per (head, pattern)
+    // Each pattern's gated tokens as a bit set, built once per page by order-free ORs, so that entry
+    // (head, pattern) visits only its own tokens (lowest bit first: token order), not all R of them
+    // (at 16 patterns and GQA 4, R compares per entry cost about as much as all the code sums).
+    const int words = token_set_words(g);
+    std::uint32_t* sets = b.pattern_tokens();
+    for (int i = b.tid; i < b.cap * words; i += split_threads) sets[i] = 0;
+    __syncthreads();
     for (int t = b.tid; t < R; t += split_threads)
-        pattern_of[t] = core::gate_bit(pv.v_gate, t) ? static_cast<std::int32_t>(core::pattern_index(pv.v_index, t, g.index_bits)) : -1;
+        if (const int c = static_cast<int>(core::pattern_index(pv.v_index, t, g.index_bits)); core::gate_bit(pv.v_gate, t) && c < b.cap)
+            gpu::atomic_or(sets + c * words + t / 32, 1u << (t % 32));
     __syncthreads();
     for (int e = b.tid; e < b.heads * b.cap; e += split_threads) {  // entry (hh, c) adds its gated tokens in token order
         const int hh = e / b.cap, c = e % b.cap;
         const float* w = b.scores(hh) + col;
+        const std::uint32_t* set = sets + c * words;
         float sum = b.hist(hh)[c];
-        for (int t = 0; t < R; ++t)
-            if (pattern_of[t] == c) sum = sum + w[t];
+        for (int i = 0; i < words; ++i)
+            for (std::uint32_t bits = set[i]; bits != 0; bits &= bits - 1) sum = sum + w[i * 32 + core::lowest_bit(bits)];
         b.hist(hh)[c] = sum;
     }
 }
