@@ -23,8 +23,7 @@ inline constexpr int max_staged_in_flight = 2;
 /// the calling thread's open group.
 __device__ inline void copy_async(void* dst, const void* src, int bytes) {
 #if defined(PKV_GPU_EMULATION)
-    pkv_emulated_block& block = *pkv_emulated_block::running_block;
-    block.pending[threadIdx.x].back().push_back({dst, src, static_cast<std::size_t>(bytes)});
+    pkv_emulated_block::running_block->issue_copy(threadIdx.x, {dst, src, static_cast<std::size_t>(bytes)});
 #elif defined(__CUDACC__)
     __pipeline_memcpy_async(dst, src, static_cast<std::size_t>(bytes));
 #else
@@ -41,15 +40,11 @@ __device__ inline void copy_async(void* dst, const void* src, int bytes) {
 /// 16-byte aligned and words a multiple of 4, else 4. Read dst only after the wait_staged() that
 /// covers this group and a barrier.
 __device__ inline void stage_async(std::uint32_t* dst, const std::uint32_t* src, int words, int tid, int threads) {
-#if defined(PKV_GPU_EMULATION)
-    pkv_emulated_block::running_block->pending[threadIdx.x].emplace_back();
-#endif
     const bool wide = words % 4 == 0 && reinterpret_cast<std::uintptr_t>(src) % 16 == 0;
     const int step = wide ? 4 : 1;
     for (int w = tid * step; w < words; w += threads * step) copy_async(dst + w, src + w, 4 * step);
 #if defined(PKV_GPU_EMULATION)
-    pkv_emulated_block& block = *pkv_emulated_block::running_block;
-    if (block.lands_at_issue()) block.land(block.pending[threadIdx.x].back());
+    pkv_emulated_block::running_block->commit_copies(threadIdx.x);
 #elif defined(__CUDACC__)
     __pipeline_commit();
 #endif
@@ -59,11 +54,7 @@ __device__ inline void stage_async(std::uint32_t* dst, const std::uint32_t* src,
 /// groups not landed: all but its newest `in_flight` (other threads' copies: a barrier after).
 __device__ inline void wait_staged(int in_flight) {
 #if defined(PKV_GPU_EMULATION)
-    auto& groups = pkv_emulated_block::running_block->pending[threadIdx.x];
-    while (groups.size() > static_cast<std::size_t>(in_flight)) {
-        pkv_emulated_block::land(groups.front());
-        groups.pop_front();
-    }
+    pkv_emulated_block::running_block->wait_copies(threadIdx.x, static_cast<std::size_t>(in_flight));
 #elif defined(__CUDACC__)
     // cp.async.wait_group takes its count as an immediate.
     if (in_flight >= 2)

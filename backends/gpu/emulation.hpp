@@ -20,7 +20,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <memory>
 #include <random>
 #include <ucontext.h>
@@ -47,13 +46,13 @@ public:
     static constexpr std::size_t stack_bytes = 256 * 1024;
 
     pkv_emulated_block(unsigned threads, std::uint64_t seed)
-        : pending(threads),
-          threads_(threads),
+        : threads_(threads),
           waiting_(threads, runnable),
           arrived_(1 + (threads + warp - 1) / warp, 0),
           fibers_(threads),
           exchange_(2 * static_cast<std::size_t>(threads) * exchange_words),
           exchanges_(threads, 0),
+          pending_(threads),
           gen_(seed) {}
 
     /// Runs body() as each thread of the block (threadIdx set) until every thread has ended.
@@ -110,32 +109,54 @@ public:
         for (unsigned l = 0; l < warp; ++l) std::memcpy(lanes + l * n, at(base + l), n * sizeof *words);
     }
 
-    /// A copy to shared memory a thread issued and has not waited for (gpu::stage_async): it lands
-    /// only when the thread waits for its group (gpu::wait_staged), so a read before that wait sees
-    /// the old bytes.
+    /// A copy to shared memory a thread issued (gpu::copy_async) and has not waited for.
     struct pending_copy {
         void* dst;
         const void* src;
-        std::size_t bytes;
+        std::size_t bytes;  ///< 0 once landed
     };
-    /// Per thread: its groups of copies, oldest first; a landed group stays, empty, until the wait
-    /// that covers it.
-    std::vector<std::deque<std::vector<pending_copy>>> pending;
 
-    /// Lands the copies of a group now.
-    static void land(std::vector<pending_copy>& group) {
-        for (const auto& c : group) std::memcpy(c.dst, c.src, c.bytes);
-        group.clear();
+    /// Thread t issues a copy into its open group.
+    void issue_copy(unsigned t, const pending_copy& c) { pending_[t].copies.push_back(c); }
+    /// Thread t closes its open group (gpu::stage_async). A device lands the group at some time
+    /// between its issue and the wait that covers it, so the emulation takes either end at random:
+    /// both a read before the wait and a copy issued into a buffer other threads still read give
+    /// other bits.
+    void commit_copies(unsigned t) {
+        copy_queue& q = pending_[t];
+        const std::size_t begin = q.ends.empty() ? 0 : q.ends.back();
+        q.ends.push_back(q.copies.size());
+        if (std::bernoulli_distribution(0.5)(gen_)) land(q, begin, q.copies.size());
     }
-    /// Whether a group lands as soon as it is issued (else at its wait): a device lands it at some
-    /// time between the two, so the emulation takes either end at random, and both a read before
-    /// the wait and a copy issued into a buffer other threads still read give other bits.
-    bool lands_at_issue() { return std::bernoulli_distribution(0.5)(gen_); }
+    /// Thread t waits until at most its newest `in_flight` groups have not landed (gpu::wait_staged).
+    void wait_copies(unsigned t, std::size_t in_flight) {
+        copy_queue& q = pending_[t];
+        if (q.ends.size() <= in_flight) return;
+        const std::size_t groups = q.ends.size() - in_flight, end = q.ends[groups - 1];
+        land(q, 0, end);
+        q.copies.erase(q.copies.begin(), q.copies.begin() + static_cast<std::ptrdiff_t>(end));
+        q.ends.erase(q.ends.begin(), q.ends.begin() + static_cast<std::ptrdiff_t>(groups));
+        for (std::size_t& e : q.ends) e -= end;
+    }
 
     static inline thread_local pkv_emulated_block* running_block = nullptr;
 
 private:
     static constexpr int runnable = -1, finished = -2;
+
+    /// A thread's copies not waited for, oldest first (flat, so a block allocates once per thread),
+    /// and where each of its groups ends in them.
+    struct copy_queue {
+        std::vector<pending_copy> copies;
+        std::vector<std::size_t> ends;
+    };
+    static void land(copy_queue& q, std::size_t begin, std::size_t end) {
+        for (std::size_t i = begin; i < end; ++i) {
+            pending_copy& c = q.copies[i];
+            std::memcpy(c.dst, c.src, c.bytes);
+            c.bytes = 0;
+        }
+    }
 
     static void fiber_main() {
         pkv_emulated_block& b = *running_block;
@@ -175,6 +196,7 @@ private:
     void* body_arg_ = nullptr;
     std::vector<std::uint32_t> exchange_;  ///< two slots of exchange_words per thread (warp_exchange)
     std::vector<unsigned> exchanges_;      ///< per thread: warp exchanges so far
+    std::vector<copy_queue> pending_;      ///< per thread: asynchronous copies (gpu::stage_async)
     std::mt19937_64 gen_;
 };
 
