@@ -205,12 +205,10 @@ inline gpu_backend<Gate>::gpu_backend(const layer_cache_state& s, backend kind, 
                     " bytes of shared memory per block for head_dim " + std::to_string(d_) + " and residual_length " + std::to_string(R_) +
                     "; the device gives " + std::to_string(limit));
     multiprocessors_ = gpu::multiprocessors();
-    const char* fill_env = std::getenv("PATTERNKV_GPU_FILL_SMS");
-    fill_sms_ = !(fill_env != nullptr && std::string(fill_env) == "0");
+    fill_sms_ = !gpu::switched_off("PATTERNKV_GPU_FILL_SMS");
     // int8 warp matrix products where the device has them (the same sums as dp4a, faster at GQA >= 4);
     // PATTERNKV_GPU_INT8_MMA=0 turns them off, to compare the two on one device.
-    const char* mma_env = std::getenv("PATTERNKV_GPU_INT8_MMA");
-    mma_ = gpu::device_int8_mma() && !(mma_env != nullptr && std::string(mma_env) == "0");
+    mma_ = gpu::device_int8_mma() && !gpu::switched_off("PATTERNKV_GPU_INT8_MMA");
 
     const std::size_t BQ = B * q_heads_;
     in_ = gpu::malloc_device<std::uint16_t>(2 * BH * d_);

@@ -306,17 +306,27 @@ inline void check_launch_limits(unsigned blocks, unsigned threads, const char* n
                     " blocks of " + std::to_string(threads) + " threads (limits: 1 to 1024 threads, fewer than 2^31 blocks)");
 }
 
+/// An attribute of the current device by query(&value, device), or `otherwise` when the runtime
+/// cannot say.
+inline int device_attribute(status (*query)(int*, int), int otherwise) {
+    int dev = 0, v = 0;
+    return current_device(&dev) == success && query(&v, dev) == success ? v : otherwise;
+}
+
 /// The dynamic shared memory one block of the current device may use (0 when the runtime cannot
 /// say, so that every request is refused with the device's answer in the error).
-inline int max_shared_bytes() {
-    int dev = 0, v = 0;
-    return current_device(&dev) == success && shared_bytes_limit(&v, dev) == success ? v : 0;
-}
+inline int max_shared_bytes() { return device_attribute(shared_bytes_limit, 0); }
 
 /// The current device's multiprocessors (SMs, CUs); 1 when the runtime cannot say.
 inline int multiprocessors() {
-    int dev = 0, v = 0;
-    return current_device(&dev) == success && multiprocessor_count(&v, dev) == success && v > 0 ? v : 1;
+    const int n = device_attribute(multiprocessor_count, 1);
+    return n > 0 ? n : 1;
+}
+
+/// Whether the environment variable `name` is set to "0" (a switch that turns a default off).
+inline bool switched_off(const char* name) {
+    const char* v = std::getenv(name);
+    return v != nullptr && std::string(v) == "0";
 }
 
 /// A launch asking for more dynamic shared memory than the device gives one block is an error
